@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` runs the main job, `make test` runs the tests.
+# Each creates .venv and installs the project (CPU torch pinned by constraints-cpu.txt).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRESET ?= arith-tiny
+
+.PHONY: demo test test-all lint bench clean
+
+$(BIN)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/halluc search --preset $(PRESET)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check search pipeline workers tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+test-all: lint
+	$(BIN)/pytest -q -m ""
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/search_bench.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""Configuration: one small frozen dataclass per stage, YAML presets, `key=value` overrides.
+
+    cfg = load_config("arith-tiny", ["search.n_mc=4", "run.out_dir=/tmp/run"])
+
+A preset is a YAML file in `pipeline/presets/` (shipped inside the package) with one mapping per
+section. Unknown sections or keys and values of the wrong type fail at once with `ConfigError`,
+naming the key (and the preset file) and what is allowed. The resolved config is saved as YAML
+beside every output, with its hash on every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset or override that names an unknown key or gives a bad value."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which problems. `op`/`digits` are for arithmetic; `path` and the fields for jsonl."""
+
+    name: Literal["arithmetic", "countdown", "jsonl"] = "arithmetic"
+    op: Literal["add", "mul"] = "add"
+    digits: int = 3
+    path: str = ""
+    question_field: str = "question"
+    answer_field: str = "answer"
+    n_train: int = 256
+    n_test: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.digits < 1 or self.n_train < 1 or self.n_test < 1:
+            raise ConfigError("task.digits, task.n_train and task.n_test must be at least 1")
+        if self.name == "jsonl" and not self.path:
+            raise ConfigError("task.path: the jsonl task needs a JSONL file or dataset directory")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Tree search (DESIGN §5). OmegaPRM: K=n_screen, k=n_mc, B=budget, alpha, beta,
+    L=length_scale, c_puct. MCTS: simulations, width, mcts_c_puct. `policy=fake` is the scripted
+    policy with known mistakes (no model): its error rates are the fake_* keys."""
+
+    algorithm: Literal["omegaprm", "mcts"] = "omegaprm"
+    policy: Literal["fake"] = "fake"
+    n_screen: int = 32
+    n_mc: int = 8
+    budget: int = 100
+    alpha: float = 0.5
+    beta: float = 0.9
+    length_scale: float = 500.0
+    c_puct: float = 0.125
+    locate: Literal["binary", "exhaustive"] = "binary"
+    simulations: int = 20
+    width: int = 4
+    mcts_c_puct: float = 1.0
+    batch_size: int = 16
+    max_corrections: int = 1
+    fake_error_rate: float = 0.05
+    fake_trap_rate: float = 0.5
+    fake_n_traps: int = 1
+    fake_fix_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_screen", "n_mc", "budget", "simulations", "width", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"search.{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("fake_error_rate", "fake_trap_rate", "fake_fix_rate", "alpha", "beta"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"search.{name}: must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """The backspace token and what one backspace erases (DESIGN §4)."""
+
+    bksp_token: str = "<|bksp|>"
+    unit: Literal["token", "step"] = "token"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where outputs go, the run seed every other seed derives from, and the round."""
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    round: int = 0
+    model_id: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """A short hash of everything that shapes the outputs (not where they are written)."""
+        d = self.to_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k != "out_dir"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def presets() -> list[str]:
+    """Names of the presets shipped with the package."""
+    files = resources.files("pipeline") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(preset: str = "arith-tiny", overrides: list[str] | None = None) -> Config:
+    """A preset (a shipped name or a path to a YAML file) with `section.key=value` overrides."""
+    path = _preset_path(preset)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: a preset must be a mapping of sections, got {type(raw).__name__}"
+        )
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    return build(Config, raw, str(path))
+
+
+def _preset_path(preset: str) -> Path:
+    if preset.endswith((".yaml", ".yml")):
+        path = Path(preset)
+        if not path.is_file():
+            raise ConfigError(f"preset file {preset} does not exist")
+        return path
+    path = Path(str(resources.files("pipeline") / "presets" / f"{preset}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {preset!r}; shipped presets: {', '.join(presets())}")
+    return path
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """An instance of dataclass `cls` from a mapping, every value checked against its type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(names)}")
+    values = {}
+    for name, value in raw.items():
+        key = f"{where}:{name}" if ":" not in where else f"{where}.{name}"
+        values[name] = _check(hints[name], value, key)
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value or {}, key)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML (and nothing secret: the config holds no tokens)."""
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,176 @@
+"""The search stage: tree search over the task's training problems, written as Parquet shards.
+
+    halluc search --preset arith-tiny                       # CPU, in-process
+    halluc search --preset arith-tiny --set search.n_mc=4   # any key=value override
+
+Problems are cut into batches of `search.batch_size` in a fixed order; each batch's searches run in
+lockstep (one policy call per round of asks) and its three tables are written as one file each.
+A rerun of the same command skips finished batches. Outputs, under `run.out_dir/round-R/search/`:
+`traces/`, `steps/`, `pairs/` shards, `stats/` per batch, `config.yaml`, `summary.json`.
+
+Seeds derive from (run seed, round, problem id), never from the batch or the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline.config import Config, save_config
+from pipeline.shards import SCHEMA_VERSION, batch_done, write_batch
+from search.driver import Search, run_batched
+from search.fake import ScriptedPolicy
+from search.mcts import MctsParams, mcts
+from search.omegaprm import OmegaParams, omegaprm
+from search.tasks import make_task
+from search.tokenizer import CharTokenizer
+from search.traces import table_rows
+from search.tree import Judge, Tree, derive_seed
+from search.types import Problem, Task, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def stage_dir(cfg: Config) -> Path:
+    return Path(cfg.run.out_dir) / f"round-{cfg.run.round}" / "search"
+
+
+def main(cfg: Config) -> dict[str, Any]:
+    """Search every training problem not searched yet; returns (and saves) the summary."""
+    out = stage_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    task = make_task_from(cfg)
+    problems = task.problems("train", cfg.task.n_train)
+    tokenizer = CharTokenizer(bksp_token=cfg.trace.bksp_token)
+    policy = ScriptedPolicy(
+        task,
+        problems,
+        tokenizer,
+        cfg.search.fake_error_rate,
+        cfg.search.fake_trap_rate,
+        cfg.search.fake_n_traps,
+        cfg.search.fake_fix_rate,
+        cfg.trace.unit,
+        seed=derive_seed(cfg.run.seed, "fake-policy"),
+    )
+    size = cfg.search.batch_size
+    batches = [problems[i : i + size] for i in range(0, len(problems), size)]
+    todo = [b for b in range(len(batches)) if not batch_done(out, b)]
+    log.info(
+        "search: %d problems in %d batches, %d to do, writing to %s",
+        len(problems),
+        len(batches),
+        len(todo),
+        out,
+    )
+    with tqdm(total=sum(len(batches[b]) for b in todo), desc="search", unit="problem") as bar:
+        for b in todo:
+            stats = search_batch(cfg, task, tokenizer, policy, batches[b], out, b)
+            bar.update(len(batches[b]))
+            bar.set_postfix(rollouts=stats["rollouts"], branches=stats["failing_branches"])
+    summary = summarize(out, len(batches), task.has_step_checker)
+    _write_json(out / "summary.json", summary)
+    log.info("search summary: %s", json.dumps(summary))
+    return summary
+
+
+def make_task_from(cfg: Config) -> Task:
+    t = cfg.task
+    if t.name == "arithmetic":
+        return make_task("arithmetic", op=t.op, digits=t.digits, seed=t.seed)
+    if t.name == "countdown":
+        return make_task("countdown", seed=t.seed)
+    return make_task(
+        "jsonl", path=t.path, question_field=t.question_field, answer_field=t.answer_field
+    )
+
+
+def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) -> Search:
+    """The configured search algorithm over one problem, seeded by (run seed, round, id)."""
+    prompt = tuple(tokenizer.encode(problem.prompt))
+    tree = Tree(Judge(task, problem, tokenizer, prompt, cfg.trace.unit))
+    s = cfg.search
+    seed = derive_seed(cfg.run.seed, cfg.run.round, problem.id)
+    if s.algorithm == "mcts":
+        return Search(
+            mcts(tree, MctsParams(s.n_screen, s.n_mc, s.simulations, s.width, s.mcts_c_puct), seed)
+        )
+    params = OmegaParams(
+        s.n_screen, s.n_mc, s.budget, s.alpha, s.beta, s.length_scale, s.c_puct, s.locate
+    )
+    return Search(omegaprm(tree, params, seed))
+
+
+def search_batch(
+    cfg: Config,
+    task: Task,
+    tokenizer: Tokenizer,
+    policy: Any,
+    problems: list[Problem],
+    out: Path,
+    batch: int,
+) -> dict[str, Any]:
+    """Search one batch in lockstep and write its shards and stats."""
+    searches = [new_search(cfg, task, tokenizer, p) for p in problems]
+    results = run_batched(searches, policy)
+    tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
+    for problem, result in zip(problems, results, strict=True):
+        prov = {
+            "problem_id": problem.id,
+            "task": task.name,
+            "round": cfg.run.round,
+            "model_id": cfg.run.model_id or f"fake:{cfg.search.policy}",
+            "config_hash": cfg.hash,
+            "seed": derive_seed(cfg.run.seed, cfg.run.round, problem.id),
+            "schema_version": SCHEMA_VERSION,
+        }
+        for table, rows in table_rows(result, cfg.search.max_corrections).items():
+            tables[table] += [prov | row for row in rows]
+    stats = {
+        "batch": batch,
+        "problems": len(problems),
+        "rollouts": sum(r.rollouts_used for r in results),
+        "failing_branches": sum(len(r.branches) for r in results),
+        "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
+    }
+    _write_json(out / "stats" / f"batch-{batch:05d}.json", stats)
+    write_batch(out, batch, tables)
+    return stats
+
+
+def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
+    """Totals over every finished batch, read back from the stats and the shards."""
+    import pyarrow.parquet as pq
+
+    stats = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("batch-*.json"))]
+    traces = pq.read_table(out / "traces", columns=["kind", "mc_error_step", "exact_error_step"])
+    kinds = traces.column("kind").to_pylist()
+    mc_step = traces.column("mc_error_step").to_pylist()
+    exact = traces.column("exact_error_step").to_pylist()
+    located = [(m, e) for k, m, e in zip(kinds, mc_step, exact, strict=True) if k == "correction"]
+    return {
+        "batches": n_batches,
+        "problems": sum(s["problems"] for s in stats),
+        "rollouts": sum(s["rollouts"] for s in stats),
+        "failing_branches": sum(s["failing_branches"] for s in stats),
+        "screened_out": sum(s["screened_out"] for s in stats),
+        "traces_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
+        "mc_vs_exact_first_error_agreement": (
+            sum(m == e for m, e in located) / len(located) if located and has_checker else None
+        ),
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

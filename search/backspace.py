@@ -1,0 +1,180 @@
+"""The backspace token: what it erases, and traces that use it (DESIGN §4).
+
+`apply_backspaces` is the one definition of what is visible. Traces, decoding, evaluation and the
+trace viewer all go through `pop_count` (one backspace) or `apply_backspaces` (a whole stream).
+
+Units:
+- "token": each backspace deletes the previous visible token.
+- "step": one backspace deletes back to the start of the last step: the trailing token (often the
+  step delimiter) and then everything up to, not including, the previous delimiter.
+
+A backspace never deletes into the prompt: `BackspaceError` says where it would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["token", "step"]
+UNITS: tuple[Unit, ...] = ("token", "step")
+
+
+class BackspaceError(ValueError):
+    """A backspace stream or trace that cannot be applied (deletes into the prompt, bad unit)."""
+
+
+def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: int) -> int:
+    """How many trailing tokens of `visible` one backspace removes (0 when only the prompt is left).
+
+    Decoding with a cropped KV cache calls this to know how far to crop.
+    """
+    if unit not in UNITS:
+        raise BackspaceError(f"backspace unit {unit!r} is not one of {UNITS}")
+    end = len(visible)
+    if end <= prompt_len:
+        return 0
+    if unit == "token":
+        return 1
+    start = end - 1  # the trailing token always goes, delimiter or not
+    while start > prompt_len and visible[start - 1] != delim_id:
+        start -= 1
+    return end - start
+
+
+def _simulate(
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> tuple[list[int], list[int]]:
+    """Positions of `ids` that stay visible, and positions of erased non-backspace tokens."""
+    visible_pos: list[int] = []
+    erased: list[int] = []
+    for pos, tok in enumerate(ids):
+        if tok != bksp_id:
+            visible_pos.append(pos)
+            continue
+        if pos < prompt_len:
+            raise BackspaceError(f"the prompt contains a backspace token at position {pos}")
+        visible_ids = [ids[p] for p in visible_pos]
+        n = pop_count(visible_ids, prompt_len, unit, delim_id)
+        if n == 0:
+            raise BackspaceError(
+                f"backspace at position {pos} would delete into the prompt "
+                f"(prompt length {prompt_len}, nothing generated is left to erase)"
+            )
+        erased.extend(visible_pos[-n:])
+        del visible_pos[-n:]
+    return visible_pos, sorted(erased)
+
+
+def apply_backspaces(
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> list[int]:
+    """The visible token ids of a stream `ids` (prompt first) after applying every backspace."""
+    visible_pos, _ = _simulate(ids, prompt_len, unit, bksp_id, delim_id)
+    return [ids[p] for p in visible_pos]
+
+
+@dataclass(frozen=True)
+class Serialized:
+    """A training sequence.
+
+    input_ids: prompt, generated tokens and backspaces. loss_mask: 1 where the token carries loss
+    (kept generated tokens and backspaces), 0 on the prompt and on erased tokens. erase_spans:
+    half-open [start, end) ranges of erased (non-backspace) tokens in input_ids.
+    """
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    erase_spans: list[tuple[int, int]]
+    n_backspaces: int
+
+
+def _spans(positions: Sequence[int]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for p in positions:
+        if spans and spans[-1][1] == p:
+            spans[-1] = (spans[-1][0], p + 1)
+        else:
+            spans.append((p, p + 1))
+    return spans
+
+
+def serialize_stream(
+    prompt: Sequence[int], completion: Sequence[int], unit: Unit, bksp_id: int, delim_id: int
+) -> Serialized:
+    """A raw generated stream (with the model's own backspaces) as a training sequence."""
+    ids = [*prompt, *completion]
+    _, erased = _simulate(ids, len(prompt), unit, bksp_id, delim_id)
+    mask = [0] * len(prompt) + [1] * len(completion)
+    for p in erased:
+        mask[p] = 0
+    n_bksp = sum(1 for t in completion if t == bksp_id)
+    return Serialized(ids, mask, _spans(erased), n_bksp)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Generated tokens that stay (`keep`) or are erased by backspaces right after them."""
+
+    kind: Literal["keep", "erase"]
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The prompt plus segments, in order: e.g. keep(good steps), erase(wrong step), keep(fix)."""
+
+    prompt: tuple[int, ...]
+    segments: tuple[Segment, ...]
+
+    def visible(self) -> list[int]:
+        """What a reader sees once every erased segment is gone."""
+        out = list(self.prompt)
+        for seg in self.segments:
+            if seg.kind == "keep":
+                out.extend(seg.ids)
+        return out
+
+
+def _n_backspaces(
+    seg: Segment, before: Sequence[int], prompt_len: int, unit: Unit, delim_id: int
+) -> int:
+    """Backspaces that erase exactly `seg`, given the visible tokens `before` it."""
+    if unit == "token":
+        return len(seg.ids)
+    if len(before) > prompt_len and before[-1] != delim_id:
+        raise BackspaceError(
+            "with unit='step' an erased segment must start at a step boundary (after the prompt "
+            "or a step delimiter); use unit='token' to erase part of a step"
+        )
+    n_delims = sum(1 for t in seg.ids if t == delim_id)
+    return n_delims + (0 if seg.ids[-1] == delim_id else 1)
+
+
+def serialize(trace: Trace, unit: Unit, bksp_id: int, delim_id: int) -> Serialized:
+    """A trace as a training sequence: backspaces inserted after each erased segment."""
+    if unit not in UNITS:
+        raise BackspaceError(f"backspace unit {unit!r} is not one of {UNITS}")
+    ids = list(trace.prompt)
+    mask = [0] * len(ids)
+    erased: list[int] = []
+    visible = list(trace.prompt)
+    n_total = 0
+    for i, seg in enumerate(trace.segments):
+        if not seg.ids:
+            raise BackspaceError(f"segment {i} of the trace is empty")
+        if bksp_id in seg.ids:
+            raise BackspaceError(f"segment {i} of the trace already contains a backspace token")
+        start = len(ids)
+        ids.extend(seg.ids)
+        if seg.kind == "keep":
+            mask.extend([1] * len(seg.ids))
+            visible.extend(seg.ids)
+            continue
+        n = _n_backspaces(seg, visible, len(trace.prompt), unit, delim_id)
+        erased.extend(range(start, start + len(seg.ids)))
+        ids.extend([bksp_id] * n)
+        mask.extend([0] * len(seg.ids) + [1] * n)
+        n_total += n
+    return Serialized(ids, mask, _spans(erased), n_total)

@@ -1,0 +1,114 @@
+"""A scripted policy that makes known mistakes, for tests and benchmarks (STYLE §1).
+
+It knows each problem's reference solution. From a prefix still on the reference path it writes
+the next reference step, except that step i goes wrong with probability `p[i]` (a digit changed);
+once off the path it never recovers: every later step is a perturbed reference step, so the final
+answer is wrong. Each problem has `n_traps` steps with the higher `trap_rate`, which makes failing
+branches with 0 < mc < 1 at known places. With `fix_rate` > 0 it sometimes notices a wrong step,
+erases it with backspaces and writes the right one (what a trained model should do).
+
+Every ask is answered from `random.Random(ask.seed)` alone, so the answer does not depend on what
+else is in the batch: batched and one-at-a-time search give the same trees.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from search.backspace import Unit
+from search.tree import derive_seed, split_steps
+from search.types import Ask, Problem, Rollout, Task, Tokenizer
+
+
+@dataclass(frozen=True)
+class _Script:
+    reference: list[str]
+    p_error: list[float]
+
+
+class ScriptedPolicy:
+    """`sample(asks)`: the rollouts of every ask, for problems given at construction."""
+
+    def __init__(
+        self,
+        task: Task,
+        problems: Sequence[Problem],
+        tokenizer: Tokenizer,
+        error_rate: float = 0.05,
+        trap_rate: float = 0.5,
+        n_traps: int = 1,
+        fix_rate: float = 0.0,
+        unit: Unit = "token",
+        max_new_tokens: int = 512,
+        seed: int = 0,
+    ) -> None:
+        self.tok = tokenizer
+        self.fix_rate = fix_rate
+        self.unit = unit
+        self.max_new_tokens = max_new_tokens
+        self._scripts: dict[tuple[int, ...], _Script] = {}
+        for problem in problems:
+            ref = task.reference(problem)
+            rng = random.Random(derive_seed(seed, problem.id))
+            traps = set(rng.sample(range(len(ref)), min(n_traps, len(ref))))
+            p = [trap_rate if i in traps else error_rate for i in range(len(ref))]
+            self._scripts[tuple(tokenizer.encode(problem.prompt))] = _Script(ref, p)
+        self._prompt_lens = sorted({len(k) for k in self._scripts})
+
+    def true_p_error(self, prompt: str) -> list[float]:
+        """The per-step error probabilities scripted for a prompt (for tests and benchmarks)."""
+        return self._scripts[tuple(self.tok.encode(prompt))].p_error
+
+    def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
+        return [self._answer(ask) for ask in asks]
+
+    def _answer(self, ask: Ask) -> list[Rollout]:
+        script, gen = self._lookup(ask.prefix)
+        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.delim_id)]
+        on_path = steps == script.reference[: len(steps)]
+        rng = random.Random(ask.seed)
+        return [self._rollout(script, len(steps), on_path, ask.until, rng) for _ in range(ask.n)]
+
+    def _lookup(self, prefix: tuple[int, ...]) -> tuple[_Script, tuple[int, ...]]:
+        for n in self._prompt_lens:
+            script = self._scripts.get(prefix[:n])
+            if script is not None:
+                return script, prefix[n:]
+        raise KeyError("the scripted policy was not given the problem of this prefix")
+
+    def _rollout(
+        self, s: _Script, start: int, on_path: bool, until: str, rng: random.Random
+    ) -> Rollout:
+        end = len(s.reference) if until == "end" else min(start + 1, len(s.reference))
+        ids: list[int] = []
+        for i in range(start, end):
+            step = s.reference[i]
+            last = i == len(s.reference) - 1
+            if on_path and rng.random() < s.p_error[i]:
+                wrong = _perturb(step, rng)
+                if rng.random() < self.fix_rate:
+                    ids += self._erased(wrong, last)
+                else:
+                    on_path, step = False, wrong
+            elif not on_path:
+                step = _perturb(step, rng)
+            ids += self.tok.encode(step if last else step + "\n")
+        finished = len(ids) <= self.max_new_tokens
+        return Rollout(tuple(ids[: self.max_new_tokens]), finished)
+
+    def _erased(self, wrong: str, last: bool) -> list[int]:
+        written = self.tok.encode(wrong if last else wrong + "\n")
+        n = len(written) if self.unit == "token" else 1
+        return written + [self.tok.bksp_id] * n
+
+
+def _perturb(step: str, rng: random.Random) -> str:
+    """The step with one digit changed (or a wrong word when it has no digit)."""
+    digits = [i for i, ch in enumerate(step) if ch.isdigit()]
+    if not digits:
+        return step + " wrong"
+    i = rng.choice(digits)
+    new = rng.choice([d for d in "0123456789" if d != step[i]])
+    return step[:i] + new + step[i + 1 :]

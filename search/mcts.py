@@ -1,0 +1,126 @@
+"""MCTS over steps (TS-LLM style), as an ask/tell generator behind the same interface as OmegaPRM.
+
+screen:     K rollouts from the root (its MC value); all right or all wrong -> stop
+simulate:   up to S times: descend by PUCT (Q + c * P * sqrt(N_parent) / (1 + N_child), uniform
+            prior P over the sampled children) to a leaf; expand it with `width` sampled steps
+            (identical steps merge); value each new child by k MC rollouts (a child that ends
+            the solution is terminal and its value exact); back the mean value up the path
+branches:   every edge parent -> child with mc(parent) > 0 and mc(child) == 0 (a terminal wrong
+            child, or one whose k rollouts all failed) is a failing branch
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from search.tree import FailingBranch, Node, SearchResult, Tree, derive_seed
+from search.types import Ask, Rollout
+
+Gen = Generator[list[Ask], list[list[Rollout]], SearchResult]
+
+
+@dataclass(frozen=True)
+class MctsParams:
+    n_screen: int = 32
+    n_mc: int = 8
+    simulations: int = 20
+    width: int = 4
+    c_puct: float = 1.0
+
+
+def mcts(tree: Tree, params: MctsParams, seed: int) -> Gen:
+    """Search one problem; yields batches of asks, receives their rollouts, returns the result."""
+    counter = itertools.count()
+    delim = tree.judge.tokenizer.delim_id
+
+    def ask(node: Node, n: int, until: str = "end") -> Ask:
+        return Ask(tree.prefix(node), n, until, derive_seed(seed, next(counter)))  # type: ignore[arg-type]
+
+    root = tree.root
+    [screen] = yield [ask(root, params.n_screen)]
+    tree.add_rollouts(root, screen)
+    root.n, root.w = 1, root.mc
+    if not 0 < root.mc < 1:
+        return SearchResult(tree, [])
+
+    for _ in range(params.simulations):
+        path = [root]
+        while path[-1].expanded and path[-1].children:
+            path.append(_select(path[-1], params.c_puct))
+        leaf = path[-1]
+        if leaf.terminal or leaf.expanded:
+            value = leaf.mc  # nothing left to expand below: revisit its value
+        else:
+            [samples] = yield [ask(leaf, params.width, "step")]
+            tree.rollouts_used += len(samples)
+            leaf.expanded = True
+            new = _expand(tree, leaf, samples, delim)
+            need = [c for c in new if not c.terminal and c.n_rollouts < params.n_mc]
+            if need:
+                results = yield [ask(c, params.n_mc - c.n_rollouts) for c in need]
+                for child, rollouts in zip(need, results, strict=True):
+                    tree.add_rollouts(child, rollouts)
+            for child in new:
+                child.n, child.w = 1, child.mc
+            value = sum(c.mc for c in new) / len(new) if new else leaf.mc
+        for node in path:
+            node.n += 1
+            node.w += value
+    return SearchResult(tree, _branches(tree))
+
+
+def _select(node: Node, c_puct: float) -> Node:
+    prior = 1.0 / len(node.children)
+
+    def puct(child: Node) -> float:
+        q = child.w / child.n if child.n else 0.0
+        return q + c_puct * prior * math.sqrt(node.n) / (1 + child.n)
+
+    return max(node.children, key=puct)
+
+
+def _expand(tree: Tree, leaf: Node, samples: list[Rollout], delim: int) -> list[Node]:
+    """Children of `leaf` for each distinct sampled step; returns the ones that are new."""
+    new: list[Node] = []
+    for sample in samples:
+        steps = tree.rollout_steps(leaf, sample)
+        if not steps or len(steps) != 1:
+            continue  # empty, deletes into the prefix, or not one step
+        child = tree.node(leaf.steps + steps)
+        if child in leaf.children:
+            continue
+        ends_step = sample.finished and steps[0][-1] == delim
+        if not ends_step:  # end-of-sequence or out of budget: a finished (or cut) solution
+            child.terminal = True
+            child.terminal_correct = tree.judge.correct(
+                tuple(t for s in child.steps for t in s), sample.finished
+            )
+        leaf.children.append(child)
+        new.append(child)
+    return new
+
+
+def _branches(tree: Tree) -> list[FailingBranch]:
+    found = []
+    for parent in tree.nodes.values():
+        if parent.mc <= 0:
+            continue
+        for child in parent.children:
+            if child.mc > 0 or not (child.terminal or child.n_rollouts):
+                continue
+            wrong = next(
+                (r for r, ok in zip(child.rollouts, child.correct, strict=True) if not ok), None
+            )
+            found.append(
+                FailingBranch(
+                    parent=parent.steps,
+                    wrong_step=child.steps[-1],
+                    wrong_continuation=wrong.tokens if wrong else (),
+                    error_mc=0.0,
+                    error_n=1 if child.terminal else child.n_rollouts,
+                )
+            )
+    return found

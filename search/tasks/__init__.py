@@ -1,0 +1,57 @@
+"""Tasks: arithmetic and countdown (generated, exact step checkers) and JSONL data (GSM8K-style).
+
+`make_task(name, **options)` builds one by name; see `search.types.Task` for the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from search.types import Task
+
+SPLITS = ("train", "test")
+
+
+class TaskDataError(ValueError):
+    """Task data that cannot be used as it is; the message names the file, the line and the fix."""
+
+
+def hash_split(text: str) -> Literal["train", "test"]:
+    """The split of a problem whose split is decided by its text: "test" for one in ten, stably."""
+    return "test" if int(hashlib.sha1(text.encode()).hexdigest(), 16) % 10 == 0 else "train"
+
+
+def check_split(split: str) -> None:
+    """Raise a ValueError naming the allowed splits unless `split` is one of them."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """The task called `name` ("arithmetic", "countdown" or "jsonl"), built with `options`.
+
+    Raises ValueError listing the allowed names for an unknown name, and the accepted options for
+    an option the task does not take.
+    """
+    from search.tasks.arithmetic import ArithmeticTask
+    from search.tasks.countdown import CountdownTask
+    from search.tasks.jsonl import JsonlTask
+
+    tasks: dict[str, type] = {
+        "arithmetic": ArithmeticTask,
+        "countdown": CountdownTask,
+        "jsonl": JsonlTask,
+    }
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(tasks))}")
+    cls = tasks[name]
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(**options)
+    except TypeError as err:
+        accepted = ", ".join(signature.parameters)
+        raise ValueError(f"task {name!r}: {err}; it accepts the options: {accepted}") from None
+    return cls(**options)

@@ -1,0 +1,123 @@
+"""Multi-digit addition and multiplication with a canonical digit-level scratchpad.
+
+The scratchpad works right to left, one digit position per step, so every step is determined by
+the problem and the exact step checker is a comparison with the reference:
+
+    347+589=?        add: 7+9+0=16 / 4+8+1=13 / 3+5+1=9 / ans 936
+    347*9=?          mul: 7*9+0=63 / 4*9+6=42 / 3*9+4=31 / ans 3123
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+from search.tasks import check_split, hash_split
+from search.types import Problem, content_id
+
+OPS = ("add", "mul")
+_SYMBOL = {"add": "+", "mul": "*"}
+
+
+def scratchpad(a: int, b: int, op: str) -> list[str]:
+    """The reference steps for `a op b`: one step per digit of `a` from the right, then the answer.
+
+    add: "{da}+{db}+{carry}={s}" (b padded with zeros on the left); mul: "{da}*{b}+{carry}={v}"
+    with `b` a single digit. The carry into the next step is the result divided by ten.
+    """
+    digits_a = [int(d) for d in reversed(str(a))]
+    digits_b = [int(d) for d in reversed(str(b).zfill(len(digits_a)))]
+    steps, carry = [], 0
+    for i, da in enumerate(digits_a):
+        if op == "add":
+            value = da + digits_b[i] + carry
+            steps.append(f"{da}+{digits_b[i]}+{carry}={value}")
+        else:
+            value = da * b + carry
+            steps.append(f"{da}*{b}+{carry}={value}")
+        carry = value // 10
+    steps.append(f"ans {a + b if op == 'add' else a * b}")
+    return steps
+
+
+class ArithmeticTask:
+    """`digits`-digit addition (a + b) or multiplication by a single digit 2..9 (a * b).
+
+    Prompts look like "347+589=?\\n". A problem is in "test" iff the sha1 of its prompt is 0 mod 10,
+    so the splits are disjoint and stable whatever the seed; `seed` picks which problems are drawn.
+    """
+
+    name = "arithmetic"
+    step_delimiter = "\n"
+
+    def __init__(self, op: Literal["add", "mul"] = "add", digits: int = 3, seed: int = 0) -> None:
+        if op not in OPS:
+            raise ValueError(f"arithmetic op must be one of {', '.join(OPS)}, got {op!r}")
+        if not isinstance(digits, int) or digits < 1:
+            raise ValueError(f"arithmetic digits must be a positive integer, got {digits!r}")
+        self.op = op
+        self.digits = digits
+        self.seed = seed
+
+    @property
+    def has_step_checker(self) -> bool:
+        return True
+
+    def make_problem(self, a: int, b: int) -> Problem:
+        """The problem `a op b` with this task's op (no range checks: any non-negative operands)."""
+        prompt = f"{a}{_SYMBOL[self.op]}{b}=?{self.step_delimiter}"
+        result = a + b if self.op == "add" else a * b
+        return Problem(
+            id=content_id(self.name, prompt),
+            prompt=prompt,
+            answer=str(result),
+            meta={"a": a, "b": b, "op": self.op},
+        )
+
+    def _draw(self, rng: random.Random) -> Problem:
+        low, high = 10 ** (self.digits - 1), 10**self.digits - 1
+        b = rng.randint(low, high) if self.op == "add" else rng.randint(2, 9)
+        return self.make_problem(rng.randint(low, high), b)
+
+    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+        """Exactly `n` distinct problems of `split`, the same for the same (op, digits, seed).
+
+        Raises ValueError when `n` distinct problems cannot be found (too few digits for `n`).
+        """
+        check_split(split)
+        if n < 0:
+            raise ValueError(f"number of problems must be non-negative, got {n}")
+        rng = random.Random(f"{self.seed}-{split}")
+        found: dict[str, Problem] = {}
+        max_attempts = 10_000 + 100 * n
+        for _ in range(max_attempts):
+            if len(found) == n:
+                break
+            problem = self._draw(rng)
+            if hash_split(problem.prompt) == split:
+                found.setdefault(problem.id, problem)
+        if len(found) < n:
+            raise ValueError(
+                f"found only {len(found)} distinct {split} problems of {self.digits}-digit "
+                f"{self.op} after {max_attempts} draws, {n} asked; ask for fewer or raise digits"
+            )
+        return list(found.values())
+
+    def reference(self, problem: Problem) -> list[str]:
+        """The canonical scratchpad of `problem` (see `scratchpad`)."""
+        meta = problem.meta
+        return scratchpad(meta["a"], meta["b"], meta["op"])
+
+    def is_correct(self, problem: Problem, steps: Sequence[str]) -> bool:
+        """True iff the last step is exactly "ans {answer}" (intermediate steps are not checked)."""
+        return bool(steps) and steps[-1].strip() == f"ans {problem.answer}"
+
+    def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
+        """Index of the first step that differs from the canonical scratchpad, or of the first step
+        past its end; None when `steps` is a prefix of it (the reference itself included)."""
+        reference = self.reference(problem)
+        for i, step in enumerate(steps):
+            if i >= len(reference) or step.strip() != reference[i]:
+                return i
+        return None

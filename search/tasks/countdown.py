@@ -1,0 +1,208 @@
+"""Countdown, the Stream-of-Search game: combine all the numbers with + - * / to reach the target.
+
+Prompt "24:3 5 7 9\\n"; a solution is n-1 steps such as "9-7=2", each taking two numbers of the
+current multiset and putting back the result. Larger operand first; subtraction never negative;
+division exact. Held-out targets make the test split: test problems use only them, train never.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from search.tasks import check_split
+from search.types import Problem, content_id
+
+_STEP = re.compile(r"([0-9]+)([-+*/])([0-9]+)=([0-9]+)")
+_MAX_NUMBER_DRAWS = 10_000
+
+
+def _moves(x: int, y: int) -> list[tuple[str, int]]:
+    """The allowed results of combining x >= y, in the solver's order: + - * /."""
+    moves = [("+", x + y), ("-", x - y), ("*", x * y)]
+    if y != 0 and x % y == 0:
+        moves.append(("/", x // y))
+    return moves
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _solve_sorted(numbers: tuple[int, ...], target: int) -> tuple[str, ...] | None:
+    """Depth-first search over pairs (i < j) and operations; `numbers` sorted ascending."""
+    if len(numbers) == 1:
+        return () if numbers[0] == target else None
+    seen: set[tuple[int, int]] = set()
+    for i in range(len(numbers)):
+        for j in range(i + 1, len(numbers)):
+            y, x = numbers[i], numbers[j]
+            if (x, y) in seen:
+                continue
+            seen.add((x, y))
+            rest = numbers[:i] + numbers[i + 1 : j] + numbers[j + 1 :]
+            for op, c in _moves(x, y):
+                if rest:
+                    tail = _solve_sorted(tuple(sorted((*rest, c))), target)
+                else:
+                    tail = () if c == target else None
+                if tail is not None:
+                    return (f"{x}{op}{y}={c}", *tail)
+    return None
+
+
+def solve(numbers: Sequence[int], target: int) -> list[str] | None:
+    """The steps of the first solution found by exhaustive search, or None when none exists.
+
+    Deterministic for a given multiset of `numbers` (their order does not matter); memoized.
+    """
+    steps = _solve_sorted(tuple(sorted(numbers)), target)
+    return None if steps is None else list(steps)
+
+
+def solvable(numbers: Sequence[int], target: int) -> bool:
+    """Whether combining all of `numbers` can reach `target`."""
+    return _solve_sorted(tuple(sorted(numbers)), target) is not None
+
+
+def apply_step(state: Sequence[int], step: str) -> tuple[int, ...] | None:
+    """The multiset (sorted) after a valid `step` on `state`, or None if the step is invalid.
+
+    Invalid: unparsable, an operand not available, wrong arithmetic, a negative subtraction or a
+    smaller-by-larger subtraction or division, an inexact or by-zero division. Never raises.
+    """
+    match = _STEP.fullmatch(step.strip())
+    if match is None:
+        return None
+    try:
+        a, b, c = int(match[1]), int(match[3]), int(match[4])
+    except ValueError:  # absurdly long digit strings
+        return None
+    op = match[2]
+    if op in "-/" and a < b:
+        return None
+    if op == "/" and (b == 0 or a % b != 0):
+        return None
+    if dict(_moves(max(a, b), min(a, b))).get(op) != c:
+        return None
+    remaining = list(state)
+    for operand in (a, b):
+        if operand not in remaining:
+            return None
+        remaining.remove(operand)
+    return tuple(sorted((*remaining, c)))
+
+
+def heldout_targets(min_target: int, max_target: int, n: int) -> list[int]:
+    """The `n` test targets in [min_target, max_target]: fixed, whatever the task's seed."""
+    return sorted(random.Random("countdown-heldout").sample(range(min_target, max_target + 1), n))
+
+
+class CountdownTask:
+    """Reach a target in [min_target, max_target] from `n_numbers` numbers in 1..max_number."""
+
+    name = "countdown"
+    step_delimiter = "\n"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_numbers: int = 4,
+        max_number: int = 99,
+        min_target: int = 10,
+        max_target: int = 100,
+        n_heldout_targets: int = 10,
+    ) -> None:
+        if n_numbers < 2:
+            raise ValueError(f"countdown n_numbers must be at least 2, got {n_numbers}")
+        if max_number < 1:
+            raise ValueError(f"countdown max_number must be at least 1, got {max_number}")
+        n_targets = max_target - min_target + 1
+        if not 0 < n_heldout_targets < n_targets:
+            raise ValueError(
+                f"countdown n_heldout_targets must be between 1 and {n_targets - 1} (the targets "
+                f"{min_target}..{max_target} less at least one for train), got {n_heldout_targets}"
+            )
+        self.seed = seed
+        self.n_numbers = n_numbers
+        self.max_number = max_number
+        self.heldout = heldout_targets(min_target, max_target, n_heldout_targets)
+        held = set(self.heldout)
+        self.train_targets = [t for t in range(min_target, max_target + 1) if t not in held]
+
+    @property
+    def has_step_checker(self) -> bool:
+        return True
+
+    def make_problem(self, target: int, numbers: Sequence[int]) -> Problem:
+        """The problem of reaching `target` from `numbers` (kept in the given order)."""
+        prompt = f"{target}:{' '.join(map(str, numbers))}{self.step_delimiter}"
+        return Problem(
+            id=content_id(self.name, prompt),
+            prompt=prompt,
+            answer=str(target),
+            meta={"target": target, "numbers": list(numbers)},
+        )
+
+    def _draw(self, rng: random.Random, targets: list[int]) -> Problem:
+        target = rng.choice(targets)
+        for _ in range(_MAX_NUMBER_DRAWS):
+            numbers = [rng.randint(1, self.max_number) for _ in range(self.n_numbers)]
+            if solvable(numbers, target):
+                return self.make_problem(target, numbers)
+        raise ValueError(
+            f"no solvable set of {self.n_numbers} numbers in 1..{self.max_number} found for "
+            f"target {target} in {_MAX_NUMBER_DRAWS} draws; raise max_number or n_numbers"
+        )
+
+    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+        """Exactly `n` distinct solvable problems of `split`, the same for the same options."""
+        check_split(split)
+        if n < 0:
+            raise ValueError(f"number of problems must be non-negative, got {n}")
+        targets = self.heldout if split == "test" else self.train_targets
+        rng = random.Random(f"{self.seed}-{split}")
+        found: dict[str, Problem] = {}
+        max_attempts = 1_000 + 100 * n
+        for _ in range(max_attempts):
+            if len(found) == n:
+                break
+            problem = self._draw(rng, targets)
+            found.setdefault(problem.id, problem)
+        if len(found) < n:
+            raise ValueError(
+                f"found only {len(found)} distinct countdown {split} problems in {max_attempts} "
+                f"draws, {n} asked; ask for fewer or raise max_number"
+            )
+        return list(found.values())
+
+    def reference(self, problem: Problem) -> list[str]:
+        """The first solution of the exhaustive solver."""
+        steps = solve(problem.meta["numbers"], problem.meta["target"])
+        if steps is None:
+            raise ValueError(f"countdown problem {problem.prompt.strip()!r} has no solution")
+        return steps
+
+    def is_correct(self, problem: Problem, steps: Sequence[str]) -> bool:
+        """True iff exactly n-1 valid steps use every number once and leave only the target."""
+        state = tuple(problem.meta["numbers"])
+        if len(steps) != len(state) - 1:
+            return False
+        for step in steps:
+            after = apply_step(state, step)
+            if after is None:
+                return False
+            state = after
+        return state == (problem.meta["target"],)
+
+    def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
+        """Index of the first step that is invalid or after which the target is out of reach (a
+        step past the last possible one included); None while every step keeps it reachable."""
+        target = problem.meta["target"]
+        state = tuple(problem.meta["numbers"])
+        for i, step in enumerate(steps):
+            after = apply_step(state, step)
+            if after is None or not solvable(after, target):
+                return i
+            state = after
+        return None

@@ -1,0 +1,179 @@
+"""Rows of the three tables (`traces`, `steps`, `pairs`) from one problem's search (DESIGN §6).
+
+Plain dicts with the columns every shard has; the pipeline adds provenance (round, model id,
+config hash, seed, schema version) and writes them with an explicit schema (pipeline/shards.py).
+
+- traces, kind `correction`: prompt, good steps, the wrong step, backspaces, the model's own
+  correct continuation from the good prefix. Kind `clean`: a correct solution without backspaces.
+  Kind `self_correction`: a rollout that used backspaces and still ended right.
+- steps: one row per probed prefix: its last step, mc, rollouts, and the exact label.
+- pairs: chosen = wrong step + backspaces + correction, rejected = wrong step + the model's own
+  continuation of the error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.backspace import (
+    Segment,
+    Serialized,
+    Trace,
+    Unit,
+    apply_backspaces,
+    serialize,
+    serialize_stream,
+)
+from search.tree import FailingBranch, Node, SearchResult, Tree, flatten
+
+Row = dict[str, Any]
+
+
+def table_rows(result: SearchResult, max_corrections: int = 1) -> dict[str, list[Row]]:
+    """The `traces`, `steps` and `pairs` rows of one finished search (backspace unit: the
+    judge's), with at most `max_corrections` correction traces per failing branch."""
+    tree = result.tree
+    unit = tree.judge.unit
+    traces: list[Row] = []
+    pairs: list[Row] = []
+    for branch in result.branches:
+        parent = tree.nodes[branch.parent]
+        for fix in _corrections(tree, parent)[:max_corrections]:
+            traces.append(_correction_row(tree, branch, parent, fix, unit))
+            pairs.append(_pair_row(tree, branch, fix, unit))
+    traces += _clean_rows(tree, unit)
+    traces += _self_correction_rows(tree, unit)
+    steps = [_step_row(tree, node) for node in tree.nodes.values() if node.steps]
+    return {"traces": traces, "steps": steps, "pairs": pairs}
+
+
+def _corrections(tree: Tree, node: Node) -> list[tuple[int, ...]]:
+    """Distinct visible continuations of the node's correct rollouts, shortest first."""
+    seen: dict[tuple[int, ...], None] = {}
+    for rollout, ok in zip(node.rollouts, node.correct, strict=True):
+        steps = tree.rollout_steps(node, rollout) if ok else None
+        if steps:
+            seen.setdefault(flatten(steps), None)
+    return sorted(seen, key=len)
+
+
+def _texts(tree: Tree, ser: Serialized) -> tuple[str, str]:
+    tok = tree.judge.tokenizer
+    prompt_len = len(tree.judge.prompt)
+    visible = apply_backspaces(
+        ser.input_ids, prompt_len, tree.judge.unit, tok.bksp_id, tok.delim_id
+    )
+    return tok.decode(ser.input_ids[prompt_len:]), tok.decode(visible[prompt_len:])
+
+
+def _trace_row(tree: Tree, kind: str, ser: Serialized, **extra: Any) -> Row:
+    raw, visible = _texts(tree, ser)
+    return {
+        "kind": kind,
+        "input_ids": ser.input_ids,
+        "loss_mask": ser.loss_mask,
+        "erase_spans": [list(s) for s in ser.erase_spans],
+        "n_backspaces": ser.n_backspaces,
+        "prompt_len": len(tree.judge.prompt),
+        "prompt_text": tree.judge.problem.prompt,
+        "raw_text": raw,
+        "visible_text": visible,
+        "correct": True,
+        "parent_mc": None,
+        "parent_n": None,
+        "error_mc": None,
+        "error_n": None,
+        "mc_error_step": None,
+        "exact_error_step": None,
+    } | extra
+
+
+def _exact_error(tree: Tree, branch: FailingBranch) -> int | None:
+    """The exact checker's first error on the good prefix plus the wrong step (None: no checker
+    or it finds none there, i.e. the MC label was wrong)."""
+    return tree.judge.first_error([*branch.parent, branch.wrong_step])
+
+
+def _correction_row(
+    tree: Tree, branch: FailingBranch, parent: Node, fix: tuple[int, ...], unit: Unit
+) -> Row:
+    segments = []
+    if branch.parent:
+        segments.append(Segment("keep", flatten(branch.parent)))
+    segments += [Segment("erase", branch.wrong_step), Segment("keep", fix)]
+    tok = tree.judge.tokenizer
+    ser = serialize(Trace(tree.judge.prompt, tuple(segments)), unit, tok.bksp_id, tok.delim_id)
+    return _trace_row(
+        tree,
+        "correction",
+        ser,
+        parent_mc=parent.mc,
+        parent_n=parent.n_rollouts,
+        error_mc=branch.error_mc,
+        error_n=branch.error_n,
+        mc_error_step=len(branch.parent),
+        exact_error_step=_exact_error(tree, branch),
+    )
+
+
+def _clean_rows(tree: Tree, unit: Unit) -> list[Row]:
+    tok = tree.judge.tokenizer
+    rows = []
+    for fix in _corrections(tree, tree.root):
+        if tok.bksp_id in fix:
+            continue
+        ser = serialize(
+            Trace(tree.judge.prompt, (Segment("keep", fix),)), unit, tok.bksp_id, tok.delim_id
+        )
+        rows.append(_trace_row(tree, "clean", ser))
+    return rows
+
+
+def _self_correction_rows(tree: Tree, unit: Unit) -> list[Row]:
+    tok = tree.judge.tokenizer
+    rows, seen = [], set()
+    for node in tree.nodes.values():
+        for rollout, ok in zip(node.rollouts, node.correct, strict=True):
+            generated = flatten(node.steps) + rollout.tokens
+            if not ok or tok.bksp_id not in rollout.tokens or generated in seen:
+                continue
+            seen.add(generated)
+            ser = serialize_stream(tree.judge.prompt, generated, unit, tok.bksp_id, tok.delim_id)
+            rows.append(_trace_row(tree, "self_correction", ser))
+    return rows
+
+
+def _step_row(tree: Tree, node: Node) -> Row:
+    judge = tree.judge
+    label = None
+    if judge.task.has_step_checker:
+        label = judge.first_error(node.steps) is None
+    return {
+        "prefix_ids": list(judge.prompt + flatten(node.steps[:-1])),
+        "step_ids": list(node.steps[-1]),
+        "step_index": len(node.steps) - 1,
+        "step_text": judge.texts(node.steps[-1:])[0],
+        "mc": node.mc,
+        "n_rollouts": node.n_rollouts,
+        "n_correct": sum(node.correct),
+        "terminal": node.terminal,
+        "exact_label": label,
+    }
+
+
+def _pair_row(tree: Tree, branch: FailingBranch, fix: tuple[int, ...], unit: Unit) -> Row:
+    tok = tree.judge.tokenizer
+    prompt = tree.judge.prompt + flatten(branch.parent)
+    erase = serialize(
+        Trace(prompt, (Segment("erase", branch.wrong_step),)), unit, tok.bksp_id, tok.delim_id
+    )
+    chosen = erase.input_ids[len(prompt) :] + list(fix)
+    rejected = list(branch.wrong_step + branch.wrong_continuation)
+    return {
+        "prompt_ids": list(prompt),
+        "chosen_ids": chosen,
+        "rejected_ids": rejected,
+        "prompt_text": tok.decode(prompt),
+        "chosen_text": tok.decode(chosen),
+        "rejected_text": tok.decode(rejected),
+    }

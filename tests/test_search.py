@@ -1,0 +1,198 @@
+"""The search state machines, driven by the scripted policy with known mistakes."""
+
+import pytest
+
+from search.driver import Search, run_batched, run_sequential
+from search.fake import ScriptedPolicy
+from search.mcts import MctsParams, mcts
+from search.omegaprm import OmegaParams, omegaprm
+from search.tasks.countdown import CountdownTask
+from search.traces import table_rows
+from search.types import Ask, Rollout
+from tests.conftest import make_tree, scripted
+
+
+def omega(task, problem, tok, seed=7, **kw):
+    return Search(omegaprm(make_tree(task, problem, tok), OmegaParams(**kw), seed))
+
+
+def tree_signature(result):
+    """Everything the search decided: nodes with their rollouts and visits, and the branches."""
+    nodes = sorted((k, n.mc, n.n_rollouts, n.visits, n.n) for k, n in result.tree.nodes.items())
+    return nodes, sorted((b.parent, b.wrong_step) for b in result.branches)
+
+
+def test_located_errors_are_the_scripted_ones(add8, tok):
+    task, problems = add8
+    # one trap per problem and nearly no other errors: every wrong rollout goes wrong at the trap
+    policy = scripted(task, problems, tok, error_rate=0.0, trap_rate=0.3)
+    results = run_batched([omega(task, p, tok, n_mc=16) for p in problems], policy)
+    checked = 0
+    for problem, result in zip(problems, results, strict=True):
+        trap = policy.true_p_error(problem.prompt).index(0.3)
+        for branch in result.branches:
+            assert len(branch.parent) == trap
+            judge = result.tree.judge
+            assert judge.first_error([*branch.parent, branch.wrong_step]) == trap
+            checked += 1
+    assert checked >= len(problems)  # every problem had at least one failing branch
+
+
+def test_screening_stops_when_all_right_or_all_wrong(add8, tok):
+    task, problems = add8
+    never = scripted(task, problems, tok, error_rate=0.0, trap_rate=0.0)
+    always = scripted(task, problems, tok, error_rate=0.0, trap_rate=1.0)
+    for policy in (never, always):
+        [result] = run_batched([omega(task, problems[0], tok, n_screen=8)], policy)
+        assert result.branches == [] and result.rollouts_used == 8
+
+
+def test_visits_count_selections_and_budget_bounds_them(add8, tok):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.05)
+    [result] = run_batched([omega(task, problems[0], tok, budget=5)], policy)
+    assert sum(n.visits for n in result.tree.nodes.values()) <= 5
+    assert sum(n.visits for n in result.tree.nodes.values()) >= 1
+
+
+def test_identical_prefixes_are_merged_and_reused(add8, tok):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.05)
+    [result] = run_batched([omega(task, problems[0], tok, budget=30)], policy)
+    nodes = result.tree.nodes
+    assert len(nodes) == len({k for k in nodes})
+    # MC estimates are never repeated: each probe holds exactly k rollouts (the root: K)
+    assert all(n.n_rollouts == 8 for k, n in nodes.items() if k)
+    assert result.rollouts_used == sum(n.n_rollouts for n in nodes.values())
+
+
+@pytest.mark.parametrize("algorithm", ["omegaprm", "mcts"])
+def test_batched_driver_gives_the_same_trees_as_sequential(add8, tok, algorithm):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.05)
+
+    def make(p):
+        tree = make_tree(task, p, tok)
+        if algorithm == "mcts":
+            return Search(mcts(tree, MctsParams(n_screen=16, simulations=10), 3))
+        return Search(omegaprm(tree, OmegaParams(budget=20), 3))
+
+    class Counting:
+        calls = 0
+
+        def sample(self, asks):
+            Counting.calls += 1
+            return policy.sample(asks)
+
+    batched = run_batched([make(p) for p in problems], Counting())
+    batched_calls, Counting.calls = Counting.calls, 0
+    sequential = run_sequential([make(p) for p in problems], Counting())
+    assert [tree_signature(r) for r in batched] == [tree_signature(r) for r in sequential]
+    assert sum(len(r.branches) for r in batched) > 0
+    assert batched_calls < Counting.calls / 4  # lockstep: far fewer, larger policy calls
+
+
+def test_binary_and_exhaustive_locate_the_same_error_with_fewer_rollouts(add8, tok):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.0, trap_rate=0.4)
+    found = {}
+    for locate in ("binary", "exhaustive"):
+        results = run_batched(
+            [omega(task, p, tok, locate=locate, budget=4, n_mc=16) for p in problems], policy
+        )
+        found[locate] = (
+            {
+                (p.id, len(b.parent))
+                for p, r in zip(problems, results, strict=True)
+                for b in r.branches
+            },
+            sum(r.rollouts_used for r in results),
+        )
+    assert found["binary"][0] == found["exhaustive"][0]
+    assert found["binary"][1] < found["exhaustive"][1]
+
+
+def test_mcts_finds_scripted_errors_and_backs_up_values(add8, tok):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.0, trap_rate=0.5)
+    results = run_batched(
+        [
+            Search(mcts(make_tree(task, p, tok), MctsParams(n_screen=16, simulations=30), 1))
+            for p in problems
+        ],
+        policy,
+    )
+    for problem, result in zip(problems, results, strict=True):
+        trap = policy.true_p_error(problem.prompt).index(0.5)
+        root = result.tree.root
+        if result.branches:
+            assert root.n > 1  # simulations were backed up through the root
+        for branch in result.branches:
+            assert len(branch.parent) == trap
+    assert sum(len(r.branches) for r in results) > 0
+
+
+def test_countdown_search_locates_invalid_steps(tok):
+    task = CountdownTask(seed=1)
+    problems = task.problems("train", 10)
+    policy = scripted(task, problems, tok, error_rate=0.1, trap_rate=0.5)
+    results = run_batched([omega(task, p, tok, n_mc=16) for p in problems], policy)
+    rows = [r for res in results for r in table_rows(res)["traces"] if r["kind"] == "correction"]
+    assert rows
+    agree = sum(r["mc_error_step"] == r["exact_error_step"] for r in rows) / len(rows)
+    assert agree > 0.9
+
+
+def test_self_corrections_from_a_policy_that_backtracks(add8, tok):
+    task, problems = add8
+    for unit in ("token", "step"):
+        policy = ScriptedPolicy(
+            task, problems, tok, error_rate=0.05, trap_rate=0.6, fix_rate=0.5, unit=unit
+        )
+        results = run_batched(
+            [
+                Search(omegaprm(make_tree(task, p, tok, unit), OmegaParams(budget=4), 2))
+                for p in problems
+            ],
+            policy,
+        )
+        rows = [r for res in results for r in table_rows(res)["traces"]]
+        selfc = [r for r in rows if r["kind"] == "self_correction"]
+        assert selfc, unit
+        for r in selfc:
+            assert r["n_backspaces"] > 0 and "<|bksp|>" in r["raw_text"]
+            assert "<|bksp|>" not in r["visible_text"]
+            assert task.is_correct(task_problem(problems, r), r["visible_text"].split("\n"))
+
+
+def task_problem(problems, row):
+    return next(p for p in problems if p.prompt == row["prompt_text"])
+
+
+def test_driver_rejects_a_policy_that_answers_short(add8, tok):
+    task, problems = add8
+
+    class Short:
+        def sample(self, asks):
+            return [[Rollout((), True)] * (a.n - 1) for a in asks]
+
+    with pytest.raises(ValueError, match="rollouts for an ask"):
+        run_batched([omega(task, problems[0], tok)], Short())
+
+
+def test_asks_carry_distinct_reproducible_seeds(add8, tok):
+    task, problems = add8
+    seen: list[Ask] = []
+    base = scripted(task, problems, tok, error_rate=0.05)
+
+    class Recording:
+        def sample(self, asks):
+            seen.extend(asks)
+            return base.sample(asks)
+
+    run_batched([omega(task, problems[0], tok, budget=10)], Recording())
+    first = [a.seed for a in seen]
+    seen.clear()
+    run_batched([omega(task, problems[0], tok, budget=10)], Recording())
+    assert [a.seed for a in seen] == first
+    assert len(set(first)) == len(first)

@@ -1,0 +1,310 @@
+"""Tasks: reference solutions pass their own checkers, step checkers locate known mistakes, splits
+are disjoint and deterministic, and data files fail loudly where they are wrong."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from search.tasks import TaskDataError, make_task
+from search.tasks.arithmetic import ArithmeticTask
+from search.tasks.countdown import CountdownTask, apply_step, solvable, solve
+from search.tasks.jsonl import JsonlTask, answers_match, extract_answer, normalize_number
+
+CHECKED_TASKS = {
+    "add3": lambda: ArithmeticTask("add", 3),
+    "add8": lambda: ArithmeticTask("add", 8),
+    "mul3": lambda: ArithmeticTask("mul", 3),
+    "mul8": lambda: ArithmeticTask("mul", 8),
+    "countdown": lambda: CountdownTask(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKED_TASKS))
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_references_are_correct_and_error_free(name: str, split: str) -> None:
+    task = CHECKED_TASKS[name]()
+    problems = task.problems(split, 200)
+    assert len(problems) == 200
+    for problem in problems:
+        steps = task.reference(problem)
+        assert task.is_correct(problem, steps), (problem, steps)
+        assert task.first_error(problem, steps) is None
+        assert not any(task.step_delimiter in step for step in steps)
+        assert problem.prompt.endswith(task.step_delimiter)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKED_TASKS))
+def test_splits_disjoint_and_deterministic(name: str) -> None:
+    first, second = CHECKED_TASKS[name](), CHECKED_TASKS[name]()
+    train, test = first.problems("train", 200), first.problems("test", 100)
+    assert len({p.id for p in train}) == 200
+    assert not {p.id for p in train} & {p.id for p in test}
+    assert second.problems("train", 200) == train
+    assert second.problems("test", 100) == test
+
+
+def test_seed_changes_problems() -> None:
+    assert ArithmeticTask(seed=0).problems("train", 20) != ArithmeticTask(seed=1).problems(
+        "train", 20
+    )
+    assert CountdownTask(seed=0).problems("train", 20) != CountdownTask(seed=1).problems(
+        "train", 20
+    )
+
+
+def test_arithmetic_scratchpad_by_hand() -> None:
+    task = ArithmeticTask("add", 3)
+    problem = task.make_problem(347, 589)
+    assert problem.prompt == "347+589=?\n" and problem.answer == "936"
+    assert task.reference(problem) == ["7+9+0=16", "4+8+1=13", "3+5+1=9", "ans 936"]
+    mul = ArithmeticTask("mul", 3)
+    assert mul.reference(mul.make_problem(347, 9)) == [
+        "7*9+0=63",
+        "4*9+6=42",
+        "3*9+4=31",
+        "ans 3123",
+    ]
+
+
+def test_arithmetic_eight_digits_has_a_step_per_digit() -> None:
+    for op in ("add", "mul"):
+        task = ArithmeticTask(op, 8)
+        for problem in task.problems("train", 20):
+            assert len(task.reference(problem)) == 9
+
+
+def _bump_digit(step: str, rng: random.Random) -> str:
+    positions = [k for k, ch in enumerate(step) if ch.isdigit()]
+    k = rng.choice(positions)
+    return step[:k] + str((int(step[k]) + rng.randint(1, 9)) % 10) + step[k + 1 :]
+
+
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_arithmetic_perturbed_digit_is_located(op: str) -> None:
+    task, rng = ArithmeticTask(op, 5), random.Random(0)
+    for problem in task.problems("train", 30):
+        reference = task.reference(problem)
+        for i in range(len(reference)):
+            steps = list(reference)
+            steps[i] = _bump_digit(steps[i], rng)
+            assert task.first_error(problem, steps) == i
+            assert task.first_error(problem, steps[: i + 1]) == i
+        wrong_answer = [*reference[:-1], _bump_digit(reference[-1], rng)]
+        assert not task.is_correct(problem, wrong_answer)
+
+
+def test_arithmetic_prefix_extra_and_whitespace() -> None:
+    task = ArithmeticTask("add", 3)
+    problem = task.problems("test", 1)[0]
+    reference = task.reference(problem)
+    assert task.first_error(problem, reference[:2]) is None
+    assert task.first_error(problem, []) is None
+    assert task.first_error(problem, [*reference, "ans 1"]) == len(reference)
+    assert task.is_correct(problem, [f" {s} " for s in reference])
+    assert not task.is_correct(problem, [])
+
+
+def test_arithmetic_too_many_problems_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="raise digits"):
+        ArithmeticTask("add", 1).problems("test", 500)
+    with pytest.raises(ValueError, match="add, mul"):
+        ArithmeticTask("sub")  # type: ignore[arg-type]
+
+
+def test_countdown_targets_held_out() -> None:
+    task = CountdownTask()
+    held = set(task.heldout)
+    assert len(held) == 10 and CountdownTask(seed=7).heldout == task.heldout
+    assert {p.meta["target"] for p in task.problems("test", 200)} <= held
+    assert not {p.meta["target"] for p in task.problems("train", 500)} & held
+
+
+def _brute_reachable(numbers: list[int]) -> set[int]:
+    """Every value reachable using all numbers, by ordered pairs (independent of the solver)."""
+    if len(numbers) == 1:
+        return {numbers[0]}
+    out: set[int] = set()
+    for i, x in enumerate(numbers):
+        for j, y in enumerate(numbers):
+            if i == j:
+                continue
+            rest = [v for k, v in enumerate(numbers) if k not in (i, j)]
+            results = [x + y, x * y] + ([x - y] if x >= y else [])
+            results += [x // y] if x >= y and y and x % y == 0 else []
+            for c in results:
+                out |= _brute_reachable([*rest, c])
+    return out
+
+
+def test_countdown_solver_agrees_with_brute_force() -> None:
+    rng, task = random.Random(0), CountdownTask()
+    for _ in range(60):
+        numbers = [rng.randint(1, 30) for _ in range(rng.choice([2, 3, 4]))]
+        reachable = _brute_reachable(numbers)
+        for target in range(0, 60):
+            assert solvable(numbers, target) == (target in reachable), (numbers, target)
+            steps = solve(numbers, target)
+            if steps is not None:
+                problem = task.make_problem(target, numbers)
+                assert task.is_correct(problem, steps) and len(steps) == len(numbers) - 1
+
+
+def test_countdown_wrong_arithmetic_is_located() -> None:
+    task = CountdownTask()
+    for problem in task.problems("train", 50):
+        reference = task.reference(problem)
+        for i, step in enumerate(reference):
+            lhs, result = step.split("=")
+            steps = [*reference[:i], f"{lhs}={int(result) + 1}", *reference[i + 1 :]]
+            assert task.first_error(problem, steps) == i
+            assert not task.is_correct(problem, steps)
+
+
+def test_countdown_dead_end_step_is_located() -> None:
+    task, found = CountdownTask(), 0
+    for problem in task.problems("train", 50):
+        numbers, target = problem.meta["numbers"], problem.meta["target"]
+        x, y = max(numbers[:2]), min(numbers[:2])
+        for step in (f"{x}+{y}={x + y}", f"{x}*{y}={x * y}", f"{x}-{y}={x - y}"):
+            state = apply_step(numbers, step)
+            assert state is not None
+            if not solvable(state, target):
+                assert task.first_error(problem, [step]) == 0
+                assert task.first_error(problem, [step, *task.reference(problem)[1:]]) == 0
+                found += 1
+    assert found > 10
+
+
+def test_countdown_rejects_illegal_steps() -> None:
+    task = CountdownTask()
+    problem = task.make_problem(24, [3, 5, 7, 9])
+    assert task.is_correct(problem, ["5+3=8", "8+7=15", "15+9=24"])
+    assert task.is_correct(problem, ["3+5=8", "7+8=15", "9+15=24"])  # + and * in either order
+    assert task.first_error(problem, ["3-5=-2"]) == 0  # smaller first
+    assert task.first_error(problem, ["5+3=8", "8+7=15"]) is None  # the result is available
+    assert task.first_error(problem, ["5+3=8", "3+7=10"]) == 1  # the 3 was used
+    assert task.first_error(problem, ["9/2=4"]) == 0  # 2 is not there, and inexact
+    assert task.first_error(problem, ["7/3=2"]) == 0  # inexact
+    assert task.first_error(problem, ["5+3=8", "8+7=15", "15+9=24", "24+0=24"]) == 3
+    assert not task.is_correct(problem, ["5+3=8", "8+7=15"])  # unfinished
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789+-*/= x\n", max_size=12), max_size=5))
+def test_countdown_checkers_never_raise_on_model_output(steps: list[str]) -> None:
+    task = CountdownTask()
+    problem = task.make_problem(24, [3, 5, 7, 9])
+    assert isinstance(task.is_correct(problem, steps), bool)
+    error = task.first_error(problem, steps)
+    assert error is None or 0 <= error < len(steps)
+
+
+GSM_ROWS = [
+    {"question": "Tom has 3 apples and buys 997. How many?", "answer": "3+997=1000\n#### 1,000"},
+    {"question": "What is 2+2?", "answer": "Two and two.\n\nmake 4\n#### 4"},
+    {"question": "Half of 5?", "answer": "2.5"},
+] + [
+    {"question": f"What is {k} plus one?", "answer": f"It is {k + 1}.\n#### {k + 1}"}
+    for k in range(60)
+]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n\n" for row in rows))
+
+
+def test_jsonl_file_loads_and_checks(tmp_path: Path) -> None:
+    path = tmp_path / "gsm.jsonl"
+    _write_jsonl(path, GSM_ROWS)
+    task = JsonlTask(str(path))
+    train, test = task.problems("train", 0), task.problems("test", 0)
+    assert len(train) + len(test) == len(GSM_ROWS) and test
+    assert not {p.id for p in train} & {p.id for p in test}
+    by_prompt = {p.prompt: p for p in train + test}
+    apples = by_prompt["Tom has 3 apples and buys 997. How many?\n"]
+    assert apples.answer == "1,000"
+    assert task.reference(apples) == ["3+997=1000", "#### 1,000"]
+    assert task.is_correct(apples, ["3+997=1000", "#### 1000.0"])
+    assert not task.is_correct(apples, ["#### 1001"]) and not task.is_correct(apples, ["1000"])
+    assert task.reference(by_prompt["What is 2+2?\n"]) == ["Two and two.", "make 4", "#### 4"]
+    assert by_prompt["Half of 5?\n"].answer == "2.5"
+    assert task.problems("train", 3) == train[:3]
+    assert not task.has_step_checker
+    with pytest.raises(NotImplementedError, match="no exact step checker"):
+        task.first_error(apples, ["#### 1000"])
+
+
+def test_answer_helpers() -> None:
+    assert extract_answer("a\n#### b #### 42 ") == "42" and extract_answer("42") is None
+    assert normalize_number(" $1,000. ") == 1000.0 and normalize_number("ten") is None
+    assert normalize_number("nan") is None and normalize_number("-.5") == -0.5
+    assert answers_match("1,000", "1000.0") and answers_match("0.1", "0.1000001")
+    assert not answers_match("1000001", "1000000") and answers_match(" x^2 ", "x^2")
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"question": "q"}', "missing field 'answer'"),
+        ('{"question": "q", "answer": 4}', "must be a string"),
+        ('{"question": "q", "answer": "no final answer"}', "no '####"),
+    ],
+)
+def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "broken.jsonl"
+    good = json.dumps(GSM_ROWS[0])
+    path.write_text(f"{good}\n{good}\n{line}\n{good}\n")
+    with pytest.raises(TaskDataError, match=problem) as info:
+        JsonlTask(str(path)).problems("train", 0)
+    assert "broken.jsonl" in str(info.value) and "line 3" in str(info.value)
+
+
+def test_jsonl_directory_and_split_map(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "train.jsonl", GSM_ROWS[:10])
+    _write_jsonl(tmp_path / "validation.jsonl", GSM_ROWS[:2] + GSM_ROWS[10:15])
+    task = JsonlTask(str(tmp_path), split_field_map={"test": "validation"})
+    test, train = task.problems("test", 0), task.problems("train", 0)
+    assert len(test) == 7 and len(train) == 8  # the two shared problems stay in test only
+    assert not {p.id for p in train} & {p.id for p in test}
+    with pytest.raises(TaskDataError, match="no test problems"):
+        JsonlTask(str(tmp_path)).problems("test", 5)
+
+
+def test_jsonl_saved_hf_datasets(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = [{"problem": r["question"], "solution": r["answer"]} for r in GSM_ROWS]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "flat"))
+    flat = JsonlTask(str(tmp_path / "flat"), question_field="problem", answer_field="solution")
+    from_file = tmp_path / "gsm.jsonl"
+    _write_jsonl(from_file, GSM_ROWS)
+    assert flat.problems("test", 0) == JsonlTask(str(from_file)).problems("test", 0)
+
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(GSM_ROWS[:5]),
+            "test": datasets.Dataset.from_list(GSM_ROWS[5:8]),
+        }
+    )
+    splits.save_to_disk(str(tmp_path / "dict"))
+    task = JsonlTask(str(tmp_path / "dict"))
+    assert [p.prompt for p in task.problems("test", 0)] == [
+        r["question"] + "\n" for r in GSM_ROWS[5:8]
+    ]
+    assert len(task.problems("train", 2)) == 2
+
+
+def test_make_task() -> None:
+    assert make_task("arithmetic", op="mul", digits=2).problems("train", 3)
+    assert isinstance(make_task("countdown", seed=3), CountdownTask)
+    with pytest.raises(ValueError, match="arithmetic, countdown, jsonl"):
+        make_task("nope")
+    with pytest.raises(ValueError, match="accepts the options: op, digits, seed"):
+        make_task("arithmetic", digit=3)
