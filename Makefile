@@ -21,7 +21,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow and not gpu"
 
 test-all: lint
 	$(BIN)/pytest -q -m ""

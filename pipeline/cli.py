@@ -30,7 +30,13 @@ def _search(cfg: Config) -> None:
     search_stage.main(cfg)
 
 
-RUNNERS: dict[str, Callable[[Config], None]] = {"search": _search}
+def _bootstrap(cfg: Config) -> None:
+    from pipeline import bootstrap
+
+    bootstrap.main(cfg)
+
+
+RUNNERS: dict[str, Callable[[Config], None]] = {"bootstrap": _bootstrap, "search": _search}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    overrides = list(args.overrides)
+    if getattr(args, "address", None):
+        overrides.append(f"search.address={args.address}")
     try:
-        cfg = load_config(args.preset, args.overrides)
+        cfg = load_config(args.preset, overrides)
     except ConfigError as err:
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2

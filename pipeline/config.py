@@ -55,7 +55,7 @@ class SearchConfig:
     policy with known mistakes (no model): its error rates are the fake_* keys."""
 
     algorithm: Literal["omegaprm", "mcts"] = "omegaprm"
-    policy: Literal["fake"] = "fake"
+    policy: Literal["fake", "transformers"] = "transformers"
     n_screen: int = 32
     n_mc: int = 8
     budget: int = 100
@@ -69,18 +69,77 @@ class SearchConfig:
     mcts_c_puct: float = 1.0
     batch_size: int = 16
     max_corrections: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    max_batch: int = 256
+    workers: int = 1
+    address: str = ""
     fake_error_rate: float = 0.05
     fake_trap_rate: float = 0.5
     fake_n_traps: int = 1
     fake_fix_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("n_screen", "n_mc", "budget", "simulations", "width", "batch_size"):
+        for name in (
+            "n_screen",
+            "n_mc",
+            "budget",
+            "simulations",
+            "width",
+            "batch_size",
+            "max_new_tokens",
+            "max_batch",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"search.{name}: must be at least 1, got {getattr(self, name)}")
         for name in ("fake_error_rate", "fake_trap_rate", "fake_fix_rate", "alpha", "beta"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"search.{name}: must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model the stages load: a local Hugging Face checkpoint directory (empty: the run's
+    bootstrap model). Remote code runs only if `trust_remote_code` is set."""
+
+    path: str = ""
+    device: str = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """A small decoder trained from scratch on the task's reference solutions (DESIGN §9)."""
+
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    n_layer: int = 3
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 256
+    n_problems: int = 20000
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 100
+    eval_problems: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "n_positions",
+            "n_problems",
+            "steps",
+            "batch_size",
+            "eval_problems",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bootstrap.{name}: must be at least 1")
+        if self.n_embd % self.n_head:
+            raise ConfigError("bootstrap.n_embd must be a multiple of bootstrap.n_head")
 
 
 @dataclass(frozen=True)
@@ -104,6 +163,8 @@ class RunConfig:
 @dataclass(frozen=True)
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -113,10 +174,15 @@ class Config:
 
     @property
     def hash(self) -> str:
-        """A short hash of everything that shapes the outputs (not where they are written)."""
+        """A short hash of everything that shapes the outputs, not of where or on how many
+        workers they are made (those must not change a row)."""
         d = self.to_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k != "out_dir"}
+        for section, key in NOT_HASHED:
+            del d[section][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+NOT_HASHED = [("run", "out_dir"), ("search", "workers"), ("search", "address"), ("model", "device")]
 
 
 def presets() -> list[str]:

@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ from search.tasks import make_task
 from search.tokenizer import CharTokenizer
 from search.traces import table_rows
 from search.tree import Judge, Tree, derive_seed
-from search.types import Problem, Task, Tokenizer
+from search.types import Policy, Problem, Task, Tokenizer
+from workers.actors import init_ray, run_pool
+from workers.hf import check_checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,37 +52,118 @@ def main(cfg: Config) -> dict[str, Any]:
     save_config(cfg, out / "config.yaml")
     task = make_task_from(cfg)
     problems = task.problems("train", cfg.task.n_train)
-    tokenizer = CharTokenizer(bksp_token=cfg.trace.bksp_token)
-    policy = ScriptedPolicy(
-        task,
-        problems,
-        tokenizer,
-        cfg.search.fake_error_rate,
-        cfg.search.fake_trap_rate,
-        cfg.search.fake_n_traps,
-        cfg.search.fake_fix_rate,
-        cfg.trace.unit,
-        seed=derive_seed(cfg.run.seed, "fake-policy"),
-    )
+    if not problems:
+        raise ValueError(f"task {task.name} gave no training problems; check the task config")
+    if cfg.search.policy == "transformers":
+        check_checkpoint_dir(model_path(cfg))  # fail before any worker starts
     size = cfg.search.batch_size
     batches = [problems[i : i + size] for i in range(0, len(problems), size)]
     todo = [b for b in range(len(batches)) if not batch_done(out, b)]
     log.info(
-        "search: %d problems in %d batches, %d to do, writing to %s",
+        "search: %d problems in %d batches, %d to do, %s policy, %d workers, writing to %s",
         len(problems),
         len(batches),
         len(todo),
+        cfg.search.policy,
+        cfg.search.workers,
         out,
     )
-    with tqdm(total=sum(len(batches[b]) for b in todo), desc="search", unit="problem") as bar:
-        for b in todo:
-            stats = search_batch(cfg, task, tokenizer, policy, batches[b], out, b)
-            bar.update(len(batches[b]))
-            bar.set_postfix(rollouts=stats["rollouts"], branches=stats["failing_branches"])
+    jobs = [(cfg, batches[b], out, b) for b in todo]
+    with Progress(sum(len(batches[b]) for b in todo)) as progress:
+        if cfg.search.workers == 0:
+            state = build_state(cfg, problems)
+            for job in jobs:
+                progress.update(search_batch(state, *job))
+        else:
+            init_ray(cfg.search.address)
+            run_pool(
+                build_state,
+                (cfg, problems),
+                search_batch,
+                jobs,
+                cfg.search.workers,
+                on_result=progress.update,
+            )
     summary = summarize(out, len(batches), task.has_step_checker)
     _write_json(out / "summary.json", summary)
     log.info("search summary: %s", json.dumps(summary))
     return summary
+
+
+class Progress:
+    """A progress bar over problems with rollouts/s, fed one batch's stats at a time."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, desc="search", unit="problem")
+        self.rollouts = 0
+        self.start = time.perf_counter()
+
+    def update(self, stats: dict[str, Any]) -> None:
+        self.rollouts += stats["rollouts"]
+        rate = self.rollouts / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(stats["problems"])
+        self.bar.set_postfix(rollouts=self.rollouts, rollouts_s=f"{rate:.0f}")
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def model_path(cfg: Config) -> Path:
+    """The checkpoint the policy loads: `model.path`, or the run's bootstrap model."""
+    return Path(cfg.model.path) if cfg.model.path else Path(cfg.run.out_dir) / "bootstrap" / "model"
+
+
+def build_state(cfg: Config, problems: list[Problem]) -> State:
+    """The task, tokenizer and policy one search worker owns (built inside the worker)."""
+    task = make_task_from(cfg)
+    s = cfg.search
+    if s.policy == "fake":
+        tokenizer: Tokenizer = CharTokenizer(bksp_token=cfg.trace.bksp_token)
+        policy: Policy = ScriptedPolicy(
+            task,
+            problems,
+            tokenizer,
+            s.fake_error_rate,
+            s.fake_trap_rate,
+            s.fake_n_traps,
+            s.fake_fix_rate,
+            cfg.trace.unit,
+            max_new_tokens=s.max_new_tokens,
+            seed=derive_seed(cfg.run.seed, "fake-policy"),
+        )
+        return State(task, tokenizer, policy, f"fake:{s.fake_error_rate}/{s.fake_trap_rate}")
+    from workers.hf import SearchTokenizer, load_checkpoint
+    from workers.sampler import TransformersPolicy
+
+    path = model_path(cfg)
+    model, hf = load_checkpoint(
+        path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
+    )
+    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
+    # a model that has not been trained on backspaces yet must not emit one by chance
+    ban = [tok.bksp_id] if cfg.run.round == 0 else []
+    policy = TransformersPolicy(
+        model,
+        tok.eos_id,
+        tok.delim_id,
+        s.temperature,
+        s.max_new_tokens,
+        s.max_batch,
+        ban_ids=ban,
+        pad_id=hf.pad_token_id or 0,
+    )
+    return State(task, tok, policy, cfg.run.model_id or str(path))
+
+
+@dataclass(frozen=True)
+class State:
+    task: Task
+    tokenizer: Tokenizer
+    policy: Policy
+    model_id: str
 
 
 def make_task_from(cfg: Config) -> Task:
@@ -109,24 +194,19 @@ def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) 
 
 
 def search_batch(
-    cfg: Config,
-    task: Task,
-    tokenizer: Tokenizer,
-    policy: Any,
-    problems: list[Problem],
-    out: Path,
-    batch: int,
+    state: State, cfg: Config, problems: list[Problem], out: Path, batch: int
 ) -> dict[str, Any]:
-    """Search one batch in lockstep and write its shards and stats."""
+    """Search one batch in lockstep and write its shards and stats (idempotent)."""
+    task, tokenizer = state.task, state.tokenizer
     searches = [new_search(cfg, task, tokenizer, p) for p in problems]
-    results = run_batched(searches, policy)
+    results = run_batched(searches, state.policy)
     tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
     for problem, result in zip(problems, results, strict=True):
         prov = {
             "problem_id": problem.id,
             "task": task.name,
             "round": cfg.run.round,
-            "model_id": cfg.run.model_id or f"fake:{cfg.search.policy}",
+            "model_id": state.model_id,
             "config_hash": cfg.hash,
             "seed": derive_seed(cfg.run.seed, cfg.run.round, problem.id),
             "schema_version": SCHEMA_VERSION,

@@ -30,7 +30,7 @@ def test_out_dir_does_not_change_the_hash():
     "override, message",
     [
         (["search.n_mcc=4"], r"unknown key 'n_mcc'; allowed keys: algorithm, policy"),
-        (["serch.n_mc=4"], r"unknown key 'serch'; allowed keys: task, search, trace, run"),
+        (["serch.n_mc=4"], r"unknown key 'serch'; allowed keys: task, model, bootstrap, search"),
         (
             ["trace.unit=word"],
             r"trace.unit: 'word' is not allowed; choose one of \['token', 'step'\]",

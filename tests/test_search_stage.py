@@ -10,12 +10,25 @@ from pipeline import cli, search_stage, shards
 from pipeline.config import load_config
 from pipeline.shards import FEATURES, shard_files
 
-SMALL = ["task.n_train=24", "search.batch_size=8", "search.budget=6", "search.n_screen=8"]
+SMALL = [
+    "search.policy=fake",
+    "search.workers=0",
+    "task.n_train=24",
+    "search.batch_size=8",
+    "search.budget=6",
+    "search.n_screen=8",
+]
 
 
 def run(out, *extra):
-    return cli.main(["search", "--set", f"run.out_dir={out}", *sum((["--set", s] for s in
-                                                                    [*SMALL, *extra]), [])])
+    return cli.main(
+        [
+            "search",
+            "--set",
+            f"run.out_dir={out}",
+            *sum((["--set", s] for s in [*SMALL, *extra]), []),
+        ]
+    )
 
 
 def read_all(out):

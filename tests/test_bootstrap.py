@@ -1,0 +1,103 @@
+"""Bootstrap: a model trained from scratch, saved as a checkpoint any HF loader opens."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline import bootstrap, cli
+from pipeline.config import load_config
+
+# 2-digit addition, 400 steps (about 10 s): right about half the time at T=1.0
+TINY = [
+    "task.digits=2",
+    "bootstrap.steps=400",
+    "bootstrap.n_problems=2000",
+    "bootstrap.eval_problems=40",
+    "bootstrap.n_layer=2",
+    "bootstrap.n_embd=64",
+    "bootstrap.batch_size=32",
+    "bootstrap.warmup=10",
+]
+
+
+def tiny_cfg(out, *extra):
+    return load_config("arith-tiny", [f"run.out_dir={out}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("boot")
+    figures = bootstrap.main(tiny_cfg(out))
+    return out, figures
+
+
+def test_checkpoint_loads_with_auto_classes(trained):
+    out, figures = trained
+    path = out / "bootstrap" / "model"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = "347+589=?\n"
+    assert tok.decode(tok.encode(prompt)) == prompt
+    assert "<|bksp|>" in tok.get_vocab() and tok.eos_token == "<|endoftext|>"
+    assert model.config.vocab_size == len(tok)
+    assert {"greedy", "t1.0"} <= figures.keys()
+    for key in ("greedy", "t1.0"):
+        lo, hi = figures[key]["ci95"]
+        assert 0 <= lo <= figures[key]["accuracy"] <= hi <= 1 and figures[key]["n"] == 40
+    assert json.loads((out / "bootstrap" / "eval.json").read_text()) == figures
+
+
+def test_rerun_reuses_the_model(trained):
+    out, figures = trained
+    weights = out / "bootstrap" / "model" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert bootstrap.main(tiny_cfg(out)) == figures
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_same_seed_same_weights(tmp_path):
+    def weights(name, *extra):
+        bootstrap.main(tiny_cfg(tmp_path / name, "bootstrap.steps=5", *extra))
+        return (tmp_path / name / "bootstrap" / "model" / "model.safetensors").read_bytes()
+
+    assert weights("a") == weights("b")
+    assert weights("a") != weights("c", "bootstrap.seed=1")
+
+
+def test_llama_bootstrap_and_too_short_positions(tmp_path):
+    bootstrap.main(tiny_cfg(tmp_path / "l", "bootstrap.arch=llama", "bootstrap.steps=5"))
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "l" / "bootstrap" / "model")
+    with pytest.raises(ValueError, match="n_positions"):
+        bootstrap.main(tiny_cfg(tmp_path / "s", "bootstrap.n_positions=8"))
+    assert not (tmp_path / "s" / "bootstrap" / "model").exists()
+
+
+def test_search_on_the_bootstrap_model_finds_its_own_mistakes(trained, tmp_path):
+    out, _ = trained
+    code = cli.main(
+        [
+            "search",
+            "--set",
+            f"run.out_dir={out}",
+            "--set",
+            "search.workers=0",
+            "--set",
+            "task.n_train=16",
+            "--set",
+            "search.batch_size=8",
+            "--set",
+            "search.budget=4",
+            *sum((["--set", s] for s in TINY), []),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "round-0" / "search" / "summary.json").read_text())
+    assert summary["problems"] == 16 and summary["rollouts"] > 16 * 16
+    assert summary["failing_branches"] > 0  # from the model's own mistakes
+    assert summary["mc_vs_exact_first_error_agreement"] > 0.5
+
+
+def test_search_without_a_model_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(Exception, match="run `halluc bootstrap` first"):
+        cli.main(["search", "--set", f"run.out_dir={tmp_path}", "--set", "search.workers=0"])

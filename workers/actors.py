@@ -1,0 +1,119 @@
+"""Ray actors that each own one policy backend, and a pool that feeds them jobs (DESIGN §10).
+
+    state = make_state(*args)      # once per actor (and again after a restart): load the model
+    result = fn(state, *job)       # per job, e.g. search one batch and write its shards
+
+The pool keeps every actor busy with one job at a time and hands out the next as soon as one ends.
+An actor whose process dies is restarted by Ray (`max_restarts`) and the job it was running is
+retried on it (`max_task_retries`): jobs must be idempotent, which batch-named shards are.
+
+`init_ray(address)` starts a local cluster when no address is given (or joins RAY_ADDRESS /
+`address`), with the dashboard off; a `host:port` that does not answer fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    """A Ray cluster that cannot be reached or used."""
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or another form ray.init understands itself
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at {address} ({err}); start one with "
+            "`ray start --head`, fix --address / RAY_ADDRESS, or leave both empty to run a "
+            "local cluster"
+        ) from None
+
+
+def init_ray(address: str = "", num_cpus: int | None = None) -> None:
+    """Connect to `address` (or RAY_ADDRESS), or start a local cluster when both are empty."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        _check_reachable(address)
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+    )
+
+
+@ray.remote
+class PolicyActor:
+    """Holds the state `make_state(*args)` builds (a policy and what goes with it)."""
+
+    def __init__(self, make_state: Callable[..., Any], args: Sequence[Any], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.state = make_state(*args)
+
+    def run(self, fn: Callable[..., Any], job: Sequence[Any]) -> Any:
+        return fn(self.state, *job)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def run_pool(
+    make_state: Callable[..., Any],
+    state_args: Sequence[Any],
+    fn: Callable[..., Any],
+    jobs: Iterable[Sequence[Any]],
+    n_workers: int,
+    on_result: Callable[[Any], None] | None = None,
+    retries: int = 3,
+) -> list[Any]:
+    """Run `fn(state, *job)` for every job on `n_workers` actors; results in completion order."""
+    cpus = int(ray.available_resources().get("CPU", 1))
+    per_actor = max(1, cpus // n_workers)
+    actors = [
+        PolicyActor.options(  # type: ignore[attr-defined]
+            num_cpus=per_actor,
+            max_restarts=retries,
+            max_task_retries=retries,
+        ).remote(make_state, state_args, per_actor)
+        for _ in range(n_workers)
+    ]
+    pending = list(jobs)[::-1]
+    running: dict[Any, Any] = {}
+    results = []
+    for actor in actors:
+        if pending:
+            running[actor.run.remote(fn, pending.pop())] = actor
+    while running:
+        [ref], _ = ray.wait(list(running), num_returns=1)
+        actor = running.pop(ref)
+        result = ray.get(ref)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if pending:
+            running[actor.run.remote(fn, pending.pop())] = actor
+    for actor in actors:
+        ray.kill(actor)
+    return results

@@ -1,0 +1,126 @@
+"""Loading a Hugging Face checkpoint directory, and the tokenizer the search sees.
+
+`load_checkpoint(path)` is the one way a model gets in: a local directory with safetensors weights
+and a tokenizer, through `AutoModelForCausalLM` / `AutoTokenizer` exactly as a Hub model would load
+(`trust_remote_code` off unless asked; pickled `.bin` weights refused). Every failure says what is
+missing and what to do.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be used as it is."""
+
+
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """Fail fast on a directory without weights or without a tokenizer."""
+    p = Path(path)
+    if not p.is_dir():
+        raise CheckpointError(
+            f"checkpoint directory {p} does not exist; give a local model directory or run "
+            "`halluc bootstrap` first"
+        )
+    if not (p / "config.json").exists():
+        raise CheckpointError(f"{p} has no config.json: not a Hugging Face checkpoint directory")
+    if not list(p.glob("*.safetensors")):
+        has_bin = bool(list(p.glob("*.bin")))
+        hint = (
+            " (it has pickled .bin weights, which are not loaded; convert them to safetensors)"
+            if has_bin
+            else ""
+        )
+        raise CheckpointError(f"{p} has no *.safetensors weights{hint}")
+    if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
+        raise CheckpointError(
+            f"{p} has no tokenizer (tokenizer.json / tokenizer_config.json); save the tokenizer "
+            "into the checkpoint directory with tokenizer.save_pretrained"
+        )
+    return p
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+) -> tuple[Any, PreTrainedTokenizerBase]:
+    """Model (eval mode, on `device`) and tokenizer from a local checkpoint directory."""
+    p = check_checkpoint_dir(path)
+    tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        p,
+        dtype=getattr(torch, dtype),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    model.to(pick_device(device))  # type: ignore[arg-type]
+    return model.eval(), tokenizer
+
+
+@dataclass
+class SearchTokenizer:
+    """The search's view of a HF tokenizer: ids of end-of-sequence, step delimiter and backspace.
+
+    The backspace token is added to the tokenizer when missing (the id it gets is the one training
+    will use after `add_special_tokens`). The step delimiter must be exactly one token.
+    """
+
+    hf: PreTrainedTokenizerBase
+    eos_id: int
+    delim_id: int
+    bksp_id: int
+
+    @classmethod
+    def wrap(cls, hf: PreTrainedTokenizerBase, delimiter: str, bksp_token: str) -> SearchTokenizer:
+        if hf.eos_token_id is None:
+            raise CheckpointError("the tokenizer has no eos_token; set one in tokenizer_config")
+        if bksp_token not in hf.get_vocab():
+            hf.add_special_tokens({"additional_special_tokens": [bksp_token]})
+        delim = hf.encode(delimiter, add_special_tokens=False)
+        if len(delim) != 1:
+            raise CheckpointError(
+                f"the tokenizer encodes the step delimiter {delimiter!r} as {len(delim)} tokens "
+                f"{delim}; the search needs it to be exactly one token (pick a task delimiter the "
+                "tokenizer has as a single token)"
+            )
+        bksp_id = hf.convert_tokens_to_ids(bksp_token)
+        assert isinstance(bksp_id, int)  # one token string in, one id out
+        return cls(hf, hf.eos_token_id, delim[0], bksp_id)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.hf.decode(list(ids), skip_special_tokens=False)).replace(
+            str(self.hf.eos_token), ""
+        )
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: `cache` in recent transformers, before that
+    `past_key_values` (vLLM images pin an older transformers, so both are supported)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward_cached(model: Any, kwarg: str, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """One forward pass with a KV cache; returns the logits and the updated cache."""
+    out = model(**inputs, **{kwarg: cache}, use_cache=True)
+    new_cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    return out.logits, new_cache

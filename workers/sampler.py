@@ -1,0 +1,190 @@
+"""The transformers policy backend: batched sampling with a KV cache (DESIGN §3, §10).
+
+`TransformersPolicy.sample(asks)` expands every ask into `n` rows, sorts rows by prefix length (less
+padding), and decodes them in chunks of up to `max_batch` rows: one left-padded prefill, then one
+token per step for the whole chunk until every row has stopped (end-of-sequence, or the step
+delimiter for until="step", or `max_new_tokens`).
+
+Sampling noise is counter-based: row r of ask a draws its uniform at step t from
+splitmix64(seed(a, r), t), and picks the token by inverse CDF. So a row's sample does not depend on
+which other rows share its batch (up to float differences between batch shapes), and the same
+seeds give the same rollouts on a rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from search.types import Ask, Rollout
+from workers.hf import cache_kwarg, forward_cached
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def uniforms(row_seeds: np.ndarray, step: int) -> np.ndarray:
+    """One uniform in [0, 1) per row for decoding step `step`."""
+    with np.errstate(over="ignore"):
+        z = splitmix64(row_seeds ^ splitmix64(np.full_like(row_seeds, step)))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class _Row:
+    ask: int
+    prefix: tuple[int, ...]
+    until: str
+    seed: int
+
+
+class TransformersPolicy:
+    """Policy over a causal LM: `sample(asks)[i]` holds `asks[i].n` rollouts.
+
+    temperature 0 is greedy. `logprobs=True` returns the model's log-probability of each sampled
+    token (before temperature). `ban_ids` are never sampled (e.g. the backspace token).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eos_id: int,
+        delim_id: int,
+        temperature: float = 1.0,
+        max_new_tokens: int = 64,
+        max_batch: int = 256,
+        logprobs: bool = False,
+        ban_ids: Sequence[int] = (),
+        pad_id: int = 0,
+    ) -> None:
+        self.model = model
+        self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
+        self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
+        self.max_batch = max_batch
+        self.logprobs = logprobs
+        self.ban_ids = list(ban_ids)
+        self.device = next(model.parameters()).device
+        self.vocab = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
+        self.tokens_generated = 0  # counted for benchmarks and progress
+        self._cache_kwarg = cache_kwarg(model)
+
+    def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
+        rows = [
+            _Row(i, a.prefix, a.until, _row_seed(a.seed, j))
+            for i, a in enumerate(asks)
+            for j in range(a.n)
+        ]
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r].prefix))
+        out: list[Rollout | None] = [None] * len(rows)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            for r, rollout in zip(chunk, self._decode([rows[r] for r in chunk]), strict=True):
+                out[r] = rollout
+        result: list[list[Rollout]] = [[] for _ in asks]
+        for row, got in zip(rows, out, strict=True):
+            assert got is not None  # every row index is in exactly one chunk
+            result[row.ask].append(got)
+        return result
+
+    @torch.inference_mode()
+    def _decode(self, rows: list[_Row]) -> list[Rollout]:
+        b = len(rows)
+        width = max(len(r.prefix) for r in rows)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every row's last prefix token is aligned
+            ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
+            mask[i, width - len(r.prefix) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        seeds = np.array([r.seed for r in rows], dtype=np.uint64)
+        stop_at_delim = torch.tensor([r.until == "step" for r in rows], device=self.device)
+        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        finished = torch.zeros(b, dtype=torch.bool, device=self.device)
+        new_tokens, new_logps = [], []
+        past = None
+        step_ids = ids
+        for t in range(self.max_new_tokens):
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+            logits, past = forward_cached(
+                self.model,
+                self._cache_kwarg,
+                past,
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=positions,
+            )
+            logits = logits[:, -1, : self.vocab].float()
+            tok, logp = self._pick(logits, seeds, t)
+            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+            new_tokens.append(tok)
+            new_logps.append(logp)
+            stops = (tok == self.eos_id) | (stop_at_delim & (tok == self.delim_id))
+            finished |= stops & ~done
+            done |= stops
+            if bool(done.all()):
+                break
+            step_ids = tok[:, None]
+            # rows are independent: a stopped row keeps decoding padding that nobody reads
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        return self._rollouts(rows, new_tokens, new_logps, finished)
+
+    def _pick(
+        self, logits: torch.Tensor, seeds: np.ndarray, t: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ban_ids:
+            logits[:, self.ban_ids] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1)
+        if self.temperature <= 0:
+            tok = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1).double()
+            cdf = probs.cumsum(-1)
+            u = torch.from_numpy(uniforms(seeds, t)).to(cdf.device)[:, None] * cdf[:, -1:]
+            tok = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[1] - 1)
+        return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+    def _rollouts(
+        self,
+        rows: list[_Row],
+        toks: list[torch.Tensor],
+        logps: list[torch.Tensor],
+        finished: torch.Tensor,
+    ) -> list[Rollout]:
+        tok_m = torch.stack(toks, 1).tolist()
+        logp_m = torch.stack(logps, 1).tolist() if self.logprobs else None
+        fin = finished.tolist()
+        out = []
+        for i, row in enumerate(rows):
+            seq = tok_m[i]
+            end = len(seq)
+            for j, t in enumerate(seq):
+                if t == self.eos_id:
+                    end = j  # the end-of-sequence token is not part of the rollout
+                    break
+                if row.until == "step" and t == self.delim_id:
+                    end = j + 1  # the delimiter is
+                    break
+            self.tokens_generated += end
+            lp = tuple(logp_m[i][:end]) if logp_m is not None else None
+            out.append(Rollout(tuple(seq[:end]), bool(fin[i]), lp))
+        return out
+
+
+def _row_seed(seed: int, j: int) -> int:
+    return int(
+        splitmix64(
+            np.array([seed ^ (j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)], dtype=np.uint64)
+        )[0]
+    )
