@@ -14,6 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	touch $@
 
 demo: $(BIN)/.installed
+	$(BIN)/halluc bootstrap --preset $(PRESET)
 	$(BIN)/halluc search --preset $(PRESET)
 
 lint: $(BIN)/.installed
@@ -28,6 +29,7 @@ test-all: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/search_bench.py
+	$(BIN)/python benchmarks/model_search_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -37,8 +37,16 @@ def sampler_vs_generate(n_prompts: int = 128, new: int = 48) -> dict[str, Any]:
     model = bootstrap.build_model(BootstrapConfig(), tokenizer).eval()
     prompts = [tokenizer.encode(f"{100 + 7 * i}+{200 + 3 * i}=?\n") for i in range(n_prompts)]
     eos = tokenizer.eos_token_id
-    policy = TransformersPolicy(model, eos, tokenizer.encode("\n")[0], 1.0, new, max_batch=256,
-                                ban_ids=[eos], pad_id=tokenizer.pad_token_id)
+    policy = TransformersPolicy(
+        model,
+        eos,
+        tokenizer.encode("\n")[0],
+        1.0,
+        new,
+        max_batch=256,
+        ban_ids=[eos],
+        pad_id=tokenizer.pad_token_id,
+    )
     t = time.perf_counter()
     out = policy.sample([Ask(tuple(p), 1, "end", i) for i, p in enumerate(prompts)])
     batched_s = time.perf_counter() - t
@@ -47,13 +55,20 @@ def sampler_vs_generate(n_prompts: int = 128, new: int = 48) -> dict[str, Any]:
     plain_tokens = 0
     with torch.inference_mode():
         for p in prompts:
-            ids = model.generate(torch.tensor([p]), do_sample=True, max_new_tokens=new,
-                                 min_new_tokens=new, pad_token_id=tokenizer.pad_token_id)
+            ids = model.generate(
+                torch.tensor([p]),
+                do_sample=True,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             plain_tokens += ids.shape[1] - len(p)
     plain_s = time.perf_counter() - t
     return {
-        "prompts": n_prompts, "new_tokens_each": new,
-        "batched_tokens": batched_tokens, "generate_tokens": plain_tokens,
+        "prompts": n_prompts,
+        "new_tokens_each": new,
+        "batched_tokens": batched_tokens,
+        "generate_tokens": plain_tokens,
         "batched_tokens_per_s": batched_tokens / batched_s,
         "generate_tokens_per_s": plain_tokens / plain_s,
         "speedup": (batched_tokens / batched_s) / (plain_tokens / plain_s),
@@ -86,8 +101,13 @@ def in_process(cfg: Any) -> dict[str, Any]:
         stats = search_stage.search_batch(state, cfg, problems[start : start + size], out, b)
         rollouts += stats["rollouts"]
     wall = time.perf_counter() - t
-    return {"wall_s": wall, "rollouts": rollouts, "rollouts_per_s": rollouts / wall,
-            "model_s": timed.seconds, "outside_model_share": 1 - timed.seconds / wall}
+    return {
+        "wall_s": wall,
+        "rollouts": rollouts,
+        "rollouts_per_s": rollouts / wall,
+        "model_s": timed.seconds,
+        "outside_model_share": 1 - timed.seconds / wall,
+    }
 
 
 def search_runs(n_train: int) -> dict[str, Any]:
@@ -102,7 +122,8 @@ def search_runs(n_train: int) -> dict[str, Any]:
         summary = search_stage.main(cfg)
         wall = time.perf_counter() - t
         figures[f"ray_workers_{workers}"] = {
-            "wall_s": wall, "rollouts": summary["rollouts"],
+            "wall_s": wall,
+            "rollouts": summary["rollouts"],
             "rollouts_per_s": summary["rollouts"] / wall,
         }
     w1, w2 = figures["ray_workers_1"], figures["ray_workers_2"]
@@ -115,8 +136,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench-model.json")
     ap.add_argument("--problems", type=int, default=128)
     args = ap.parse_args()
-    report = {"threads": torch.get_num_threads(), "sampler": sampler_vs_generate(),
-              "search": search_runs(args.problems)}
+    report = {
+        "threads": torch.get_num_threads(),
+        "sampler": sampler_vs_generate(),
+        "search": search_runs(args.problems),
+    }
     print(json.dumps(report, indent=2))
     Path(args.out).write_text(json.dumps(report, indent=2))
 

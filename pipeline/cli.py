@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECTION.KEY=VALUE",
             help="override one config value (repeatable)",
         )
+        if name in ("search", "run"):
+            p.add_argument(
+                "--address",
+                help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)",
+            )
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -87,8 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2
-    runner(cfg)
+    try:
+        runner(cfg)
+    except _user_errors() as err:
+        print(f"halluc {args.stage}: {err}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input (config, data, checkpoint, cluster): a message, no traceback."""
+    from pipeline.shards import ShardError
+    from search.backspace import BackspaceError
+    from search.tasks import TaskDataError
+    from workers.actors import ClusterError
+    from workers.hf import CheckpointError
+
+    return (ConfigError, ShardError, BackspaceError, TaskDataError, ClusterError, CheckpointError)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,26 @@ def test_search_on_the_bootstrap_model_finds_its_own_mistakes(trained, tmp_path)
     assert summary["mc_vs_exact_first_error_agreement"] > 0.5
 
 
-def test_search_without_a_model_says_what_to_do(tmp_path, capsys):
-    with pytest.raises(Exception, match="run `halluc bootstrap` first"):
-        cli.main(["search", "--set", f"run.out_dir={tmp_path}", "--set", "search.workers=0"])
+def test_search_bad_input_says_what_to_do(tmp_path, capsys):
+    def fails(*sets, address=None):
+        args = ["search", "--set", f"run.out_dir={tmp_path}"]
+        for s in sets:
+            args += ["--set", s]
+        if address:
+            args += ["--address", address]
+        assert cli.main(args) == 2
+        return capsys.readouterr().err
+
+    assert "run `halluc bootstrap` first" in fails("search.workers=0")
+    assert "'nope' is not allowed; choose one of ['arithmetic', 'countdown', 'jsonl']" in fails(
+        "task.name=nope"
+    )
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert "empty.jsonl" in fails("task.name=jsonl", f"task.path={empty}", "search.policy=fake")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert "no *.safetensors weights" in fails(f"model.path={tmp_path / 'm'}")
+    assert "cannot reach a Ray cluster at 127.0.0.1:9" in fails(
+        "search.policy=fake", "task.n_train=4", address="127.0.0.1:9"
+    )
