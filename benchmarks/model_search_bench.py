@@ -33,7 +33,7 @@ RUN = Path("runs/bench")
 
 def sampler_vs_generate(n_prompts: int = 128, new: int = 48) -> dict[str, Any]:
     torch.manual_seed(0)
-    tokenizer = bootstrap.build_tokenizer(["0123456789+*=?\nans "], "<|bksp|>")
+    tokenizer = bootstrap.build_tokenizer(["0123456789+*=?\nans "])
     model = bootstrap.build_model(BootstrapConfig(), tokenizer).eval()
     prompts = [tokenizer.encode(f"{100 + 7 * i}+{200 + 3 * i}=?\n") for i in range(n_prompts)]
     eos = tokenizer.eos_token_id

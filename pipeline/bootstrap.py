@@ -73,10 +73,11 @@ def main(cfg: Config) -> dict[str, Any]:
     return figures
 
 
-def build_tokenizer(texts: list[str], bksp_token: str) -> PreTrainedTokenizerFast:
-    """One token per character seen in `texts`, plus padding, end-of-sequence, backspace."""
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """One token per character seen in `texts`, plus padding and end-of-sequence. The backspace
+    token is not in it: training adds it like to any other model (`workers.tokens`)."""
     chars = sorted(set("".join(texts)) | set("0123456789"))
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, bksp_token, *chars])}
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *chars])}
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
@@ -86,7 +87,6 @@ def build_tokenizer(texts: list[str], bksp_token: str) -> PreTrainedTokenizerFas
         eos_token=EOS,
         bos_token=EOS,
         unk_token=UNK,
-        additional_special_tokens=[bksp_token],
     )
 
 
@@ -147,7 +147,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     rng = random.Random(b.seed)
     problems = task.problems("train", b.n_problems)
     texts = [p.prompt + "\n".join(task.reference(p)) for p in problems]
-    tokenizer = build_tokenizer(texts, cfg.trace.bksp_token)
+    tokenizer = build_tokenizer(texts)
     examples = encode_examples(task, tokenizer, problems)
     longest = max(len(ids) for ids, _ in examples)
     if longest > b.n_positions:

@@ -178,3 +178,39 @@ def serialize(trace: Trace, unit: Unit, bksp_id: int, delim_id: int) -> Serializ
         mask.extend([0] * len(seg.ids) + [1] * n)
         n_total += n
     return Serialized(ids, mask, _spans(erased), n_total)
+
+
+def attention_views(
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> list[list[int]]:
+    """Erase mode: for each position j, the positions j attends to (itself included), in order.
+
+    A backspace sees everything that was visible when its run started (the error included) and
+    the backspaces of its run before it. Any other token sees only what is visible after every
+    earlier backspace: erased tokens and finished backspace runs are gone, exactly as if the KV
+    cache had been cropped to the surviving prefix. Its position id is `len(view) - 1`.
+    """
+    stack: list[int] = []  # visible non-backspace positions
+    base: list[int] = []  # `stack` when the current backspace run started
+    run: list[int] = []  # positions of the current backspace run
+    views: list[list[int]] = []
+    for j, tok in enumerate(ids):
+        if tok != bksp_id:
+            run = []
+            stack.append(j)
+            views.append(list(stack))
+            continue
+        if j < prompt_len:
+            raise BackspaceError(f"the prompt contains a backspace token at position {j}")
+        if not run:
+            base = list(stack)
+        n = pop_count([ids[p] for p in stack], prompt_len, unit, delim_id)
+        if n == 0:
+            raise BackspaceError(
+                f"backspace at position {j} would delete into the prompt (prompt length "
+                f"{prompt_len}, nothing generated is left to erase)"
+            )
+        del stack[-n:]
+        run.append(j)
+        views.append(base + run)
+    return views

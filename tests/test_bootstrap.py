@@ -39,7 +39,7 @@ def test_checkpoint_loads_with_auto_classes(trained):
     tok = AutoTokenizer.from_pretrained(path)
     prompt = "347+589=?\n"
     assert tok.decode(tok.encode(prompt)) == prompt
-    assert "<|bksp|>" in tok.get_vocab() and tok.eos_token == "<|endoftext|>"
+    assert "<|bksp|>" not in tok.get_vocab() and tok.eos_token == "<|endoftext|>"
     assert model.config.vocab_size == len(tok)
     assert {"greedy", "t1.0"} <= figures.keys()
     for key in ("greedy", "t1.0"):

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
+from search.backspace import Unit
 from search.types import Ask, Rollout
+from workers.erase import RowState
 from workers.hf import cache_kwarg, forward_cached
 
+Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -53,7 +57,13 @@ class TransformersPolicy:
     """Policy over a causal LM: `sample(asks)[i]` holds `asks[i].n` rollouts.
 
     temperature 0 is greedy. `logprobs=True` returns the model's log-probability of each sampled
-    token (before temperature). `ban_ids` are never sampled (e.g. the backspace token).
+    token (before temperature). `ban_ids` are never sampled.
+
+    Backspaces (`bksp_id` given): a row may emit at most `max_backspaces` of them and never one
+    that would erase into its prefix (both enforced by banning the token for that row). Rollouts
+    keep the raw stream, backspaces included. In `erase` mode the erased tokens and finished
+    backspace runs are hidden from later tokens (per row, with the same rule as training) and
+    position ids continue from the surviving prefix; in `stream` mode they stay visible.
     """
 
     def __init__(
@@ -67,6 +77,10 @@ class TransformersPolicy:
         logprobs: bool = False,
         ban_ids: Sequence[int] = (),
         pad_id: int = 0,
+        bksp_id: int | None = None,
+        mode: Mode = "stream",
+        unit: Unit = "token",
+        max_backspaces: int = 16,
     ) -> None:
         self.model = model
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
@@ -74,9 +88,12 @@ class TransformersPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_batch = max_batch
         self.logprobs = logprobs
-        self.ban_ids = list(ban_ids)
         self.device = next(model.parameters()).device
         self.vocab = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
+        # ids the model cannot produce (e.g. a backspace added to the tokenizer only) need no ban
+        self.ban_ids = [i for i in ban_ids if i < self.vocab]
+        self.bksp_id = bksp_id if bksp_id is not None and bksp_id < self.vocab else None
+        self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
         self.tokens_generated = 0  # counted for benchmarks and progress
         self._cache_kwarg = cache_kwarg(model)
 
@@ -108,6 +125,12 @@ class TransformersPolicy:
             ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
             mask[i, width - len(r.prefix) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        states = (
+            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
+            if self.bksp_id is not None
+            else None
+        )
         seeds = np.array([r.seed for r in rows], dtype=np.uint64)
         stop_at_delim = torch.tensor([r.until == "step" for r in rows], device=self.device)
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
@@ -116,7 +139,6 @@ class TransformersPolicy:
         past = None
         step_ids = ids
         for t in range(self.max_new_tokens):
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
             logits, past = forward_cached(
                 self.model,
                 self._cache_kwarg,
@@ -126,6 +148,8 @@ class TransformersPolicy:
                 position_ids=positions,
             )
             logits = logits[:, -1, : self.vocab].float()
+            if states is not None:
+                self._ban_backspace(logits, states)
             tok, logp = self._pick(logits, seeds, t)
             tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
             new_tokens.append(tok)
@@ -138,7 +162,41 @@ class TransformersPolicy:
             step_ids = tok[:, None]
             # rows are independent: a stopped row keeps decoding padding that nobody reads
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            if states is not None:
+                positions = self._track(states, tok, done, mask, positions)
         return self._rollouts(rows, new_tokens, new_logps, finished)
+
+    def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
+        banned = [
+            i
+            for i, st in enumerate(states)
+            if st.n_backspaces >= self.max_backspaces or not st.can_backspace()
+        ]
+        if banned:
+            logits[banned, self.bksp_id] = float("-inf")
+
+    def _track(
+        self,
+        states: list[RowState],
+        tok: torch.Tensor,
+        done: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Push the new tokens into each row's backspace state; in erase mode hide what a
+        finished backspace run erased and set the next position ids."""
+        col = mask.shape[1] - 1
+        toks, dones = tok.tolist(), done.tolist()
+        for i, st in enumerate(states):
+            if dones[i]:
+                continue
+            hidden = st.push(col, toks[i], toks[i] == self.bksp_id)
+            if self.mode == "erase":
+                if hidden:
+                    mask[i, hidden] = 0
+                positions[i, 0] = st.position()
+        return positions
 
     def _pick(
         self, logits: torch.Tensor, seeds: np.ndarray, t: int

@@ -1,0 +1,94 @@
+"""Single-sequence decoding that crops its KV cache at each backspace run (DESIGN §8).
+
+The batched sampler hides erased positions with a per-row mask; one sequence can instead drop
+them from its `DynamicCache`: when a non-backspace token follows a backspace run, the cache is
+cropped to the surviving prefix (which is always a prefix of the cache) before the token goes in.
+`cropped_logits` feeds a given stream this way (the parity tests compare it with the erase-mode
+training forward); `reencode_logits` re-encodes the visible prefix after each run instead (the
+benchmark baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from search.backspace import Unit, pop_count
+from workers.hf import cache_kwarg, forward_cached
+
+
+def crop_to(cache: Any, length: int) -> None:
+    """Keep the first `length` positions (the surviving prefix is always the head of the cache).
+    A negative argument means "remove that many" in every transformers version."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+@torch.inference_mode()
+def cropped_logits(
+    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> torch.Tensor:
+    """Logits `[len(ids), vocab]` of `ids` fed one token at a time with a cropped cache."""
+    kwarg = cache_kwarg(model)
+    logits, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([ids[:prompt_len]]))
+    rows = list(logits[0])
+    stack = list(ids[:prompt_len])  # visible tokens
+    in_run = False
+    for tok in ids[prompt_len:]:
+        if tok == bksp_id:
+            n = pop_count(stack, prompt_len, unit, delim_id)
+            del stack[len(stack) - n :]
+            in_run = True
+        else:
+            if in_run:
+                crop_to(cache, len(stack))
+                in_run = False
+            stack.append(tok)
+        length = cache.get_seq_length()
+        out, cache = forward_cached(
+            model,
+            kwarg,
+            cache,
+            input_ids=torch.tensor([[tok]]),
+            position_ids=torch.tensor([[length]]),
+        )
+        rows.append(out[0, -1])
+    return torch.stack(rows)
+
+
+@torch.inference_mode()
+def reencode_logits(
+    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> torch.Tensor:
+    """The same logits, but the cache is rebuilt by re-encoding the visible prefix after each
+    backspace run instead of cropped (what decoding without cache surgery has to do)."""
+    kwarg = cache_kwarg(model)
+    logits, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([ids[:prompt_len]]))
+    rows = list(logits[0])
+    stack = list(ids[:prompt_len])
+    in_run = False
+    for tok in ids[prompt_len:]:
+        if tok == bksp_id:
+            del stack[len(stack) - pop_count(stack, prompt_len, unit, delim_id) :]
+            in_run = True
+        elif in_run:
+            in_run = False
+            stack.append(tok)
+            out, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([stack]))
+            rows.append(out[0, -1])
+            continue
+        else:
+            stack.append(tok)
+        length = cache.get_seq_length()
+        out, cache = forward_cached(
+            model,
+            kwarg,
+            cache,
+            input_ids=torch.tensor([[tok]]),
+            position_ids=torch.tensor([[length]]),
+        )
+        rows.append(out[0, -1])
+    return torch.stack(rows)

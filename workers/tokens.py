@@ -1,0 +1,63 @@
+"""Adding the backspace token to any causal LM (DESIGN §4).
+
+`add_backspace_token(model, tokenizer, token, init)` adds `token` as a special token, grows the
+embeddings only when the tokenizer outgrew them (a checkpoint with spare rows keeps its size: never
+shrink), and initialises the new row (input and, when untied, output) by a named strategy:
+
+- `mean`: the mean of the existing rows (the default);
+- `words`: the mean of the embeddings of the tokens of words such as "delete", "undo", "back";
+- `description`: the mean over the tokens of a short description of what the token does;
+- `subtokens`: the mean of the pieces the token string splits into as plain text.
+
+A tokenizer that already has the token reuses its id and leaves the weights alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+Init = Literal["mean", "words", "description", "subtokens"]
+INITS: tuple[Init, ...] = ("mean", "words", "description", "subtokens")
+WORDS = ["delete", "undo", "back", "erase", "remove", "backspace"]
+DESCRIPTION = "delete the previous step because it was wrong, then write the correct step"
+
+
+def add_backspace_token(
+    model: Any, tokenizer: Any, token: str = "<|bksp|>", init: Init = "mean"
+) -> int:
+    """Make sure `token` exists in tokenizer and model; returns its id."""
+    if init not in INITS:
+        raise ValueError(f"embedding init {init!r} is not one of {INITS}")
+    if token in tokenizer.get_vocab():
+        return int(tokenizer.convert_tokens_to_ids(token))
+    source = _source_ids(tokenizer, token, init)  # before the token exists: plain-text pieces
+    tokenizer.add_special_tokens({"additional_special_tokens": [token]})
+    new_id = int(tokenizer.convert_tokens_to_ids(token))
+    emb = model.get_input_embeddings()
+    old_rows = emb.weight.shape[0]
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    _init_row(model.get_input_embeddings().weight, new_id, source, min(old_rows, new_id))
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        _init_row(out.weight, new_id, source, min(old_rows, new_id))
+    return new_id
+
+
+def _source_ids(tokenizer: Any, token: str, init: Init) -> list[int] | None:
+    """Token ids whose embeddings are averaged (None: all existing rows)."""
+    if init == "mean":
+        return None
+    texts = {"words": WORDS, "description": [DESCRIPTION], "subtokens": [token]}[init]
+    ids = [i for text in texts for i in tokenizer.encode(text, add_special_tokens=False)]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids = [i for i in ids if i != unk]
+    return ids or None  # a tokenizer that cannot spell them falls back to the mean
+
+
+@torch.no_grad()
+def _init_row(weight: torch.Tensor, row: int, source: list[int] | None, n_existing: int) -> None:
+    rows = weight[:n_existing] if source is None else weight[source]
+    weight[row] = rows.float().mean(0).to(weight.dtype)
