@@ -32,10 +32,9 @@ from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
 from pipeline.config import BootstrapConfig, Config, save_config
-from pipeline.evaluate import solve_rate
+from pipeline.evaluate import evaluate_model, format_table
 from pipeline.search_stage import make_task_from
 from search.types import Task
-from workers.hf import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +54,10 @@ def main(cfg: Config) -> dict[str, Any]:
     eval_path = out.parent / "eval.json"
     if eval_path.exists():
         return dict(json.loads(eval_path.read_text()))
-    model, tokenizer = load_checkpoint(out, cfg.model.device)
     problems = task.problems("test", cfg.bootstrap.eval_problems)
-    figures = {
-        "greedy": solve_rate(model, tokenizer, task, problems, temperature=0.0, cfg=cfg),
-        "t1.0": solve_rate(model, tokenizer, task, problems, temperature=1.0, cfg=cfg),
-        "params": sum(p.numel() for p in model.parameters()),
-    }
+    figures = evaluate_model(out, task, problems, cfg)
     eval_path.write_text(json.dumps(figures, indent=2))
-    log.info(
-        "bootstrap model %s: greedy %.3f, T=1.0 %.3f on %d held-out problems",
-        out,
-        figures["greedy"]["accuracy"],
-        figures["t1.0"]["accuracy"],
-        len(problems),
-    )
+    print(format_table(figures))
     return figures
 
 

@@ -36,7 +36,24 @@ def _bootstrap(cfg: Config) -> None:
     bootstrap.main(cfg)
 
 
-RUNNERS: dict[str, Callable[[Config], None]] = {"bootstrap": _bootstrap, "search": _search}
+def _train(cfg: Config) -> None:
+    from pipeline import train
+
+    print(train.main(cfg))
+
+
+def _eval(cfg: Config) -> None:
+    from pipeline import evaluate
+
+    evaluate.main(cfg)
+
+
+RUNNERS: dict[str, Callable[[Config], None]] = {
+    "bootstrap": _bootstrap,
+    "search": _search,
+    "train": _train,
+    "eval": _eval,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

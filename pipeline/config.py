@@ -143,6 +143,50 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning on traces (DESIGN §7). `base`: the checkpoint to start from (empty: the model
+    the round searched with). `kinds`: comma-separated trace kinds to train on. `workers` > 0
+    runs under Ray Train with that many workers."""
+
+    base: str = ""
+    mode: Literal["stream", "erase"] = "erase"
+    init: Literal["mean", "words", "description", "subtokens"] = "mean"
+    kinds: str = "correction,self_correction,clean"
+    epochs: float = 2.0
+    max_steps: int = -1
+    lr: float = 1e-3
+    warmup: int = 10
+    batch_size: int = 32
+    save_steps: int = 50
+    workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        allowed = {"correction", "self_correction", "clean"}
+        bad = set(self.kinds.split(",")) - allowed
+        if bad:
+            raise ConfigError(f"train.kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
+        if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0:
+            raise ConfigError("train.batch_size and train.save_steps must be >= 1, workers >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation (DESIGN §8): `samples` per problem at `temperature` (pass@1 over
+    them), plus greedy; both also with the backspace banned."""
+
+    n_problems: int = 500
+    temperature: float = 1.0
+    samples: int = 1
+    max_backspaces: int = 16
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
+            raise ConfigError("eval.n_problems and eval.samples must be >= 1")
+
+
+@dataclass(frozen=True)
 class TraceConfig:
     """The backspace token and what one backspace erases (DESIGN §4)."""
 
@@ -166,6 +210,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -27,3 +27,45 @@ def make_tree(task, problem, tok, unit="token"):
 def scripted(task, problems, tok, **kw):
     kw = {"error_rate": 0.02, "trap_rate": 0.5, "n_traps": 1, **kw}
     return ScriptedPolicy(task, problems, tok, **kw)
+
+
+# 2-digit addition, 400 steps (about 10 s): right about half the time at T=1.0
+TINY = [
+    "task.digits=2",
+    "bootstrap.steps=400",
+    "bootstrap.n_problems=2000",
+    "bootstrap.eval_problems=40",
+    "bootstrap.n_layer=2",
+    "bootstrap.n_embd=64",
+    "bootstrap.batch_size=32",
+    "bootstrap.warmup=10",
+    "search.workers=0",
+    "task.n_train=16",
+    "search.batch_size=8",
+    "search.budget=4",
+]
+
+
+def tiny_cfg(out, *extra):
+    from pipeline.config import load_config
+
+    return load_config("arith-tiny", [f"run.out_dir={out}", *TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A bootstrap model that is right about half the time, and its evaluation."""
+    from pipeline import bootstrap
+
+    out = tmp_path_factory.mktemp("boot")
+    return out, bootstrap.main(tiny_cfg(out))
+
+
+@pytest.fixture(scope="session")
+def searched(trained):
+    """The trained fixture's run directory after a search (token unit)."""
+    from pipeline import search_stage
+
+    out, _ = trained
+    search_stage.main(tiny_cfg(out))
+    return out

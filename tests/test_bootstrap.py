@@ -6,30 +6,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline import bootstrap, cli
-from pipeline.config import load_config
-
-# 2-digit addition, 400 steps (about 10 s): right about half the time at T=1.0
-TINY = [
-    "task.digits=2",
-    "bootstrap.steps=400",
-    "bootstrap.n_problems=2000",
-    "bootstrap.eval_problems=40",
-    "bootstrap.n_layer=2",
-    "bootstrap.n_embd=64",
-    "bootstrap.batch_size=32",
-    "bootstrap.warmup=10",
-]
-
-
-def tiny_cfg(out, *extra):
-    return load_config("arith-tiny", [f"run.out_dir={out}", *TINY, *extra])
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("boot")
-    figures = bootstrap.main(tiny_cfg(out))
-    return out, figures
+from tests.conftest import tiny_cfg
 
 
 def test_checkpoint_loads_with_auto_classes(trained):
@@ -41,10 +18,13 @@ def test_checkpoint_loads_with_auto_classes(trained):
     assert tok.decode(tok.encode(prompt)) == prompt
     assert "<|bksp|>" not in tok.get_vocab() and tok.eos_token == "<|endoftext|>"
     assert model.config.vocab_size == len(tok)
-    assert {"greedy", "t1.0"} <= figures.keys()
-    for key in ("greedy", "t1.0"):
-        lo, hi = figures[key]["ci95"]
-        assert 0 <= lo <= figures[key]["accuracy"] <= hi <= 1 and figures[key]["n"] == 40
+    settings = figures["settings"]
+    assert {"greedy", "T=1.0", "greedy, backspace banned"} <= settings.keys()
+    for m in settings.values():
+        lo, hi = m["ci95"]
+        assert 0 <= lo <= m["accuracy"] <= hi <= 1 and m["samples"] == 40
+        assert m["backtrack_rate"] == 0  # the bootstrap model has no backspace token
+    assert settings["greedy"]["accuracy"] == settings["greedy, backspace banned"]["accuracy"]
     assert json.loads((out / "bootstrap" / "eval.json").read_text()) == figures
 
 
@@ -73,26 +53,8 @@ def test_llama_bootstrap_and_too_short_positions(tmp_path):
     assert not (tmp_path / "s" / "bootstrap" / "model").exists()
 
 
-def test_search_on_the_bootstrap_model_finds_its_own_mistakes(trained, tmp_path):
-    out, _ = trained
-    code = cli.main(
-        [
-            "search",
-            "--set",
-            f"run.out_dir={out}",
-            "--set",
-            "search.workers=0",
-            "--set",
-            "task.n_train=16",
-            "--set",
-            "search.batch_size=8",
-            "--set",
-            "search.budget=4",
-            *sum((["--set", s] for s in TINY), []),
-        ]
-    )
-    assert code == 0
-    summary = json.loads((out / "round-0" / "search" / "summary.json").read_text())
+def test_search_on_the_bootstrap_model_finds_its_own_mistakes(searched):
+    summary = json.loads((searched / "round-0" / "search" / "summary.json").read_text())
     assert summary["problems"] == 16 and summary["rollouts"] > 16 * 16
     assert summary["failing_branches"] > 0  # from the model's own mistakes
     assert summary["mc_vs_exact_first_error_agreement"] > 0.5

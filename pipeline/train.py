@@ -1,0 +1,171 @@
+"""The train stage: fine-tune a checkpoint on backspace traces (DESIGN §7).
+
+    halluc train --preset arith-tiny --set train.mode=erase        # CPU, in-process
+    halluc train --preset arith-tiny --set train.workers=2          # Ray Train, 2 workers (gloo)
+
+Reads the `traces` shards of the round's search (kinds from `train.kinds`), adds the backspace token
+to the model (`train.init`), and trains with transformers' `Trainer` and `BacktrackCollator`:
+loss on kept tokens and backspaces only; `stream` or `erase` attention. Trainer checkpoints go to
+`train/checkpoints/` every `train.save_steps` steps, and a killed run resumes from the newest. The
+model is saved to a temporary directory and renamed to `train/model/`, with `halluc.json` (the
+attention mode, backspace token and unit decoding must use). With `train.workers=N` the same
+function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, load_dataset
+from datasets import logging as ds_logging
+from transformers import Trainer, TrainingArguments
+
+from pipeline.bootstrap import save_model_atomically
+from pipeline.config import Config, save_config
+from pipeline.search_stage import model_path as search_model_path
+from pipeline.search_stage import stage_dir as search_dir
+from pipeline.shards import ShardError, check_schema_version, shard_files
+from workers.collate import BacktrackCollator
+from workers.hf import CheckpointError, load_checkpoint
+from workers.tokens import add_backspace_token
+
+log = logging.getLogger(__name__)
+META = "halluc.json"
+
+
+def stage_dir(cfg: Config) -> Path:
+    return Path(cfg.run.out_dir) / f"round-{cfg.run.round}" / "train"
+
+
+def main(cfg: Config) -> Path:
+    """Train unless the model exists; returns the trained model's directory."""
+    out = stage_dir(cfg)
+    if (out / "model" / META).exists():
+        log.info("train: %s exists, nothing to do", out / "model")
+        return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    load_traces(cfg)  # fail on bad shards before any worker starts
+    if cfg.train.workers > 0:
+        _run_ray_train(cfg)
+    else:
+        train_worker({"cfg": cfg})
+    return out / "model"
+
+
+def load_traces(cfg: Config, shards: Path | None = None) -> Dataset:
+    """The round's traces of the configured kinds, checked for schema version."""
+    root = shards or search_dir(cfg)
+    files = shard_files(root, "traces")
+    if not files:
+        raise ShardError(f"no traces shards under {root}; run `halluc search` first")
+    for f in files:
+        check_schema_version(f)
+    ds_logging.set_verbosity_error()
+    ds = load_dataset("parquet", data_files=files, split="train")
+    kinds = set(cfg.train.kinds.split(","))
+    ds = ds.filter(lambda k: k in kinds, input_columns="kind")
+    if len(ds) == 0:
+        raise ShardError(f"no traces of kinds {sorted(kinds)} under {root}")
+    return ds.select_columns(["input_ids", "loss_mask", "prompt_len", "raw_text", "prompt_text"])
+
+
+def prepare(cfg: Config) -> tuple[Any, Any, BacktrackCollator, Dataset]:
+    """Model with the backspace token, tokenizer, collator, and checked training rows."""
+    base = Path(cfg.train.base) if cfg.train.base else search_model_path(cfg)
+    model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
+    bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)
+    delim = tok.encode("\n", add_special_tokens=False)
+    check_attention(model, cfg.train.mode)
+    ds = load_traces(cfg)
+    _check_same_tokenizer(ds, tok)
+    collate = BacktrackCollator(
+        cfg.train.mode, cfg.trace.unit, bksp, delim[0], tok.pad_token_id or 0
+    )
+    return model, tok, collate, ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
+
+
+def check_attention(model: Any, mode: str) -> None:
+    """Erase mode needs a 4D float mask: eager and SDPA attention take one, others do not."""
+    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    if mode == "erase" and impl not in ("eager", "sdpa"):
+        raise CheckpointError(
+            f"train.mode=erase needs an attention implementation that takes a 4D mask (eager "
+            f"or sdpa); this model uses {impl!r}: load it with attn_implementation='sdpa' or "
+            "train with train.mode=stream"
+        )
+
+
+def _check_same_tokenizer(ds: Dataset, tok: Any) -> None:
+    row = ds[0]
+    text = tok.decode(row["input_ids"], skip_special_tokens=False)
+    if text != row["prompt_text"] + row["raw_text"]:
+        raise ShardError(
+            "the traces were tokenized with another tokenizer than the model's (decoding "
+            f"{row['input_ids'][:12]}... gives {text[:40]!r}); search with this model first"
+        )
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """One training process (the whole run in-process, or one Ray Train worker)."""
+    cfg: Config = config["cfg"]
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    model, tok, collate, ds = prepare(cfg)
+    out = stage_dir(cfg)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup,
+        weight_decay=0.0,
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        logging_steps=10,
+        report_to=[],
+        remove_unused_columns=False,
+        seed=t.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        ddp_backend="gloo" if config.get("ray") and not torch.cuda.is_available() else None,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate)
+    if config.get("ray"):
+        from ray.train.huggingface.transformers import prepare_trainer
+
+        trainer = prepare_trainer(trainer)
+    resume = any((out / "checkpoints").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if trainer.is_world_process_zero():
+        save_model_atomically(trainer.model, tok, out / "model")
+        meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
+        (out / "model" / META).write_text(json.dumps(meta))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def _run_ray_train(cfg: Config) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from workers.actors import init_ray
+
+    init_ray(cfg.search.address)
+    gpu = torch.cuda.is_available()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"cfg": cfg, "ray": True},
+        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpu),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(
+            name="halluc-train", storage_path=str((stage_dir(cfg) / "ray").resolve())
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,128 @@
+"""Training on traces: the loss is where the mask says, parameters move, the model reloads, a
+killed run resumes to the same weights, and `halluc eval` reads the result."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+
+from pipeline import evaluate, train
+from pipeline.shards import ShardError
+from tests.conftest import tiny_cfg
+from workers.hf import CheckpointError, load_checkpoint
+
+STEPS = ["train.max_steps=12", "train.save_steps=6", "train.batch_size=8"]
+
+
+def cfg_for(out, *extra):
+    return tiny_cfg(out, *STEPS, *extra)
+
+
+@pytest.mark.parametrize("mode", ["erase", "stream"])
+def test_loss_only_on_kept_tokens_and_backspaces(searched, mode):
+    model, tok, collate, ds = train.prepare(cfg_for(searched, f"train.mode={mode}"))
+    rows = [ds[i] for i in range(8)]
+    batch = collate(rows)
+    labels = batch["labels"]
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        keep = torch.tensor(row["loss_mask"], dtype=torch.bool)
+        assert torch.equal(labels[i, :n] != -100, keep)
+    with torch.no_grad():
+        out = model(**batch)
+    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1])
+    target = labels[:, 1:].reshape(-1)
+    per_token = torch.nn.functional.cross_entropy(
+        logits, target, reduction="none", ignore_index=-100
+    )
+    assert torch.all(per_token[target == -100] == 0)  # prompt and erased tokens: no loss
+    assert torch.isclose(per_token.sum() / (target != -100).sum(), out.loss, atol=1e-5)
+    erased = sum(row["loss_mask"][row["prompt_len"] :].count(0) for row in rows)
+    assert erased > 0  # the batch really holds erased tokens
+
+
+def test_training_moves_parameters_and_saves_a_model_that_reloads(searched, tmp_path):
+    cfg = cfg_for(searched, "run.round=0", "train.mode=erase")
+    before, _ = load_checkpoint(searched / "bootstrap" / "model", "cpu")
+    path = train.main(cfg)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert "<|bksp|>" in tok.get_vocab() and model.config.vocab_size >= len(tok)
+    moved = [
+        n
+        for n, p in model.named_parameters()
+        if n in dict(before.named_parameters())
+        and p.shape == dict(before.named_parameters())[n].shape
+        and not torch.equal(p, dict(before.named_parameters())[n])
+    ]
+    assert len(moved) > 5
+    assert json.loads((path / "halluc.json").read_text())["mode"] == "erase"
+    assert not (path.parent / "checkpoints").exists()
+    result = evaluate.main(cfg)  # the eval stage picks the round's trained model
+    assert result["mode"] == "erase" and result["model"] == str(path)
+    assert set(result["settings"]) == {
+        "greedy",
+        "T=1.0",
+        "greedy, backspace banned",
+        "T=1.0, backspace banned",
+    }
+    assert (path.parent / "eval.json").exists()
+
+
+def test_killed_training_resumes_to_the_same_weights(searched, tmp_path, monkeypatch):
+    def trained_in(name, kill_at=None):
+        import shutil
+
+        out = tmp_path / name
+        shutil.copytree(searched / "bootstrap", out / "bootstrap")
+        shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
+        cfg = cfg_for(out, "train.mode=erase")
+        if kill_at is not None:
+            real = Trainer.training_step
+            calls = {"n": 0}
+
+            def dies(self, *a, **kw):
+                calls["n"] += 1
+                if calls["n"] == kill_at:
+                    raise KeyboardInterrupt
+                return real(self, *a, **kw)
+
+            monkeypatch.setattr(Trainer, "training_step", dies)
+            with pytest.raises(KeyboardInterrupt):
+                train.main(cfg)
+            monkeypatch.setattr(Trainer, "training_step", real)
+            assert any((out / "round-0" / "train" / "checkpoints").glob("checkpoint-6"))
+            assert not (out / "round-0" / "train" / "model").exists()
+        return AutoModelForCausalLM.from_pretrained(train.main(cfg))
+
+    whole, resumed = trained_in("whole"), trained_in("killed", kill_at=9)
+    for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), n
+
+
+def test_bad_inputs(searched, tmp_path):
+    with pytest.raises(ShardError, match="run `halluc search` first"):
+        train.load_traces(cfg_for(tmp_path))
+    model, _ = load_checkpoint(searched / "bootstrap" / "model", "cpu")
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(CheckpointError, match="4D mask"):
+        train.check_attention(model, "erase")
+    train.check_attention(model, "stream")
+
+
+@pytest.mark.ray
+def test_ray_train_with_two_workers(searched, tmp_path):
+    import shutil
+
+    import ray
+
+    out = tmp_path / "ray"
+    shutil.copytree(searched / "bootstrap", out / "bootstrap")
+    shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
+    try:
+        path = train.main(cfg_for(out, "train.workers=2", "train.max_steps=4"))
+    finally:
+        ray.shutdown()
+    assert AutoModelForCausalLM.from_pretrained(path)
+    assert (path / "halluc.json").exists()
