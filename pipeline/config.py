@@ -154,7 +154,8 @@ class TrainConfig:
     kinds: str = "correction,self_correction,clean"
     epochs: float = 2.0
     max_steps: int = -1
-    lr: float = 1e-3
+    lr: float = 3e-4
+    dropout: float = 0.0
     warmup: int = 10
     batch_size: int = 32
     save_steps: int = 50
@@ -297,6 +298,11 @@ def _check(hint: Any, value: Any, key: str) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     return value

@@ -48,12 +48,13 @@ def table_rows(result: SearchResult, max_corrections: int = 1) -> dict[str, list
 
 
 def _corrections(tree: Tree, node: Node) -> list[tuple[int, ...]]:
-    """Distinct visible continuations of the node's correct rollouts, shortest first."""
+    """Distinct visible continuations of the node's correct rollouts, shortest first, each
+    ending with end-of-sequence (a trained model must learn to stop after the answer)."""
     seen: dict[tuple[int, ...], None] = {}
     for rollout, ok in zip(node.rollouts, node.correct, strict=True):
         steps = tree.rollout_steps(node, rollout) if ok else None
         if steps:
-            seen.setdefault(flatten(steps), None)
+            seen.setdefault(flatten(steps) + (tree.judge.tokenizer.eos_id,), None)
     return sorted(seen, key=len)
 
 
@@ -138,7 +139,9 @@ def _self_correction_rows(tree: Tree, unit: Unit) -> list[Row]:
             if not ok or tok.bksp_id not in rollout.tokens or generated in seen:
                 continue
             seen.add(generated)
-            ser = serialize_stream(tree.judge.prompt, generated, unit, tok.bksp_id, tok.delim_id)
+            ser = serialize_stream(
+                tree.judge.prompt, generated + (tok.eos_id,), unit, tok.bksp_id, tok.delim_id
+            )
             rows.append(_trace_row(tree, "self_correction", ser))
     return rows
 

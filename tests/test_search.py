@@ -196,3 +196,16 @@ def test_asks_carry_distinct_reproducible_seeds(add8, tok):
     run_batched([omega(task, problems[0], tok, budget=10)], Recording())
     assert [a.seed for a in seen] == first
     assert len(set(first)) == len(first)
+
+
+def test_every_trace_ends_with_end_of_sequence_under_loss(add8, tok):
+    task, problems = add8
+    policy = ScriptedPolicy(task, problems, tok, error_rate=0.05, trap_rate=0.6, fix_rate=0.3)
+    results = run_batched([omega(task, p, tok, budget=4) for p in problems], policy)
+    rows = [r for res in results for r in table_rows(res)["traces"]]
+    assert {r["kind"] for r in rows} == {"correction", "clean", "self_correction"}
+    for r in rows:
+        assert r["input_ids"][-1] == tok.eos_id and r["loss_mask"][-1] == 1
+    for res in results:
+        for pair in table_rows(res)["pairs"]:
+            assert pair["chosen_ids"][-1] == tok.eos_id
