@@ -3,15 +3,15 @@
     halluc train --preset arith-tiny --set train.mode=erase        # CPU, in-process
     halluc train --preset arith-tiny --set train.workers=2          # Ray Train, 2 workers (gloo)
 
-Reads the `traces` shards of the round's search (kinds from `train.kinds`), adds the backspace token
-to the model (`train.init`), sets dropout to `train.dropout` (0 by default: on the arith-tiny
-model, fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at
-60%, with dropout 0 it rose to 75%), and trains with transformers' `Trainer` and `BacktrackCollator`:
-loss on kept tokens and backspaces only; `stream` or `erase` attention. Trainer checkpoints go to
-`train/checkpoints/` every `train.save_steps` steps, and a killed run resumes from the newest. The
+Reads the `traces` shards of the round's search (kinds from `train.kinds`), adds the backspace
+token to the model (`train.init`), sets dropout to `train.dropout` (0 by default: on arith-tiny,
+fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at 60%,
+with dropout 0 it rose to 75%), and trains with transformers' `Trainer` and `BacktrackCollator`:
+loss on kept tokens and backspaces only, `stream` or `erase` attention. Trainer checkpoints go to
+`train/checkpoints/` every `train.save_steps` steps and a killed run resumes from the newest. The
 model is saved to a temporary directory and renamed to `train/model/`, with `halluc.json` (the
-attention mode, backspace token and unit decoding must use). With `train.workers=N` the same
-function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
+attention mode, backspace token and unit that decoding must use). With `train.workers=N` the
+same function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
