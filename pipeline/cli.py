@@ -48,7 +48,14 @@ def _eval(cfg: Config) -> None:
     evaluate.main(cfg)
 
 
+def _run(cfg: Config) -> None:
+    from pipeline import run
+
+    run.main(cfg)
+
+
 RUNNERS: dict[str, Callable[[Config], None]] = {
+    "run": _run,
     "bootstrap": _bootstrap,
     "search": _search,
     "train": _train,

@@ -149,6 +149,7 @@ class TrainConfig:
     runs under Ray Train with that many workers."""
 
     base: str = ""
+    data: str = ""
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
     kinds: str = "correction,self_correction,clean"
@@ -169,6 +170,21 @@ class TrainConfig:
             raise ConfigError(f"train.kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
         if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0:
             raise ConfigError("train.batch_size and train.save_steps must be >= 1, workers >= 0")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """What each arm trains on next (DESIGN §6; pipeline/select.py)."""
+
+    corrections_per_problem: int = 2
+    self_corrections_per_problem: int = 2
+    clean_per_problem: int = 1
+    clean_share: float = 0.3
+    min_parent_mc: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.clean_share < 1:
+            raise ConfigError("select.clean_share must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -202,6 +218,7 @@ class RunConfig:
     out_dir: str = "runs/default"
     seed: int = 0
     round: int = 0
+    rounds: int = 2
     model_id: str = ""
 
 
@@ -211,6 +228,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
@@ -229,7 +247,17 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-NOT_HASHED = [("run", "out_dir"), ("search", "workers"), ("search", "address"), ("model", "device")]
+# where things are and how many workers make them; the model itself is named by each row's model_id
+NOT_HASHED = [
+    ("run", "out_dir"),
+    ("search", "workers"),
+    ("search", "address"),
+    ("model", "device"),
+    ("model", "path"),
+    ("train", "base"),
+    ("train", "data"),
+    ("eval", "model"),
+]
 
 
 def presets() -> list[str]:

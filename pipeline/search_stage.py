@@ -143,8 +143,9 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
         path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
     )
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-    # a model that has not been trained on backspaces yet must not emit one by chance
-    ban = [tok.bksp_id] if cfg.run.round == 0 else []
+    # a model trained on backspaces (halluc.json) uses them, in its attention mode; any other
+    # model must not emit one by chance
+    meta = json.loads((path / "halluc.json").read_text()) if (path / "halluc.json").exists() else {}
     policy = TransformersPolicy(
         model,
         tok.eos_id,
@@ -152,8 +153,11 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
         s.temperature,
         s.max_new_tokens,
         s.max_batch,
-        ban_ids=ban,
+        ban_ids=[] if meta else [tok.bksp_id],
         pad_id=hf.pad_token_id or 0,
+        bksp_id=tok.bksp_id,
+        mode=meta.get("mode", "stream"),
+        unit=meta.get("unit", cfg.trace.unit),
     )
     return State(task, tok, policy, cfg.run.model_id or str(path))
 

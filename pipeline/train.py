@@ -60,10 +60,11 @@ def main(cfg: Config) -> Path:
     return out / "model"
 
 
-def load_traces(cfg: Config, shards: Path | None = None) -> Dataset:
-    """The round's traces of the configured kinds, checked for schema version."""
-    root = shards or search_dir(cfg)
-    files = shard_files(root, "traces")
+def load_traces(cfg: Config) -> Dataset:
+    """The training rows (`train.data`: a selected Parquet file or a search directory; default:
+    the round's search) of the configured kinds, checked for schema version."""
+    root = Path(cfg.train.data) if cfg.train.data else search_dir(cfg)
+    files = [str(root)] if root.is_file() else shard_files(root, "traces")
     if not files:
         raise ShardError(f"no traces shards under {root}; run `halluc search` first")
     for f in files:

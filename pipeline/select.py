@@ -1,0 +1,94 @@
+"""The select stage: the next training set of each arm, from a round's `traces` (DESIGN §6).
+
+    backtrack arm: per problem, the most confident corrections (parent mc high, then the error's
+                   mc estimated from more rollouts), at most `select.corrections_per_problem`,
+                   only those with parent mc >= `select.min_parent_mc`; every self-correction
+                   (at most `select.self_corrections_per_problem`); and clean solutions (at most
+                   `select.clean_per_problem`) making up `select.clean_share` of the rows
+    baseline arm:  clean solutions only (ReST-EM / STaR), drawn until they hold as many tokens as
+                   the backtrack arm's set, so both arms train on the same number of tokens
+
+The chosen rows are written to `selected.parquet` with the
+traces schema, beside the arm's round.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import SelectConfig
+from pipeline.shards import FEATURES, check_schema_version, shard_files
+
+Row = dict[str, Any]
+
+
+def read_traces(search_dir: Path) -> list[Row]:
+    files = shard_files(search_dir, "traces")
+    for f in files:
+        check_schema_version(f)
+    return pq.read_table(files).to_pylist() if files else []
+
+
+def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
+    by_problem: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_problem[r["problem_id"]][r["kind"]].append(r)
+    fixes: list[Row] = []
+    clean: list[Row] = []
+    for pid in sorted(by_problem):
+        kinds = by_problem[pid]
+        corr = [r for r in kinds["correction"] if (r["parent_mc"] or 0) >= s.min_parent_mc]
+        corr.sort(key=lambda r: (-(r["parent_mc"] or 0), r["error_mc"] or 0, -(r["error_n"] or 0)))
+        fixes += corr[: s.corrections_per_problem]
+        fixes += kinds["self_correction"][: s.self_corrections_per_problem]
+        clean += kinds["clean"][: s.clean_per_problem]
+    rng = random.Random(seed)
+    want_clean = round(len(fixes) * s.clean_share / max(1e-9, 1 - s.clean_share))
+    rng.shuffle(clean)
+    chosen = fixes + clean[:want_clean]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
+    """Clean solutions, drawn (repeating if needed) until they hold `n_tokens` tokens."""
+    by_problem: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "clean":
+            by_problem[r["problem_id"]].append(r)
+    pool = [r for pid in sorted(by_problem) for r in by_problem[pid][: s.clean_per_problem]]
+    if not pool:
+        return []
+    rng = random.Random(seed)
+    chosen: list[Row] = []
+    total = 0
+    while total < n_tokens:
+        order = list(pool)
+        rng.shuffle(order)
+        for r in order:
+            if total >= n_tokens:
+                break
+            chosen.append(r)
+            total += len(r["input_ids"])
+    return chosen
+
+
+def n_tokens(rows: list[Row]) -> int:
+    return sum(len(r["input_ids"]) for r in rows)
+
+
+def write_selected(rows: list[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES["traces"].arrow_schema), tmp)
+    tmp.replace(path)
+
+
+def read_selected(path: Path) -> list[Row]:
+    return pq.read_table(path).to_pylist()

@@ -1,0 +1,62 @@
+"""Selection: confident corrections first, caps per problem, clean share, equal tokens."""
+
+from pipeline.config import SelectConfig
+from pipeline.select import n_tokens, select_backtrack, select_baseline
+
+
+def row(pid, kind, parent_mc=None, error_n=None, length=10, nb=0):
+    return {
+        "problem_id": pid,
+        "kind": kind,
+        "parent_mc": parent_mc,
+        "error_mc": 0.0,
+        "error_n": error_n,
+        "input_ids": [1] * length,
+        "n_backspaces": nb,
+    }
+
+
+ROWS = [
+    row("a", "correction", 0.2, 8, nb=1),
+    row("a", "correction", 0.9, 8, nb=1),
+    row("a", "correction", 0.9, 1, nb=1),
+    row("a", "correction", 0.5, 8, nb=1),
+    row("a", "clean", length=20),
+    row("a", "clean", length=21),
+    row("b", "correction", 0.6, 8, nb=1),
+    row("b", "self_correction", nb=2),
+    row("b", "clean", length=30),
+    row("c", "clean", length=40),
+]
+
+
+def test_confident_corrections_first_and_capped():
+    s = SelectConfig(corrections_per_problem=2, clean_share=0.0)
+    chosen = select_backtrack(ROWS, s, seed=0)
+    a = sorted(
+        (r["parent_mc"], r["error_n"])
+        for r in chosen
+        if r["problem_id"] == "a" and r["kind"] == "correction"
+    )
+    assert a == [(0.9, 1), (0.9, 8)]  # the two with the highest parent mc
+    assert sum(r["kind"] == "self_correction" for r in chosen) == 1
+    assert not any(r["kind"] == "clean" for r in chosen)
+
+
+def test_min_parent_mc_and_clean_share():
+    s = SelectConfig(
+        corrections_per_problem=9, min_parent_mc=0.55, clean_share=0.5, clean_per_problem=1
+    )
+    chosen = select_backtrack(ROWS, s, seed=0)
+    fixes = [r for r in chosen if r["kind"] != "clean"]
+    assert all(r["kind"] == "self_correction" or r["parent_mc"] >= 0.55 for r in fixes)
+    clean = [r for r in chosen if r["kind"] == "clean"]
+    assert len(clean) == min(len(fixes), 3)  # half the rows, at most one per problem
+    assert len({r["problem_id"] for r in clean}) == len(clean)
+
+
+def test_baseline_matches_the_token_count_with_clean_only():
+    chosen = select_baseline(ROWS, SelectConfig(), n_tokens=200, seed=0)
+    assert all(r["kind"] == "clean" for r in chosen)
+    assert 200 <= n_tokens(chosen) < 200 + 40
+    assert select_baseline(ROWS, SelectConfig(), 200, 0) == chosen  # seeded
