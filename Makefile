@@ -14,8 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/halluc bootstrap --preset $(PRESET)
-	$(BIN)/halluc search --preset $(PRESET)
+	$(BIN)/halluc run --preset $(PRESET)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check search pipeline workers tests benchmarks
