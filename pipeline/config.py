@@ -157,6 +157,7 @@ class TrainConfig:
     max_steps: int = -1
     lr: float = 3e-4
     dropout: float = 0.0
+    error_weight: float = 1.0
     warmup: int = 10
     batch_size: int = 32
     save_steps: int = 50

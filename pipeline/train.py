@@ -91,7 +91,12 @@ def prepare(cfg: Config) -> tuple[Any, Any, BacktrackCollator, Dataset]:
     ds = load_traces(cfg)
     _check_same_tokenizer(ds, tok)
     collate = BacktrackCollator(
-        cfg.train.mode, cfg.trace.unit, bksp, delim[0], tok.pad_token_id or 0
+        cfg.train.mode,
+        cfg.trace.unit,
+        bksp,
+        delim[0],
+        tok.pad_token_id or 0,
+        error_weight=cfg.train.error_weight,
     )
     return model, tok, collate, ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
 
@@ -105,6 +110,34 @@ def check_attention(model: Any, mode: str) -> None:
             f"or sdpa); this model uses {impl!r}: load it with attn_implementation='sdpa' or "
             "train with train.mode=stream"
         )
+
+
+class WeightedTrainer(Trainer):
+    """Trainer whose loss takes per-target weights from the batch (`loss_weights`), when the
+    collator sends them; otherwise the model's own loss."""
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        weights = inputs.pop("loss_weights", None)
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits[:, :-1].float()
+        target, w = labels[:, 1:], weights[:, 1:]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            target.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
+        )
+        loss = (per_token * w.reshape(-1)).sum() / (target != -100).sum().clamp(min=1)
+        return (loss, outputs) if return_outputs else loss
 
 
 def _check_same_tokenizer(ds: Dataset, tok: Any) -> None:
@@ -143,7 +176,9 @@ def train_worker(config: dict[str, Any]) -> None:
         dataloader_num_workers=0,
         ddp_backend="gloo" if config.get("ray") and not torch.cuda.is_available() else None,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate)
+    trainer: Trainer = WeightedTrainer(
+        model=model, args=args, train_dataset=ds, data_collator=collate
+    )
     if config.get("ray"):
         from ray.train.huggingface.transformers import prepare_trainer
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from pipeline import evaluate, train
 from pipeline.shards import ShardError
@@ -126,3 +126,29 @@ def test_ray_train_with_two_workers(searched, tmp_path):
         ray.shutdown()
     assert AutoModelForCausalLM.from_pretrained(path)
     assert (path / "halluc.json").exists()
+
+
+def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched, tmp_path):
+    model, tok, collate, ds = train.prepare(cfg_for(searched, "train.error_weight=0.25"))
+    rows = [ds[i] for i in range(8)]
+    batch = collate(rows)
+    w = batch["loss_weights"]
+    bksp = collate.bksp_id
+    for i, row in enumerate(rows):
+        seq = row["input_ids"]
+        for t, tok_id in enumerate(seq):
+            first_after = t > 0 and seq[t - 1] == bksp and tok_id != bksp
+            expect = (
+                0.0 if not row["loss_mask"][t] else (0.25 if tok_id == bksp or first_after else 1.0)
+            )
+            assert w[i, t].item() == expect, (i, t)
+    assert (w == 0.25).sum() > 0
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = train.WeightedTrainer(model=model, args=args, data_collator=collate)
+    weighted = trainer.compute_loss(model, dict(batch))
+    plain = dict(batch)
+    plain.pop("loss_weights")
+    with torch.no_grad():
+        full = model(**plain).loss
+    assert weighted.item() < full.item()  # the down-weighted targets are the hard ones
+    assert torch.isclose(trainer.compute_loss(model, plain), full)

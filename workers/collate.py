@@ -25,6 +25,17 @@ class BacktrackCollator:
     delim_id: int
     pad_id: int = 0
     dtype: torch.dtype = torch.float32
+    error_weight: float = 1.0  # weight of the two targets predicted with the error in view
+
+    def weights(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-target loss weights: `error_weight` on backspaces and on the first token after a
+        backspace run (the two predictions made while the wrong step is visible), 1 elsewhere,
+        0 where there is no label."""
+        w = (labels != -100).float()
+        after_run = torch.zeros_like(ids, dtype=torch.bool)
+        after_run[:, 1:] = (ids[:, :-1] == self.bksp_id) & (ids[:, 1:] != self.bksp_id)
+        w[((ids == self.bksp_id) | after_run) & (labels != -100)] *= self.error_weight
+        return w
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -39,6 +50,8 @@ class BacktrackCollator:
             labels[i, : len(seq)] = torch.where(keep, seq, torch.full_like(seq, -100))
             mask[i, : len(seq)] = 1
         batch = {"input_ids": ids, "labels": labels}
+        if self.error_weight != 1.0:
+            batch["loss_weights"] = self.weights(ids, labels)
         if self.mode == "stream":
             batch["attention_mask"] = mask
             return batch
