@@ -27,11 +27,31 @@ def crop_to(cache: Any, length: int) -> None:
         cache.crop(-extra)
 
 
-@torch.inference_mode()
 def cropped_logits(
     model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
 ) -> torch.Tensor:
     """Logits `[len(ids), vocab]` of `ids` fed one token at a time with a cropped cache."""
+    return _incremental(model, ids, prompt_len, unit, bksp_id, delim_id, reencode=False)
+
+
+def reencode_logits(
+    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> torch.Tensor:
+    """The same logits, but the cache is rebuilt by re-encoding the visible prefix after each
+    backspace run instead of cropped (what decoding without cache surgery has to do)."""
+    return _incremental(model, ids, prompt_len, unit, bksp_id, delim_id, reencode=True)
+
+
+@torch.inference_mode()
+def _incremental(
+    model: Any,
+    ids: Sequence[int],
+    prompt_len: int,
+    unit: Unit,
+    bksp_id: int,
+    delim_id: int,
+    reencode: bool,
+) -> torch.Tensor:
     kwarg = cache_kwarg(model)
     logits, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([ids[:prompt_len]]))
     rows = list(logits[0])
@@ -39,49 +59,18 @@ def cropped_logits(
     in_run = False
     for tok in ids[prompt_len:]:
         if tok == bksp_id:
-            n = pop_count(stack, prompt_len, unit, delim_id)
-            del stack[len(stack) - n :]
-            in_run = True
-        else:
-            if in_run:
-                crop_to(cache, len(stack))
-                in_run = False
-            stack.append(tok)
-        length = cache.get_seq_length()
-        out, cache = forward_cached(
-            model,
-            kwarg,
-            cache,
-            input_ids=torch.tensor([[tok]]),
-            position_ids=torch.tensor([[length]]),
-        )
-        rows.append(out[0, -1])
-    return torch.stack(rows)
-
-
-@torch.inference_mode()
-def reencode_logits(
-    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
-) -> torch.Tensor:
-    """The same logits, but the cache is rebuilt by re-encoding the visible prefix after each
-    backspace run instead of cropped (what decoding without cache surgery has to do)."""
-    kwarg = cache_kwarg(model)
-    logits, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([ids[:prompt_len]]))
-    rows = list(logits[0])
-    stack = list(ids[:prompt_len])
-    in_run = False
-    for tok in ids[prompt_len:]:
-        if tok == bksp_id:
             del stack[len(stack) - pop_count(stack, prompt_len, unit, delim_id) :]
             in_run = True
-        elif in_run:
-            in_run = False
-            stack.append(tok)
-            out, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([stack]))
-            rows.append(out[0, -1])
-            continue
         else:
             stack.append(tok)
+            if in_run and reencode:  # rebuild the cache from the whole visible prefix
+                in_run = False
+                out, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([stack]))
+                rows.append(out[0, -1])
+                continue
+            if in_run:
+                crop_to(cache, len(stack) - 1)  # the surviving prefix is the head of the cache
+                in_run = False
         length = cache.get_seq_length()
         out, cache = forward_cached(
             model,
