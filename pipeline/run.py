@@ -1,6 +1,6 @@
 """The main job: expert iteration with a no-backtrack baseline at equal compute (DESIGN §9).
 
-    halluc run --preset arith-tiny                 # the demo: CPU, about 8 minutes
+    halluc run --preset arith-tiny                 # the demo: CPU, about 3 minutes after set-up
     ray job submit --working-dir . -- halluc run --preset arith-tiny --address auto
 
     bootstrap (unless model.path is given)
