@@ -182,6 +182,7 @@ class SelectConfig:
     clean_per_problem: int = 1
     clean_share: float = 0.3
     min_parent_mc: float = 0.0
+    curriculum: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:

@@ -8,8 +8,9 @@
     baseline arm:  clean solutions only (ReST-EM / STaR), drawn until they hold as many tokens as
                    the backtrack arm's set, so both arms train on the same number of tokens
 
-The chosen rows are written to `selected.parquet` with the
-traces schema, beside the arm's round.
+With `select.curriculum=true` the backtrack set is ordered by how much each trace erases, least
+first (clean traces first of all), and training reads it in that order. The chosen rows are
+written to `selected.parquet` with the traces schema, beside the arm's round.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
     rng.shuffle(clean)
     chosen = fixes + clean[:want_clean]
     rng.shuffle(chosen)
+    if s.curriculum:  # short backtracks first; the trainer then reads the rows in this order
+        chosen.sort(key=lambda r: sum(b - a for a, b in r.get("erase_spans") or []))
     return chosen
 
 

@@ -114,7 +114,15 @@ def check_attention(model: Any, mode: str) -> None:
 
 class WeightedTrainer(Trainer):
     """Trainer whose loss takes per-target weights from the batch (`loss_weights`), when the
-    collator sends them; otherwise the model's own loss."""
+    collator sends them (otherwise the model's own loss), and that reads the rows in order when
+    `sequential` is set (a curriculum)."""
+
+    sequential = False
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.sequential:
+            return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(
         self,
@@ -179,6 +187,7 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer: Trainer = WeightedTrainer(
         model=model, args=args, train_dataset=ds, data_collator=collate
     )
+    trainer.sequential = cfg.select.curriculum  # type: ignore[attr-defined]
     if config.get("ray"):
         from ray.train.huggingface.transformers import prepare_trainer
 

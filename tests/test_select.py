@@ -60,3 +60,11 @@ def test_baseline_matches_the_token_count_with_clean_only():
     assert all(r["kind"] == "clean" for r in chosen)
     assert 200 <= n_tokens(chosen) < 200 + 40
     assert select_baseline(ROWS, SelectConfig(), 200, 0) == chosen  # seeded
+
+
+def test_curriculum_orders_short_erases_first():
+    rows = [dict(r, erase_spans=[[0, r["n_backspaces"] * 3]]) for r in ROWS]
+    s = SelectConfig(curriculum=True, corrections_per_problem=9, clean_share=0.5)
+    chosen = select_backtrack(rows, s, seed=0)
+    erased = [sum(b - a for a, b in r["erase_spans"]) for r in chosen]
+    assert erased == sorted(erased) and erased[-1] > erased[0]

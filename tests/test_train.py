@@ -152,3 +152,7 @@ def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched
         full = model(**plain).loss
     assert weighted.item() < full.item()  # the down-weighted targets are the hard ones
     assert torch.isclose(trainer.compute_loss(model, plain), full)
+    trainer.train_dataset = ds
+    assert not isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+    trainer.sequential = True  # select.curriculum: the selection's order is kept
+    assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
