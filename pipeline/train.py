@@ -121,7 +121,7 @@ class WeightedTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.sequential:
-            return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)
+            return torch.utils.data.SequentialSampler(train_dataset or self.train_dataset)  # type: ignore[arg-type]
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(
