@@ -7,11 +7,11 @@ halluc presets
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Callable
 
-from pipeline.config import Config, ConfigError, load_config, presets
+from pipeline.config import ConfigError, load_config, presets
 
 STAGES: dict[str, str] = {
     "bootstrap": "train a small model from scratch on the task's reference solutions",
@@ -24,42 +24,13 @@ STAGES: dict[str, str] = {
 }
 
 
-def _search(cfg: Config) -> None:
-    from pipeline import search_stage
-
-    search_stage.main(cfg)
-
-
-def _bootstrap(cfg: Config) -> None:
-    from pipeline import bootstrap
-
-    bootstrap.main(cfg)
-
-
-def _train(cfg: Config) -> None:
-    from pipeline import train
-
-    print(train.main(cfg))
-
-
-def _eval(cfg: Config) -> None:
-    from pipeline import evaluate
-
-    evaluate.main(cfg)
-
-
-def _run(cfg: Config) -> None:
-    from pipeline import run
-
-    run.main(cfg)
-
-
-RUNNERS: dict[str, Callable[[Config], None]] = {
-    "run": _run,
-    "bootstrap": _bootstrap,
-    "search": _search,
-    "train": _train,
-    "eval": _eval,
+# stages that exist: the module whose main(cfg) runs each (imported only when it runs)
+RUNNERS: dict[str, str] = {
+    "run": "pipeline.run",
+    "bootstrap": "pipeline.bootstrap",
+    "search": "pipeline.search_stage",
+    "train": "pipeline.train",
+    "eval": "pipeline.evaluate",
 }
 
 
@@ -100,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "presets":
         print("\n".join(presets()))
         return 0
-    runner = RUNNERS.get(args.stage)
-    if runner is None:
+    module = RUNNERS.get(args.stage)
+    if module is None:
         print(
             f"halluc {args.stage}: not available in this version; available stages: "
             f"{', '.join(RUNNERS)}",
@@ -117,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2
     try:
-        runner(cfg)
+        importlib.import_module(module).main(cfg)
     except _user_errors() as err:
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2

@@ -133,8 +133,9 @@ def _traces(root: Path, cfg: Config, n: int = 6) -> str:
     from transformers import AutoTokenizer
 
     rounds = sorted((root / "backtrack").glob("round-*/selected.parquet"))
-    tok_dir = Path(cfg.model.path) if cfg.model.path else root / "bootstrap" / "model"
-    if not rounds or not tok_dir.exists():
+    # the model trained on that selection: its tokenizer has the backspace token
+    tok_dir = rounds[-1].parent / "train" / "model" if rounds else root
+    if not (tok_dir / "config.json").exists():
         return "<p>No traces.</p>"
     tok = AutoTokenizer.from_pretrained(tok_dir)
     rows = [r for r in pq.read_table(rounds[-1]).to_pylist() if r["n_backspaces"] > 0][:n]
@@ -145,7 +146,7 @@ def _traces(root: Path, cfg: Config, n: int = 6) -> str:
         out = [f"<span class='prompt'>{html.escape(r['prompt_text'])}</span>"]
         for pos in range(r["prompt_len"], len(r["input_ids"])):
             t = r["input_ids"][pos]
-            if t == bksp or (isinstance(bksp, int) and t >= len(tok)):
+            if t == bksp:
                 out.append("<span class='bksp'>⌫</span>")
                 continue
             piece = html.escape(str(tok.decode([t], skip_special_tokens=True)))

@@ -77,20 +77,21 @@ def arm_config(cfg: Config, arm: str, r: int, model: Path) -> Config:
 def _select(cfg: Config, arm: str, tokens: int | None) -> tuple[Path, int]:
     """Write (once) and return the arm's selection and its token count."""
     out = Path(cfg.run.out_dir) / f"round-{cfg.run.round}" / "selected.parquet"
-    if not out.exists():
-        rows = select.read_traces(search_stage.stage_dir(cfg))
-        seed = cfg.run.seed + 1000 * cfg.run.round
-        if arm == "backtrack":
-            chosen = select.select_backtrack(rows, cfg.select, seed)
-        else:
-            chosen = select.select_baseline(rows, cfg.select, tokens or 0, seed)
-        if not chosen:
-            raise ValueError(
-                f"the {arm} arm selected no traces in round {cfg.run.round}; the "
-                "search found none (a model always right or always wrong?)"
-            )
-        select.write_selected(chosen, out)
-    return out, select.n_tokens(select.read_selected(out))
+    if out.exists():
+        return out, select.n_tokens(select.read_selected(out))
+    rows = select.read_traces(search_stage.stage_dir(cfg))
+    seed = cfg.run.seed + 1000 * cfg.run.round
+    if arm == "backtrack":
+        chosen = select.select_backtrack(rows, cfg.select, seed)
+    else:
+        chosen = select.select_baseline(rows, cfg.select, tokens or 0, seed)
+    if not chosen:
+        raise ValueError(
+            f"the {arm} arm selected no traces in round {cfg.run.round}; the "
+            "search found none (a model always right or always wrong?)"
+        )
+    select.write_selected(chosen, out)
+    return out, select.n_tokens(chosen)
 
 
 def _evaluate(model: Path, out: Path, task: Any, test: list[Any], cfg: Config) -> dict[str, Any]:

@@ -24,15 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import SelectConfig
-from pipeline.shards import FEATURES, check_schema_version, shard_files
+from pipeline.shards import FEATURES, checked_shard_files
 
 Row = dict[str, Any]
 
 
 def read_traces(search_dir: Path) -> list[Row]:
-    files = shard_files(search_dir, "traces")
-    for f in files:
-        check_schema_version(f)
+    files = checked_shard_files(search_dir, "traces")
     return pq.read_table(files).to_pylist() if files else []
 
 

@@ -138,6 +138,14 @@ def shard_files(root: Path, table: str) -> list[str]:
     return sorted(str(p) for p in (Path(root) / table).glob("batch-*.parquet"))
 
 
+def checked_shard_files(root: Path, table: str) -> list[str]:
+    """`shard_files` of a table, each checked to be of this schema version."""
+    files = shard_files(root, table)
+    for f in files:
+        check_schema_version(f)
+    return files
+
+
 def check_schema_version(path: str) -> None:
     """Fail with a clear message on a shard written by another schema version."""
     meta = pq.read_schema(path)

@@ -31,7 +31,7 @@ from pipeline.bootstrap import save_model_atomically
 from pipeline.config import Config, save_config
 from pipeline.search_stage import model_path as search_model_path
 from pipeline.search_stage import stage_dir as search_dir
-from pipeline.shards import ShardError, check_schema_version, shard_files
+from pipeline.shards import ShardError, check_schema_version, checked_shard_files
 from workers.collate import BacktrackCollator
 from workers.hf import CheckpointError, load_checkpoint
 from workers.tokens import add_backspace_token
@@ -52,11 +52,12 @@ def main(cfg: Config) -> Path:
         return out / "model"
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    load_traces(cfg)  # fail on bad shards before any worker starts
     if cfg.train.workers > 0:
+        load_traces(cfg)  # fail on bad shards before any worker starts
         _run_ray_train(cfg)
     else:
         train_worker({"cfg": cfg})
+    log.info("train: model saved to %s", out / "model")
     return out / "model"
 
 
@@ -64,11 +65,11 @@ def load_traces(cfg: Config) -> Dataset:
     """The training rows (`train.data`: a selected Parquet file or a search directory; default:
     the round's search) of the configured kinds, checked for schema version."""
     root = Path(cfg.train.data) if cfg.train.data else search_dir(cfg)
-    files = [str(root)] if root.is_file() else shard_files(root, "traces")
+    files = [str(root)] if root.is_file() else checked_shard_files(root, "traces")
     if not files:
         raise ShardError(f"no traces shards under {root}; run `halluc search` first")
-    for f in files:
-        check_schema_version(f)
+    if root.is_file():
+        check_schema_version(files[0])
     ds_logging.set_verbosity_error()
     ds = load_dataset("parquet", data_files=files, split="train")
     kinds = set(cfg.train.kinds.split(","))

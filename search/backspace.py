@@ -13,7 +13,7 @@ A backspace never deletes into the prompt: `BackspaceError` says where it would 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,28 +43,40 @@ def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: int
     return end - start
 
 
-def _simulate(
+def _walk(
     ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
-) -> tuple[list[int], list[int]]:
-    """Positions of `ids` that stay visible, and positions of erased non-backspace tokens."""
-    visible_pos: list[int] = []
-    erased: list[int] = []
+) -> Iterator[tuple[int, list[int], list[int]]]:
+    """For each position: (position, visible non-backspace positions after it, positions it
+    erased). The one loop that applies backspaces; the visible list is live, copy to keep it."""
+    visible: list[int] = []
     for pos, tok in enumerate(ids):
         if tok != bksp_id:
-            visible_pos.append(pos)
+            visible.append(pos)
+            yield pos, visible, []
             continue
         if pos < prompt_len:
             raise BackspaceError(f"the prompt contains a backspace token at position {pos}")
-        visible_ids = [ids[p] for p in visible_pos]
-        n = pop_count(visible_ids, prompt_len, unit, delim_id)
+        n = pop_count([ids[p] for p in visible], prompt_len, unit, delim_id)
         if n == 0:
             raise BackspaceError(
                 f"backspace at position {pos} would delete into the prompt "
                 f"(prompt length {prompt_len}, nothing generated is left to erase)"
             )
-        erased.extend(visible_pos[-n:])
-        del visible_pos[-n:]
-    return visible_pos, sorted(erased)
+        gone = visible[-n:]
+        del visible[-n:]
+        yield pos, visible, gone
+
+
+def _simulate(
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> tuple[list[int], list[int]]:
+    """Positions of `ids` that stay visible, and positions of erased non-backspace tokens."""
+    visible: list[int] = []
+    erased: list[int] = []
+    for _, now_visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+        erased.extend(gone)
+        visible = now_visible
+    return list(visible), sorted(erased)
 
 
 def apply_backspaces(
@@ -190,27 +202,16 @@ def attention_views(
     earlier backspace: erased tokens and finished backspace runs are gone, exactly as if the KV
     cache had been cropped to the surviving prefix. Its position id is `len(view) - 1`.
     """
-    stack: list[int] = []  # visible non-backspace positions
-    base: list[int] = []  # `stack` when the current backspace run started
+    base: list[int] = []  # what was visible when the current backspace run started
     run: list[int] = []  # positions of the current backspace run
     views: list[list[int]] = []
-    for j, tok in enumerate(ids):
-        if tok != bksp_id:
+    for j, visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+        if ids[j] != bksp_id:
             run = []
-            stack.append(j)
-            views.append(list(stack))
+            views.append(list(visible))
             continue
-        if j < prompt_len:
-            raise BackspaceError(f"the prompt contains a backspace token at position {j}")
         if not run:
-            base = list(stack)
-        n = pop_count([ids[p] for p in stack], prompt_len, unit, delim_id)
-        if n == 0:
-            raise BackspaceError(
-                f"backspace at position {j} would delete into the prompt (prompt length "
-                f"{prompt_len}, nothing generated is left to erase)"
-            )
-        del stack[-n:]
+            base = visible + gone
         run.append(j)
         views.append(base + run)
     return views
