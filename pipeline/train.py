@@ -5,8 +5,8 @@
 
 Reads the `traces` shards of the round's search (kinds from `train.kinds`), adds the backspace
 token to the model (`train.init`), sets dropout to `train.dropout` (0 by default: on arith-tiny,
-fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at 60%,
-with dropout 0 it rose to 75%), and trains with transformers' `Trainer` and `BacktrackCollator`:
+fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at 57%,
+with dropout 0 it rose to 71%), and trains with transformers' `Trainer` and `BacktrackCollator`:
 loss on kept tokens and backspaces only, `stream` or `erase` attention. Trainer checkpoints go to
 `train/checkpoints/` every `train.save_steps` steps and a killed run resumes from the newest. The
 model is saved to a temporary directory and renamed to `train/model/`, with `halluc.json` (the
