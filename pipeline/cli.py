@@ -102,8 +102,17 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from search.tasks import TaskDataError
     from workers.actors import ClusterError
     from workers.hf import CheckpointError
+    from workers.vllm_engine import BackendError
 
-    return (ConfigError, ShardError, BackspaceError, TaskDataError, ClusterError, CheckpointError)
+    return (
+        ConfigError,
+        ShardError,
+        BackspaceError,
+        TaskDataError,
+        ClusterError,
+        CheckpointError,
+        BackendError,
+    )
 
 
 if __name__ == "__main__":

@@ -52,10 +52,12 @@ class TaskConfig:
 class SearchConfig:
     """Tree search (DESIGN §5). OmegaPRM: K=n_screen, k=n_mc, B=budget, alpha, beta,
     L=length_scale, c_puct. MCTS: simulations, width, mcts_c_puct. `policy=fake` is the scripted
-    policy with known mistakes (no model): its error rates are the fake_* keys."""
+    policy with known mistakes (no model): its error rates are the fake_* keys. `policy=vllm`
+    samples with vLLM on one GPU per worker (`gpu_memory` is the share of it vLLM may take)."""
 
     algorithm: Literal["omegaprm", "mcts"] = "omegaprm"
-    policy: Literal["fake", "transformers"] = "transformers"
+    policy: Literal["fake", "transformers", "vllm"] = "transformers"
+    gpu_memory: float = 0.85
     n_screen: int = 32
     n_mc: int = 8
     budget: int = 100
@@ -92,7 +94,15 @@ class SearchConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"search.{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("fake_error_rate", "fake_trap_rate", "fake_fix_rate", "alpha", "beta"):
+        shares = (
+            "fake_error_rate",
+            "fake_trap_rate",
+            "fake_fix_rate",
+            "alpha",
+            "beta",
+            "gpu_memory",
+        )
+        for name in shares:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"search.{name}: must be in [0, 1], got {getattr(self, name)}")
 

@@ -37,6 +37,7 @@ from search.tree import Judge, Tree, derive_seed
 from search.types import Policy, Problem, Task, Tokenizer
 from workers.actors import init_ray, run_pool
 from workers.hf import check_checkpoint_dir
+from workers.vllm_engine import require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ def main(cfg: Config) -> dict[str, Any]:
     problems = task.problems("train", cfg.task.n_train)
     if not problems:
         raise ValueError(f"task {task.name} gave no training problems; check the task config")
-    if cfg.search.policy == "transformers":
+    if cfg.search.policy != "fake":
         check_checkpoint_dir(model_path(cfg))  # fail before any worker starts
+    gpus = 1 if cfg.search.policy == "vllm" else 0
     size = cfg.search.batch_size
     batches = [problems[i : i + size] for i in range(0, len(problems), size)]
     todo = [b for b in range(len(batches)) if not batch_done(out, b)]
@@ -71,6 +73,8 @@ def main(cfg: Config) -> dict[str, Any]:
     jobs = [(cfg, batches[b], out, b) for b in todo]
     with Progress(sum(len(batches[b]) for b in todo)) as progress:
         if cfg.search.workers == 0:
+            if gpus:
+                require_vllm()
             state = build_state(cfg, problems)
             for job in jobs:
                 progress.update(search_batch(state, *job))
@@ -83,6 +87,7 @@ def main(cfg: Config) -> dict[str, Any]:
                 jobs,
                 cfg.search.workers,
                 on_result=progress.update,
+                num_gpus=gpus,
             )
     summary = summarize(out, len(batches), task.has_step_checker)
     _write_json(out / "summary.json", summary)
@@ -135,17 +140,39 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
             seed=derive_seed(cfg.run.seed, "fake-policy"),
         )
         return State(task, tokenizer, policy, f"fake:{s.fake_error_rate}/{s.fake_trap_rate}")
-    from workers.hf import SearchTokenizer, load_checkpoint
-    from workers.sampler import TransformersPolicy
+    from workers.hf import SearchTokenizer, load_checkpoint, load_tokenizer
 
     path = model_path(cfg)
+    # a model trained on backspaces (halluc.json) uses them, in its attention mode; any other
+    # model must not emit one by chance
+    meta = json.loads((path / "halluc.json").read_text()) if (path / "halluc.json").exists() else {}
+    if s.policy == "vllm":
+        from workers.vllm_engine import vllm_policy
+
+        hf = load_tokenizer(path, cfg.model.trust_remote_code)
+        tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
+        policy = vllm_policy(
+            path,
+            tok.eos_id,
+            tok.delim_id,
+            s.temperature,
+            s.max_new_tokens,
+            ban_ids=[] if meta else [tok.bksp_id],
+            bksp_id=tok.bksp_id,
+            mode=meta.get("mode", "stream"),
+            unit=meta.get("unit", cfg.trace.unit),
+            dtype=cfg.model.dtype,
+            gpu_memory_utilization=s.gpu_memory,
+            trust_remote_code=cfg.model.trust_remote_code,
+            seed=cfg.run.seed,
+        )
+        return State(task, tok, policy, cfg.run.model_id or str(path))
+    from workers.sampler import TransformersPolicy
+
     model, hf = load_checkpoint(
         path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
     )
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-    # a model trained on backspaces (halluc.json) uses them, in its attention mode; any other
-    # model must not emit one by chance
-    meta = json.loads((path / "halluc.json").read_text()) if (path / "halluc.json").exists() else {}
     policy = TransformersPolicy(
         model,
         tok.eos_id,

@@ -51,3 +51,18 @@ def test_top_level_layout():
         ".ci/run",
     ]:
         assert (ROOT / name).exists(), name
+
+
+def test_the_cpu_path_never_imports_vllm():
+    """Every pipeline and worker module imports without vLLM being loaded (it is a GPU extra)."""
+    code = (
+        "import sys, pkgutil, importlib, pipeline, workers\n"
+        "for pkg in (pipeline, workers):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print('vllm' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout

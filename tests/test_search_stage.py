@@ -1,5 +1,6 @@
 """`halluc search` end to end on the scripted policy: shards, summary, resume after a kill."""
 
+import importlib.util
 import json
 
 import datasets
@@ -102,3 +103,14 @@ def test_rows_carry_provenance(tmp_path):
         assert {r["config_hash"] for r in rows} == {cfg.hash}
         assert {r["schema_version"] for r in rows} == {1}
     assert search_stage.stage_dir(cfg) == tmp_path / "round-0" / "search"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_policy_without_vllm_says_what_to_do(tmp_path, capsys):
+    from tests.models import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "m")
+    args = ["search", "--set", f"run.out_dir={tmp_path}", "--set", f"model.path={model}"]
+    args += ["--set", "search.policy=vllm"]
+    assert cli.main([*args, "--set", "search.workers=0"]) == 2
+    assert "pip install 'halluc[vllm]'" in capsys.readouterr().err

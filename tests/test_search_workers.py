@@ -89,3 +89,12 @@ def test_unreachable_address_fails_fast():
         from workers.actors import _check_reachable
 
         _check_reachable("127.0.0.1:9", timeout=2)
+
+
+def test_vllm_workers_need_gpus_in_the_cluster(tmp_path, capsys):
+    from tests.models import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "m")
+    args = ["search", "--set", f"run.out_dir={tmp_path}", "--set", f"model.path={model}"]
+    assert cli.main([*args, "--set", "search.policy=vllm", "--set", "search.workers=2"]) == 2
+    assert "need 2 GPUs and the Ray cluster has 0" in capsys.readouterr().err

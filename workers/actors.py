@@ -87,13 +87,25 @@ def run_pool(
     n_workers: int,
     on_result: Callable[[Any], None] | None = None,
     retries: int = 3,
+    num_gpus: int = 0,
 ) -> list[Any]:
-    """Run `fn(state, *job)` for every job on `n_workers` actors; results in completion order."""
+    """Run `fn(state, *job)` for every job on `n_workers` actors (each with `num_gpus` GPUs);
+    results in completion order."""
     cpus = int(ray.available_resources().get("CPU", 1))
     per_actor = max(1, cpus // n_workers)
+    if num_gpus:
+        have = ray.cluster_resources().get("GPU", 0)
+        if have < num_gpus * n_workers:
+            raise ClusterError(
+                f"{n_workers} workers with {num_gpus} GPU each need {num_gpus * n_workers} GPUs "
+                f"and the Ray cluster has {have:g}; lower search.workers, add GPU nodes, or use "
+                "search.policy=transformers"
+            )
+        per_actor = max(1, min(per_actor, 4))  # vLLM works on the GPU; leave CPUs to others
     actors = [
         PolicyActor.options(  # type: ignore[attr-defined]
             num_cpus=per_actor,
+            num_gpus=num_gpus,
             max_restarts=retries,
             max_task_retries=retries,
         ).remote(make_state, state_args, per_actor)

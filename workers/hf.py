@@ -54,6 +54,12 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checked checkpoint directory (for backends that load the weights)."""
+    p = check_checkpoint_dir(path)
+    return AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code)
+
+
 def load_checkpoint(
     path: str | Path,
     device: str = "auto",
@@ -62,7 +68,7 @@ def load_checkpoint(
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """Model (eval mode, on `device`) and tokenizer from a local checkpoint directory."""
     p = check_checkpoint_dir(path)
-    tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(p, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         p,
         dtype=getattr(torch, dtype),

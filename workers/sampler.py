@@ -57,7 +57,7 @@ class TransformersPolicy:
     """Policy over a causal LM: `sample(asks)[i]` holds `asks[i].n` rollouts.
 
     temperature 0 is greedy. `logprobs=True` returns the model's log-probability of each sampled
-    token (before temperature). `ban_ids` are never sampled.
+    token (before temperature and bans). `ban_ids` are never sampled.
 
     Backspaces (`bksp_id` given): a row may emit at most `max_backspaces` of them and never one
     that would erase into its prefix (both enforced by banning the token for that row). Rollouts
@@ -148,9 +148,11 @@ class TransformersPolicy:
                 position_ids=positions,
             )
             logits = logits[:, -1, : self.vocab].float()
+            logp = torch.log_softmax(logits, dim=-1)  # the model's own, before any ban
             if states is not None:
                 self._ban_backspace(logits, states)
-            tok, logp = self._pick(logits, seeds, t)
+            tok = self._pick(logits, seeds, t)
+            logp = logp.gather(1, tok[:, None]).squeeze(1)
             tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
             new_tokens.append(tok)
             new_logps.append(logp)
@@ -198,12 +200,9 @@ class TransformersPolicy:
                 positions[i, 0] = st.position()
         return positions
 
-    def _pick(
-        self, logits: torch.Tensor, seeds: np.ndarray, t: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pick(self, logits: torch.Tensor, seeds: np.ndarray, t: int) -> torch.Tensor:
         if self.ban_ids:
             logits[:, self.ban_ids] = float("-inf")
-        logp = torch.log_softmax(logits, dim=-1)
         if self.temperature <= 0:
             tok = logits.argmax(-1)
         else:
@@ -211,7 +210,7 @@ class TransformersPolicy:
             cdf = probs.cumsum(-1)
             u = torch.from_numpy(uniforms(seeds, t)).to(cdf.device)[:, None] * cdf[:, -1:]
             tok = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[1] - 1)
-        return tok, logp.gather(1, tok[:, None]).squeeze(1)
+        return tok
 
     def _rollouts(
         self,
