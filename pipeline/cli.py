@@ -1,6 +1,7 @@
 """`halluc`: one subcommand per stage (DESIGN §11).
 
 halluc search --preset arith-tiny --set search.n_mc=4
+halluc release runs/arith-tiny --name arith-tiny-backtracks [--push user/repo]
 halluc presets
 """
 
@@ -24,7 +25,7 @@ STAGES: dict[str, str] = {
 }
 
 
-# stages that exist: the module whose main(cfg) runs each (imported only when it runs)
+# the module whose main(cfg) runs each config-driven stage (imported only when it runs)
 RUNNERS: dict[str, str] = {
     "run": "pipeline.run",
     "bootstrap": "pipeline.bootstrap",
@@ -41,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, help_text in STAGES.items():
-        available = "" if name in RUNNERS else " (not available in this version)"
-        p = sub.add_parser(name, help=help_text + available, description=help_text)
+        if name == "release":
+            _release_parser(sub.add_parser(name, help=help_text, description=help_text))
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
             "--preset",
             default="arith-tiny",
@@ -65,20 +68,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _release_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a `halluc run` (or `halluc search`) output directory")
+    p.add_argument("--name", required=True, help="release name: writes OUT/NAME/")
+    p.add_argument("--out", default="datasets", help="where releases go (default: datasets)")
+    p.add_argument("--license", default="apache-2.0", help="card license (default: apache-2.0)")
+    p.add_argument(
+        "--bump", action="store_true", help="keep an existing release as NAME@vN, write vN+1"
+    )
+    p.add_argument("--push", default="", metavar="REPO_ID", help="upload to this Hub dataset repo")
+    p.add_argument("--private", action="store_true", help="create the Hub repo private")
+
+
+def _release(args: argparse.Namespace) -> int:
+    from pipeline import release
+
+    try:
+        folder = release.main(
+            args.run_dir, args.name, args.out, args.license, args.bump, args.push, args.private
+        )
+    except _user_errors() as err:
+        print(f"halluc release: {err}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     if args.stage == "presets":
         print("\n".join(presets()))
         return 0
-    module = RUNNERS.get(args.stage)
-    if module is None:
-        print(
-            f"halluc {args.stage}: not available in this version; available stages: "
-            f"{', '.join(RUNNERS)}",
-            file=sys.stderr,
-        )
-        return 2
+    if args.stage == "release":
+        return _release(args)
+    module = RUNNERS[args.stage]
     overrides = list(args.overrides)
     if getattr(args, "address", None):
         overrides.append(f"search.address={args.address}")
@@ -97,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (config, data, checkpoint, cluster): a message, no traceback."""
+    from pipeline.release import ReleaseError
     from pipeline.shards import ShardError
     from search.backspace import BackspaceError
     from search.tasks import TaskDataError
@@ -112,6 +137,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         ClusterError,
         CheckpointError,
         BackendError,
+        ReleaseError,
     )
 
 

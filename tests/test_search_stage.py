@@ -91,8 +91,6 @@ def test_step_unit_and_mcts_run(tmp_path):
 def test_bad_input_fails_with_the_key(tmp_path, capsys):
     assert cli.main(["search", "--set", "search.algoritm=mcts"]) == 2
     assert "unknown key 'algoritm'" in capsys.readouterr().err
-    assert cli.main(["release"]) == 2
-    assert "not available in this version" in capsys.readouterr().err
 
 
 def test_rows_carry_provenance(tmp_path):

@@ -1,0 +1,290 @@
+"""`halluc release`: a run's search tables as a Hugging Face dataset repo folder (DESIGN §6, §10).
+
+    halluc release runs/arith-tiny --name arith-tiny-backtracks            # datasets/NAME/
+    halluc release runs/arith-tiny --name arith-tiny-backtracks --push me/arith-tiny-backtracks
+
+The folder holds `data/{traces,steps,pairs}-NNNNN-of-NNNNN.parquet` (the shard schema, explicit) and
+a `README.md` card whose YAML names the three configs and their `data_files`, so
+`datasets.load_dataset("datasets/NAME", "traces")` (or the Hub repo id) loads each. Rows come from
+every finished search stage under RUN_DIR (both arms, every round); a row that two stages wrote
+identically (round 0 of both arms searches the same model with the same seeds) is kept once.
+
+Versions: `release.json` records the version and a fingerprint of the source shards. Releasing the
+same shards again is a no-op; releasing other shards under an existing name fails unless `--bump`,
+which moves the old folder to `datasets/NAME@vN` and writes version N+1. The folder is written
+under a temporary name and renamed into place, so a killed release leaves nothing half-written.
+
+`--push REPO_ID` uploads the folder as a dataset repo with `huggingface_hub` (token: HF_TOKEN or a
+`huggingface-cli login`), creating the repo if needed. The token is never logged or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files
+
+log = logging.getLogger(__name__)
+CONFIGS = ("traces", "steps", "pairs")
+ROWS_PER_FILE = 200_000
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be written or pushed as asked."""
+
+
+def main(
+    run_dir: str | Path,
+    name: str,
+    out: str | Path = "datasets",
+    license: str = "apache-2.0",
+    bump: bool = False,
+    push: str = "",
+    private: bool = False,
+) -> Path:
+    """Write (or find up to date) the release folder `out/name`; push it when `push` is given."""
+    run, folder = Path(run_dir), Path(out) / name
+    if not name or "/" in name or name.startswith("."):
+        raise ReleaseError(f"--name {name!r}: give a plain folder name such as my-run-v1")
+    stages = search_stages(run)
+    fingerprint = _fingerprint(stages)
+    previous = _read_meta(folder)
+    if previous and previous["fingerprint"] == fingerprint:
+        log.info("release: %s already holds these shards (version %d)", folder, previous["version"])
+    else:
+        if previous and not bump:
+            raise ReleaseError(
+                f"{folder} already holds release version {previous['version']} of other shards "
+                f"(from {previous['source']}); pass --bump to keep it as "
+                f"{folder.name}@v{previous['version']} and write version {previous['version'] + 1}"
+                ", or choose another --name"
+            )
+        if folder.exists() and not previous:
+            raise ReleaseError(
+                f"{folder} exists and is not a Halluc release; choose another --name"
+            )
+        version = previous["version"] + 1 if previous else 1
+        _write(run, stages, folder, name, license, version, fingerprint)
+    if push:
+        upload(folder, push, private)
+    return folder
+
+
+def search_stages(run: Path) -> list[Path]:
+    """Every finished search stage under `run` (a `halluc run` or `halluc search` out_dir)."""
+    if not run.is_dir():
+        raise ReleaseError(f"run directory {run} does not exist")
+    stages = sorted(p for p in run.glob("**/round-*/search") if p.is_dir())
+    unfinished = [str(p) for p in stages if not (p / "summary.json").exists()]
+    if unfinished:
+        raise ReleaseError(
+            f"search stages not finished (no summary.json): {', '.join(unfinished)}; rerun the "
+            "same command to finish them, then release"
+        )
+    if not stages:
+        raise ReleaseError(f"{run} holds no search stage (ROUND/search); run `halluc run` first")
+    return stages
+
+
+def _fingerprint(stages: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for stage in stages:
+        for table in CONFIGS:
+            for f in checked_shard_files(stage, table):
+                digest.update(f.encode())
+                digest.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    path = folder / "release.json"
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def _write(
+    run: Path,
+    stages: list[Path],
+    folder: Path,
+    name: str,
+    license: str,
+    version: int,
+    fingerprint: str,
+) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # a folder like any other, not mkdtemp's private one
+    try:
+        counts = {t: _write_config(stages, t, tmp / "data") for t in CONFIGS}
+        meta = {
+            "name": name,
+            "version": version,
+            "fingerprint": fingerprint,
+            "source": str(run),
+            "stages": [str(s.relative_to(run)) for s in stages],
+            "schema_version": SCHEMA_VERSION,
+            "rows": {t: c["rows"] for t, c in counts.items()},
+        }
+        (tmp / "release.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "README.md").write_text(card(run, name, license, version, counts))
+        if folder.exists():
+            os.replace(folder, folder.with_name(f"{folder.name}@v{version - 1}"))
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("release: wrote %s (version %d): %s", folder, version, meta["rows"])
+
+
+def _write_config(stages: list[Path], table: str, data: Path) -> dict[str, Any]:
+    """Rows of `table` from every stage, duplicates dropped, into `data/TABLE-*.parquet`."""
+    schema = FEATURES[table].arrow_schema
+    seen: set[bytes] = set()
+    parts: list[pa.Table] = []
+    stats: dict[str, Any] = {"rows": 0, "kinds": Counter(), "rounds": set(), "models": set()}
+    stats["hashes"] = set()
+    for stage in stages:
+        for f in checked_shard_files(stage, table):
+            rows = pq.read_table(f, schema=schema).to_pylist()
+            keep = []
+            for row in rows:
+                key = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).digest()
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(row)
+                    _count(stats, row)
+            if keep:
+                parts.append(pa.Table.from_pylist(keep, schema=schema))
+    whole = pa.concat_tables(parts) if parts else schema.empty_table()
+    n_files = max(1, -(-whole.num_rows // ROWS_PER_FILE))
+    data.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        chunk = whole.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
+        pq.write_table(chunk, data / f"{table}-{i:05d}-of-{n_files:05d}.parquet")
+    return stats
+
+
+def _count(stats: dict[str, Any], row: dict[str, Any]) -> None:
+    stats["rows"] += 1
+    stats["rounds"].add(row["round"])
+    stats["models"].add(row["model_id"])
+    stats["hashes"].add(row["config_hash"])
+    if "kind" in row:
+        stats["kinds"][row["kind"]] += 1
+
+
+def size_category(n: int) -> str:
+    """The Hub's size_categories bucket of `n` rows."""
+    for bound, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")]:
+        if n < bound:
+            return label
+    for bound, label in [(1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]:
+        if n < bound:
+            return label
+    return "10M<n<100M"
+
+
+def card(run: Path, name: str, license: str, version: int, counts: dict[str, Any]) -> str:
+    """The dataset card: YAML metadata the Hub and `load_dataset` read, then provenance."""
+    configs = "".join(
+        f"- config_name: {t}\n  data_files:\n  - split: train\n    path: data/{t}-*.parquet\n"
+        + ("  default: true\n" if t == "traces" else "")
+        for t in CONFIGS
+    )
+    t = counts["traces"]
+    kinds = ", ".join(f"{k}: {v:,}" for k, v in sorted(t["kinds"].items())) or "none"
+    rows = "\n".join(f"| `{c}` | {counts[c]['rows']:,} |" for c in CONFIGS)
+    return f"""---
+license: {license}
+task_categories:
+- text-generation
+tags:
+- self-correction
+- backtracking
+- process-supervision
+- synthetic
+size_categories:
+- {size_category(t["rows"])}
+configs:
+{configs}---
+
+# {name}
+
+Stream-of-search traces in which a language model erases its own wrong step with a backspace
+token and continues correctly, found by tree search over the model's own rollouts (Halluc),
+with the process labels and preference pairs the same search produced. Version {version}.
+
+```python
+from datasets import load_dataset
+traces = load_dataset("datasets/{name}", "traces", split="train")  # or the Hub repo id
+```
+
+| config | rows |
+|---|---|
+{rows}
+
+- `traces`: training sequences; `input_ids` with backspaces, `loss_mask`, `erase_spans`, the raw
+  text (backspaces as the token string) and the visible text. By `kind`: {kinds}.
+- `steps`: one row per probed (prefix, step): Monte Carlo value, rollouts, exact label where the
+  task has a step checker (a process reward dataset).
+- `pairs`: chosen = wrong step, backspaces, correction; rejected = the model's own continuation
+  of the error.
+
+## Provenance
+
+- Source run: `{run}`; search rounds {sorted(t["rounds"])}.
+- Models (the policy that sampled each row is in `model_id`): {_list(t["models"])}.
+- Config hashes (`config_hash` on every row): {_list(t["hashes"])}.
+- Schema version {SCHEMA_VERSION}; every row also carries `problem_id`, `round` and `seed`.
+
+{_eval_table(run)}
+"""
+
+
+def _list(values: set[Any]) -> str:
+    return ", ".join(f"`{v}`" for v in sorted(values)) or "none"
+
+
+def _eval_table(run: Path) -> str:
+    """The run report's comparison table, when the run has one."""
+    report = run / "report.md"
+    if not report.exists():
+        return "## Evaluation\n\nThis directory holds no run report (search only).\n"
+    lines = report.read_text().splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    setting = next((ln for ln in lines if ln.startswith("Task ")), "")
+    return "## Evaluation (from the run report)\n\n" + setting + "\n\n" + "\n".join(table) + "\n"
+
+
+def upload(folder: Path, repo_id: str, private: bool = False) -> str:
+    """Upload `folder` to the Hub dataset repo `repo_id`; returns the commit URL."""
+    from huggingface_hub import HfApi, get_token
+
+    token = get_token()
+    if not token:
+        raise ReleaseError(
+            "no Hugging Face token: set HF_TOKEN to a write token (huggingface.co/settings/tokens) "
+            "or run `huggingface-cli login`; the release folder is written, nothing was uploaded"
+        )
+    meta = _read_meta(folder) or {}
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message=f"Halluc release {folder.name} version {meta.get('version', '?')}",
+    )
+    log.info("release: pushed %s to %s", folder, repo_id)
+    return str(getattr(commit, "commit_url", commit))

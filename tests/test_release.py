@@ -1,0 +1,150 @@
+"""`halluc release`: a dataset repo folder that `datasets` loads, versions, and an offline push."""
+
+import json
+import logging
+import shutil
+
+import datasets
+import huggingface_hub
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from huggingface_hub import constants
+
+from pipeline import cli
+from pipeline.release import ReleaseError, size_category
+from pipeline.release import main as release
+from pipeline.shards import FEATURES, shard_files
+
+FAKE = [
+    "search.policy=fake",
+    "search.workers=0",
+    "task.n_train=24",
+    "search.batch_size=8",
+    "search.budget=6",
+    "search.n_screen=8",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory shaped like `halluc run`'s: round 0 of both arms is the same search."""
+    root = tmp_path_factory.mktemp("run")
+    args = ["search", "--set", f"run.out_dir={root / 'backtrack'}"]
+    assert cli.main(args + sum((["--set", s] for s in FAKE), [])) == 0
+    shutil.copytree(root / "backtrack" / "round-0", root / "baseline" / "round-0")
+    (root / "report.md").write_text(
+        "# report\n\nTask `arithmetic`, 500 held-out problems.\n\n| round | acc |\n|---|---|\n"
+        "| 0 | 60.4% |\n"
+    )
+    return root
+
+
+def stage_rows(root, table):
+    return pq.read_table(shard_files(root / "backtrack" / "round-0" / "search", table)).num_rows
+
+
+def front_matter(folder):
+    text = (folder / "README.md").read_text()
+    return yaml.safe_load(text.split("---\n")[1]), text
+
+
+def test_every_config_loads_with_its_features(run_dir, tmp_path):
+    folder = release(run_dir, "arith", out=tmp_path)
+    assert folder == tmp_path / "arith"
+    for table in ("traces", "steps", "pairs"):
+        ds = datasets.load_dataset(str(folder), table, split="train")
+        assert ds.features == FEATURES[table]
+        assert ds.num_rows == stage_rows(run_dir, table) > 0  # both arms' round 0, kept once
+    meta, text = front_matter(folder)
+    assert meta["license"] == "apache-2.0"
+    assert meta["task_categories"] == ["text-generation"]
+    assert meta["size_categories"] == [size_category(stage_rows(run_dir, "traces"))]
+    assert [c["config_name"] for c in meta["configs"]] == ["traces", "steps", "pairs"]
+    hashes = set(pq.read_table(folder / "data", columns=["config_hash"]).column(0).to_pylist())
+    assert all(f"`{h}`" in text for h in hashes)
+    assert "| 0 | 60.4% |" in text  # the run's evaluation table
+    assert json.loads((folder / "release.json").read_text())["version"] == 1
+
+
+def test_a_release_is_never_silently_overwritten(run_dir, tmp_path):
+    first = release(run_dir, "arith", out=tmp_path)
+    before = (first / "data" / "traces-00000-of-00001.parquet").read_bytes()
+    assert release(run_dir, "arith", out=tmp_path) == first  # same shards: nothing to do
+    more = tmp_path / "more"
+    shutil.copytree(run_dir, more)
+    args = ["search", "--set", f"run.out_dir={more / 'backtrack'}", "--set", "run.round=1"]
+    assert cli.main(args + sum((["--set", s] for s in FAKE), [])) == 0
+    with pytest.raises(ReleaseError, match="--bump"):
+        release(more, "arith", out=tmp_path)
+    assert (first / "data" / "traces-00000-of-00001.parquet").read_bytes() == before
+    second = release(more, "arith", out=tmp_path, bump=True)
+    assert json.loads((second / "release.json").read_text())["version"] == 2
+    kept = tmp_path / "arith@v1"
+    assert (kept / "data" / "traces-00000-of-00001.parquet").read_bytes() == before
+    rounds = set(pq.read_table(second / "data", columns=["round"]).column(0).to_pylist())
+    assert rounds == {0, 1}
+
+
+def test_bad_input_says_what_to_do(run_dir, tmp_path, capsys):
+    assert cli.main(["release", str(tmp_path / "nope"), "--name", "x", "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ReleaseError, match="not a Halluc release"):
+        release(run_dir, "taken", out=tmp_path)
+    with pytest.raises(ReleaseError, match="plain folder name"):
+        release(run_dir, "../up", out=tmp_path)
+    half = tmp_path / "half"
+    shutil.copytree(run_dir, half)
+    (half / "baseline" / "round-0" / "search" / "summary.json").unlink()
+    with pytest.raises(ReleaseError, match="not finished"):
+        release(half, "x", out=tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture
+def no_login(monkeypatch, tmp_path):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def test_push_uploads_once_and_never_writes_the_token(
+    run_dir, tmp_path, monkeypatch, no_login, capsys, caplog
+):
+    secret = "hf_test_secret_0123456789"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    calls = []
+
+    def fake_init(self, token=None, **kw):
+        calls.append(("token", token))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "__init__", fake_init)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, *a, **kw: calls.append(("create", a, kw))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw))
+    )
+    caplog.set_level(logging.DEBUG)
+    args = ["release", str(run_dir), "--name", "pushed", "--out", str(tmp_path)]
+    assert cli.main([*args, "--push", "me/arith"]) == 0
+    uploads = [c for c in calls if c[0] == "upload"]
+    assert len(uploads) == 1
+    kw = uploads[0][1]
+    assert kw["repo_id"] == "me/arith" and kw["repo_type"] == "dataset"
+    assert kw["folder_path"] == str(tmp_path / "pushed")
+    assert ("token", secret) in calls  # from the environment, to the client only
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err + caplog.text
+    for f in (tmp_path / "pushed").rglob("*"):
+        assert not f.is_file() or secret.encode() not in f.read_bytes()
+
+
+def test_push_without_a_token_keeps_the_folder_and_says_what_to_do(
+    run_dir, tmp_path, no_login, capsys
+):
+    args = ["release", str(run_dir), "--name", "local", "--out", str(tmp_path)]
+    assert cli.main([*args, "--push", "me/arith"]) == 2
+    assert "set HF_TOKEN" in capsys.readouterr().err
+    assert (tmp_path / "local" / "README.md").exists()
