@@ -1,0 +1,100 @@
+"""`ray job submit --working-dir . -- halluc run ...` against a local head on 127.0.0.1 (DESIGN §10).
+
+Starts a head with `ray start --head`, submits a small run, stops it once its bootstrap is done,
+submits it again, and checks the second job resumed (the bootstrap model is not retrained) and
+finished with the run's outputs; `ray stop` at the end. Run outputs and releases never travel with
+the working directory (`.rayignore`): the job checks that its copy has no `runs/` or `.venv/`.
+"""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+AUTH: dict[str, str] = {}  # token authentication for the head and every client call
+
+
+def ray_cli(*args, check=True, timeout=300):
+    env = {**os.environ, **AUTH, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and done.returncode:
+        pytest.fail(f"ray {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A local head bound to 127.0.0.1 with token authentication; yields the job server."""
+    token = tmp_path_factory.mktemp("auth") / "token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    AUTH.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    dash = free_port()
+    ray_cli(
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={free_port()}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+    )
+    try:
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        ray_cli("stop", "--force", check=False)
+
+
+def submit(address, out, job_id, wait=True):
+    overrides = [*TINY, "search.workers=1", "run.rounds=1", "eval.n_problems=20"]
+    sets = " ".join(f"--set {s}" for s in [*overrides, f"run.out_dir={out}"])
+    # the uploaded copy must not carry run outputs or the virtual environment
+    cmd = f"test ! -e runs && test ! -e .venv && python -m pipeline.cli run {sets}"
+    args = ["job", "submit", "--address", address, "--working-dir", ".", "--submission-id", job_id]
+    return ray_cli(*args, *([] if wait else ["--no-wait"]), "--", "bash", "-c", cmd, timeout=600)
+
+
+def test_a_submitted_run_stopped_and_submitted_again_resumes(head, tmp_path):
+    (ROOT / "runs").mkdir(exist_ok=True)  # present in the repo, so the exclusion is tested
+    out = tmp_path / "run"
+    submit(head, out, "halluc-test-1", wait=False)
+    model = out / "bootstrap" / "model" / "model.safetensors"
+    eval_json = out / "bootstrap" / "eval.json"
+    deadline = time.monotonic() + 300
+    while not eval_json.exists():
+        status = ray_cli("job", "status", "--address", head, "halluc-test-1").stdout
+        assert "FAILED" not in status, ray_cli("job", "logs", "--address", head, "halluc-test-1")
+        assert time.monotonic() < deadline, "the first job did not finish its bootstrap"
+        time.sleep(1)
+    ray_cli("job", "stop", "--address", head, "halluc-test-1")
+    first = model.stat().st_mtime_ns
+    assert not (out / "report.md").exists()  # stopped before the end
+
+    done = submit(head, out, "halluc-test-2")
+    assert "succeeded" in done.stdout.lower(), done.stdout + done.stderr
+    assert model.stat().st_mtime_ns == first  # resumed: the finished bootstrap was kept
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+    for arm in ("backtrack", "baseline"):
+        assert (out / arm / "round-0" / "eval.json").exists()
+        assert (out / arm / "round-0" / "search" / "summary.json").exists()
