@@ -1,4 +1,4 @@
-"""`ray job submit --working-dir . -- halluc run ...` against a local head on 127.0.0.1 (DESIGN §10).
+"""`ray job submit --working-dir . -- halluc run ...` on a local head at 127.0.0.1 (DESIGN §10).
 
 Starts a head with `ray start --head`, submits a small run, stops it once its bootstrap is done,
 submits it again, and checks the second job resumed (the bootstrap model is not retrained) and
@@ -34,9 +34,8 @@ AUTH: dict[str, str] = {}  # token authentication for the head and every client 
 
 def ray_cli(*args, check=True, timeout=300):
     env = {**os.environ, **AUTH, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        [str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [str(BIN / "ray"), *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode:
         pytest.fail(f"ray {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
     return done

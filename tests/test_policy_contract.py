@@ -186,3 +186,18 @@ def test_vllm_load_serves_the_new_weights_with_a_fresh_cache(ckpt, tmp_path):
     reloaded = tokens(SegmentPolicy(engine, tok.eos_id, tok.delim_id).sample(batch))
     fresh = VllmEngine(other, dtype="float32", gpu_memory_utilization=0.3)
     assert reloaded == tokens(SegmentPolicy(fresh, tok.eos_id, tok.delim_id).sample(batch))
+
+
+def test_vllm_completions_become_pieces_with_their_stop_token():
+    """vLLM versions differ on whether token_ids keep the stop token; pieces always do."""
+    from types import SimpleNamespace as NS
+
+    from workers.vllm_engine import _piece
+
+    lp = [{5: NS(logprob=-0.5)}, {3: NS(logprob=-1.0)}]
+    kept = NS(token_ids=[5, 3], logprobs=lp, finish_reason="stop", stop_reason=3)
+    assert _piece(kept).tokens == (5, 3) and _piece(kept).logprobs == (-0.5, -1.0)
+    dropped = NS(token_ids=[5], logprobs=lp[:1], finish_reason="stop", stop_reason=3)
+    assert _piece(dropped).tokens == (5, 3)
+    cut = NS(token_ids=[5, 3], logprobs=lp, finish_reason="length", stop_reason=None)
+    assert _piece(cut).tokens == (5, 3)

@@ -17,6 +17,7 @@ vLLM is imported only here, when an engine is built: it is an optional extra (`p
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,11 +86,14 @@ class VllmEngine:
         check_checkpoint_dir(Path(path))
         if self.llm is not None:
             self.llm.reset_prefix_cache()
-            del self.llm  # the engine core shuts down with its last reference
+            core = getattr(self.llm.llm_engine, "engine_core", None)
+            if core is not None:
+                core.shutdown()  # frees the GPU before the next engine starts
+            self.llm = None
             gc.collect()
         self.llm = LLM(model=str(path), tokenizer=str(path), **self.options)
         self.llm.reset_prefix_cache()
-        self.vocab = int(self.llm.llm_engine.model_config.get_vocab_size())
+        self.vocab = _vocab_size(Path(path))
         log.info("vllm: serving %s (vocab %d)", path, self.vocab)
 
     def generate(self, requests: Sequence[Request]) -> list[list[Piece]]:
@@ -114,6 +118,12 @@ class VllmEngine:
         ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[_piece(c) for c in out.outputs] for out in outputs]
+
+
+def _vocab_size(path: Path) -> int:
+    """The model's vocabulary size from its config.json (ids at or past it cannot be sampled)."""
+    config = json.loads((path / "config.json").read_text())
+    return int(config.get("vocab_size") or config.get("text_config", {})["vocab_size"])
 
 
 def _piece(completion: Any) -> Piece:
