@@ -156,7 +156,8 @@ class BootstrapConfig:
 class TrainConfig:
     """Fine-tuning on traces (DESIGN §7). `base`: the checkpoint to start from (empty: the model
     the round searched with). `kinds`: comma-separated trace kinds to train on. `workers` > 0
-    runs under Ray Train with that many workers."""
+    runs under Ray Train with that many workers. `token_warmup` > 0 first fits only the new
+    token's embedding rows for that many batches (learning rate 10 × `lr`), the rest frozen."""
 
     base: str = ""
     data: str = ""
@@ -168,6 +169,7 @@ class TrainConfig:
     lr: float = 3e-4
     dropout: float = 0.0
     error_weight: float = 1.0
+    token_warmup: int = 0
     warmup: int = 10
     batch_size: int = 32
     save_steps: int = 50
@@ -179,8 +181,10 @@ class TrainConfig:
         bad = set(self.kinds.split(",")) - allowed
         if bad:
             raise ConfigError(f"train.kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
-        if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0:
-            raise ConfigError("train.batch_size and train.save_steps must be >= 1, workers >= 0")
+        if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0 or self.token_warmup < 0:
+            raise ConfigError(
+                "train.batch_size and train.save_steps must be >= 1, workers and token_warmup >= 0"
+            )
 
 
 @dataclass(frozen=True)

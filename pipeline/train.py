@@ -33,8 +33,8 @@ from pipeline.search_stage import model_path as search_model_path
 from pipeline.search_stage import stage_dir as search_dir
 from pipeline.shards import ShardError, check_schema_version, checked_shard_files
 from workers.collate import BacktrackCollator
-from workers.hf import CheckpointError, load_checkpoint
-from workers.tokens import add_backspace_token
+from workers.hf import CheckpointError, load_checkpoint, pick_device
+from workers.tokens import add_backspace_token, fit_token_rows
 
 log = logging.getLogger(__name__)
 META = "halluc.json"
@@ -194,12 +194,36 @@ def train_worker(config: dict[str, Any]) -> None:
 
         trainer = prepare_trainer(trainer)
     resume = any((out / "checkpoints").glob("checkpoint-*"))
+    if t.token_warmup and not resume:  # a resumed run loads weights that had it
+        warm_token_rows(model, collate, ds, cfg)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
         save_model_atomically(trainer.model, tok, out / "model")
         meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
         (out / "model" / META).write_text(json.dumps(meta))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def warm_token_rows(model: Any, collate: BacktrackCollator, ds: Dataset, cfg: Config) -> None:
+    """`train.token_warmup` batches fitting only the backspace's rows (`fit_token_rows`)."""
+    t = cfg.train
+    model.to(pick_device(cfg.model.device))
+    gen = torch.Generator().manual_seed(t.seed)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=t.batch_size,
+        shuffle=True,
+        generator=gen,
+        collate_fn=collate,  # type: ignore[arg-type]
+    )
+    batches = (b for _, b in zip(range(t.token_warmup), _cycle(loader), strict=False))
+    losses = fit_token_rows(model, collate.bksp_id, batches, lr=10 * t.lr)
+    log.info("train: fitted the backspace rows, loss %.3f -> %.3f", losses[0], losses[-1])
+
+
+def _cycle(loader: Any) -> Any:
+    while True:
+        yield from loader
 
 
 def _run_ray_train(cfg: Config) -> None:

@@ -87,3 +87,35 @@ def test_unknown_init_is_refused(model_tok):
     model, tok = model_tok
     with pytest.raises(ValueError, match="not one of"):
         add_backspace_token(model, tok, init="random")
+
+
+def test_fitting_the_token_rows_moves_those_rows_only(model_tok):
+    from workers.collate import BacktrackCollator
+    from workers.tokens import fit_token_rows
+
+    model, tok = model_tok
+    bksp = add_backspace_token(model, tok)
+    delim = tok.convert_tokens_to_ids("\n")
+    prompt = tok.encode("12+34=?\n")
+    ids = prompt + tok.encode("46\n") + [bksp] + tok.encode("46\n") + [tok.eos_token_id]
+    collate = BacktrackCollator("erase", "step", bksp, delim, 0)
+    batch = collate([{"input_ids": ids, "loss_mask": [1] * len(ids), "prompt_len": len(prompt)}])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def p_bksp():  # probability of the backspace where the trace has it
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, ids.index(bksp) - 1]
+        return float(logits.softmax(-1)[bksp])
+
+    start = p_bksp()
+    losses = fit_token_rows(model, bksp, [batch] * 30, lr=3e-2)
+    assert losses[-1] < losses[0]
+    assert p_bksp() > 5 * start
+    for name, p in model.named_parameters():
+        changed = (p.detach() != before[name]).any(dim=-1) if p.dim() == 2 else p.ne(before[name])
+        if name.endswith(("wte.weight", "embed_tokens.weight", "lm_head.weight")):
+            assert changed.nonzero().flatten().tolist() == [bksp], name
+        else:
+            assert not changed.any(), name
+    assert all(p.requires_grad for p in model.parameters())
