@@ -1,7 +1,8 @@
 """The main job: expert iteration with a no-backtrack baseline at equal compute (DESIGN §9).
 
     halluc run --preset arith-tiny                 # the demo: CPU, about 3 minutes after set-up
-    ray job submit --working-dir . -- halluc run --preset arith-tiny --address auto
+    ray job submit --working-dir . -- halluc run --preset countdown-gpu \
+        --set model.path=/mnt/shared/models/m --set run.out_dir=/mnt/shared/runs/countdown
 
     bootstrap (unless model.path is given)
     for each round r < run.rounds, for each arm:

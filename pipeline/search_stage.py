@@ -2,6 +2,8 @@
 
     halluc search --preset arith-tiny                       # CPU, in-process
     halluc search --preset arith-tiny --set search.n_mc=4   # any key=value override
+    ray job submit --working-dir . -- halluc search --preset countdown-gpu \
+        --set search.policy=vllm --set search.workers=4 --set run.out_dir=/mnt/shared/runs/cd
 
 Problems are cut into batches of `search.batch_size` in a fixed order; each batch's searches run in
 lockstep (one policy call per round of asks) and its three tables are written as one file each.
