@@ -145,49 +145,37 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
     from workers.hf import SearchTokenizer, load_checkpoint, load_tokenizer
 
     path = model_path(cfg)
+    hf = load_tokenizer(path, cfg.model.trust_remote_code)
+    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
     # a model trained on backspaces (halluc.json) uses them, in its attention mode; any other
     # model must not emit one by chance
     meta = json.loads((path / "halluc.json").read_text()) if (path / "halluc.json").exists() else {}
+    options = {
+        "temperature": s.temperature,
+        "max_new_tokens": s.max_new_tokens,
+        "ban_ids": [] if meta else [tok.bksp_id],
+        "bksp_id": tok.bksp_id,
+        "mode": meta.get("mode", "stream"),
+        "unit": meta.get("unit", cfg.trace.unit),
+    }
     if s.policy == "vllm":
-        from workers.vllm_engine import vllm_policy
+        from workers.segments import SegmentPolicy
+        from workers.vllm_engine import VllmEngine
 
-        hf = load_tokenizer(path, cfg.model.trust_remote_code)
-        tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-        policy = vllm_policy(
-            path,
-            tok.eos_id,
-            tok.delim_id,
-            s.temperature,
-            s.max_new_tokens,
-            ban_ids=[] if meta else [tok.bksp_id],
-            bksp_id=tok.bksp_id,
-            mode=meta.get("mode", "stream"),
-            unit=meta.get("unit", cfg.trace.unit),
-            dtype=cfg.model.dtype,
-            gpu_memory_utilization=s.gpu_memory,
-            trust_remote_code=cfg.model.trust_remote_code,
-            seed=cfg.run.seed,
+        engine = VllmEngine(
+            path, cfg.model.dtype, s.gpu_memory, cfg.model.trust_remote_code, cfg.run.seed
         )
-        return State(task, tok, policy, cfg.run.model_id or str(path))
-    from workers.sampler import TransformersPolicy
+        policy = SegmentPolicy(engine, tok.eos_id, tok.delim_id, **options)
+    else:
+        from workers.sampler import TransformersPolicy
 
-    model, hf = load_checkpoint(
-        path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
-    )
-    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-    policy = TransformersPolicy(
-        model,
-        tok.eos_id,
-        tok.delim_id,
-        s.temperature,
-        s.max_new_tokens,
-        s.max_batch,
-        ban_ids=[] if meta else [tok.bksp_id],
-        pad_id=hf.pad_token_id or 0,
-        bksp_id=tok.bksp_id,
-        mode=meta.get("mode", "stream"),
-        unit=meta.get("unit", cfg.trace.unit),
-    )
+        model, _ = load_checkpoint(
+            path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
+        )
+        pad = hf.pad_token_id or 0
+        policy = TransformersPolicy(
+            model, tok.eos_id, tok.delim_id, max_batch=s.max_batch, pad_id=pad, **options
+        )
     return State(task, tok, policy, cfg.run.model_id or str(path))
 
 

@@ -5,7 +5,8 @@
 - `vllm`: `SegmentPolicy` over `VllmEngine`, where vLLM imports and a GPU is present (skipped,
   with the reason, elsewhere).
 
-On a tiny random Llama whose backspace logit is pushed up, so backspaces are frequent.
+On tiny random GPT-2 and Llama models whose backspace logit is pushed up, so backspaces are
+frequent.
 """
 
 import importlib.util
@@ -33,10 +34,10 @@ def _vllm_missing() -> str:
     return ""
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny Llama with `<|bksp|>` whose backspace logit tracks the delimiter's."""
-    path = tiny_checkpoint(tmp_path_factory.mktemp("contract"), "llama")
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def ckpt(request, tmp_path_factory):
+    """A tiny model with `<|bksp|>` whose backspace logit tracks the delimiter's."""
+    path = tiny_checkpoint(tmp_path_factory.mktemp("contract"), request.param)
     model, hf = load_checkpoint(path, "cpu")
     bksp = add_backspace_token(model, hf, "<|bksp|>")
     delim = hf.convert_tokens_to_ids("\n")

@@ -15,15 +15,7 @@ from pipeline import cli
 from pipeline.release import ReleaseError, size_category
 from pipeline.release import main as release
 from pipeline.shards import FEATURES, shard_files
-
-FAKE = [
-    "search.policy=fake",
-    "search.workers=0",
-    "task.n_train=24",
-    "search.batch_size=8",
-    "search.budget=6",
-    "search.n_screen=8",
-]
+from tests.test_search_stage import SMALL as FAKE
 
 
 @pytest.fixture(scope="module")

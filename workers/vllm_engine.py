@@ -1,8 +1,9 @@
 """The vLLM engine behind `SegmentPolicy`: GPU rollouts with prefix caching (DESIGN §10).
 
-    policy = vllm_policy(path, tok, temperature=1.0, ...)   # one GPU per search actor
-    policy.sample(asks)                                     # same contract as TransformersPolicy
-    policy.engine.load(next_round_checkpoint)               # new weights, empty prefix cache
+    engine = VllmEngine(path)                       # one GPU per search actor
+    policy = SegmentPolicy(engine, eos_id, delim_id, ...)  # same contract as TransformersPolicy
+    policy.sample(asks)
+    engine.load(next_round_checkpoint)              # new weights, empty prefix cache
 
 vLLM gets token-id prompts, `n` samples per prompt with the request's seed (vLLM gives sample i
 the seed `seed + i`), the stop tokens as `stop_token_ids` (the model's own end-of-sequence is
@@ -23,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from search.backspace import Unit
 from workers.hf import check_checkpoint_dir
-from workers.segments import Mode, Piece, Request, SegmentPolicy
+from workers.segments import Piece, Request
 
 log = logging.getLogger(__name__)
 
@@ -135,33 +135,3 @@ def _piece(completion: Any) -> Piece:
         tokens.append(stop)  # not every version keeps the stop token in token_ids
         logprobs.append(float("nan"))
     return Piece(tuple(tokens), tuple(logprobs))
-
-
-def vllm_policy(
-    path: str | Path,
-    eos_id: int,
-    delim_id: int,
-    temperature: float = 1.0,
-    max_new_tokens: int = 64,
-    logprobs: bool = False,
-    ban_ids: Sequence[int] = (),
-    bksp_id: int | None = None,
-    mode: Mode = "stream",
-    unit: Unit = "token",
-    max_backspaces: int = 16,
-    **engine: Any,
-) -> SegmentPolicy:
-    """A `SegmentPolicy` over a `VllmEngine` for the checkpoint at `path`."""
-    return SegmentPolicy(
-        VllmEngine(path, **engine),
-        eos_id,
-        delim_id,
-        temperature,
-        max_new_tokens,
-        logprobs,
-        ban_ids,
-        bksp_id,
-        mode,
-        unit,
-        max_backspaces,
-    )
