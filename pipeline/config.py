@@ -221,10 +221,18 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TraceConfig:
-    """The backspace token and what one backspace erases (DESIGN §4)."""
+    """The backspace token and what one backspace erases (DESIGN §4). `backspace_at=step_end`
+    (step unit only): decoding may emit a backspace only right after a step delimiter or another
+    backspace, where the traces have them, never inside a step."""
 
     bksp_token: str = "<|bksp|>"
     unit: Literal["token", "step"] = "token"
+    backspace_at: Literal["any", "step_end"] = "any"
+
+    def step_end_only(self, unit: str) -> bool:
+        """Whether decoding in `unit` (the model's own, from halluc.json) keeps backspaces to step
+        ends."""
+        return self.backspace_at == "step_end" and unit == "step"
 
 
 @dataclass(frozen=True)

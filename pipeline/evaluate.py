@@ -100,6 +100,7 @@ def evaluate_model(path: Path, task: Task, problems: list[Problem], cfg: Config)
             mode=out["mode"],
             unit=unit,
             max_backspaces=e.max_backspaces,
+            step_end_only=cfg.trace.step_end_only(unit),
         )
         reports = _sample(policy, tok, task, problems, samples, temperature, unit, cfg)
         out["settings"][name] = aggregate(reports, temperature, samples)

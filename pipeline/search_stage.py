@@ -157,6 +157,7 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
         "bksp_id": tok.bksp_id,
         "mode": meta.get("mode", "stream"),
         "unit": meta.get("unit", cfg.trace.unit),
+        "step_end_only": cfg.trace.step_end_only(meta.get("unit", cfg.trace.unit)),
     }
     if s.policy == "vllm":
         from workers.segments import SegmentPolicy

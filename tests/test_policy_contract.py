@@ -150,6 +150,21 @@ def test_backspaces_keep_their_budget_and_the_prefix(make, ckpt, mode):
     assert sum(r.tokens.count(tok.bksp_id) for rs in got for r in rs) >= 5
 
 
+def test_step_end_only_keeps_backspaces_after_a_delimiter(make, ckpt):
+    tok = ckpt[2]
+    ends = (tok.delim_id, tok.bksp_id)
+
+    def inside_steps(**kw):  # backspaces that follow something else than a delimiter/backspace
+        p = make(max_new_tokens=30, bksp_id=tok.bksp_id, mode="erase", unit="step", **kw)
+        got = [r.tokens for rs in p.sample(asks(tok, n=6)) for r in rs]
+        return sum(t[i - 1] not in ends for t in got for i, x in enumerate(t) if x == tok.bksp_id)
+
+    assert inside_steps() > 0 and inside_steps(step_end_only=True) == 0
+    p = make(max_new_tokens=40, bksp_id=tok.bksp_id, mode="erase", unit="step", step_end_only=True)
+    got = [r.tokens for rs in p.sample(asks(tok, n=16)) for r in rs]
+    assert sum(t.count(tok.bksp_id) for t in got) >= 1  # still allowed at step ends
+
+
 @pytest.mark.parametrize("unit", ["token", "step"])
 def test_erase_greedy_equals_the_cropped_cache(make, ckpt, unit):
     """Erase-mode decoding sees what the training mask sees (reference: cropped-cache greedy)."""

@@ -60,6 +60,7 @@ class RowState:
         self.run: list[int] = []
         self.tokens: dict[int, int] = {}
         self.n_backspaces = 0
+        self.last = -1  # the token pushed last
 
     def can_backspace(self) -> bool:
         """False when only the prompt is visible (a backspace would delete into it)."""
@@ -72,6 +73,7 @@ class RowState:
     def push(self, col: int, tok: int, is_bksp: bool) -> list[int]:
         """Record token `tok` at cache column `col`; returns columns to hide from now on."""
         self.tokens[col] = tok
+        self.last = tok
         if is_bksp:
             if not self.run:
                 self.base = list(self.stack)

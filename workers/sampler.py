@@ -60,7 +60,8 @@ class TransformersPolicy:
     token (before temperature and bans). `ban_ids` are never sampled.
 
     Backspaces (`bksp_id` given): a row may emit at most `max_backspaces` of them and never one
-    that would erase into its prefix (both enforced by banning the token for that row). Rollouts
+    that would erase into its prefix (both enforced by banning the token for that row); with
+    `step_end_only`, only right after a step delimiter or another backspace. Rollouts
     keep the raw stream, backspaces included. In `erase` mode the erased tokens and finished
     backspace runs are hidden from later tokens (per row, with the same rule as training) and
     position ids continue from the surviving prefix; in `stream` mode they stay visible.
@@ -81,8 +82,10 @@ class TransformersPolicy:
         mode: Mode = "stream",
         unit: Unit = "token",
         max_backspaces: int = 16,
+        step_end_only: bool = False,
     ) -> None:
         self.model = model
+        self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
@@ -170,10 +173,13 @@ class TransformersPolicy:
         return self._rollouts(rows, new_tokens, new_logps, finished)
 
     def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
+        ends = (self.delim_id, self.bksp_id)
         banned = [
             i
             for i, st in enumerate(states)
-            if st.n_backspaces >= self.max_backspaces or not st.can_backspace()
+            if st.n_backspaces >= self.max_backspaces
+            or not st.can_backspace()
+            or (self.step_end_only and st.last not in ends)
         ]
         if banned:
             logits[banned, self.bksp_id] = float("-inf")

@@ -6,7 +6,8 @@ transformers backend implements, backspaces included:
 
 - plain rollouts are one engine call: every ask is one prompt with `n` samples and its `seed`;
 - the backspace is a stop token. When a row emits one, the policy checks it (a row never erases
-  into its prefix and emits at most `max_backspaces`; a backspace that breaks either is dropped and
+  into its prefix, emits at most `max_backspaces`, and with `step_end_only` only right after a
+  delimiter or a backspace; a backspace that breaks either is dropped and
   that token is drawn again with the backspace banned, which samples exactly the banned
   distribution) and goes on from a new prompt;
 - in `erase` mode the new prompt is what the next token attends to, by `attention_views`, the rule
@@ -91,8 +92,10 @@ class SegmentPolicy:
         mode: Mode = "stream",
         unit: Unit = "token",
         max_backspaces: int = 16,
+        step_end_only: bool = False,
     ) -> None:
         self.engine = engine
+        self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.bksp_id = eos_id, delim_id, bksp_id
         self.temperature, self.max_new_tokens, self.logprobs = temperature, max_new_tokens, logprobs
         self.ban_ids = tuple(ban_ids)
@@ -175,6 +178,8 @@ class SegmentPolicy:
         """Whether one more backspace after `row.tokens` stays in budget and out of the prefix."""
         assert self.bksp_id is not None  # only called on a backspace
         if row.n_backspaces >= self.max_backspaces:
+            return False
+        if self.step_end_only and row.tokens[-1:] not in ([self.delim_id], [self.bksp_id]):
             return False
         n_prompt = len(row.ask.prefix)
         full = list(row.ask.prefix) + row.tokens
