@@ -360,6 +360,28 @@ def _check(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
+def check_resumable(cfg: Config, saved: Path) -> None:
+    """Fail when `saved` (a run's config.yaml) holds another config than `cfg`: resuming would
+    mix the finished stages of one config with the rest of another. Paths, worker counts and
+    `run.rounds` (extending a run) may differ."""
+    if not saved.exists():
+        return
+    old = load_config(str(saved)).to_dict()
+    new = cfg.to_dict()
+    free = {*NOT_HASHED, ("run", "rounds"), ("run", "round")}
+    diff = [
+        f"{s}.{k}: {old[s][k]!r} there, {new[s][k]!r} now"
+        for s in new
+        for k in new[s]
+        if (s, k) not in free and old[s][k] != new[s][k]
+    ]
+    if diff:
+        raise ConfigError(
+            f"{saved.parent} holds a run with another config ({'; '.join(diff)}); give another "
+            "run.out_dir, or delete that directory to start over"
+        )
+
+
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML (and nothing secret: the config holds no tokens)."""
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

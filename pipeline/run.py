@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import bootstrap, report, search_stage, select, train
-from pipeline.config import Config, save_config
+from pipeline.config import Config, check_resumable, save_config
 from pipeline.evaluate import evaluate_model, format_table
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ ARMS = ("backtrack", "baseline")
 def main(cfg: Config) -> dict[str, Any]:
     root = Path(cfg.run.out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    check_resumable(cfg, root / "config.yaml")
     save_config(cfg, root / "config.yaml")
     task = search_stage.make_task_from(cfg)
     test = task.problems("test", cfg.eval.n_problems)

@@ -43,6 +43,7 @@ TINY = [
     "task.n_train=16",
     "search.batch_size=8",
     "search.budget=4",
+    "train.token_warmup=5",
 ]
 
 

@@ -54,3 +54,16 @@ def test_bad_preset_file_names_the_file(tmp_path):
         load_config(str(path))
     with pytest.raises(ConfigError, match="unknown preset 'nope'; shipped presets: arith-tiny"):
         load_config("nope")
+
+
+def test_a_run_directory_refuses_another_config(tmp_path):
+    from pipeline.config import ConfigError, check_resumable, save_config
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    check_resumable(cfg, tmp_path / "config.yaml")  # the same run resumes
+    more = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "run.rounds=3"])
+    check_resumable(more, tmp_path / "config.yaml")  # extending a run is fine
+    other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
+    with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
+        check_resumable(other, tmp_path / "config.yaml")
