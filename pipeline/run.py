@@ -63,7 +63,7 @@ def main(cfg: Config) -> dict[str, Any]:
             )
             log.info("round %d, %s arm:\n%s", r + 1, arm, format_table(evals[arm][-1]))
     summary = report.write(root, cfg, evals)
-    print(summary)
+    print(f"{summary}\nreport: {root / 'report.html'} (and report.md)", flush=True)
     return evals
 
 
