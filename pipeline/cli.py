@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (config, data, checkpoint, cluster): a message, no traceback."""
     from pipeline.release import ReleaseError
+    from pipeline.run import RunError
     from pipeline.shards import ShardError
     from search.backspace import BackspaceError
     from search.tasks import TaskDataError
@@ -138,6 +139,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         BackendError,
         ReleaseError,
+        RunError,
     )
 
 

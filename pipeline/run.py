@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 ARMS = ("backtrack", "baseline")
 
 
+class RunError(RuntimeError):
+    """A round that cannot go on with what the search found."""
+
+
 def main(cfg: Config) -> dict[str, Any]:
     root = Path(cfg.run.out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -88,9 +92,11 @@ def _select(cfg: Config, arm: str, tokens: int | None) -> tuple[Path, int]:
     else:
         chosen = select.select_baseline(rows, cfg.select, tokens or 0, seed)
     if not chosen:
-        raise ValueError(
-            f"the {arm} arm selected no traces in round {cfg.run.round}; the "
-            "search found none (a model always right or always wrong?)"
+        raise RunError(
+            f"the {arm} arm selected no traces in round {cfg.run.round}: the search found no "
+            "usable trace (a model that is always right or always wrong? see "
+            f"{search_stage.stage_dir(cfg) / 'summary.json'}); train the model more or less, "
+            "or raise search.budget"
         )
     select.write_selected(chosen, out)
     return out, select.n_tokens(chosen)
