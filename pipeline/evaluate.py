@@ -24,7 +24,7 @@ from pipeline.config import Config
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
 from search.types import Ask, Problem, Task
-from workers.hf import SearchTokenizer, load_checkpoint
+from workers.hf import SearchTokenizer, backtrack_meta, load_checkpoint
 from workers.sampler import TransformersPolicy
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ def evaluate_model(path: Path, task: Task, problems: list[Problem], cfg: Config)
     model, hf = load_checkpoint(
         path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
     )
-    meta_path = path / "halluc.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = backtrack_meta(path)
     unit = meta.get("unit", cfg.trace.unit)
     tok = SearchTokenizer.wrap(
         hf, task.step_delimiter, meta.get("bksp_token", cfg.trace.bksp_token)

@@ -152,8 +152,13 @@ def _write_config(stages: list[Path], table: str, data: Path) -> dict[str, Any]:
     schema = FEATURES[table].arrow_schema
     seen: set[bytes] = set()
     parts: list[pa.Table] = []
-    stats: dict[str, Any] = {"rows": 0, "kinds": Counter(), "rounds": set(), "models": set()}
-    stats["hashes"] = set()
+    stats: dict[str, Any] = {
+        "rows": 0,
+        "kinds": Counter(),
+        "rounds": set(),
+        "models": set(),
+        "hashes": set(),
+    }
     for stage in stages:
         for f in checked_shard_files(stage, table):
             rows = pq.read_table(f, schema=schema).to_pylist()
@@ -186,13 +191,11 @@ def _count(stats: dict[str, Any], row: dict[str, Any]) -> None:
 
 def size_category(n: int) -> str:
     """The Hub's size_categories bucket of `n` rows."""
-    for bound, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")]:
-        if n < bound:
+    labels = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M"]
+    for i, label in enumerate(labels[:-1]):
+        if n < 1_000 * 10**i:
             return label
-    for bound, label in [(1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]:
-        if n < bound:
-            return label
-    return "10M<n<100M"
+    return labels[-1]
 
 
 def card(run: Path, name: str, license: str, version: int, counts: dict[str, Any]) -> str:

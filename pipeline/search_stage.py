@@ -39,7 +39,6 @@ from search.tree import Judge, Tree, derive_seed
 from search.types import Policy, Problem, Task, Tokenizer
 from workers.actors import init_ray, run_pool
 from workers.hf import check_checkpoint_dir
-from workers.vllm_engine import require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ def main(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"task {task.name} gave no training problems; check the task config")
     if cfg.search.policy != "fake":
         check_checkpoint_dir(model_path(cfg))  # fail before any worker starts
-    gpus = 1 if cfg.search.policy == "vllm" else 0
     size = cfg.search.batch_size
     batches = [problems[i : i + size] for i in range(0, len(problems), size)]
     todo = [b for b in range(len(batches)) if not batch_done(out, b)]
@@ -75,8 +73,6 @@ def main(cfg: Config) -> dict[str, Any]:
     jobs = [(cfg, batches[b], out, b) for b in todo]
     with Progress(sum(len(batches[b]) for b in todo)) as progress:
         if cfg.search.workers == 0:
-            if gpus:
-                require_vllm()
             state = build_state(cfg, problems)
             for job in jobs:
                 progress.update(search_batch(state, *job))
@@ -89,7 +85,7 @@ def main(cfg: Config) -> dict[str, Any]:
                 jobs,
                 cfg.search.workers,
                 on_result=progress.update,
-                num_gpus=gpus,
+                num_gpus=1 if cfg.search.policy == "vllm" else 0,  # one per vLLM engine
             )
     summary = summarize(out, len(batches), task.has_step_checker)
     _write_json(out / "summary.json", summary)
@@ -142,14 +138,20 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
             seed=derive_seed(cfg.run.seed, "fake-policy"),
         )
         return State(task, tokenizer, policy, f"fake:{s.fake_error_rate}/{s.fake_trap_rate}")
-    from workers.hf import SearchTokenizer, load_checkpoint, load_tokenizer
+    from workers.hf import SearchTokenizer, backtrack_meta, load_checkpoint, load_tokenizer
 
     path = model_path(cfg)
-    hf = load_tokenizer(path, cfg.model.trust_remote_code)
+    model: Any = None  # vLLM loads the weights itself
+    if s.policy == "vllm":
+        hf = load_tokenizer(path, cfg.model.trust_remote_code)
+    else:
+        model, hf = load_checkpoint(
+            path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
+        )
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-    # a model trained on backspaces (halluc.json) uses them, in its attention mode; any other
-    # model must not emit one by chance
-    meta = json.loads((path / "halluc.json").read_text()) if (path / "halluc.json").exists() else {}
+    # a model trained on backspaces uses them, in its attention mode; any other model must not
+    # emit one by chance
+    meta = backtrack_meta(path)
     options = {
         "temperature": s.temperature,
         "max_new_tokens": s.max_new_tokens,
@@ -170,9 +172,6 @@ def build_state(cfg: Config, problems: list[Problem]) -> State:
     else:
         from workers.sampler import TransformersPolicy
 
-        model, _ = load_checkpoint(
-            path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
-        )
         pad = hf.pad_token_id or 0
         policy = TransformersPolicy(
             model, tok.eos_id, tok.delim_id, max_batch=s.max_batch, pad_id=pad, **options

@@ -16,6 +16,7 @@ same function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -33,11 +34,10 @@ from pipeline.search_stage import model_path as search_model_path
 from pipeline.search_stage import stage_dir as search_dir
 from pipeline.shards import ShardError, check_schema_version, checked_shard_files
 from workers.collate import BacktrackCollator
-from workers.hf import CheckpointError, load_checkpoint, pick_device
+from workers.hf import META, CheckpointError, load_checkpoint, pick_device
 from workers.tokens import add_backspace_token, fit_token_rows
 
 log = logging.getLogger(__name__)
-META = "halluc.json"
 
 
 def stage_dir(cfg: Config) -> Path:
@@ -216,7 +216,7 @@ def warm_token_rows(model: Any, collate: BacktrackCollator, ds: Dataset, cfg: Co
         generator=gen,
         collate_fn=collate,  # type: ignore[arg-type]
     )
-    batches = (b for _, b in zip(range(t.token_warmup), _cycle(loader), strict=False))
+    batches = itertools.islice(_cycle(loader), t.token_warmup)
     losses = fit_token_rows(model, collate.bksp_id, batches, lr=10 * t.lr)
     log.info("train: fitted the backspace rows, loss %.3f -> %.3f", losses[0], losses[-1])
 

@@ -9,6 +9,7 @@ missing and what to do.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,15 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+META = "halluc.json"  # written beside a model trained on backspaces: mode, unit, backspace token
+
+
+def backtrack_meta(path: str | Path) -> dict[str, Any]:
+    """How the model at `path` was trained to backspace (`META`); empty for any other model."""
+    meta = Path(path) / META
+    return dict(json.loads(meta.read_text())) if meta.exists() else {}
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -70,7 +70,6 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     calls: int = 1
     n_backspaces: int = 0
-    in_run: bool = False  # the last token is a backspace
     ban_next: bool = False  # redraw the next token without the backspace
     finished: bool = False
     done: bool = False
@@ -146,7 +145,8 @@ class SegmentPolicy:
             prompt = [full[i] for i in view]
         spent = row.n_backspaces >= self.max_backspaces  # banned from here on
         budget = self.max_new_tokens - len(row.tokens)
-        if (row.ban_next and not spent) or (self.mode == "erase" and row.in_run):
+        in_run = row.tokens[-1:] == [self.bksp_id]
+        if (row.ban_next and not spent) or (self.mode == "erase" and in_run):
             budget = 1  # one banned token; or the token that decides what later ones attend to
         seed = derive_seed(row.ask.seed, row.sample, row.calls)
         row.calls += 1
@@ -169,7 +169,6 @@ class SegmentPolicy:
             row.finished = row.done = True
         row.tokens += tokens
         row.logprobs += logprobs
-        row.in_run = bool(row.tokens) and row.tokens[-1] == self.bksp_id
         row.n_backspaces += tokens.count(self.bksp_id) if self.bksp_id is not None else 0
         if len(row.tokens) >= self.max_new_tokens:
             row.done = True

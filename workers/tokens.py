@@ -76,7 +76,9 @@ def fit_token_rows(
     uninformed row. Fitting the row first is a linear probe of the frozen model's own features:
     its output row learns when the model's hidden state calls for a backspace.
     """
-    rows = {id(p): p for p in (_input_rows(model), _output_rows(model)) if p is not None}
+    out = model.get_output_embeddings()
+    embeddings = (model.get_input_embeddings().weight, None if out is None else out.weight)
+    rows = {id(p): p for p in embeddings if p is not None}  # tied: one parameter
     params = list(rows.values())
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
@@ -101,12 +103,3 @@ def fit_token_rows(
         for p, grad in frozen:
             p.requires_grad_(grad)
     return losses
-
-
-def _input_rows(model: Any) -> torch.nn.Parameter:
-    return model.get_input_embeddings().weight
-
-
-def _output_rows(model: Any) -> torch.nn.Parameter | None:
-    out = model.get_output_embeddings()
-    return None if out is None else out.weight
