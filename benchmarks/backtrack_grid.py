@@ -14,8 +14,9 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline import bootstrap, evaluate, search_stage, train
+from pipeline import bootstrap, evaluation, search_stage, train
 from pipeline.config import load_config
+from pipeline.loading import task_from_config
 
 
 def main() -> None:
@@ -29,7 +30,9 @@ def main() -> None:
     boot_cfg = load_config("arith-tiny", [f"run.out_dir={root / 'token'}", *base])
     bootstrap.main(boot_cfg)
     tables = [
-        evaluate.format_table(json.loads((root / "token" / "bootstrap" / "eval.json").read_text()))
+        evaluation.format_table(
+            json.loads((root / "token" / "bootstrap" / "eval.json").read_text())
+        )
     ]
     results = {"bootstrap": json.loads((root / "token" / "bootstrap" / "eval.json").read_text())}
     for unit in ("token", "step"):
@@ -45,14 +48,12 @@ def main() -> None:
             final = run / f"model-{mode}"
             shutil.rmtree(final, ignore_errors=True)
             shutil.move(str(path), final)
-            res = evaluate.evaluate_model(
-                final,
-                search_stage.make_task_from(cfg),
-                search_stage.make_task_from(cfg).problems("test", cfg.eval.n_problems),
-                cfg,
+            task = task_from_config(cfg.task)
+            res = evaluation.evaluate_model(
+                final, task, task.problems("test", cfg.eval.n_problems), cfg
             )
             results[f"{mode}/{unit}"] = res
-            tables.append(evaluate.format_table(res))
+            tables.append(evaluation.format_table(res))
     Path(args.out).write_text("\n\n".join(tables) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=2))
     print("\n\n".join(tables))

@@ -24,16 +24,17 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from pipeline import search_stage
 from pipeline.bootstrap import encode_examples
 from pipeline.config import load_config
+from pipeline.layout import RunLayout
+from pipeline.loading import task_from_config
 from search.types import Ask
 from workers.collate import BacktrackCollator
 from workers.hf import SearchTokenizer, load_checkpoint
 from workers.sampler import TransformersPolicy
 from workers.tokens import add_backspace_token
 
-TASK = search_stage.make_task_from(load_config("arith-tiny"))
+TASK = task_from_config(load_config("arith-tiny").task)
 TEST = TASK.problems("test", 300)
 
 
@@ -119,7 +120,7 @@ def main() -> None:
     ]
     report["reference, dropout 0.1"] = finetune(boot, refs, dropout=0.1)
     report["reference, dropout 0"] = finetune(boot, refs)
-    traces = pq.read_table(run / "backtrack" / "round-0" / "selected.parquet").to_pylist()
+    traces = pq.read_table(RunLayout(run).round(0, "backtrack").selected).to_pylist()
     # accuracy() added the backspace to `hf` just as training adds it: the same id
     bksp = hf.convert_tokens_to_ids("<|bksp|>")
     for name, drop_b, drop_f in [

@@ -25,6 +25,8 @@ import torch
 
 from pipeline import bootstrap, search_stage
 from pipeline.config import BootstrapConfig, load_config
+from pipeline.layout import RunLayout
+from pipeline.loading import task_from_config
 from search.types import Ask
 from workers.sampler import TransformersPolicy
 
@@ -89,12 +91,13 @@ class TimedPolicy:
 
 def in_process(cfg: Any) -> dict[str, Any]:
     """The search stage's in-process loop, with the time inside the model counted apart."""
-    problems = search_stage.make_task_from(cfg).problems("train", cfg.task.n_train)
+    problems = task_from_config(cfg.task).problems("train", cfg.task.n_train)
     t = time.perf_counter()
-    state = search_stage.build_state(cfg, problems)
+    layout = RunLayout.of(cfg)
+    state = search_stage.build_state(cfg, layout.model(0), problems)
     timed = TimedPolicy(state.policy)
     state = search_stage.State(state.task, state.tokenizer, timed, state.model_id)
-    out = search_stage.stage_dir(cfg)
+    out = layout.round(0).search
     size = cfg.search.batch_size
     rollouts = 0
     for b, start in enumerate(range(0, len(problems), size)):

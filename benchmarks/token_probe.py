@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.layout import RunLayout
 from workers.collate import BacktrackCollator
 from workers.hf import load_checkpoint
 from workers.tokens import add_backspace_token, fit_token_rows
@@ -70,7 +71,7 @@ def main() -> None:
     model, hf = load_checkpoint(run / "bootstrap" / "model", "cpu")
     bksp = add_backspace_token(model, hf)
     collate = BacktrackCollator("erase", "step", bksp, hf.encode("\n")[0], hf.pad_token_id or 0)
-    table = pq.read_table(run / "backtrack" / "round-0" / "selected.parquet")
+    table = pq.read_table(RunLayout(run).round(0, "backtrack").selected)
     rows = [{k: r[k] for k in ("input_ids", "loss_mask", "prompt_len")} for r in table.to_pylist()]
     probe = rows[:512]
     print("before:", report(model, collate, probe))

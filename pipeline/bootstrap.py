@@ -17,12 +17,9 @@ accuracy on held-out problems in `bootstrap/eval.json`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +28,13 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
-from pipeline.config import BootstrapConfig, Config, save_config
-from pipeline.evaluate import evaluate_model, format_table
-from pipeline.search_stage import make_task_from
+from pipeline.config import BootstrapConfig, Config
+from pipeline.evaluation import evaluate_to, format_table
+from pipeline.files import remove_stale, save_model
+from pipeline.layout import RunLayout
+from pipeline.loading import task_from_config
+from pipeline.runtime import record_environment, set_threads, stage_config
+from search.errors import HallucError
 from search.types import Task
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,26 @@ log = logging.getLogger(__name__)
 PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<|unk|>"
 
 
-def model_dir(cfg: Config) -> Path:
-    return Path(cfg.run.out_dir) / "bootstrap" / "model"
-
-
 def main(cfg: Config) -> dict[str, Any]:
-    """Train (unless the model exists), evaluate, and return the eval figures."""
-    out = model_dir(cfg)
-    task = make_task_from(cfg)
-    if not out.exists():
-        train(cfg, task, out)
-    eval_path = out.parent / "eval.json"
-    if eval_path.exists():
-        return dict(json.loads(eval_path.read_text()))
+    """Train (unless the model exists), evaluate (unless done), and return the eval figures."""
+    layout = RunLayout.of(cfg)
+    set_threads(cfg)
+    record_environment(cfg, layout.environment)
+    task = task_from_config(cfg.task)
+    stage_config(cfg, layout.bootstrap, only=("task", "bootstrap"))
+    remove_stale(layout.bootstrap)
+    if not layout.bootstrap_model.exists():
+        train(cfg, task, layout.bootstrap_model)
     problems = task.problems("test", cfg.bootstrap.eval_problems)
-    figures = evaluate_model(out, task, problems, cfg)
-    eval_path.write_text(json.dumps(figures, indent=2))
-    print(format_table(figures))
+    figures = evaluate_to(
+        layout.bootstrap / "eval.json", layout.bootstrap_model, task, problems, cfg
+    )
+    log.info("bootstrap model:\n%s", format_table(figures))
     return figures
+
+
+def describe(result: dict[str, Any]) -> str:
+    return format_table(result)
 
 
 def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -134,12 +137,12 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
     problems = task.problems("train", b.n_problems)
-    texts = [p.prompt + "\n".join(task.reference(p)) for p in problems]
+    texts = [p.prompt + task.step_delimiter.join(task.reference(p)) for p in problems]
     tokenizer = build_tokenizer(texts)
     examples = encode_examples(task, tokenizer, problems)
     longest = max(len(ids) for ids, _ in examples)
     if longest > b.n_positions:
-        raise ValueError(
+        raise HallucError(
             f"bootstrap.n_positions={b.n_positions} is shorter than the longest "
             f"training sequence ({longest} tokens); raise it"
         )
@@ -166,8 +169,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
             sched.step()
             opt.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    save_model_atomically(model, tokenizer, out)
-    save_config(cfg, out.parent / "config.yaml")
+    save_model(model, tokenizer, out)
 
 
 def _lr_scale(step: int, b: BootstrapConfig) -> float:
@@ -175,18 +177,3 @@ def _lr_scale(step: int, b: BootstrapConfig) -> float:
         return (step + 1) / b.warmup
     progress = (step - b.warmup) / max(1, b.steps - b.warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def save_model_atomically(model: Any, tokenizer: Any, out: Path) -> None:
-    """save_pretrained into a temporary sibling directory, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

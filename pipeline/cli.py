@@ -1,6 +1,6 @@
 """`halluc`: one subcommand per stage (DESIGN §11).
 
-halluc search --preset arith-tiny --set search.n_mc=4
+halluc search --preset arith-tiny --set search.omegaprm.n_mc=4
 halluc release runs/arith-tiny --name arith-tiny-backtracks [--push user/repo]
 halluc presets
 """
@@ -12,7 +12,8 @@ import importlib
 import logging
 import sys
 
-from pipeline.config import ConfigError, load_config, presets
+from pipeline.config import load_config, presets
+from search.errors import HallucError
 
 STAGES: dict[str, str] = {
     "bootstrap": "train a small model from scratch on the task's reference solutions",
@@ -26,10 +27,12 @@ STAGES: dict[str, str] = {
 
 
 # the module whose main(cfg) runs each config-driven stage (imported only when it runs)
+# a runner module may also define describe(result) -> str, which the CLI prints
 RUNNERS: dict[str, str] = {
     "run": "pipeline.run",
     "bootstrap": "pipeline.bootstrap",
     "search": "pipeline.search_stage",
+    "select": "pipeline.select",
     "train": "pipeline.train",
     "eval": "pipeline.evaluate",
 }
@@ -83,14 +86,23 @@ def _release_parser(p: argparse.ArgumentParser) -> None:
 def _release(args: argparse.Namespace) -> int:
     from pipeline import release
 
-    try:
-        folder = release.main(
-            args.run_dir, args.name, args.out, args.license, args.bump, args.push, args.private
-        )
-    except _user_errors() as err:
-        print(f"halluc release: {err}", file=sys.stderr)
-        return 2
+    folder = release.main(
+        args.run_dir, args.name, args.out, args.license, args.bump, args.push, args.private
+    )
     print(folder)
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if getattr(args, "address", None):
+        overrides.append(f"search.address={args.address}")
+    cfg = load_config(args.preset, overrides)
+    module = importlib.import_module(RUNNERS[args.stage])
+    result = module.main(cfg)
+    describe = getattr(module, "describe", None)
+    if describe is not None:
+        print(describe(result))
     return 0
 
 
@@ -100,47 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "presets":
         print("\n".join(presets()))
         return 0
-    if args.stage == "release":
-        return _release(args)
-    module = RUNNERS[args.stage]
-    overrides = list(args.overrides)
-    if getattr(args, "address", None):
-        overrides.append(f"search.address={args.address}")
     try:
-        cfg = load_config(args.preset, overrides)
-    except ConfigError as err:
+        return _release(args) if args.stage == "release" else _stage(args)
+    except HallucError as err:  # bad input: one line that says what to do, no traceback
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2
-    try:
-        importlib.import_module(module).main(cfg)
-    except _user_errors() as err:
-        print(f"halluc {args.stage}: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean bad input (config, data, checkpoint, cluster): a message, no traceback."""
-    from pipeline.release import ReleaseError
-    from pipeline.run import RunError
-    from pipeline.shards import ShardError
-    from search.backspace import BackspaceError
-    from search.tasks import TaskDataError
-    from workers.actors import ClusterError
-    from workers.hf import CheckpointError
-    from workers.vllm_engine import BackendError
-
-    return (
-        ConfigError,
-        ShardError,
-        BackspaceError,
-        TaskDataError,
-        ClusterError,
-        CheckpointError,
-        BackendError,
-        ReleaseError,
-        RunError,
-    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Configuration: one small frozen dataclass per stage, YAML presets, `key=value` overrides.
 
-    cfg = load_config("arith-tiny", ["search.n_mc=4", "run.out_dir=/tmp/run"])
+    cfg = load_config("arith-tiny", ["search.omegaprm.n_mc=4", "run.out_dir=/tmp/run"])
 
 A preset is a YAML file in `pipeline/presets/` (shipped inside the package) with one mapping per
-section. Unknown sections or keys and values of the wrong type fail at once with `ConfigError`,
-naming the key (and the preset file) and what is allowed. The resolved config is saved as YAML
-beside every output, with its hash on every row.
+section; sections nest (`search.omegaprm`, `task.countdown`), and `--set a.b.c=v` reaches any
+depth. Unknown sections or keys and values of the wrong type fail at once with `ConfigError`,
+naming the key (and the preset file) and what is allowed; a key that moved names its new place.
+The resolved config is saved as YAML beside every output, with its hash on every row.
 """
 
 from __future__ import annotations
@@ -22,53 +23,84 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.files import write_text
+from search.errors import HallucError, ParamError
+from search.fake import FakeParams
+from search.mcts import MctsParams
+from search.omegaprm import OmegaParams
 
-class ConfigError(ValueError):
+
+class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """Which problems. `op`/`digits` are for arithmetic; `path` and the fields for jsonl."""
+class ArithmeticConfig:
+    """`digits`-digit addition or multiplication with a digit-level scratchpad."""
 
-    name: Literal["arithmetic", "countdown", "jsonl"] = "arithmetic"
     op: Literal["add", "mul"] = "add"
     digits: int = 3
+
+    def __post_init__(self) -> None:
+        if self.digits < 1:
+            raise ConfigError(f"digits: must be at least 1, got {self.digits}")
+
+
+@dataclass(frozen=True)
+class CountdownConfig:
+    """Reach a target in [min_target, max_target] from `n_numbers` numbers in 1..max_number;
+    `n_heldout_targets` targets are kept for the test split."""
+
+    n_numbers: int = 4
+    max_number: int = 99
+    min_target: int = 10
+    max_target: int = 100
+    n_heldout_targets: int = 10
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    """Question/answer records from a JSONL file or a saved dataset directory."""
+
     path: str = ""
     question_field: str = "question"
     answer_field: str = "answer"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which problems: the task `name`, and that task's own options in its section."""
+
+    name: Literal["arithmetic", "countdown", "jsonl"] = "arithmetic"
     n_train: int = 256
     n_test: int = 500
     seed: int = 0
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    countdown: CountdownConfig = field(default_factory=CountdownConfig)
+    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
 
     def __post_init__(self) -> None:
-        if self.digits < 1 or self.n_train < 1 or self.n_test < 1:
-            raise ConfigError("task.digits, task.n_train and task.n_test must be at least 1")
-        if self.name == "jsonl" and not self.path:
-            raise ConfigError("task.path: the jsonl task needs a JSONL file or dataset directory")
+        if self.n_train < 1 or self.n_test < 1:
+            raise ConfigError("n_train and n_test must be at least 1")
+        if self.name == "jsonl" and not self.jsonl.path:
+            raise ConfigError(
+                "task.jsonl.path: the jsonl task needs a JSONL file or dataset directory; "
+                "give --set task.jsonl.path=FILE"
+            )
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Tree search (DESIGN §5). OmegaPRM: K=n_screen, k=n_mc, B=budget, alpha, beta,
-    L=length_scale, c_puct. MCTS: simulations, width, mcts_c_puct. `policy=fake` is the scripted
-    policy with known mistakes (no model): its error rates are the fake_* keys. `policy=vllm`
-    samples with vLLM on one GPU per worker (`gpu_memory` is the share of it vLLM may take)."""
+    """Tree search (DESIGN §5): `algorithm` with its parameters in `omegaprm` or `mcts`.
+    `policy=fake` is the scripted policy with known mistakes (no model), set in `fake`;
+    `policy=vllm` samples with vLLM on one GPU per worker (`gpu_memory` is its share of it)."""
 
     algorithm: Literal["omegaprm", "mcts"] = "omegaprm"
     policy: Literal["fake", "transformers", "vllm"] = "transformers"
+    omegaprm: OmegaParams = field(default_factory=OmegaParams)
+    mcts: MctsParams = field(default_factory=MctsParams)
+    fake: FakeParams = field(default_factory=FakeParams)
     gpu_memory: float = 0.85
-    n_screen: int = 32
-    n_mc: int = 8
-    budget: int = 100
-    alpha: float = 0.5
-    beta: float = 0.9
-    length_scale: float = 500.0
-    c_puct: float = 0.125
-    locate: Literal["binary", "exhaustive"] = "binary"
-    simulations: int = 20
-    width: int = 4
-    mcts_c_puct: float = 1.0
     batch_size: int = 16
     max_corrections: int = 1
     temperature: float = 1.0
@@ -76,35 +108,17 @@ class SearchConfig:
     max_batch: int = 256
     workers: int = 1
     address: str = ""
-    fake_error_rate: float = 0.05
-    fake_trap_rate: float = 0.5
-    fake_n_traps: int = 1
-    fake_fix_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_screen",
-            "n_mc",
-            "budget",
-            "simulations",
-            "width",
-            "batch_size",
-            "max_new_tokens",
-            "max_batch",
-        ):
+        for name in ("batch_size", "max_new_tokens", "max_batch"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"search.{name}: must be at least 1, got {getattr(self, name)}")
-        shares = (
-            "fake_error_rate",
-            "fake_trap_rate",
-            "fake_fix_rate",
-            "alpha",
-            "beta",
-            "gpu_memory",
-        )
-        for name in shares:
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"search.{name}: must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.gpu_memory <= 1:
+            raise ConfigError(f"gpu_memory: must be in (0, 1], got {self.gpu_memory}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature: must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.workers < 0:
+            raise ConfigError(f"workers: must be >= 0 (0 searches in-process), got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -136,31 +150,24 @@ class BootstrapConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "n_layer",
-            "n_embd",
-            "n_head",
-            "n_positions",
-            "n_problems",
-            "steps",
-            "batch_size",
-            "eval_problems",
-        ):
+        positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
+        for name in (*positive, "batch_size", "eval_problems"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"bootstrap.{name}: must be at least 1")
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ConfigError("bootstrap.n_embd must be a multiple of bootstrap.n_head")
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
+            )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning on traces (DESIGN §7). `base`: the checkpoint to start from (empty: the model
-    the round searched with). `kinds`: comma-separated trace kinds to train on. `workers` > 0
-    runs under Ray Train with that many workers. `token_warmup` > 0 first fits only the new
-    token's embedding rows for that many batches (learning rate 10 × `lr`), the rest frozen."""
+    """Fine-tuning on traces (DESIGN §7), from the model the round searched with, on the round's
+    selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
+    `workers` > 0 runs under Ray Train with that many workers. `token_warmup` > 0 first fits only
+    the new token's embedding rows for that many batches (learning rate 10 × `lr`), the rest
+    frozen. `error_weight` scales the loss of the two targets that see a wrong step."""
 
-    base: str = ""
-    data: str = ""
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
     kinds: str = "correction,self_correction,clean"
@@ -180,16 +187,17 @@ class TrainConfig:
         allowed = {"correction", "self_correction", "clean"}
         bad = set(self.kinds.split(",")) - allowed
         if bad:
-            raise ConfigError(f"train.kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
+            raise ConfigError(f"kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
         if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0 or self.token_warmup < 0:
             raise ConfigError(
-                "train.batch_size and train.save_steps must be >= 1, workers and token_warmup >= 0"
+                "batch_size and save_steps must be >= 1, workers and token_warmup >= 0"
             )
 
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """What each arm trains on next (DESIGN §6; pipeline/select.py)."""
+    """What each arm trains on next (DESIGN §6; pipeline/select.py). `arm` is the arm that
+    `halluc select` selects for on its own (the loop selects for both)."""
 
     corrections_per_problem: int = 2
     self_corrections_per_problem: int = 2
@@ -197,26 +205,31 @@ class SelectConfig:
     clean_share: float = 0.3
     min_parent_mc: float = 0.0
     curriculum: bool = False
+    arm: Literal["backtrack", "baseline"] = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
-            raise ConfigError("select.clean_share must be in [0, 1)")
+            raise ConfigError(f"clean_share: must be in [0, 1), got {self.clean_share}")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Held-out evaluation (DESIGN §8): `samples` per problem at `temperature` (pass@1 over
-    them), plus greedy; both also with the backspace banned."""
+    them), plus greedy; both also with the backspace banned. `policy` samples with transformers
+    or vLLM; `model` evaluates any checkpoint (its figures go under `run.out_dir/evals/`)."""
 
     n_problems: int = 500
     temperature: float = 1.0
     samples: int = 1
     max_backspaces: int = 16
+    policy: Literal["transformers", "vllm"] = "transformers"
     model: str = ""
 
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
-            raise ConfigError("eval.n_problems and eval.samples must be >= 1")
+            raise ConfigError("n_problems and samples must be >= 1, max_backspaces >= 0")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature: must be >= 0 (0 is greedy), got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -237,13 +250,20 @@ class TraceConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Where outputs go, the run seed every other seed derives from, and the round."""
+    """Where outputs go, the run seed every other seed derives from, the round a stage run on
+    its own works on, and the math threads of each in-process stage (search workers share them:
+    `threads // search.workers` each)."""
 
     out_dir: str = "runs/default"
     seed: int = 0
     round: int = 0
     rounds: int = 2
     model_id: str = ""
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.round < 0 or self.rounds < 0 or self.threads < 1:
+            raise ConfigError("round and rounds must be >= 0, threads >= 1")
 
 
 @dataclass(frozen=True)
@@ -258,7 +278,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @property
@@ -274,14 +294,33 @@ class Config:
 # where things are and how many workers make them; the model itself is named by each row's model_id
 NOT_HASHED = [
     ("run", "out_dir"),
+    ("run", "threads"),
     ("search", "workers"),
     ("search", "address"),
     ("model", "device"),
     ("model", "path"),
-    ("train", "base"),
-    ("train", "data"),
     ("eval", "model"),
 ]
+
+# keys that moved (old flat name -> new place) or went away (-> what to do instead)
+MOVED = {
+    **{f"search.{k}": f"search.omegaprm.{k}" for k in ("n_mc", "budget", "alpha", "beta")},
+    **{f"search.{k}": f"search.omegaprm.{k}" for k in ("length_scale", "c_puct", "locate")},
+    "search.n_screen": "search.omegaprm.n_screen (or search.mcts.n_screen)",
+    "search.simulations": "search.mcts.simulations",
+    "search.width": "search.mcts.width",
+    "search.mcts_c_puct": "search.mcts.c_puct",
+    **{f"search.fake_{k}": f"search.fake.{k}" for k in ("error_rate", "trap_rate", "fix_rate")},
+    "search.fake_n_traps": "search.fake.n_traps",
+    "task.op": "task.arithmetic.op",
+    "task.digits": "task.arithmetic.digits",
+    **{f"task.{k}": f"task.jsonl.{k}" for k in ("path", "question_field", "answer_field")},
+}
+REMOVED = {
+    "train.base": "training starts from the model the round searched with (model.path or the "
+    "bootstrap model in round 0, the previous round's model after that)",
+    "train.data": "training reads the round's selected.parquet, else its search traces",
+}
 
 
 def presets() -> list[str]:
@@ -291,20 +330,43 @@ def presets() -> list[str]:
 
 
 def load_config(preset: str = "arith-tiny", overrides: list[str] | None = None) -> Config:
-    """A preset (a shipped name or a path to a YAML file) with `section.key=value` overrides."""
+    """A preset (a shipped name or a path to a YAML file) with `a.b=value` / `a.b.c=value`
+    overrides."""
     path = _preset_path(preset)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: a preset must be a mapping of sections, got {type(raw).__name__}"
         )
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        _override(raw, item, path)
     return build(Config, raw, str(path))
+
+
+def _override(raw: dict[str, Any], item: str, path: Path) -> None:
+    key, sep, value = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"{path}: {where} is {child!r}, not a mapping, so --set {key} cannot go in it; "
+                f"fix {where} in the preset"
+            )
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: {value!r} is not a YAML value") from None
 
 
 def _preset_path(preset: str) -> Path:
@@ -319,30 +381,41 @@ def _preset_path(preset: str) -> Path:
     return path
 
 
-def build(cls: type, raw: Any, where: str) -> Any:
-    """An instance of dataclass `cls` from a mapping, every value checked against its type."""
+def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
+    """An instance of dataclass `cls` from a mapping, every value checked against its type.
+    `where` names the preset file, `prefix` the dotted key of this section."""
+    label = f"{where}: {prefix}" if prefix else where
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
+        raise ConfigError(f"{label}: expected a mapping for {cls.__name__}, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(names)}")
+    for name in sorted(set(raw) - set(names)):
+        full = f"{prefix}.{name}" if prefix else name
+        if full in MOVED:
+            raise ConfigError(f"{where}: {full} has moved: use {MOVED[full]}")
+        if full in REMOVED:
+            raise ConfigError(f"{where}: {full} was removed: {REMOVED[full]}")
+        raise ConfigError(f"{label}: unknown key {name!r}; allowed keys: {', '.join(names)}")
     values = {}
     for name, value in raw.items():
-        key = f"{where}:{name}" if ":" not in where else f"{where}.{name}"
-        values[name] = _check(hints[name], value, key)
-    return cls(**values)
+        full = f"{prefix}.{name}" if prefix else name
+        values[name] = _check(hints[name], value, where, full)
+    try:
+        return cls(**values)
+    except (ConfigError, ParamError) as err:
+        raise ConfigError(f"{label}.{err}" if prefix else f"{label}: {err}") from None
 
 
-def _check(hint: Any, value: Any, key: str) -> Any:
+def _check(hint: Any, value: Any, where: str, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return build(hint, value or {}, key)  # type: ignore[arg-type]
+        return build(hint, {} if value is None else value, where, key)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {list(allowed)}")
+            raise ConfigError(
+                f"{where}: {key}: {value!r} is not allowed; choose one of {list(allowed)}"
+            )
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
@@ -356,32 +429,61 @@ def _check(hint: Any, value: Any, key: str) -> Any:
         except ValueError:
             pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: {key}: expected {hint.__name__}, got {value!r}")
     return value
 
 
-def check_resumable(cfg: Config, saved: Path) -> None:
-    """Fail when `saved` (a run's config.yaml) holds another config than `cfg`: resuming would
-    mix the finished stages of one config with the rest of another. Paths, worker counts and
-    `run.rounds` (extending a run) may differ."""
+def config_diff(
+    old: Config, new: Config, free: set[tuple[str, str]], only: tuple[str, ...] = ()
+) -> list[str]:
+    """`key: old there, new now` for every leaf key (dotted) that differs, outside `free`, in the
+    sections `only` (all when empty)."""
+
+    def leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            full = f"{prefix}.{k}" if prefix else k
+            out |= leaves(v, full) if isinstance(v, dict) else {full: v}
+        return out
+
+    skip = {f"{s}.{k}" for s, k in free}
+    a, b = leaves(old.to_dict()), leaves(new.to_dict())
+    keys = [k for k in b if k not in skip and (not only or k.split(".")[0] in only)]
+    return [f"{k}: {a.get(k)!r} there, {b[k]!r} now" for k in keys if a.get(k) != b[k]]
+
+
+def check_resumable(cfg: Config, saved: Path, only: tuple[str, ...] = ()) -> None:
+    """Fail when `saved` (a run's or a stage's config.yaml) holds another config than `cfg` (in
+    the sections `only`, when given): resuming would mix the finished work of one config with the
+    rest of another. Paths, worker and thread counts and `run.rounds` (extending a run) may
+    differ."""
     if not saved.exists():
         return
-    old = load_config(str(saved)).to_dict()
-    new = cfg.to_dict()
-    free = {*NOT_HASHED, ("run", "rounds"), ("run", "round")}
-    diff = [
-        f"{s}.{k}: {old[s][k]!r} there, {new[s][k]!r} now"
-        for s in new
-        for k in new[s]
-        if (s, k) not in free and old[s][k] != new[s][k]
-    ]
+    allowed = {*NOT_HASHED, ("run", "rounds"), ("run", "round")}
+    diff = config_diff(load_config(str(saved)), cfg, allowed, only)
     if diff:
         raise ConfigError(
-            f"{saved.parent} holds a run with another config ({'; '.join(diff)}); give another "
-            "run.out_dir, or delete that directory to start over"
+            f"{saved.parent} holds work made with another config ({'; '.join(diff)}); give "
+            "another run.out_dir, or delete that directory to start over"
         )
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved config as YAML (and nothing secret: the config holds no tokens)."""
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically (and nothing secret: the config holds no
+    tokens)."""
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def eval_key(cfg: Config, n_problems: int) -> str:
+    """A hash of what shapes an evaluation's figures (not the model: that is its path)."""
+    d = cfg.to_dict()
+    shaping = {
+        "task": d["task"],
+        "eval": {k: v for k, v in d["eval"].items() if k not in ("model", "policy", "n_problems")},
+        "trace": d["trace"],
+        "max_new_tokens": cfg.search.max_new_tokens,
+        "seed": cfg.run.seed,
+        "dtype": cfg.model.dtype,
+        "n_problems": n_problems,
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]

@@ -34,13 +34,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files
+from search.errors import HallucError
 
 log = logging.getLogger(__name__)
 CONFIGS = ("traces", "steps", "pairs")
 ROWS_PER_FILE = 200_000
 
 
-class ReleaseError(ValueError):
+class ReleaseError(HallucError, ValueError):
     """A release that cannot be written or pushed as asked."""
 
 

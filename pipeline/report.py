@@ -5,12 +5,13 @@ viewer (erased text struck through, backspaces shown as ⌫)."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.files import write_text
+from pipeline.layout import RunLayout
 
 COLORS = {"backtrack": "#c0392b", "baseline": "#2c3e50"}
 METRICS = [
@@ -51,8 +52,8 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def write(root: Path, cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> str:
-    """Write report.md and report.html under `root`; returns the Markdown table."""
+def write(layout: RunLayout, cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> str:
+    """Write the run's report.md and report.html; returns the Markdown table."""
     md = table(cfg, evals)
     n = evals["backtrack"][0]["n_problems"]
     intro = (
@@ -60,8 +61,8 @@ def write(root: Path, cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> st
         f"{cfg.eval.samples} sample(s) per problem at {_setting(cfg)}; round 0 is the "
         f"starting model. Config hash `{cfg.hash}`.\n\n"
     )
-    (root / "report.md").write_text(intro + md + "\n")
-    traces = _traces(root, cfg)
+    write_text(layout.report_md, intro + md + "\n")
+    traces = _traces(layout, cfg, len(evals["backtrack"]) - 1)
     charts = "".join(_chart(evals, cfg, metric, title) for metric, title in METRICS)
     doc = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Halluc run report</title>"
@@ -70,7 +71,7 @@ def write(root: Path, cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> st
         f"<h2>By round</h2><div class='charts'>{charts}</div>"
         f"<h2>Traces</h2>{traces}</body></html>"
     )
-    (root / "report.html").write_text(doc)
+    write_text(layout.report_html, doc)
     return md
 
 
@@ -128,17 +129,18 @@ def _chart(evals: dict[str, list[dict[str, Any]]], cfg: Config, metric: str, tit
     )
 
 
-def _traces(root: Path, cfg: Config, n: int = 6) -> str:
+def _traces(layout: RunLayout, cfg: Config, rounds: int, n: int = 6) -> str:
     """A few backtrack traces from the last round's selection, rendered token by token."""
     from transformers import AutoTokenizer
 
-    rounds = sorted((root / "backtrack").glob("round-*/selected.parquet"))
-    # the model trained on that selection: its tokenizer has the backspace token
-    tok_dir = rounds[-1].parent / "train" / "model" if rounds else root
-    if not (tok_dir / "config.json").exists():
+    if rounds < 1:
         return "<p>No traces.</p>"
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    rows = [r for r in pq.read_table(rounds[-1]).to_pylist() if r["n_backspaces"] > 0][:n]
+    last = layout.round(rounds - 1, "backtrack")
+    # the model trained on that selection: its tokenizer has the backspace token
+    if not (last.model / "config.json").exists() or not last.selected.exists():
+        return "<p>No traces.</p>"
+    tok = AutoTokenizer.from_pretrained(last.model)
+    rows = [r for r in pq.read_table(last.selected).to_pylist() if r["n_backspaces"] > 0][:n]
     bksp = tok.convert_tokens_to_ids(cfg.trace.bksp_token)
     items = []
     for r in rows:

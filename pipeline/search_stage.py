@@ -1,7 +1,7 @@
 """The search stage: tree search over the task's training problems, written as Parquet shards.
 
     halluc search --preset arith-tiny                       # CPU, in-process
-    halluc search --preset arith-tiny --set search.n_mc=4   # any key=value override
+    halluc search --preset arith-tiny --set search.omegaprm.n_mc=4   # any key=value override
     ray job submit --working-dir . -- halluc search --preset countdown-gpu \
         --set search.policy=vllm --set search.workers=4 --set run.out_dir=/mnt/shared/runs/cd
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,38 +24,44 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.config import Config, save_config
+from pipeline.config import Config
+from pipeline.files import read_json, remove_stale, write_json
+from pipeline.layout import RunLayout
+from pipeline.loading import load_model, task_from_config
+from pipeline.runtime import stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, write_batch
 from search.driver import Search, run_batched
-from search.fake import ScriptedPolicy
-from search.mcts import MctsParams, mcts
-from search.omegaprm import OmegaParams, omegaprm
-from search.tasks import make_task
-from search.tokenizer import CharTokenizer
+from search.errors import HallucError
+from search.mcts import mcts
+from search.omegaprm import omegaprm
 from search.traces import table_rows
 from search.tree import Judge, Tree, derive_seed
 from search.types import Policy, Problem, Task, Tokenizer
-from workers.actors import init_ray, run_pool
-from workers.hf import check_checkpoint_dir
+from workers.policy import Decoding, load_fake, make_policy
 
 log = logging.getLogger(__name__)
 
 
-def stage_dir(cfg: Config) -> Path:
-    return Path(cfg.run.out_dir) / f"round-{cfg.run.round}" / "search"
-
-
 def main(cfg: Config) -> dict[str, Any]:
-    """Search every training problem not searched yet; returns (and saves) the summary."""
-    out = stage_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    task = make_task_from(cfg)
+    """`halluc search`: round `run.round` outside the arms, with that round's model."""
+    layout = RunLayout.of(cfg)
+    r = cfg.run.round
+    return search(cfg, layout.model(r), layout.round(r).search)
+
+
+def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
+    """Search every training problem not searched yet with the checkpoint `model`, writing shards
+    under `out`; returns (and saves) the summary."""
+    task = task_from_config(cfg.task)
     problems = task.problems("train", cfg.task.n_train)
     if not problems:
-        raise ValueError(f"task {task.name} gave no training problems; check the task config")
+        raise HallucError(f"task {task.name} gave no training problems; check the task config")
     if cfg.search.policy != "fake":
-        check_checkpoint_dir(model_path(cfg))  # fail before any worker starts
+        from workers.hf import check_checkpoint_dir
+
+        check_checkpoint_dir(model)  # fail before any worker starts
+    stage_config(cfg, out, only=("task", "search", "trace", "run", "model"))
+    remove_stale(out)
     size = cfg.search.batch_size
     batches = [problems[i : i + size] for i in range(0, len(problems), size)]
     todo = [b for b in range(len(batches)) if not batch_done(out, b)]
@@ -73,22 +77,25 @@ def main(cfg: Config) -> dict[str, Any]:
     jobs = [(cfg, batches[b], out, b) for b in todo]
     with Progress(sum(len(batches[b]) for b in todo)) as progress:
         if cfg.search.workers == 0:
-            state = build_state(cfg, problems)
+            state = build_state(cfg, model, problems)
             for job in jobs:
                 progress.update(search_batch(state, *job))
         else:
+            from workers.actors import init_ray, run_pool
+
             init_ray(cfg.search.address)
             run_pool(
                 build_state,
-                (cfg, problems),
+                (cfg, model, problems),
                 search_batch,
                 jobs,
                 cfg.search.workers,
                 on_result=progress.update,
                 num_gpus=1 if cfg.search.policy == "vllm" else 0,  # one per vLLM engine
+                threads=max(1, cfg.run.threads // cfg.search.workers),
             )
     summary = summarize(out, len(batches), task.has_step_checker)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     log.info("search summary: %s", json.dumps(summary))
     return summary
 
@@ -114,69 +121,23 @@ class Progress:
         self.bar.close()
 
 
-def model_path(cfg: Config) -> Path:
-    """The checkpoint the policy loads: `model.path`, or the run's bootstrap model."""
-    return Path(cfg.model.path) if cfg.model.path else Path(cfg.run.out_dir) / "bootstrap" / "model"
-
-
-def build_state(cfg: Config, problems: list[Problem]) -> State:
+def build_state(cfg: Config, model: Path, problems: list[Problem]) -> State:
     """The task, tokenizer and policy one search worker owns (built inside the worker)."""
-    task = make_task_from(cfg)
+    task = task_from_config(cfg.task)
     s = cfg.search
     if s.policy == "fake":
-        tokenizer: Tokenizer = CharTokenizer(bksp_token=cfg.trace.bksp_token)
-        policy: Policy = ScriptedPolicy(
-            task,
-            problems,
-            tokenizer,
-            s.fake_error_rate,
-            s.fake_trap_rate,
-            s.fake_n_traps,
-            s.fake_fix_rate,
-            cfg.trace.unit,
-            max_new_tokens=s.max_new_tokens,
-            seed=derive_seed(cfg.run.seed, "fake-policy"),
-        )
-        return State(task, tokenizer, policy, f"fake:{s.fake_error_rate}/{s.fake_trap_rate}")
-    from workers.hf import SearchTokenizer, backtrack_meta, load_checkpoint, load_tokenizer
-
-    path = model_path(cfg)
-    model: Any = None  # vLLM loads the weights itself
-    if s.policy == "vllm":
-        hf = load_tokenizer(path, cfg.model.trust_remote_code)
+        seed = derive_seed(cfg.run.seed, "fake-policy")
+        loaded = load_fake(task, problems, s.fake, cfg.trace.bksp_token, cfg.trace.unit, seed)
     else:
-        model, hf = load_checkpoint(
-            path, cfg.model.device, cfg.model.dtype, cfg.model.trust_remote_code
-        )
-    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
-    # a model trained on backspaces uses them, in its attention mode; any other model must not
-    # emit one by chance
-    meta = backtrack_meta(path)
-    options = {
-        "temperature": s.temperature,
-        "max_new_tokens": s.max_new_tokens,
-        "ban_ids": [] if meta else [tok.bksp_id],
-        "bksp_id": tok.bksp_id,
-        "mode": meta.get("mode", "stream"),
-        "unit": meta.get("unit", cfg.trace.unit),
-        "step_end_only": cfg.trace.step_end_only(meta.get("unit", cfg.trace.unit)),
-    }
-    if s.policy == "vllm":
-        from workers.segments import SegmentPolicy
-        from workers.vllm_engine import VllmEngine
-
-        engine = VllmEngine(
-            path, cfg.model.dtype, s.gpu_memory, cfg.model.trust_remote_code, cfg.run.seed
-        )
-        policy = SegmentPolicy(engine, tok.eos_id, tok.delim_id, **options)
-    else:
-        from workers.sampler import TransformersPolicy
-
-        pad = hf.pad_token_id or 0
-        policy = TransformersPolicy(
-            model, tok.eos_id, tok.delim_id, max_batch=s.max_batch, pad_id=pad, **options
-        )
-    return State(task, tok, policy, cfg.run.model_id or str(path))
+        loaded = load_model(cfg, s.policy, model, task)
+    decoding = Decoding(
+        temperature=s.temperature,
+        max_new_tokens=s.max_new_tokens,
+        max_batch=s.max_batch,
+        backspace_at=cfg.trace.backspace_at,
+    )
+    policy = make_policy(loaded, decoding)
+    return State(task, loaded.tokenizer, policy, cfg.run.model_id or loaded.name)
 
 
 @dataclass(frozen=True)
@@ -187,31 +148,14 @@ class State:
     model_id: str
 
 
-def make_task_from(cfg: Config) -> Task:
-    t = cfg.task
-    if t.name == "arithmetic":
-        return make_task("arithmetic", op=t.op, digits=t.digits, seed=t.seed)
-    if t.name == "countdown":
-        return make_task("countdown", seed=t.seed)
-    return make_task(
-        "jsonl", path=t.path, question_field=t.question_field, answer_field=t.answer_field
-    )
-
-
 def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) -> Search:
     """The configured search algorithm over one problem, seeded by (run seed, round, id)."""
     prompt = tuple(tokenizer.encode(problem.prompt))
     tree = Tree(Judge(task, problem, tokenizer, prompt, cfg.trace.unit))
-    s = cfg.search
     seed = derive_seed(cfg.run.seed, cfg.run.round, problem.id)
-    if s.algorithm == "mcts":
-        return Search(
-            mcts(tree, MctsParams(s.n_screen, s.n_mc, s.simulations, s.width, s.mcts_c_puct), seed)
-        )
-    params = OmegaParams(
-        s.n_screen, s.n_mc, s.budget, s.alpha, s.beta, s.length_scale, s.c_puct, s.locate
-    )
-    return Search(omegaprm(tree, params, seed))
+    if cfg.search.algorithm == "mcts":
+        return Search(mcts(tree, cfg.search.mcts, seed))
+    return Search(omegaprm(tree, cfg.search.omegaprm, seed))
 
 
 def search_batch(
@@ -241,7 +185,7 @@ def search_batch(
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
     }
-    _write_json(out / "stats" / f"batch-{batch:05d}.json", stats)
+    write_json(out / "stats" / f"batch-{batch:05d}.json", stats)
     write_batch(out, batch, tables)
     return stats
 
@@ -250,7 +194,7 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
     """Totals over every finished batch, read back from the stats and the shards."""
     import pyarrow.parquet as pq
 
-    stats = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("batch-*.json"))]
+    stats = [read_json(p) for p in sorted((out / "stats").glob("batch-*.json"))]
     traces = pq.read_table(out / "traces", columns=["kind", "mc_error_step", "exact_error_step"])
     kinds = traces.column("kind").to_pylist()
     mc_step = traces.column("mc_error_step").to_pylist()
@@ -267,11 +211,3 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
             sum(m == e for m, e in located) / len(located) if located and has_checker else None
         ),
     }
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)

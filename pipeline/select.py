@@ -10,7 +10,13 @@
 
 With `select.curriculum=true` the backtrack set is ordered by how much each trace erases, least
 first (clean traces first of all), and training reads it in that order. The chosen rows are
-written to `selected.parquet` with the traces schema, beside the arm's round.
+written to the round's `select/selected.parquet` with the traces schema.
+
+    halluc select --preset arith-tiny                          # round run.round's search
+    halluc select --preset arith-tiny --set select.arm=baseline
+
+On its own, the baseline selection matches the tokens of the backtrack selection of the same
+search; in `halluc run` it matches the backtrack arm's selection of the round.
 """
 
 from __future__ import annotations
@@ -23,10 +29,60 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import SelectConfig
+from pipeline.config import Config, SelectConfig
+from pipeline.files import TMP, remove_stale
+from pipeline.layout import RoundLayout, RunLayout
+from pipeline.runtime import stage_config
 from pipeline.shards import FEATURES, checked_shard_files
+from search.errors import HallucError
 
 Row = dict[str, Any]
+
+
+class SelectError(HallucError):
+    """A round whose search gave nothing to train on."""
+
+
+def main(cfg: Config) -> dict[str, Any]:
+    """`halluc select`: the `select.arm` selection of round `run.round` outside the arms."""
+    rnd = RunLayout.of(cfg).round(cfg.run.round)
+    path, tokens = select(cfg, cfg.select.arm, rnd)
+    return {
+        "arm": cfg.select.arm,
+        "path": str(path),
+        "rows": pq.read_metadata(path).num_rows,
+        "tokens": tokens,
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    return f"{result['arm']}: {result['rows']} rows, {result['tokens']} tokens -> {result['path']}"
+
+
+def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) -> tuple[Path, int]:
+    """Write (once) and return the `arm` selection of the round's search and its token count.
+    The baseline draws `match` tokens (default: as many as the backtrack selection holds)."""
+    if rnd.selected.exists():
+        return rnd.selected, n_tokens(read_selected(rnd.selected))
+    stage_config(cfg, rnd.select)
+    remove_stale(rnd.select)
+    rows = read_traces(rnd.search)
+    seed = cfg.run.seed + 1000 * cfg.run.round
+    if arm == "backtrack":
+        chosen = select_backtrack(rows, cfg.select, seed)
+    else:
+        if match is None:
+            match = n_tokens(select_backtrack(rows, cfg.select, seed))
+        chosen = select_baseline(rows, cfg.select, match, seed)
+    if not chosen:
+        raise SelectError(
+            f"the {arm} arm selected no traces in round {cfg.run.round}: the search found no "
+            f"usable trace (a model that is always right or always wrong? see "
+            f"{rnd.search / 'summary.json'}); train the model more or less, or raise "
+            "search.omegaprm.budget"
+        )
+    write_selected(chosen, rnd.selected)
+    return rnd.selected, n_tokens(chosen)
 
 
 def read_traces(search_dir: Path) -> list[Row]:
@@ -86,7 +142,7 @@ def n_tokens(rows: list[Row]) -> int:
 
 def write_selected(rows: list[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.parent / f".{path.name}{TMP}"
     pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES["traces"].arrow_schema), tmp)
     tmp.replace(path)
 

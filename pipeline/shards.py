@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
+from search.errors import HallucError
+
 SCHEMA_VERSION = 1
 TABLES = ("steps", "pairs", "traces")  # write order: traces last marks the batch done
 
@@ -85,7 +87,7 @@ FEATURES: dict[str, Features] = {
 }
 
 
-class ShardError(ValueError):
+class ShardError(HallucError, ValueError):
     """Rows that do not fit a table's schema, or a shard of another schema version."""
 
 

@@ -3,7 +3,8 @@
     halluc train --preset arith-tiny --set train.mode=erase        # CPU, in-process
     halluc train --preset arith-tiny --set train.workers=2          # Ray Train, 2 workers (gloo)
 
-Reads the `traces` shards of the round's search (kinds from `train.kinds`), adds the backspace
+Reads the round's `selected.parquet` (else the `traces` shards of its search; kinds from
+`train.kinds`) and starts from the model the round searched with, adds the backspace
 token to the model (`train.init`), sets dropout to `train.dropout` (0 by default: on arith-tiny,
 fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at 57%,
 with dropout 0 it rose to 71%), and trains with transformers' `Trainer` and `BacktrackCollator`:
@@ -17,7 +18,6 @@ same function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -28,43 +28,50 @@ from datasets import Dataset, load_dataset
 from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
-from pipeline.bootstrap import save_model_atomically
-from pipeline.config import Config, save_config
-from pipeline.search_stage import model_path as search_model_path
-from pipeline.search_stage import stage_dir as search_dir
+from pipeline.config import Config
+from pipeline.files import remove_stale, save_model
+from pipeline.layout import RoundLayout, RunLayout
+from pipeline.loading import task_from_config
+from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import ShardError, check_schema_version, checked_shard_files
-from workers.collate import BacktrackCollator
+from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
 from workers.hf import META, CheckpointError, load_checkpoint, pick_device
 from workers.tokens import add_backspace_token, fit_token_rows
 
 log = logging.getLogger(__name__)
 
 
-def stage_dir(cfg: Config) -> Path:
-    return Path(cfg.run.out_dir) / f"round-{cfg.run.round}" / "train"
-
-
 def main(cfg: Config) -> Path:
-    """Train unless the model exists; returns the trained model's directory."""
-    out = stage_dir(cfg)
-    if (out / "model" / META).exists():
-        log.info("train: %s exists, nothing to do", out / "model")
-        return out / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    """`halluc train`: round `run.round` outside the arms, from that round's model."""
+    layout = RunLayout.of(cfg)
+    record_environment(cfg, layout.environment)
+    r = cfg.run.round
+    return train(cfg, layout.model(r), layout.round(r))
+
+
+def train(cfg: Config, base: Path, rnd: RoundLayout) -> Path:
+    """Fine-tune the checkpoint `base` on the round's selection (its search traces when nothing
+    was selected) unless the round's model exists; returns the trained model's directory."""
+    if (rnd.model / META).exists():
+        log.info("train: %s exists, nothing to do", rnd.model)
+        return rnd.model
+    stage_config(cfg, rnd.train)
+    remove_stale(rnd.train)
+    job = {"cfg": cfg, "base": str(base), "round": str(rnd.root)}
     if cfg.train.workers > 0:
-        load_traces(cfg)  # fail on bad shards before any worker starts
-        _run_ray_train(cfg)
+        load_traces(cfg, rnd)  # fail on bad shards before any worker starts
+        _run_ray_train(job)
     else:
-        train_worker({"cfg": cfg})
-    log.info("train: model saved to %s", out / "model")
-    return out / "model"
+        set_threads(cfg)
+        train_worker(job)
+    log.info("train: model saved to %s", rnd.model)
+    return rnd.model
 
 
-def load_traces(cfg: Config) -> Dataset:
-    """The training rows (`train.data`: a selected Parquet file or a search directory; default:
-    the round's search) of the configured kinds, checked for schema version."""
-    root = Path(cfg.train.data) if cfg.train.data else search_dir(cfg)
+def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
+    """The training rows of the configured kinds: the round's selection, else every trace of
+    its search; checked for schema version."""
+    root = rnd.selected if rnd.selected.exists() else rnd.search
     files = [str(root)] if root.is_file() else checked_shard_files(root, "traces")
     if not files:
         raise ShardError(f"no traces shards under {root}; run `halluc search` first")
@@ -79,17 +86,19 @@ def load_traces(cfg: Config) -> Dataset:
     return ds.select_columns(["input_ids", "loss_mask", "prompt_len", "raw_text", "prompt_text"])
 
 
-def prepare(cfg: Config) -> tuple[Any, Any, BacktrackCollator, Dataset]:
+def prepare(
+    cfg: Config, base: Path, rnd: RoundLayout
+) -> tuple[Any, Any, BacktrackCollator, Dataset]:
     """Model with the backspace token, tokenizer, collator, and checked training rows."""
-    base = Path(cfg.train.base) if cfg.train.base else search_model_path(cfg)
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
     bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)
     for module in model.modules():  # fine-tuning dropout (the checkpoint's config is kept)
         if isinstance(module, torch.nn.Dropout):
             module.p = cfg.train.dropout
-    delim = tok.encode("\n", add_special_tokens=False)
+    delimiter = task_from_config(cfg.task).step_delimiter
+    delim = tok.encode(delimiter, add_special_tokens=False)
     check_attention(model, cfg.train.mode)
-    ds = load_traces(cfg)
+    ds = load_traces(cfg, rnd)
     _check_same_tokenizer(ds, tok)
     collate = BacktrackCollator(
         cfg.train.mode,
@@ -114,9 +123,9 @@ def check_attention(model: Any, mode: str) -> None:
 
 
 class WeightedTrainer(Trainer):
-    """Trainer whose loss takes per-target weights from the batch (`loss_weights`), when the
-    collator sends them (otherwise the model's own loss), and that reads the rows in order when
-    `sequential` is set (a curriculum)."""
+    """Trainer whose loss is `workers.collate.loss` when the collator sends per-target weights
+    (otherwise the Trainer's own), and that reads the rows in order when `sequential` is set (a
+    curriculum)."""
 
     sequential = False
 
@@ -132,21 +141,10 @@ class WeightedTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        weights = inputs.pop("loss_weights", None)
-        if weights is None:
+        if LOSS_WEIGHTS not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        logits = outputs.logits[:, :-1].float()
-        target, w = labels[:, 1:], weights[:, 1:]
-        per_token = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            target.reshape(-1),
-            ignore_index=-100,
-            reduction="none",
-        )
-        loss = (per_token * w.reshape(-1)).sum() / (target != -100).sum().clamp(min=1)
-        return (loss, outputs) if return_outputs else loss
+        value, outputs = loss(model, inputs)
+        return (value, outputs) if return_outputs else value
 
 
 def _check_same_tokenizer(ds: Dataset, tok: Any) -> None:
@@ -162,10 +160,11 @@ def _check_same_tokenizer(ds: Dataset, tok: Any) -> None:
 def train_worker(config: dict[str, Any]) -> None:
     """One training process (the whole run in-process, or one Ray Train worker)."""
     cfg: Config = config["cfg"]
+    rnd = RoundLayout(Path(config["round"]))
     t = cfg.train
     torch.manual_seed(t.seed)
-    model, tok, collate, ds = prepare(cfg)
-    out = stage_dir(cfg)
+    model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd)
+    out = rnd.train
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -198,9 +197,8 @@ def train_worker(config: dict[str, Any]) -> None:
         warm_token_rows(model, collate, ds, cfg)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
-        save_model_atomically(trainer.model, tok, out / "model")
         meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
-        (out / "model" / META).write_text(json.dumps(meta))
+        save_model(trainer.model, tok, rnd.model, extra={META: meta})
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
@@ -226,21 +224,22 @@ def _cycle(loader: Any) -> Any:
         yield from loader
 
 
-def _run_ray_train(cfg: Config) -> None:
+def _run_ray_train(job: dict[str, Any]) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from workers.actors import init_ray
 
+    cfg: Config = job["cfg"]
     init_ray(cfg.search.address)
     gpu = torch.cuda.is_available()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg, "ray": True},
+        train_loop_config=job | {"ray": True},
         scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpu),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(
-            name="halluc-train", storage_path=str((stage_dir(cfg) / "ray").resolve())
+            name="halluc-train", storage_path=str((Path(job["round"]) / "train" / "ray").resolve())
         ),
     )
     trainer.fit()

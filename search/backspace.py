@@ -17,11 +17,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from search.errors import HallucError
+
 Unit = Literal["token", "step"]
 UNITS: tuple[Unit, ...] = ("token", "step")
 
 
-class BackspaceError(ValueError):
+class BackspaceError(HallucError, ValueError):
     """A backspace stream or trace that cannot be applied (deletes into the prompt, bad unit)."""
 
 

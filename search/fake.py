@@ -18,8 +18,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from search.backspace import Unit
+from search.errors import ParamError, check_params
 from search.tree import derive_seed, split_steps
 from search.types import Ask, Problem, Rollout, Task, Tokenizer
+
+
+@dataclass(frozen=True)
+class FakeParams:
+    """The scripted policy's mistakes: each step is wrong with `error_rate`, except `n_traps`
+    trap steps per problem, wrong with `trap_rate`; a wrong step is erased and fixed with
+    `fix_rate` (a policy that already backtracks)."""
+
+    error_rate: float = 0.05
+    trap_rate: float = 0.5
+    n_traps: int = 1
+    fix_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_params(self, (), ("error_rate", "trap_rate", "fix_rate"))
+        if self.n_traps < 0:
+            raise ParamError(f"n_traps: must be >= 0, got {self.n_traps}")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
+from search.errors import check_params
 from search.tree import FailingBranch, Node, SearchResult, Tree, derive_seed
 from search.types import Ask, Rollout
 
@@ -24,11 +25,17 @@ Gen = Generator[list[Ask], list[list[Rollout]], SearchResult]
 
 @dataclass(frozen=True)
 class MctsParams:
+    """K screening rollouts, k rollouts per leaf value, `simulations` PUCT descents, at most
+    `width` children per node."""
+
     n_screen: int = 32
     n_mc: int = 8
     simulations: int = 20
     width: int = 4
     c_puct: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_params(self, ("n_screen", "n_mc", "simulations", "width"), ())
 
 
 def mcts(tree: Tree, params: MctsParams, seed: int) -> Gen:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from search.errors import ParamError, check_params
 from search.tree import FailingBranch, Node, SearchResult, Steps, Tree, derive_seed, flatten
 from search.types import Ask, Rollout
 
@@ -42,6 +43,11 @@ class OmegaParams:
     length_scale: float = 500.0
     c_puct: float = 0.125
     locate: Literal["binary", "exhaustive"] = "binary"
+
+    def __post_init__(self) -> None:
+        check_params(self, ("n_screen", "n_mc", "budget"), ("alpha", "beta"))
+        if self.length_scale <= 0 or self.c_puct < 0:
+            raise ParamError("length_scale must be > 0 and c_puct >= 0")
 
 
 @dataclass

@@ -31,7 +31,7 @@ def scripted(task, problems, tok, **kw):
 
 # 2-digit addition, 400 steps (about 10 s): right about half the time at T=1.0
 TINY = [
-    "task.digits=2",
+    "task.arithmetic.digits=2",
     "bootstrap.steps=400",
     "bootstrap.n_problems=2000",
     "bootstrap.eval_problems=40",
@@ -42,7 +42,7 @@ TINY = [
     "search.workers=0",
     "task.n_train=16",
     "search.batch_size=8",
-    "search.budget=4",
+    "search.omegaprm.budget=4",
     "train.token_warmup=5",
 ]
 

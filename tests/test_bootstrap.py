@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline import bootstrap, cli
+from search.errors import HallucError
 from tests.conftest import tiny_cfg
 
 
@@ -48,7 +49,7 @@ def test_same_seed_same_weights(tmp_path):
 def test_llama_bootstrap_and_too_short_positions(tmp_path):
     bootstrap.main(tiny_cfg(tmp_path / "l", "bootstrap.arch=llama", "bootstrap.steps=5"))
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "l" / "bootstrap" / "model")
-    with pytest.raises(ValueError, match="n_positions"):
+    with pytest.raises(HallucError, match="n_positions"):
         bootstrap.main(tiny_cfg(tmp_path / "s", "bootstrap.n_positions=8"))
     assert not (tmp_path / "s" / "bootstrap" / "model").exists()
 
@@ -76,7 +77,8 @@ def test_search_bad_input_says_what_to_do(tmp_path, capsys):
     )
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert "empty.jsonl" in fails("task.name=jsonl", f"task.path={empty}", "search.policy=fake")
+    jsonl = ("task.name=jsonl", f"task.jsonl.path={empty}", "search.policy=fake")
+    assert "empty.jsonl" in fails(*jsonl)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     assert "no *.safetensors weights" in fails(f"model.path={tmp_path / 'm'}")

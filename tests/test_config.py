@@ -17,9 +17,54 @@ def test_presets_are_shipped():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("arith-tiny", ["search.n_mc=4", "search.alpha=1", "trace.unit=step"])
-    assert cfg.search.n_mc == 4 and cfg.search.alpha == 1.0 and cfg.trace.unit == "step"
+    sets = ["search.omegaprm.n_mc=4", "search.omegaprm.alpha=1", "trace.unit=step"]
+    cfg = load_config("arith-tiny", sets)
+    assert cfg.search.omegaprm.n_mc == 4 and cfg.search.omegaprm.alpha == 1.0
+    assert cfg.trace.unit == "step"
     assert cfg.hash != load_config("arith-tiny").hash
+
+
+def test_nested_sections_reach_the_algorithms_and_tasks_unchanged():
+    from search.mcts import MctsParams
+    from search.omegaprm import OmegaParams
+
+    cfg = load_config(
+        "arith-tiny",
+        ["search.mcts.width=2", "search.fake.trap_rate=0.25", "task.countdown.n_numbers=3"],
+    )
+    assert cfg.search.mcts == MctsParams(width=2)  # the search's own dataclass, no mapping
+    assert isinstance(cfg.search.omegaprm, OmegaParams) and cfg.search.omegaprm.budget == 8
+    assert cfg.search.fake.trap_rate == 0.25 and cfg.task.countdown.n_numbers == 3
+
+
+def test_every_task_option_reaches_the_task():
+    from pipeline.loading import task_from_config
+
+    sets = ["task.name=countdown", "task.countdown.n_numbers=3", "task.countdown.max_number=20"]
+    sets += ["task.countdown.min_target=10", "task.countdown.max_target=50", "task.seed=3"]
+    task = task_from_config(load_config("arith-tiny", sets).task)
+    problems = task.problems("train", 5)
+    assert all(len(p.meta["numbers"]) == 3 and max(p.meta["numbers"]) <= 20 for p in problems)
+    assert all(10 <= p.meta["target"] <= 50 for p in problems)
+    arith = task_from_config(load_config("arith-tiny", ["task.arithmetic.op=mul"]).task)
+    assert "*" in arith.problems("train", 1)[0].prompt
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("search.n_mc", "search.omegaprm.n_mc"),
+        ("search.mcts_c_puct", "search.mcts.c_puct"),
+        ("search.fake_error_rate", "search.fake.error_rate"),
+        ("task.digits", "task.arithmetic.digits"),
+        ("task.path", "task.jsonl.path"),
+    ],
+)
+def test_old_flat_keys_name_their_new_place(old, new):
+    with pytest.raises(ConfigError, match=f"{old} has moved: use {new}"):
+        load_config("arith-tiny", [f"{old}=1"])
+    with pytest.raises(ConfigError, match="train.base was removed: training starts from"):
+        load_config("arith-tiny", ["train.base=/x"])
 
 
 def test_out_dir_does_not_change_the_hash():
@@ -29,17 +74,20 @@ def test_out_dir_does_not_change_the_hash():
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["search.n_mcc=4"], r"unknown key 'n_mcc'; allowed keys: algorithm, policy"),
+        (["search.n_mcc=4"], r"search: unknown key 'n_mcc'; allowed keys: algorithm, policy"),
+        (["search.omegaprm.k=4"], r"search.omegaprm: unknown key 'k'; allowed keys: n_screen"),
         (["serch.n_mc=4"], r"unknown key 'serch'; allowed keys: task, model, bootstrap, search"),
         (
             ["trace.unit=word"],
             r"trace.unit: 'word' is not allowed; choose one of \['token', 'step'\]",
         ),
-        (["search.n_mc=many"], r"search.n_mc: expected int, got 'many'"),
-        (["search.n_mc=0"], r"search.n_mc: must be at least 1"),
-        (["search.alpha=1.5"], r"search.alpha: must be in \[0, 1\]"),
-        (["search.n_mc"], r"must look like section.key=value"),
-        (["task.name=jsonl"], r"task.path"),
+        (["search.omegaprm.n_mc=many"], r"search.omegaprm.n_mc: expected int, got 'many'"),
+        (["search.omegaprm.n_mc=0"], r"search.omegaprm.n_mc: must be at least 1"),
+        (["search.omegaprm.alpha=1.5"], r"search.omegaprm.alpha: must be in \[0, 1\]"),
+        (["search.temperature=-1"], r"search.temperature: must be >= 0"),
+        (["eval.temperature=-0.5"], r"eval.temperature: must be >= 0"),
+        (["search.omegaprm"], r"must look like section.key=value"),
+        (["task.name=jsonl"], r"task.jsonl.path"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

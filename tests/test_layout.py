@@ -66,3 +66,55 @@ def test_the_cpu_path_never_imports_vllm():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
+
+
+STAGES = ["bootstrap", "search_stage", "select", "train", "evaluate", "release"]
+
+
+def _pipeline_imports(module: str) -> set[str]:
+    """The `pipeline.*` modules `module` imports, at any depth of its code."""
+    import ast
+
+    tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "pipeline":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("pipeline."):
+                found.add(node.module.removeprefix("pipeline."))
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("pipeline.") for a in node.names if "pipeline." in a.name}
+    return found
+
+
+def test_stages_are_siblings():
+    """A stage module never imports another stage module: what several stages share lives in
+    modules of its own (layout, files, loading, runtime, evaluation, shards, config)."""
+    for stage in STAGES:
+        others = _pipeline_imports(stage) & (set(STAGES) - {stage})
+        assert not others, f"pipeline/{stage}.py imports the stage(s) {sorted(others)}"
+
+
+def test_the_sibling_check_sees_imports():
+    assert {"layout", "evaluation"} <= _pipeline_imports("bootstrap")
+    assert {"bootstrap", "search_stage", "select", "train"} <= _pipeline_imports("run")
+
+
+def test_the_fake_policy_path_imports_no_model_or_cluster_library():
+    """Config, layout and a search with the fake policy stay light (no torch, ray, transformers)."""
+    code = (
+        "import sys, tempfile\n"
+        "from pipeline.config import load_config\n"
+        "from pipeline import search_stage, select, cli\n"
+        "d = tempfile.mkdtemp()\n"
+        "cfg = load_config('arith-tiny', ['search.policy=fake', 'search.workers=0',\n"
+        "    'task.n_train=4', 'search.batch_size=4', f'run.out_dir={d}'])\n"
+        "import logging; logging.disable(logging.CRITICAL)\n"
+        "search_stage.main(cfg)\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

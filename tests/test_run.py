@@ -28,7 +28,7 @@ def outputs(root):
             json.loads((d / "eval.json").read_text())["settings"],
             [
                 {k: v for k, v in r.items() if k != "model_id"}
-                for r in pq.read_table(d / "selected.parquet").to_pylist()
+                for r in pq.read_table(d / "select" / "selected.parquet").to_pylist()
             ],
         )
     got["report"] = (root / "report.md").read_text().replace(str(root), "")
@@ -68,7 +68,7 @@ def test_killed_in_search_and_in_training_resumes_to_the_same_outputs(
     monkeypatch.setattr(search_stage, "search_batch", real_batch)
 
     def dies_in_baseline_training(config):
-        if "baseline" in config["cfg"].run.out_dir:
+        if "baseline" in config["round"]:
             raise KeyboardInterrupt
         return real_train(config)
 

@@ -7,8 +7,9 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, search_stage, shards
+from pipeline import cli, shards
 from pipeline.config import load_config
+from pipeline.layout import RunLayout
 from pipeline.shards import FEATURES, shard_files
 
 SMALL = [
@@ -16,8 +17,8 @@ SMALL = [
     "search.workers=0",
     "task.n_train=24",
     "search.batch_size=8",
-    "search.budget=6",
-    "search.n_screen=8",
+    "search.omegaprm.budget=6",
+    "search.omegaprm.n_screen=8",
 ]
 
 
@@ -100,7 +101,7 @@ def test_rows_carry_provenance(tmp_path):
         assert rows, table
         assert {r["config_hash"] for r in rows} == {cfg.hash}
         assert {r["schema_version"] for r in rows} == {1}
-    assert search_stage.stage_dir(cfg) == tmp_path / "round-0" / "search"
+    assert RunLayout.of(cfg).round(0).search == tmp_path / "round-0" / "search"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

@@ -11,7 +11,8 @@ from ray import cloudpickle
 
 from pipeline import cli
 from pipeline.config import load_config
-from pipeline.search_stage import build_state, search_batch, stage_dir
+from pipeline.layout import RunLayout
+from pipeline.search_stage import build_state, search_batch
 from pipeline.shards import FEATURES, shard_files
 from workers.actors import ClusterError, init_ray, run_pool
 
@@ -22,8 +23,8 @@ FAKE = [
     "search.policy=fake",
     "task.n_train=40",
     "search.batch_size=8",
-    "search.budget=6",
-    "search.n_screen=8",
+    "search.omegaprm.budget=6",
+    "search.omegaprm.n_screen=8",
 ]
 
 
@@ -40,6 +41,10 @@ def run(out, *extra):
         args += ["--set", s]
     assert cli.main(args) == 0
     return stage_dir(load_config("arith-tiny", [*FAKE, f"run.out_dir={out}"]))
+
+
+def stage_dir(cfg):
+    return RunLayout.of(cfg).round(cfg.run.round).search
 
 
 def tables(root):
@@ -70,18 +75,18 @@ def dies_once(state, cfg, problems, out, batch, marker_dir):
 
 def test_dead_actor_is_restarted_and_its_batch_retried(tmp_path):
     cfg = load_config("arith-tiny", [*FAKE, f"run.out_dir={tmp_path / 'killed'}"])
-    task_problems = build_state(cfg, []).task.problems("train", cfg.task.n_train)
+    task_problems = build_state(cfg, Path(), []).task.problems("train", cfg.task.n_train)
     out = stage_dir(cfg)
     batches = [task_problems[i : i + 8] for i in range(0, 40, 8)]
     jobs = [(cfg, b, out, i, str(tmp_path)) for i, b in enumerate(batches)]
-    results = run_pool(build_state, (cfg, task_problems), dies_once, jobs, n_workers=2)
+    results = run_pool(build_state, (cfg, Path(), task_problems), dies_once, jobs, n_workers=2)
     assert (tmp_path / "died-1").exists() and (tmp_path / "died-2").exists()
     assert sorted(r["batch"] for r in results) == list(range(5))
     reference = run(tmp_path / "ref", "search.workers=0")
     assert tables(out) == tables(reference)
     ids = pq.read_table(shard_files(out, "steps"), columns=["problem_id"]).column(0).to_pylist()
     assert set(ids) == {p.id for p in task_problems}
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp*"))
 
 
 def test_unreachable_address_fails_fast():

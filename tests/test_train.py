@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from pipeline import evaluate, train
+from pipeline.layout import RunLayout
 from pipeline.shards import ShardError
 from tests.conftest import tiny_cfg
 from workers.hf import CheckpointError, load_checkpoint
@@ -67,7 +68,7 @@ def test_training_moves_parameters_and_saves_a_model_that_reloads(searched, tmp_
         "greedy, backspace banned",
         "T=1.0, backspace banned",
     }
-    assert (path.parent / "eval.json").exists()
+    assert (path.parent.parent / "eval.json").exists()  # the round's one eval.json
 
 
 def test_killed_training_resumes_to_the_same_weights(searched, tmp_path, monkeypatch):
@@ -103,7 +104,7 @@ def test_killed_training_resumes_to_the_same_weights(searched, tmp_path, monkeyp
 
 def test_bad_inputs(searched, tmp_path):
     with pytest.raises(ShardError, match="run `halluc search` first"):
-        train.load_traces(cfg_for(tmp_path))
+        train.load_traces(cfg_for(tmp_path), RunLayout(tmp_path).round(0))
     model, _ = load_checkpoint(searched / "bootstrap" / "model", "cpu")
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(CheckpointError, match="4D mask"):

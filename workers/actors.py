@@ -21,10 +21,12 @@ from typing import Any
 
 import ray
 
+from search.errors import HallucError
+
 log = logging.getLogger(__name__)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(HallucError, RuntimeError):
     """A Ray cluster that cannot be reached or used."""
 
 
@@ -88,9 +90,11 @@ def run_pool(
     on_result: Callable[[Any], None] | None = None,
     retries: int = 3,
     num_gpus: int = 0,
+    threads: int | None = None,
 ) -> list[Any]:
-    """Run `fn(state, *job)` for every job on `n_workers` actors (each with `num_gpus` GPUs);
-    results in completion order."""
+    """Run `fn(state, *job)` for every job on `n_workers` actors (each with `num_gpus` GPUs and
+    `threads` math threads: default, its share of the cluster's CPUs); results in completion
+    order."""
     cpus = int(ray.available_resources().get("CPU", 1))
     per_actor = max(1, cpus // n_workers)
     if num_gpus:
@@ -108,7 +112,7 @@ def run_pool(
             num_gpus=num_gpus,
             max_restarts=retries,
             max_task_retries=retries,
-        ).remote(make_state, state_args, per_actor)
+        ).remote(make_state, state_args, threads or per_actor)
         for _ in range(n_workers)
     ]
     pending = list(jobs)[::-1]

@@ -4,6 +4,9 @@ Labels are the input ids where `loss_mask` is 1 and -100 elsewhere, so the promp
 tokens carry no loss while backspaces and corrections do. `stream`: a 2D padding mask, plain
 causal attention. `erase`: the 4D mask and position ids of `workers.erase.erase_attention`, the
 same rule decoding uses. Rows are right-padded; packing is never used.
+
+With `error_weight` != 1 the batch also carries per-target weights (`LOSS_WEIGHTS`), which only
+`loss()` below reads: the model's own loss ignores them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,29 @@ import torch
 
 from search.backspace import Unit
 from workers.erase import erase_attention
+
+LOSS_WEIGHTS = "loss_weights"
+
+
+def loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    """The training loss of `batch` (a `BacktrackCollator` batch) and the model's outputs: the
+    mean cross-entropy over labelled targets, each weighted by `LOSS_WEIGHTS` when present."""
+    inputs = dict(batch)
+    weights = inputs.pop(LOSS_WEIGHTS, None)
+    if weights is None:
+        outputs = model(**inputs)
+        return outputs.loss, outputs
+    labels = inputs.pop("labels")
+    outputs = model(**inputs)
+    logits = outputs.logits[:, :-1].float()
+    target, w = labels[:, 1:], weights[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        target.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    )
+    return (per_token * w.reshape(-1)).sum() / (target != -100).sum().clamp(min=1), outputs
 
 
 @dataclass
@@ -51,7 +77,7 @@ class BacktrackCollator:
             mask[i, : len(seq)] = 1
         batch = {"input_ids": ids, "labels": labels}
         if self.error_weight != 1.0:
-            batch["loss_weights"] = self.weights(ids, labels)
+            batch[LOSS_WEIGHTS] = self.weights(ids, labels)
         if self.mode == "stream":
             batch["attention_mask"] = mask
             return batch

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from search.errors import HallucError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(HallucError, ValueError):
     """A checkpoint directory that cannot be used as it is."""
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import torch
 
+from workers.collate import LOSS_WEIGHTS
+
 Init = Literal["mean", "words", "description", "subtokens"]
 INITS: tuple[Init, ...] = ("mean", "words", "description", "subtokens")
 WORDS = ["delete", "undo", "back", "erase", "remove", "backspace"]
@@ -91,7 +93,7 @@ def fit_token_rows(
     try:
         model.train()
         for batch in batches:
-            batch = {k: v.to(params[0].device) for k, v in batch.items() if k != "loss_weights"}
+            batch = {k: v.to(params[0].device) for k, v in batch.items() if k != LOSS_WEIGHTS}
             loss = model(**batch).loss
             optim.zero_grad()
             loss.backward()

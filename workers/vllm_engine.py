@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from search.errors import HallucError
 from workers.hf import check_checkpoint_dir
 from workers.segments import Piece, Request
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 _BAN = -100.0
 
 
-class BackendError(RuntimeError):
+class BackendError(HallucError, RuntimeError):
     """A policy backend that cannot run here (missing package, no GPU)."""
 
 

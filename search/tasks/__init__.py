@@ -9,13 +9,15 @@ import hashlib
 import inspect
 from typing import TYPE_CHECKING, Any, Literal
 
+from search.errors import HallucError
+
 if TYPE_CHECKING:
     from search.types import Task
 
 SPLITS = ("train", "test")
 
 
-class TaskDataError(ValueError):
+class TaskDataError(HallucError, ValueError):
     """Task data that cannot be used as it is; the message names the file, the line and the fix."""
 
 
@@ -25,15 +27,15 @@ def hash_split(text: str) -> Literal["train", "test"]:
 
 
 def check_split(split: str) -> None:
-    """Raise a ValueError naming the allowed splits unless `split` is one of them."""
+    """Raise a TaskDataError naming the allowed splits unless `split` is one of them."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise TaskDataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
 
 
 def make_task(name: str, **options: Any) -> Task:
     """The task called `name` ("arithmetic", "countdown" or "jsonl"), built with `options`.
 
-    Raises ValueError listing the allowed names for an unknown name, and the accepted options for
+    Raises TaskDataError listing the allowed names for an unknown name, and the accepted options for
     an option the task does not take.
     """
     from search.tasks.arithmetic import ArithmeticTask
@@ -46,12 +48,12 @@ def make_task(name: str, **options: Any) -> Task:
         "jsonl": JsonlTask,
     }
     if name not in tasks:
-        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(tasks))}")
+        raise TaskDataError(f"unknown task {name!r}; choose one of: {', '.join(sorted(tasks))}")
     cls = tasks[name]
     signature = inspect.signature(cls)
     try:
         signature.bind(**options)
     except TypeError as err:
         accepted = ", ".join(signature.parameters)
-        raise ValueError(f"task {name!r}: {err}; it accepts the options: {accepted}") from None
+        raise TaskDataError(f"task {name!r}: {err}; it accepts the options: {accepted}") from None
     return cls(**options)

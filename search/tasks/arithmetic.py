@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
-from search.tasks import check_split, hash_split
+from search.tasks import TaskDataError, check_split, hash_split
 from search.types import Problem, content_id
 
 OPS = ("add", "mul")
@@ -53,9 +53,9 @@ class ArithmeticTask:
 
     def __init__(self, op: Literal["add", "mul"] = "add", digits: int = 3, seed: int = 0) -> None:
         if op not in OPS:
-            raise ValueError(f"arithmetic op must be one of {', '.join(OPS)}, got {op!r}")
+            raise TaskDataError(f"arithmetic op must be one of {', '.join(OPS)}, got {op!r}")
         if not isinstance(digits, int) or digits < 1:
-            raise ValueError(f"arithmetic digits must be a positive integer, got {digits!r}")
+            raise TaskDataError(f"arithmetic digits must be a positive integer, got {digits!r}")
         self.op = op
         self.digits = digits
         self.seed = seed
@@ -87,7 +87,7 @@ class ArithmeticTask:
         """
         check_split(split)
         if n < 0:
-            raise ValueError(f"number of problems must be non-negative, got {n}")
+            raise TaskDataError(f"number of problems must be non-negative, got {n}")
         rng = random.Random(f"{self.seed}-{split}")
         found: dict[str, Problem] = {}
         max_attempts = 10_000 + 100 * n
@@ -98,7 +98,7 @@ class ArithmeticTask:
             if hash_split(problem.prompt) == split:
                 found.setdefault(problem.id, problem)
         if len(found) < n:
-            raise ValueError(
+            raise TaskDataError(
                 f"found only {len(found)} distinct {split} problems of {self.digits}-digit "
                 f"{self.op} after {max_attempts} draws, {n} asked; ask for fewer or raise digits"
             )

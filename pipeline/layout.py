@@ -1,0 +1,118 @@
+"""Where everything in a run directory lives: the one owner of its layout. Every stage asks it.
+
+    run.out_dir/
+      config.yaml               the resolved config of the run (each stage directory has its own)
+      environment.json          library versions, threads, CPU flags, git commit
+      bootstrap/model/          the model trained from scratch (unless model.path is given)
+      bootstrap/eval.json       its figures: round 0 (start-eval.json when model.path is given)
+      ARM/round-R/              one arm's round R (a stage run on its own uses round-R/)
+        search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
+        select/                 selected.parquet (what the arm trains on), config.yaml
+        train/model/            the trained model (halluc.json: how decoding must treat it)
+        eval.json               that model's figures
+      evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
+      report.md  report.html
+
+Round R searches with the model of round R-1 (round 0 with the start model) and trains from it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+
+ARMS = ("backtrack", "baseline")
+
+
+@dataclass(frozen=True)
+class RoundLayout:
+    """One round of one arm."""
+
+    root: Path
+
+    @property
+    def search(self) -> Path:
+        return self.root / "search"
+
+    @property
+    def select(self) -> Path:
+        return self.root / "select"
+
+    @property
+    def selected(self) -> Path:
+        return self.root / "select" / "selected.parquet"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "train" / "model"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+    given_model: str = ""  # model.path: the start model instead of the bootstrap's
+
+    @classmethod
+    def of(cls, cfg: Config) -> RunLayout:
+        return cls(Path(cfg.run.out_dir), cfg.model.path)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.root / "bootstrap"
+
+    @property
+    def bootstrap_model(self) -> Path:
+        return self.root / "bootstrap" / "model"
+
+    @property
+    def start_model(self) -> Path:
+        """The model round 0 searches with: `model.path`, else the bootstrap model."""
+        return Path(self.given_model) if self.given_model else self.bootstrap_model
+
+    @property
+    def start_eval(self) -> Path:
+        """Round 0's figures: the start model's evaluation."""
+        if self.given_model:
+            return self.root / "start-eval.json"
+        return self.bootstrap / "eval.json"
+
+    def round(self, r: int, arm: str = "") -> RoundLayout:
+        """Round `r` of `arm` (empty: a stage run on its own, outside the arms)."""
+        base = self.root / arm if arm else self.root
+        return RoundLayout(base / f"round-{r}")
+
+    def model(self, r: int, arm: str = "") -> Path:
+        """The model round `r` searches with and trains from."""
+        return self.start_model if r == 0 else self.round(r - 1, arm).model
+
+    def adhoc_eval(self, model: str | Path, config_hash: str) -> Path:
+        """Where an ad-hoc evaluation of `model` goes: never over a stage's figures."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("_")[-80:] or "model"
+        return self.root / "evals" / f"{slug}-{config_hash}.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"

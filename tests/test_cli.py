@@ -1,0 +1,106 @@
+"""The CLI: every stage it lists dispatches, `halluc select` works on its own, `eval.policy`
+reaches the policy factory, and user errors are one line."""
+
+import importlib
+import importlib.util
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli
+from pipeline.layout import RunLayout
+from tests.conftest import TINY
+
+
+def stage_args(stage, out, *sets):
+    args = [stage]
+    for s in [f"run.out_dir={out}", *TINY, *sets]:
+        args += ["--set", s]
+    return args
+
+
+def test_every_listed_stage_dispatches(tmp_path, monkeypatch, capsys):
+    assert set(cli.STAGES) == set(cli.RUNNERS) | {"release"}
+    called = []
+    for stage, name in cli.RUNNERS.items():
+        module = importlib.import_module(name)
+        monkeypatch.setattr(module, "main", lambda cfg, stage=stage: called.append(stage) or {})
+        monkeypatch.setattr(module, "describe", lambda result, stage=stage: f"{stage} done", False)
+        assert cli.main([stage, "--set", f"run.out_dir={tmp_path}"]) == 0
+        assert f"{stage} done" in capsys.readouterr().out
+    assert called == list(cli.RUNNERS)
+
+
+def test_select_on_its_own(searched, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
+    assert cli.main(stage_args("select", out)) == 0
+    rnd = RunLayout(out).round(0)
+    backtrack = pq.read_table(rnd.selected).to_pylist()
+    assert backtrack and f"-> {rnd.selected}" in capsys.readouterr().out
+    assert any(r["kind"] == "correction" for r in backtrack)
+    # a selection made with other settings is refused, naming the key
+    shutil.copy(rnd.selected, tmp_path / "kept.parquet")
+    rnd.selected.unlink()
+    assert cli.main(stage_args("select", out, "select.corrections_per_problem=1")) == 2
+    assert "select.corrections_per_problem: 2 there, 1 now" in capsys.readouterr().err
+    # the baseline on its own: clean only, as many tokens as the backtrack selection
+    shutil.rmtree(rnd.select)
+    assert cli.main(stage_args("select", out, "select.arm=baseline")) == 0
+    baseline = pq.read_table(rnd.selected).to_pylist()
+    assert {r["kind"] for r in baseline} == {"clean"}
+    tokens = sum(len(r["input_ids"]) for r in backtrack)
+    longest = max(len(r["input_ids"]) for r in baseline)
+    assert tokens <= sum(len(r["input_ids"]) for r in baseline) < tokens + longest
+
+
+def test_eval_policy_reaches_the_factory(trained, tmp_path, monkeypatch, capsys):
+    from pipeline import evaluation
+
+    seen = []
+    real = evaluation.load_model
+
+    def spy(cfg, kind, path, task):
+        seen.append(kind)
+        return real(cfg, "transformers", path, task)
+
+    monkeypatch.setattr(evaluation, "load_model", spy)
+    model = trained[0] / "bootstrap" / "model"
+    sets = [f"eval.model={model}", "eval.n_problems=4", "eval.policy=vllm"]
+    assert cli.main(stage_args("eval", tmp_path, *sets)) == 0
+    assert seen == ["vllm"] and "| greedy |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_eval_on_vllm_without_vllm_says_what_to_do(trained, tmp_path, capsys):
+    model = trained[0] / "bootstrap" / "model"
+    sets = [f"eval.model={model}", "eval.n_problems=4", "eval.policy=vllm"]
+    assert cli.main(stage_args("eval", tmp_path, *sets)) == 2
+    assert "pip install 'halluc[vllm]'" in capsys.readouterr().err
+
+
+def test_adhoc_eval_never_overwrites_a_stage_figures(trained, tmp_path):
+    """`halluc eval --set eval.model=<run>/bootstrap/model` writes under evals/, and the
+    bootstrap's own eval.json keeps its figures."""
+    run = trained[0]
+    before = (run / "bootstrap" / "eval.json").read_bytes()
+    model = run / "bootstrap" / "model"
+    assert cli.main(stage_args("eval", run, f"eval.model={model}", "eval.n_problems=4")) == 0
+    assert (run / "bootstrap" / "eval.json").read_bytes() == before
+    [adhoc] = (run / "evals").glob("*.json")
+    assert '"n_problems": 4' in adhoc.read_text()
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: [unclosed\n")
+    assert cli.main(["search", "--preset", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "Traceback" not in err
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("search: 3\n")
+    assert cli.main(["search", "--preset", str(scalar), "--set", "search.workers=0"]) == 2
+    assert "search is 3, not a mapping" in capsys.readouterr().err
+    assert cli.main(["search", "--set", "search.temperature=-1"]) == 2
+    assert "search.temperature: must be >= 0" in capsys.readouterr().err

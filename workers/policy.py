@@ -1,0 +1,159 @@
+"""The one way a policy gets built, for the search and for evaluation alike.
+
+    loaded = load("transformers", path, delimiter="\\n", bksp_token="<|bksp|>", unit="step")
+    policy = make_policy(loaded, Decoding(temperature=0.7, max_new_tokens=64))
+
+`load` reads a checkpoint once (weights into torch, or a vLLM engine) with its tokenizer and the
+backspace semantics it was trained with (`halluc.json`: attention mode and unit); `make_policy`
+builds a policy of that kind with the given decoding options, as often as needed (evaluation
+builds one per setting over one load). `load_fake` stands in for a checkpoint with the scripted
+policy of `search.fake`. A model not trained on backspaces never emits one by chance: its
+backspace is always banned. Heavy libraries are imported only for the kind that needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from search.backspace import Unit
+from search.fake import FakeParams
+from search.types import Policy, Problem, Task, Tokenizer
+
+Kind = Literal["transformers", "vllm", "fake"]
+Mode = Literal["stream", "erase"]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a policy samples. `temperature` 0 is greedy; `max_batch` rows per forward pass
+    (transformers); `ban_backspace` forbids the backspace; at most `max_backspaces` per row;
+    `backspace_at="step_end"` allows one only right after a step delimiter or another backspace
+    (step unit only); `logprobs` returns each sampled token's log-probability."""
+
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    max_batch: int = 256
+    ban_backspace: bool = False
+    max_backspaces: int = 16
+    backspace_at: Literal["any", "step_end"] = "any"
+    logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checkpoint loaded for sampling. `backend`: the torch model, the vLLM engine, or the
+    fake policy; `trained`: it carries `halluc.json` (it was trained on backspaces), whose
+    `mode` and `unit` decoding must use."""
+
+    kind: Kind
+    name: str
+    tokenizer: Tokenizer
+    backend: Any
+    mode: Mode
+    unit: Unit
+    trained: bool
+    pad_id: int = 0
+
+
+def load(
+    kind: Kind,
+    path: str | Path,
+    delimiter: str,
+    bksp_token: str,
+    unit: Unit,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    gpu_memory: float = 0.85,
+    seed: int = 0,
+) -> Loaded:
+    """The checkpoint at `path` for a `kind` ("transformers" or "vllm") policy. `unit` applies
+    to a model without `halluc.json`."""
+    from workers.hf import SearchTokenizer, backtrack_meta, load_checkpoint, load_tokenizer
+
+    if kind == "vllm":
+        from workers.vllm_engine import VllmEngine
+
+        hf = load_tokenizer(path, trust_remote_code)
+        backend: Any = VllmEngine(path, dtype, gpu_memory, trust_remote_code, seed)
+    elif kind == "transformers":
+        backend, hf = load_checkpoint(path, device, dtype, trust_remote_code)
+    else:
+        raise ValueError(f"load() takes a checkpoint kind (transformers, vllm), not {kind!r}")
+    tok = SearchTokenizer.wrap(hf, delimiter, bksp_token)
+    meta = backtrack_meta(path)
+    mode = meta.get("mode", "stream")
+    return Loaded(
+        kind,
+        str(path),
+        tok,
+        backend,
+        mode,
+        meta.get("unit", unit),
+        bool(meta),
+        hf.pad_token_id or 0,
+    )
+
+
+def load_fake(
+    task: Task,
+    problems: Sequence[Problem],
+    params: FakeParams,
+    bksp_token: str,
+    unit: Unit,
+    seed: int,
+) -> Loaded:
+    """The scripted policy with known mistakes on `problems`, over a character tokenizer."""
+    from search.tokenizer import CharTokenizer
+
+    tok = CharTokenizer(bksp_token=bksp_token)
+    name = f"fake:{params.error_rate}/{params.trap_rate}"
+    return Loaded("fake", name, tok, (task, list(problems), params, seed), "stream", unit, True)
+
+
+def make_policy(loaded: Loaded, d: Decoding) -> Policy:
+    """A policy of `loaded.kind` over `loaded` with decoding options `d`."""
+    tok = loaded.tokenizer
+    if loaded.kind == "fake":
+        from search.fake import ScriptedPolicy
+
+        task, problems, params, seed = loaded.backend
+        fields = vars(params)
+        return ScriptedPolicy(
+            task,
+            problems,
+            tok,
+            **fields,
+            unit=loaded.unit,
+            max_new_tokens=d.max_new_tokens,
+            seed=seed,
+        )
+    options: dict[str, Any] = {
+        "temperature": d.temperature,
+        "max_new_tokens": d.max_new_tokens,
+        "logprobs": d.logprobs,
+        "ban_ids": [tok.bksp_id] if d.ban_backspace or not loaded.trained else [],
+        "bksp_id": tok.bksp_id,
+        "mode": loaded.mode,
+        "unit": loaded.unit,
+        "max_backspaces": d.max_backspaces,
+        "step_end_only": d.backspace_at == "step_end" and loaded.unit == "step",
+    }
+    if loaded.kind == "vllm":
+        from workers.segments import SegmentPolicy
+
+        return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
+    from workers.sampler import TransformersPolicy
+
+    return TransformersPolicy(
+        loaded.backend,
+        tok.eos_id,
+        tok.delim_id,
+        max_batch=d.max_batch,
+        pad_id=loaded.pad_id,
+        **options,
+    )
