@@ -5,14 +5,18 @@
 
 The folder holds `data/{traces,steps,pairs}-NNNNN-of-NNNNN.parquet` (the shard schema, explicit) and
 a `README.md` card whose YAML names the three configs and their `data_files`, so
-`datasets.load_dataset("datasets/NAME", "traces")` (or the Hub repo id) loads each. Rows come from
-every finished search stage under RUN_DIR (both arms, every round); a row that two stages wrote
-identically (round 0 of both arms searches the same model with the same seeds) is kept once.
+`datasets.load_dataset("OUT/NAME", "traces")` (or the Hub repo id) loads each (OUT: `--out`,
+default `datasets`). Rows come from every finished search stage under RUN_DIR (both arms, every
+round); a row that two stages wrote identically (round 0 of both arms searches the same model with
+the same seeds) is kept once.
 
-Versions: `release.json` records the version and a fingerprint of the source shards. Releasing the
-same shards again is a no-op; releasing other shards under an existing name fails unless `--bump`,
-which moves the old folder to `datasets/NAME@vN` and writes version N+1. The folder is written
-under a temporary name and renamed into place, so a killed release leaves nothing half-written.
+Versions: `release.json` records the version and a fingerprint of the source shards (their bytes
+and their paths within the run, so the same run given by another path, or copied, is the same
+release). Releasing the same shards again is a no-op; releasing other shards under an existing
+name fails unless `--bump`, which moves the old folder to `OUT/NAME@vN` and writes version N+1.
+The folder is written under a temporary name and renamed into place, so a killed release leaves
+nothing half-written; the next release of that name removes such a temporary. Every source shard
+is checked (`pipeline.shards.read_table`) before anything is written or pushed.
 
 `--push REPO_ID` uploads the folder as a dataset repo with `huggingface_hub` (token: HF_TOKEN or a
 `huggingface-cli login`), creating the repo if needed. The token is never logged or written.
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -33,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files
+from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files, read_table
 from search.errors import HallucError
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,7 @@ def main(
     if not name or "/" in name or name.startswith("."):
         raise ReleaseError(f"--name {name!r}: give a plain folder name such as my-run-v1")
     stages = search_stages(run)
-    fingerprint = _fingerprint(stages)
+    fingerprint = _fingerprint(run, stages)
     previous = _read_meta(folder)
     if previous and previous["fingerprint"] == fingerprint:
         log.info("release: %s already holds these shards (version %d)", folder, previous["version"])
@@ -98,13 +103,14 @@ def search_stages(run: Path) -> list[Path]:
     return stages
 
 
-def _fingerprint(stages: list[Path]) -> str:
+def _fingerprint(run: Path, stages: list[Path]) -> str:
+    """Hash of every checked shard's bytes and its path relative to `run`, in that path's order:
+    the same for the same run given by a relative or absolute path, or copied elsewhere."""
+    files = [Path(f) for s in stages for t in CONFIGS for f in checked_shard_files(s, t)]
     digest = hashlib.sha256()
-    for stage in stages:
-        for table in CONFIGS:
-            for f in checked_shard_files(stage, table):
-                digest.update(f.encode())
-                digest.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    for rel, f in sorted((f.relative_to(run).as_posix(), f) for f in files):
+        digest.update(rel.encode() + b"\0")
+        digest.update(hashlib.sha256(f.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -123,7 +129,8 @@ def _write(
     fingerprint: str,
 ) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    _remove_stale_temporaries(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # a folder like any other, not mkdtemp's private one
@@ -139,13 +146,23 @@ def _write(
             "rows": {t: c["rows"] for t, c in counts.items()},
         }
         (tmp / "release.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "README.md").write_text(card(run, name, license, version, counts))
+        (tmp / "README.md").write_text(card(run, folder, license, version, counts))
         if folder.exists():
             os.replace(folder, folder.with_name(f"{folder.name}@v{version - 1}"))
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("release: wrote %s (version %d): %s", folder, version, meta["rows"])
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporary folders (`.NAME.XXXXXXXX.tmp`, mkdtemp's names) that a killed release
+    of this name left beside `folder`; other names' temporaries are left alone."""
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.[a-z0-9_]{{8}}(\.tmp)?")
+    for p in folder.parent.iterdir():
+        if p.is_dir() and pattern.fullmatch(p.name):
+            log.info("release: removing %s, left by a killed release", p)
+            shutil.rmtree(p)
 
 
 def _write_config(stages: list[Path], table: str, data: Path) -> dict[str, Any]:
@@ -161,17 +178,15 @@ def _write_config(stages: list[Path], table: str, data: Path) -> dict[str, Any]:
         "hashes": set(),
     }
     for stage in stages:
-        for f in checked_shard_files(stage, table):
-            rows = pq.read_table(f, schema=schema).to_pylist()
-            keep = []
-            for row in rows:
-                key = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).digest()
-                if key not in seen:
-                    seen.add(key)
-                    keep.append(row)
-                    _count(stats, row)
-            if keep:
-                parts.append(pa.Table.from_pylist(keep, schema=schema))
+        keep = []
+        for row in read_table(stage, table).to_pylist():
+            key = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).digest()
+            if key not in seen:
+                seen.add(key)
+                keep.append(row)
+                _count(stats, row)
+        if keep:
+            parts.append(pa.Table.from_pylist(keep, schema=schema))
     whole = pa.concat_tables(parts) if parts else schema.empty_table()
     n_files = max(1, -(-whole.num_rows // ROWS_PER_FILE))
     data.mkdir(parents=True, exist_ok=True)
@@ -199,8 +214,9 @@ def size_category(n: int) -> str:
     return labels[-1]
 
 
-def card(run: Path, name: str, license: str, version: int, counts: dict[str, Any]) -> str:
-    """The dataset card: YAML metadata the Hub and `load_dataset` read, then provenance."""
+def card(run: Path, folder: Path, license: str, version: int, counts: dict[str, Any]) -> str:
+    """The dataset card of the release folder `folder`: YAML metadata the Hub and `load_dataset`
+    read, a usage snippet that loads `folder`, then provenance."""
     configs = "".join(
         f"- config_name: {t}\n  data_files:\n  - split: train\n    path: data/{t}-*.parquet\n"
         + ("  default: true\n" if t == "traces" else "")
@@ -223,7 +239,7 @@ size_categories:
 configs:
 {configs}---
 
-# {name}
+# {folder.name}
 
 Stream-of-search traces in which a language model erases its own wrong step with a backspace
 token and continues correctly, found by tree search over the model's own rollouts (Halluc),
@@ -231,7 +247,7 @@ with the process labels and preference pairs the same search produced. Version {
 
 ```python
 from datasets import load_dataset
-traces = load_dataset("datasets/{name}", "traces", split="train")  # or the Hub repo id
+traces = load_dataset({json.dumps(str(folder))}, "traces", split="train")  # or the Hub repo id
 ```
 
 | config | rows |

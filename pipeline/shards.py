@@ -7,13 +7,22 @@ Layout under a shard directory:
 One file per table per batch of problems, named by the batch (never by the worker), so a batch that
 runs twice (a Ray retry, a resumed run) rewrites the same files. Each file is written to a temporary
 name and renamed into place once closed; `traces` is written last, so a batch is done exactly when
-its `traces` file exists. The schema is explicit (`datasets.Features`), never inferred from rows,
-so every shard has the same types and `datasets.load_dataset("parquet", ...)` loads any set of them.
+its `traces` file exists. A write first removes the temporaries a killed earlier write of the same
+file left behind. The schema is explicit (`datasets.Features`), never inferred from rows, so every
+shard has the same types and `datasets.load_dataset("parquet", ...)` loads any set of them.
+
+Reading: `read_table` (or `checked_shard_files` for another reader) checks every file before any row
+is used: its full schema (column names, order and types of `FEATURES[table]`, from the Parquet
+footer) and its schema version. A table folder holds only `batch-NNNNN.parquet` files: any other
+entry is an error naming it, since other readers of the folder (`pq.read_table(folder)`,
+`load_dataset("parquet", data_dir=...)`) would read it as rows. Names starting with "." (our
+temporaries) are skipped, as every Parquet reader skips them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -87,8 +96,12 @@ FEATURES: dict[str, Features] = {
 }
 
 
+SHARD_NAME = re.compile(r"batch-\d{5,}\.parquet")
+
+
 class ShardError(HallucError, ValueError):
-    """Rows that do not fit a table's schema, or a shard of another schema version."""
+    """Rows that do not fit a table's schema, or a file in a shard folder that is not a shard of
+    this schema (another schema version, other columns, damaged, or not a shard at all)."""
 
 
 def shard_path(root: Path, table: str, batch: int) -> Path:
@@ -96,8 +109,19 @@ def shard_path(root: Path, table: str, batch: int) -> Path:
 
 
 def batch_done(root: Path, batch: int) -> bool:
-    """A batch is done exactly when its `traces` file exists (it is written last)."""
-    return shard_path(root, "traces", batch).exists()
+    """A batch is done exactly when its `traces` file exists (it is written last); then each of its
+    three files is checked (`check_shard`), so a resumed run never skips a damaged batch."""
+    if not shard_path(root, "traces", batch).exists():
+        return False
+    for table in TABLES:
+        path = shard_path(root, table, batch)
+        if not path.exists():
+            raise ShardError(
+                f"{path} is missing although batch {batch} is marked done by its traces file; "
+                f"delete {shard_path(root, 'traces', batch)} and rerun to redo the batch"
+            )
+        check_shard(path, table)
+    return True
 
 
 def write_shard(root: Path, table: str, batch: int, rows: list[dict[str, Any]]) -> Path:
@@ -118,6 +142,8 @@ def write_shard(root: Path, table: str, batch: int, rows: list[dict[str, Any]]) 
         ) from err
     final = shard_path(root, table, batch)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed earlier write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     try:
@@ -136,16 +162,80 @@ def write_batch(root: Path, batch: int, tables: dict[str, list[dict[str, Any]]])
 
 
 def shard_files(root: Path, table: str) -> list[str]:
-    """The finished shard files of a table, in batch order (temporary files excluded)."""
-    return sorted(str(p) for p in (Path(root) / table).glob("batch-*.parquet"))
+    """The finished shard files of a table, in batch order, unchecked (temporary files excluded)."""
+    folder = Path(root) / table
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name))
 
 
 def checked_shard_files(root: Path, table: str) -> list[str]:
-    """`shard_files` of a table, each checked to be of this schema version."""
+    """`shard_files` of a table, each checked by `check_shard`; fails on any other entry of the
+    table's folder (hidden names excepted), naming it."""
+    folder = Path(root) / table
+    if folder.is_dir():
+        stray = sorted(
+            str(p)
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and not (SHARD_NAME.fullmatch(p.name) and p.is_file())
+        )
+        if stray:
+            raise ShardError(
+                f"{folder} holds entries that are not Halluc shards (batch-NNNNN.parquet): "
+                f"{', '.join(stray)}; move them out of the folder (other Parquet readers of the "
+                "folder would read them as rows)"
+            )
     files = shard_files(root, table)
     for f in files:
-        check_schema_version(f)
+        check_shard(f, table)
     return files
+
+
+def read_table(root: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+    """Every shard of `table` under `root`, checked (`checked_shard_files`), as one Arrow table in
+    batch order: the given `columns` (default: all, in schema order); an empty table of the
+    schema when there is no shard."""
+    parts = [pq.read_table(f, columns=columns) for f in checked_shard_files(root, table)]
+    if parts:
+        return pa.concat_tables(parts)
+    empty = FEATURES[table].arrow_schema.empty_table()
+    return empty.select(columns) if columns is not None else empty
+
+
+def check_shard(path: str | Path, table: str) -> None:
+    """Fail, naming `path`, unless it is a readable Parquet file with exactly the columns of
+    `FEATURES[table]` (names, order, types) and this schema version in every row. Reads the
+    footer and the `schema_version` column only."""
+    try:
+        got = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(
+            f"{path} is not a readable Parquet file ({err}); delete it and rerun the search "
+            "with the same command to rewrite its batch"
+        ) from err
+    if "schema_version" in got.names:
+        check_schema_version(str(path))
+    wrong = _schema_differences(got, FEATURES[table].arrow_schema)
+    if wrong:
+        raise ShardError(
+            f"{path} is not a {table!r} shard of schema version {SCHEMA_VERSION}: "
+            f"{'; '.join(wrong)}; it was not written by this Halluc's search (or was altered): "
+            "delete it and rerun the search with the same command to rewrite its batch"
+        )
+
+
+def _schema_differences(got: pa.Schema, want: pa.Schema) -> list[str]:
+    missing = [n for n in want.names if n not in got.names]
+    unknown = [n for n in got.names if n not in want.names]
+    out = [f"missing columns {missing}"] if missing else []
+    out += [f"unknown columns {unknown}"] if unknown else []
+    for field in want:
+        i = got.get_field_index(field.name)
+        if i >= 0 and not got.field(i).type.equals(field.type):
+            out.append(f"column {field.name!r} is {got.field(i).type}, not {field.type}")
+    if not out and got.names != want.names:
+        out.append(f"columns in the order {got.names}, not {want.names}")
+    return out
 
 
 def check_schema_version(path: str) -> None:
@@ -153,9 +243,13 @@ def check_schema_version(path: str) -> None:
     meta = pq.read_schema(path)
     if "schema_version" not in meta.names:
         raise ShardError(f"{path} is not a Halluc shard (no schema_version column)")
-    versions = set(pq.read_table(path, columns=["schema_version"]).column(0).to_pylist())
+    try:
+        column = pq.read_table(path, columns=["schema_version"]).column(0)
+    except (OSError, pa.ArrowException) as err:
+        raise ShardError(f"{path} cannot be read ({err}); delete it and rerun the search") from err
+    versions = set(column.to_pylist())
     if versions - {SCHEMA_VERSION}:
         raise ShardError(
-            f"{path} has schema version {sorted(versions)}, this Halluc reads version "
+            f"{path} has schema version {sorted(versions, key=str)}, this Halluc reads version "
             f"{SCHEMA_VERSION}: regenerate the shards with this version"
         )

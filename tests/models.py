@@ -1,20 +1,42 @@
 """Tiny models built in the test, saved as ordinary checkpoint directories (nothing downloaded)."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, Gemma2Config, MistralConfig, Qwen2Config
 
 from pipeline.bootstrap import build_model, build_tokenizer
 from pipeline.config import BootstrapConfig
 
 ALPHABET = "0123456789+-*/=?:# ans\n"
+# architectures the bootstrap does not build; 4 query heads share 2 key/value heads (grouped query)
+OTHER_ARCHS = {"qwen2": Qwen2Config, "mistral": MistralConfig, "gemma2": Gemma2Config}
 
 
-def tiny_checkpoint(path: Path, arch: str = "gpt2", seed: int = 0) -> Path:
-    """A randomly initialised tiny model and its character tokenizer, saved to `path`."""
+def tiny_checkpoint(path: Path, arch: str = "gpt2", seed: int = 0, **config: Any) -> Path:
+    """A randomly initialised tiny model and its character tokenizer, saved to `path`. `arch`:
+    gpt2 or llama (the bootstrap's builders), or one of `OTHER_ARCHS`, whose config fields
+    `config` overrides (e.g. sliding_window=8)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer([ALPHABET])
-    model = build_model(BootstrapConfig(arch=arch, n_layer=2, n_embd=32, n_head=2), tokenizer)
+    if arch in OTHER_ARCHS:
+        fields = {
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "max_position_embeddings": 256,
+            "bos_token_id": tokenizer.eos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        model = AutoModelForCausalLM.from_config(OTHER_ARCHS[arch](**fields | config))
+    else:
+        model = build_model(BootstrapConfig(arch=arch, n_layer=2, n_embd=32, n_head=2), tokenizer)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path

@@ -1,6 +1,8 @@
 """The contract between training and inference: the erase-mode training forward sees exactly what
 decoding with a cropped cache sees (and stream mode what plain decoding sees), position by
-position, on tiny fp32 models with random traces holding several backtracks."""
+position, on tiny fp32 models with random traces holding several backtracks: GPT-2, Llama, and a
+grouped-query Qwen2 (4 query heads over 2 key/value heads). Models with a sliding window are
+refused in erase mode, since there the two paths disagree."""
 
 import random
 
@@ -11,17 +13,20 @@ from search.backspace import pop_count
 from tests.models import tiny_checkpoint
 from workers.collate import BacktrackCollator
 from workers.decode import cropped_logits, reencode_logits
-from workers.hf import load_checkpoint
+from workers.hf import CheckpointError, check_erase_support, load_checkpoint
 from workers.sampler import TransformersPolicy
 from workers.tokens import add_backspace_token
 
 PROMPT_LEN = 6
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "qwen2"])
 def model_tok(request, tmp_path_factory):
     path = tiny_checkpoint(tmp_path_factory.mktemp(request.param), request.param)
     model, tok = load_checkpoint(path, "cpu")
+    if request.param == "qwen2":  # the grouped-query case, full attention
+        assert model.config.num_key_value_heads < model.config.num_attention_heads
+        assert model.config.sliding_window is None
     bksp = add_backspace_token(model, tok, "<|bksp|>")
     return model, tok, bksp
 
@@ -152,3 +157,59 @@ def reference_greedy(model, prompt, n, bksp, delim, eos, unit, budget):
         else:
             visible.append(t)
     return stream[len(prompt) :]
+
+
+@pytest.mark.parametrize(
+    ("arch", "config"),
+    [
+        ("mistral", {"sliding_window": 8}),
+        ("gemma2", {"sliding_window": 8}),
+        ("qwen2", {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}),
+    ],
+)
+def test_sliding_window_models_are_refused_in_erase_mode(tmp_path, arch, config):
+    model, tok = load_checkpoint(tiny_checkpoint(tmp_path, arch, **config), "cpu")
+    bksp = add_backspace_token(model, tok, "<|bksp|>")
+    delim = tok.convert_tokens_to_ids("\n")
+    ids, _ = random_stream(random.Random(0), len(tok) - 1, bksp, delim, "token")
+    refusal = r"sliding_window=8.*train\.mode=stream"
+    with pytest.raises(CheckpointError, match=refusal):
+        check_erase_support(model)
+    for decode in (cropped_logits, reencode_logits):  # before: a crop error, or wrong logits
+        with pytest.raises(CheckpointError, match=refusal):
+            decode(model, ids, PROMPT_LEN, "token", bksp, delim)
+
+
+def test_a_mistral_without_a_window_keeps_parity(tmp_path):
+    model, tok = load_checkpoint(tiny_checkpoint(tmp_path, "mistral", sliding_window=None), "cpu")
+    check_erase_support(model)
+    bksp = add_backspace_token(model, tok, "<|bksp|>")
+    delim = tok.convert_tokens_to_ids("\n")
+    ids, _ = random_stream(random.Random(3), len(tok) - 1, bksp, delim, "step")
+    train = training_logits(model, ids, "erase", "step", bksp, delim)
+    decode = cropped_logits(model, ids, PROMPT_LEN, "step", bksp, delim)
+    assert (train - decode).abs().max().item() <= 1e-4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs TransformersPolicy to call workers.hf.check_erase_support in erase mode",
+)
+def test_the_batched_sampler_refuses_a_sliding_window_in_erase_mode(tmp_path):
+    model, tok = load_checkpoint(tiny_checkpoint(tmp_path, "mistral", sliding_window=8), "cpu")
+    bksp = add_backspace_token(model, tok, "<|bksp|>")
+    delim = tok.convert_tokens_to_ids("\n")
+    with pytest.raises(CheckpointError, match="sliding_window=8"):
+        TransformersPolicy(model, tok.eos_token_id, delim, bksp_id=bksp, mode="erase")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs pipeline.train.check_attention to call check_erase_support in erase"
+)
+def test_training_refuses_a_sliding_window_in_erase_mode(tmp_path):
+    from pipeline.train import check_attention
+
+    model, _ = load_checkpoint(tiny_checkpoint(tmp_path, "mistral", sliding_window=8), "cpu")
+    check_attention(model, "stream")  # stream mode needs no mask: allowed
+    with pytest.raises(CheckpointError, match="sliding_window=8"):
+        check_attention(model, "erase")

@@ -140,3 +140,42 @@ def test_push_without_a_token_keeps_the_folder_and_says_what_to_do(
     assert cli.main([*args, "--push", "me/arith"]) == 2
     assert "set HF_TOKEN" in capsys.readouterr().err
     assert (tmp_path / "local" / "README.md").exists()
+
+
+def test_nothing_is_published_from_a_shard_that_fails_the_check(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    shard = bad / "baseline" / "round-0" / "search" / "traces" / "batch-00001.parquet"
+    pq.write_table(pq.read_table(shard).drop_columns(["loss_mask", "visible_text"]), shard)
+    args = ["release", str(bad), "--name", "x", "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert str(shard) in err and "loss_mask" in err
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_the_same_run_by_another_path_is_the_same_release(run_dir, tmp_path, monkeypatch):
+    first = release(run_dir, "arith", out=tmp_path)
+    monkeypatch.chdir(run_dir.parent)
+    assert release(run_dir.name, "arith", out=tmp_path) == first  # relative path: no-op
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run_dir, moved)
+    assert release(moved, "arith", out=tmp_path) == first  # a copy of the run: no-op
+    assert json.loads((first / "release.json").read_text())["version"] == 1
+
+
+def test_the_card_loads_the_folder_it_was_written_to(run_dir, tmp_path):
+    folder = release(run_dir, "arith", out=tmp_path / "releases")
+    _, text = front_matter(folder)
+    assert f'load_dataset("{folder}", "traces"' in text
+    assert "datasets/arith" not in text
+
+
+def test_a_release_removes_what_a_killed_release_left(run_dir, tmp_path):
+    stale = tmp_path / ".arith.k1ll3d00.tmp"  # a release killed before its rename
+    (stale / "data").mkdir(parents=True)
+    other = tmp_path / ".arith.v2.busy0000.tmp"  # another name's temporary
+    other.mkdir()
+    release(run_dir, "arith", out=tmp_path)
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".arith.v2.busy0000.tmp", "arith"]

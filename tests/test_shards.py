@@ -1,6 +1,7 @@
 """Shards: explicit schema, atomic per-batch files, loadable with `datasets`."""
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -10,7 +11,10 @@ from pipeline.shards import (
     ShardError,
     batch_done,
     check_schema_version,
+    checked_shard_files,
+    read_table,
     shard_files,
+    shard_path,
     write_batch,
     write_shard,
 )
@@ -102,3 +106,93 @@ def test_other_schema_version_is_refused(tmp_path, tables):
     path = write_shard(tmp_path, "traces", 0, rows)
     with pytest.raises(ShardError, match="schema version"):
         check_schema_version(str(path))
+
+
+def rewrite_without(path, *columns):
+    """Rewrite a shard in place without some columns (a damaged or hand-edited shard)."""
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(list(columns)), path)
+
+
+def test_every_reader_checks_the_full_schema(tmp_path, tables):
+    write_batch(tmp_path, 0, tables)
+    write_batch(tmp_path, 1, tables)
+    bad = shard_path(tmp_path, "traces", 1)
+    rewrite_without(bad, "loss_mask", "visible_text")
+    for read in (
+        lambda: checked_shard_files(tmp_path, "traces"),
+        lambda: read_table(tmp_path, "traces"),
+        lambda: batch_done(tmp_path, 1),
+    ):
+        with pytest.raises(ShardError, match=r"batch-00001\.parquet.*loss_mask.*visible_text"):
+            read()
+    assert batch_done(tmp_path, 0)  # the good batch is still done
+    good = pq.read_table(shard_path(tmp_path, "steps", 1))
+    pq.write_table(
+        good.set_column(1, "task", good.column("round")), shard_path(tmp_path, "steps", 1)
+    )
+    with pytest.raises(ShardError, match=r"steps.*batch-00001\.parquet.*'task' is int32"):
+        read_table(tmp_path, "steps")
+
+
+def test_damaged_and_foreign_files_are_named(tmp_path, tables):
+    write_batch(tmp_path, 0, tables)
+    foreign = tmp_path / "traces" / "foreign.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), foreign)
+    with pytest.raises(ShardError, match="foreign.parquet"):
+        read_table(tmp_path, "traces", columns=["kind"])
+    foreign.unlink()
+    cut = shard_path(tmp_path, "pairs", 0)
+    cut.write_bytes(cut.read_bytes()[:100])  # a truncated copy
+    with pytest.raises(ShardError, match=r"pairs/batch-00000\.parquet is not a readable Parquet"):
+        read_table(tmp_path, "pairs")
+    with pytest.raises(ShardError, match=r"pairs/batch-00000\.parquet"):
+        batch_done(tmp_path, 0)
+
+
+def test_checked_reader_returns_the_rows_and_skips_temporaries(tmp_path, tables):
+    write_batch(tmp_path, 0, tables)
+    (tmp_path / "traces" / ".batch-00001.parquet.abcd1234.tmp").write_bytes(b"half a file")
+    got = read_table(tmp_path, "traces", columns=["kind", "loss_mask"])
+    assert got.column_names == ["kind", "loss_mask"]
+    assert got.to_pylist() == [
+        {"kind": r["kind"], "loss_mask": r["loss_mask"]} for r in tables["traces"]
+    ]
+    assert read_table(tmp_path / "none", "traces").schema.equals(FEATURES["traces"].arrow_schema)
+
+
+def test_a_write_removes_what_a_killed_write_left(tmp_path, tables):
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    stale = folder / ".batch-00002.parquet.k1ll3d00.tmp"  # a write killed before its rename
+    stale.write_bytes(b"half a file")
+    other = folder / ".batch-00003.parquet.busy0000.tmp"  # another batch, maybe being written
+    other.write_bytes(b"in progress")
+    write_shard(tmp_path, "traces", 2, tables["traces"])
+    assert not stale.exists() and other.exists()
+    assert read_table(tmp_path, "traces").num_rows == len(tables["traces"])
+
+
+def test_train_refuses_a_damaged_search_directory(tmp_path, tables):
+    from pipeline.config import load_config
+    from pipeline.train import load_traces
+
+    write_batch(tmp_path, 0, tables)
+    rewrite_without(shard_path(tmp_path, "traces", 0), "loss_mask")
+    with pytest.raises(ShardError, match=r"batch-00000\.parquet.*loss_mask"):
+        load_traces(load_config("arith-tiny", [f"train.data={tmp_path}"]))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs search_stage.summarize to read with shards.read_table (pipeline owner's change)",
+)
+def test_resumed_search_names_a_foreign_file_instead_of_a_traceback(tmp_path, capsys):
+    from tests.test_search_stage import run
+
+    assert run(tmp_path) == 0
+    pq.write_table(
+        pa.table({"x": [1]}), tmp_path / "round-0" / "search" / "traces" / "mine.parquet"
+    )
+    assert run(tmp_path) == 2  # a message, not a TypeError traceback
+    assert "mine.parquet" in capsys.readouterr().err

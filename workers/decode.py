@@ -5,7 +5,8 @@ them from its `DynamicCache`: when a non-backspace token follows a backspace run
 cropped to the surviving prefix (which is always a prefix of the cache) before the token goes in.
 `cropped_logits` feeds a given stream this way (the parity tests compare it with the erase-mode
 training forward); `reencode_logits` re-encodes the visible prefix after each run instead (the
-benchmark baseline).
+benchmark baseline). Both refuse a model whose attention is not over the whole visible prefix
+(`workers.hf.check_erase_support`: a sliding window, for one).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from search.backspace import Unit, pop_count
-from workers.hf import cache_kwarg, forward_cached
+from workers.hf import cache_kwarg, check_erase_support, forward_cached
 
 
 def crop_to(cache: Any, length: int) -> None:
@@ -52,6 +53,7 @@ def _incremental(
     delim_id: int,
     reencode: bool,
 ) -> torch.Tensor:
+    check_erase_support(model)
     kwarg = cache_kwarg(model)
     logits, cache = forward_cached(model, kwarg, None, input_ids=torch.tensor([ids[:prompt_len]]))
     rows = list(logits[0])

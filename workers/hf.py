@@ -130,6 +130,39 @@ class SearchTokenizer:
         )
 
 
+def check_erase_support(model: Any) -> None:
+    """Fail unless erase mode is exact for `model` (a model or its config): every layer must attend
+    to the whole visible prefix. A sliding window (`sliding_window`: Mistral, Gemma2/3, Qwen2 with
+    `use_sliding_window`), chunked attention (`attention_chunk_size`) or layers of another kind
+    (`layer_types`) limit attention by position or cache column, which the erase-mode mask
+    (positions renumbered after erased tokens) and the cropped cache do not follow: training logits
+    differ from re-encoding and the cache crop fails. Refused whenever such a field is set, even
+    when the window is longer than every sequence (harmless then, but not checked per sequence)."""
+    config = getattr(model, "config", model)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    if getattr(text, "use_sliding_window", None) is False:
+        window = None  # older Qwen2 configs keep the field with the window switched off
+    chunk = getattr(text, "attention_chunk_size", None)
+    kinds = sorted({k for k in getattr(text, "layer_types", None) or [] if k != "full_attention"})
+    if window is not None:
+        what = f"sliding_window={window}"
+    elif chunk is not None:
+        what = f"attention_chunk_size={chunk}"
+    elif kinds:
+        what = f"layer_types with {kinds}"
+    else:
+        return
+    raise CheckpointError(
+        f"erase mode needs every layer to attend to the whole visible prefix, but this "
+        f"{type(text).__name__} sets {what} in its config: erase-mode training would not match "
+        "decoding and the KV cache cannot be cropped. Use train.mode=stream (erased tokens stay "
+        "visible), or a model without a sliding window; a window longer than every sequence is "
+        'harmless but refused whenever set: then set "sliding_window": null (and every '
+        '"layer_types" entry to "full_attention") in its config.json'
+    )
+
+
 def cache_kwarg(model: Any) -> str:
     """The forward argument that takes the KV cache: `cache` in recent transformers, before that
     `past_key_values` (vLLM images pin an older transformers, so both are supported)."""
