@@ -125,6 +125,66 @@ def test_countdown_targets_held_out() -> None:
     assert not {p.meta["target"] for p in task.problems("train", 500)} & held
 
 
+def test_countdown_default_problems_unchanged() -> None:
+    """Options became parameters; the default task must keep every problem id it had."""
+    task = CountdownTask()
+    assert task.heldout == [11, 23, 26, 40, 58, 62, 67, 74, 83, 89]
+    assert [(p.id, p.prompt) for p in task.problems("train", 3)] == [
+        ("countdown-3e8e5fd218357f9d", "16:20 60 10 30\n"),
+        ("countdown-f7dbe99ac5fc2574", "41:22 11 37 67\n"),
+        ("countdown-657287386add1ff5", "100:12 92 50 98\n"),
+    ]
+    assert [p.id for p in task.problems("test", 3)] == [
+        "countdown-a0ac9c9b4517b133",
+        "countdown-263c8b3abdda5907",
+        "countdown-ad85b0bb4e9f8ff5",
+    ]
+
+
+def test_countdown_options_shape_problems() -> None:
+    tiny = CountdownTask(n_numbers=3, min_number=1, max_number=20, min_target=10, max_target=50)
+    for split in ("train", "test"):
+        for p in tiny.problems(split, 100):
+            assert len(p.meta["numbers"]) == 3 and min(p.meta["numbers"]) >= 1
+            assert max(p.meta["numbers"]) <= 20 and 10 <= p.meta["target"] <= 50
+            assert (p.meta["target"] in tiny.heldout) == (split == "test")
+    narrow = CountdownTask(min_number=5, max_number=30)
+    assert all(5 <= n <= 30 for p in narrow.problems("train", 50) for n in p.meta["numbers"])
+
+
+def test_countdown_heldout_by_share_or_list() -> None:
+    by_share = CountdownTask(min_target=10, max_target=50, heldout_share=0.2)
+    assert len(by_share.heldout) == 8  # round(0.2 * 41)
+    assert (
+        by_share.heldout == CountdownTask(min_target=10, max_target=50, n_heldout_targets=8).heldout
+    )
+    listed = CountdownTask(heldout_targets=[36, 12, 24])
+    assert listed.heldout == [12, 24, 36]
+    assert {p.meta["target"] for p in listed.problems("test", 30)} <= {12, 24, 36}
+    assert not {p.meta["target"] for p in listed.problems("train", 200)} & {12, 24, 36}
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"n_numbers": 1}, "n_numbers"),
+        ({"min_number": 0}, "min_number"),
+        ({"min_number": 30, "max_number": 20}, "max_number"),
+        ({"min_target": -1}, "min_target"),
+        ({"min_target": 50, "max_target": 50}, "max_target"),
+        ({"n_heldout_targets": 0}, "n_heldout_targets"),
+        ({"min_target": 10, "max_target": 12, "n_heldout_targets": 3}, "n_heldout_targets"),
+        ({"heldout_share": 1.0}, "heldout_share"),
+        ({"heldout_targets": [5, 20]}, "heldout_targets"),
+        ({"heldout_targets": []}, "heldout_targets"),
+        ({"heldout_targets": [20], "heldout_share": 0.1}, "not both"),
+    ],
+)
+def test_countdown_bad_options_name_the_option(options: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        CountdownTask(**options)
+
+
 def _brute_reachable(numbers: list[int]) -> set[int]:
     """Every value reachable using all numbers, by ordered pairs (independent of the solver)."""
     if len(numbers) == 1:
@@ -304,6 +364,21 @@ def test_jsonl_saved_hf_datasets(tmp_path: Path) -> None:
 def test_make_task() -> None:
     assert make_task("arithmetic", op="mul", digits=2).problems("train", 3)
     assert isinstance(make_task("countdown", seed=3), CountdownTask)
+    tiny = make_task(
+        "countdown",
+        seed=1,
+        n_numbers=3,
+        min_number=1,
+        max_number=20,
+        min_target=10,
+        max_target=50,
+        n_heldout_targets=10,
+        heldout_share=None,
+        heldout_targets=None,
+    )
+    assert tiny.problems("train", 5)[0].prompt.count(" ") == 2
+    with pytest.raises(ValueError, match="min_number, max_number, min_target"):
+        make_task("countdown", max_numbers=20)
     with pytest.raises(ValueError, match="arithmetic, countdown, jsonl"):
         make_task("nope")
     with pytest.raises(ValueError, match="accepts the options: op, digits, seed"):

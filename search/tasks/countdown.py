@@ -61,8 +61,43 @@ def solve(numbers: Sequence[int], target: int) -> list[str] | None:
 
 
 def solvable(numbers: Sequence[int], target: int) -> bool:
-    """Whether combining all of `numbers` can reach `target`."""
+    """Whether combining all of `numbers` (a state: the multiset left) can reach `target`.
+
+    Memoized on the sorted multiset, so checking every state along many traces stays cheap.
+    """
     return _solve_sorted(tuple(sorted(numbers)), target) is not None
+
+
+def sum_heuristic(state: Sequence[int], target: int) -> float:
+    """Stream of Search's "sum heuristic": the mean distance of the numbers to the target (lower
+    looks more promising)."""
+    return sum(abs(x - target) for x in state) / len(state)
+
+
+def visibly_dead(state: Sequence[int], target: int, prune: bool = False) -> bool:
+    """Whether a state is a dead end that shows without searching: one number left that is not
+    the target, or (`prune`) Stream of Search's pruning rule, a sum heuristic above the target.
+
+    The pruning rule is a heuristic, not a proof: a pruned state can still be solvable (30 3 for
+    10: mean distance 13.5, yet 30/3=10), hence off by default; on the default task it loses
+    about one problem in six. `solvable` is the exact check.
+    """
+    if len(state) == 1:
+        return state[0] != target
+    return prune and sum_heuristic(state, target) > target
+
+
+def children(state: tuple[int, ...], target: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Every move from `state` (ascending) with the state it leaves, best first by the sum
+    heuristic, ties in the solver's order (pairs left to right, then + - * /)."""
+    out = []
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            y, x = state[i], state[j]
+            rest = state[:i] + state[i + 1 : j] + state[j + 1 :]
+            for op, c in _moves(x, y):
+                out.append((f"{x}{op}{y}={c}", tuple(sorted((*rest, c)))))
+    return sorted(out, key=lambda move: sum_heuristic(move[1], target))
 
 
 def apply_step(state: Sequence[int], step: str) -> tuple[int, ...] | None:
@@ -93,13 +128,73 @@ def apply_step(state: Sequence[int], step: str) -> tuple[int, ...] | None:
     return tuple(sorted((*remaining, c)))
 
 
-def heldout_targets(min_target: int, max_target: int, n: int) -> list[int]:
+def draw_heldout_targets(min_target: int, max_target: int, n: int) -> list[int]:
     """The `n` test targets in [min_target, max_target]: fixed, whatever the task's seed."""
     return sorted(random.Random("countdown-heldout").sample(range(min_target, max_target + 1), n))
 
 
+def _check_ranges(
+    n_numbers: int, min_number: int, max_number: int, min_target: int, max_target: int
+) -> None:
+    """Raise a ValueError naming the option when a count or range cannot make problems."""
+    if n_numbers < 2:
+        raise ValueError(f"countdown n_numbers must be at least 2, got {n_numbers}")
+    if min_number < 1:
+        raise ValueError(
+            "countdown min_number must be at least 1 (a 0 multiplies anything away), "
+            f"got {min_number}"
+        )
+    if max_number < min_number:
+        raise ValueError(
+            f"countdown max_number ({max_number}) must be at least min_number ({min_number})"
+        )
+    if min_target < 0:
+        raise ValueError(f"countdown min_target must be at least 0, got {min_target}")
+    if max_target <= min_target:
+        raise ValueError(
+            f"countdown max_target ({max_target}) must exceed min_target ({min_target}): train "
+            "and test each need a target"
+        )
+
+
+def _heldout(
+    targets: range, n: int, share: float | None, explicit: Sequence[int] | None
+) -> list[int]:
+    """The test targets from exactly one of: `explicit`, `share` of `targets`, or `n` of them."""
+    where = f"the targets {targets.start}..{targets.stop - 1}"
+    if explicit is not None and share is not None:
+        raise ValueError("countdown: give heldout_targets or heldout_share, not both")
+    if explicit is not None:
+        outside = sorted(set(explicit) - set(targets))
+        if outside:
+            raise ValueError(f"countdown heldout_targets {outside} lie outside {where}")
+        held = sorted(set(explicit))
+        if not 0 < len(held) < len(targets):
+            raise ValueError(
+                f"countdown heldout_targets must hold 1 to {len(targets) - 1} distinct targets "
+                f"of {where} (at least one is left for train), got {len(held)}"
+            )
+        return held
+    if share is not None:
+        if not 0 < share < 1:
+            raise ValueError(f"countdown heldout_share must lie in (0, 1), got {share}")
+        n = min(max(1, round(share * len(targets))), len(targets) - 1)
+    elif not 0 < n < len(targets):
+        raise ValueError(
+            f"countdown n_heldout_targets must be between 1 and {len(targets) - 1} ({where} "
+            f"less at least one for train), got {n}"
+        )
+    return draw_heldout_targets(targets.start, targets.stop - 1, n)
+
+
 class CountdownTask:
-    """Reach a target in [min_target, max_target] from `n_numbers` numbers in 1..max_number."""
+    """Reach a target in [min_target, max_target] from `n_numbers` numbers in
+    [min_number, max_number].
+
+    Test targets: `heldout_targets` when given, else a `heldout_share` of the targets, else
+    `n_heldout_targets` of them (drawn by a fixed generator, the same whatever the seed).
+    `seed` picks the problems. Bad options raise a ValueError that names the option.
+    """
 
     name = "countdown"
     step_delimiter = "\n"
@@ -108,27 +203,23 @@ class CountdownTask:
         self,
         seed: int = 0,
         n_numbers: int = 4,
+        min_number: int = 1,
         max_number: int = 99,
         min_target: int = 10,
         max_target: int = 100,
         n_heldout_targets: int = 10,
+        heldout_share: float | None = None,
+        heldout_targets: Sequence[int] | None = None,
     ) -> None:
-        if n_numbers < 2:
-            raise ValueError(f"countdown n_numbers must be at least 2, got {n_numbers}")
-        if max_number < 1:
-            raise ValueError(f"countdown max_number must be at least 1, got {max_number}")
-        n_targets = max_target - min_target + 1
-        if not 0 < n_heldout_targets < n_targets:
-            raise ValueError(
-                f"countdown n_heldout_targets must be between 1 and {n_targets - 1} (the targets "
-                f"{min_target}..{max_target} less at least one for train), got {n_heldout_targets}"
-            )
+        _check_ranges(n_numbers, min_number, max_number, min_target, max_target)
         self.seed = seed
         self.n_numbers = n_numbers
+        self.min_number = min_number
         self.max_number = max_number
-        self.heldout = heldout_targets(min_target, max_target, n_heldout_targets)
+        targets = range(min_target, max_target + 1)
+        self.heldout = _heldout(targets, n_heldout_targets, heldout_share, heldout_targets)
         held = set(self.heldout)
-        self.train_targets = [t for t in range(min_target, max_target + 1) if t not in held]
+        self.train_targets = [t for t in targets if t not in held]
 
     @property
     def has_step_checker(self) -> bool:
@@ -147,12 +238,13 @@ class CountdownTask:
     def _draw(self, rng: random.Random, targets: list[int]) -> Problem:
         target = rng.choice(targets)
         for _ in range(_MAX_NUMBER_DRAWS):
-            numbers = [rng.randint(1, self.max_number) for _ in range(self.n_numbers)]
+            numbers = [rng.randint(self.min_number, self.max_number) for _ in range(self.n_numbers)]
             if solvable(numbers, target):
                 return self.make_problem(target, numbers)
         raise ValueError(
-            f"no solvable set of {self.n_numbers} numbers in 1..{self.max_number} found for "
-            f"target {target} in {_MAX_NUMBER_DRAWS} draws; raise max_number or n_numbers"
+            f"no solvable set of {self.n_numbers} numbers in {self.min_number}..{self.max_number} "
+            f"found for target {target} in {_MAX_NUMBER_DRAWS} draws; widen the number range "
+            "or raise n_numbers"
         )
 
     def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
@@ -198,11 +290,34 @@ class CountdownTask:
     def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
         """Index of the first step that is invalid or after which the target is out of reach (a
         step past the last possible one included); None while every step keeps it reachable."""
-        target = problem.meta["target"]
-        state = tuple(problem.meta["numbers"])
-        for i, step in enumerate(steps):
-            after = apply_step(state, step)
-            if after is None or not solvable(after, target):
-                return i
-            state = after
-        return None
+        return detection_point(problem.meta["numbers"], problem.meta["target"], steps)
+
+
+def detection_point(
+    numbers: Sequence[int],
+    target: int,
+    steps: Sequence[str],
+    detector: Literal["exact", "visible"] = "exact",
+    prune: bool = False,
+) -> int | None:
+    """Index of the first step after which `detector` sees that `target` cannot be reached from
+    `numbers`, or None when it never does. An invalid step is seen at once, by either detector.
+
+    "exact": the target is no longer reachable (`solvable`): the step that made the mistake.
+    "visible": the state is a visible dead end (`visibly_dead` with `prune`): where a searcher
+    without a solver notices, often steps later. The gap is where a backspace "at detection"
+    and one "at the error" differ.
+    """
+    if detector not in ("exact", "visible"):
+        raise ValueError(f"countdown detector must be 'exact' or 'visible', got {detector!r}")
+    state = tuple(numbers)
+    for i, step in enumerate(steps):
+        after = apply_step(state, step)
+        if after is None:
+            return i
+        if detector == "exact" and not solvable(after, target):
+            return i
+        if detector == "visible" and visibly_dead(after, target, prune):
+            return i
+        state = after
+    return None
