@@ -48,14 +48,18 @@ class ArithmeticConfig:
 
 @dataclass(frozen=True)
 class CountdownConfig:
-    """Reach a target in [min_target, max_target] from `n_numbers` numbers in 1..max_number;
-    `n_heldout_targets` targets are kept for the test split."""
+    """Reach a target in [min_target, max_target] from `n_numbers` numbers in
+    min_number..max_number. The test split's targets: `heldout_targets` if given, else a
+    `heldout_share` of the targets, else `n_heldout_targets` of them (drawn once, fixed)."""
 
     n_numbers: int = 4
+    min_number: int = 1
     max_number: int = 99
     min_target: int = 10
     max_target: int = 100
     n_heldout_targets: int = 10
+    heldout_share: float | None = None
+    heldout_targets: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -407,6 +411,8 @@ def build(cls: type, raw: Any, where: str, prefix: str = "") -> Any:
 
 
 def _check(hint: Any, value: Any, where: str, key: str) -> Any:
+    """`value` checked against the type `hint` of the key `key` (a section, a Literal, an
+    optional, a list, or a scalar)."""
     if dataclasses.is_dataclass(hint):
         return build(hint, {} if value is None else value, where, key)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
@@ -420,7 +426,17 @@ def _check(hint: Any, value: Any, where: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
             return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        return _check(inner, value, where, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check(item, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    return _scalar(hint, value, where, key)
+
+
+def _scalar(hint: type, value: Any, where: str, key: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string

@@ -29,7 +29,7 @@ from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import load_model, task_from_config
 from pipeline.runtime import stage_config
-from pipeline.shards import SCHEMA_VERSION, batch_done, write_batch
+from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
 from search.errors import HallucError
 from search.mcts import mcts
@@ -192,10 +192,8 @@ def search_batch(
 
 def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
     """Totals over every finished batch, read back from the stats and the shards."""
-    import pyarrow.parquet as pq
-
     stats = [read_json(p) for p in sorted((out / "stats").glob("batch-*.json"))]
-    traces = pq.read_table(out / "traces", columns=["kind", "mc_error_step", "exact_error_step"])
+    traces = read_table(out, "traces", columns=["kind", "mc_error_step", "exact_error_step"])
     kinds = traces.column("kind").to_pylist()
     mc_step = traces.column("mc_error_step").to_pylist()
     exact = traces.column("exact_error_step").to_pylist()

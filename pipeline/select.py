@@ -33,7 +33,7 @@ from pipeline.config import Config, SelectConfig
 from pipeline.files import TMP, remove_stale
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.runtime import stage_config
-from pipeline.shards import FEATURES, checked_shard_files
+from pipeline.shards import FEATURES, check_shard, checked_shard_files
 from search.errors import HallucError
 
 Row = dict[str, Any]
@@ -148,4 +148,5 @@ def write_selected(rows: list[Row], path: Path) -> None:
 
 
 def read_selected(path: Path) -> list[Row]:
+    check_shard(path, "traces")
     return pq.read_table(path).to_pylist()

@@ -33,9 +33,9 @@ from pipeline.files import remove_stale, save_model
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
-from pipeline.shards import ShardError, check_schema_version, checked_shard_files
+from pipeline.shards import ShardError, check_shard, checked_shard_files
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
-from workers.hf import META, CheckpointError, load_checkpoint, pick_device
+from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, pick_device
 from workers.tokens import add_backspace_token, fit_token_rows
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
     if not files:
         raise ShardError(f"no traces shards under {root}; run `halluc search` first")
     if root.is_file():
-        check_schema_version(files[0])
+        check_shard(files[0], "traces")
     ds_logging.set_verbosity_error()
     ds = load_dataset("parquet", data_files=files, split="train")
     kinds = set(cfg.train.kinds.split(","))
@@ -114,6 +114,8 @@ def prepare(
 def check_attention(model: Any, mode: str) -> None:
     """Erase mode needs a 4D float mask: eager and SDPA attention take one, others do not."""
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    if mode == "erase":
+        check_erase_support(model)
     if mode == "erase" and impl not in ("eager", "sdpa"):
         raise CheckpointError(
             f"train.mode=erase needs an attention implementation that takes a 4D mask (eager "

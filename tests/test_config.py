@@ -46,6 +46,10 @@ def test_every_task_option_reaches_the_task():
     problems = task.problems("train", 5)
     assert all(len(p.meta["numbers"]) == 3 and max(p.meta["numbers"]) <= 20 for p in problems)
     assert all(10 <= p.meta["target"] <= 50 for p in problems)
+    held = load_config("arith-tiny", [*sets, "task.countdown.heldout_targets=[11, 12]"]).task
+    assert {p.meta["target"] for p in task_from_config(held).problems("test", 6)} <= {11, 12}
+    with pytest.raises(ConfigError, match=r"heldout_targets\[1\]: expected int, got 'x'"):
+        load_config("arith-tiny", ["task.countdown.heldout_targets=[3, x]"])
     arith = task_from_config(load_config("arith-tiny", ["task.arithmetic.op=mul"]).task)
     assert "*" in arith.problems("train", 1)[0].prompt
 

@@ -203,9 +203,6 @@ def test_the_batched_sampler_refuses_a_sliding_window_in_erase_mode(tmp_path):
         TransformersPolicy(model, tok.eos_token_id, delim, bksp_id=bksp, mode="erase")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs pipeline.train.check_attention to call check_erase_support in erase"
-)
 def test_training_refuses_a_sliding_window_in_erase_mode(tmp_path):
     from pipeline.train import check_attention
 

@@ -175,18 +175,16 @@ def test_a_write_removes_what_a_killed_write_left(tmp_path, tables):
 
 def test_train_refuses_a_damaged_search_directory(tmp_path, tables):
     from pipeline.config import load_config
+    from pipeline.layout import RunLayout
     from pipeline.train import load_traces
 
-    write_batch(tmp_path, 0, tables)
-    rewrite_without(shard_path(tmp_path, "traces", 0), "loss_mask")
+    rnd = RunLayout(tmp_path).round(0)
+    write_batch(rnd.search, 0, tables)
+    rewrite_without(shard_path(rnd.search, "traces", 0), "loss_mask")
     with pytest.raises(ShardError, match=r"batch-00000\.parquet.*loss_mask"):
-        load_traces(load_config("arith-tiny", [f"train.data={tmp_path}"]))
+        load_traces(load_config("arith-tiny", [f"run.out_dir={tmp_path}"]), rnd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs search_stage.summarize to read with shards.read_table (pipeline owner's change)",
-)
 def test_resumed_search_names_a_foreign_file_instead_of_a_traceback(tmp_path, capsys):
     from tests.test_search_stage import run
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from search.tasks import check_split
+from search.tasks import TaskDataError, check_split
 from search.types import Problem, content_id
 
 _STEP = re.compile(r"([0-9]+)([-+*/])([0-9]+)=([0-9]+)")
@@ -138,20 +138,20 @@ def _check_ranges(
 ) -> None:
     """Raise a ValueError naming the option when a count or range cannot make problems."""
     if n_numbers < 2:
-        raise ValueError(f"countdown n_numbers must be at least 2, got {n_numbers}")
+        raise TaskDataError(f"countdown n_numbers must be at least 2, got {n_numbers}")
     if min_number < 1:
-        raise ValueError(
+        raise TaskDataError(
             "countdown min_number must be at least 1 (a 0 multiplies anything away), "
             f"got {min_number}"
         )
     if max_number < min_number:
-        raise ValueError(
+        raise TaskDataError(
             f"countdown max_number ({max_number}) must be at least min_number ({min_number})"
         )
     if min_target < 0:
-        raise ValueError(f"countdown min_target must be at least 0, got {min_target}")
+        raise TaskDataError(f"countdown min_target must be at least 0, got {min_target}")
     if max_target <= min_target:
-        raise ValueError(
+        raise TaskDataError(
             f"countdown max_target ({max_target}) must exceed min_target ({min_target}): train "
             "and test each need a target"
         )
@@ -163,24 +163,24 @@ def _heldout(
     """The test targets from exactly one of: `explicit`, `share` of `targets`, or `n` of them."""
     where = f"the targets {targets.start}..{targets.stop - 1}"
     if explicit is not None and share is not None:
-        raise ValueError("countdown: give heldout_targets or heldout_share, not both")
+        raise TaskDataError("countdown: give heldout_targets or heldout_share, not both")
     if explicit is not None:
         outside = sorted(set(explicit) - set(targets))
         if outside:
-            raise ValueError(f"countdown heldout_targets {outside} lie outside {where}")
+            raise TaskDataError(f"countdown heldout_targets {outside} lie outside {where}")
         held = sorted(set(explicit))
         if not 0 < len(held) < len(targets):
-            raise ValueError(
+            raise TaskDataError(
                 f"countdown heldout_targets must hold 1 to {len(targets) - 1} distinct targets "
                 f"of {where} (at least one is left for train), got {len(held)}"
             )
         return held
     if share is not None:
         if not 0 < share < 1:
-            raise ValueError(f"countdown heldout_share must lie in (0, 1), got {share}")
+            raise TaskDataError(f"countdown heldout_share must lie in (0, 1), got {share}")
         n = min(max(1, round(share * len(targets))), len(targets) - 1)
     elif not 0 < n < len(targets):
-        raise ValueError(
+        raise TaskDataError(
             f"countdown n_heldout_targets must be between 1 and {len(targets) - 1} ({where} "
             f"less at least one for train), got {n}"
         )
@@ -241,7 +241,7 @@ class CountdownTask:
             numbers = [rng.randint(self.min_number, self.max_number) for _ in range(self.n_numbers)]
             if solvable(numbers, target):
                 return self.make_problem(target, numbers)
-        raise ValueError(
+        raise TaskDataError(
             f"no solvable set of {self.n_numbers} numbers in {self.min_number}..{self.max_number} "
             f"found for target {target} in {_MAX_NUMBER_DRAWS} draws; widen the number range "
             "or raise n_numbers"
@@ -251,7 +251,7 @@ class CountdownTask:
         """Exactly `n` distinct solvable problems of `split`, the same for the same options."""
         check_split(split)
         if n < 0:
-            raise ValueError(f"number of problems must be non-negative, got {n}")
+            raise TaskDataError(f"number of problems must be non-negative, got {n}")
         targets = self.heldout if split == "test" else self.train_targets
         rng = random.Random(f"{self.seed}-{split}")
         found: dict[str, Problem] = {}
@@ -262,7 +262,7 @@ class CountdownTask:
             problem = self._draw(rng, targets)
             found.setdefault(problem.id, problem)
         if len(found) < n:
-            raise ValueError(
+            raise TaskDataError(
                 f"found only {len(found)} distinct countdown {split} problems in {max_attempts} "
                 f"draws, {n} asked; ask for fewer or raise max_number"
             )
@@ -272,7 +272,7 @@ class CountdownTask:
         """The first solution of the exhaustive solver."""
         steps = solve(problem.meta["numbers"], problem.meta["target"])
         if steps is None:
-            raise ValueError(f"countdown problem {problem.prompt.strip()!r} has no solution")
+            raise TaskDataError(f"countdown problem {problem.prompt.strip()!r} has no solution")
         return steps
 
     def is_correct(self, problem: Problem, steps: Sequence[str]) -> bool:
@@ -309,7 +309,7 @@ def detection_point(
     and one "at the error" differ.
     """
     if detector not in ("exact", "visible"):
-        raise ValueError(f"countdown detector must be 'exact' or 'visible', got {detector!r}")
+        raise TaskDataError(f"countdown detector must be 'exact' or 'visible', got {detector!r}")
     state = tuple(numbers)
     for i, step in enumerate(steps):
         after = apply_step(state, step)
