@@ -28,7 +28,7 @@ from pipeline.config import Config
 from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import load_model, task_from_config
-from pipeline.runtime import stage_config
+from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
 from search.errors import HallucError
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 def main(cfg: Config) -> dict[str, Any]:
     """`halluc search`: round `run.round` outside the arms, with that round's model."""
     layout = RunLayout.of(cfg)
+    record_environment(cfg, layout.environment)
     r = cfg.run.round
     return search(cfg, layout.model(r), layout.round(r).search)
 
@@ -62,6 +63,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
         check_checkpoint_dir(model)  # fail before any worker starts
     stage_config(cfg, out, only=("task", "search", "trace", "run", "model"))
     remove_stale(out)
+    remove_stale(out / "stats")
     size = cfg.search.batch_size
     batches = [problems[i : i + size] for i in range(0, len(problems), size)]
     todo = [b for b in range(len(batches)) if not batch_done(out, b)]
@@ -77,6 +79,8 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
     jobs = [(cfg, batches[b], out, b) for b in todo]
     with Progress(sum(len(batches[b]) for b in todo)) as progress:
         if cfg.search.workers == 0:
+            if cfg.search.policy != "fake":  # the fake path never loads torch
+                set_threads(cfg)
             state = build_state(cfg, model, problems)
             for job in jobs:
                 progress.update(search_batch(state, *job))

@@ -69,7 +69,15 @@ def backtrack_meta(path: str | Path) -> dict[str, Any]:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of a checked checkpoint directory (for backends that load the weights)."""
     p = check_checkpoint_dir(path)
-    return AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        missing = "" if (p / "tokenizer.json").exists() else " (it has no tokenizer.json)"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{p}: its tokenizer does not load{missing}: {first}; save the tokenizer into the "
+            "directory with tokenizer.save_pretrained (a fast tokenizer writes tokenizer.json)"
+        ) from None
 
 
 def load_checkpoint(

@@ -139,7 +139,7 @@ class JsonlTask:
     ) -> None:
         unknown = set(split_field_map or {}) - set(SPLITS)
         if unknown:
-            raise ValueError(f"split_field_map keys must be among {SPLITS}, got {sorted(unknown)}")
+            raise TaskDataError(f"split_field_map keys must be among {SPLITS}, got {sorted(unknown)}")
         self.path = Path(path)
         self.fields = (question_field, answer_field)
         self.source_splits = {split: (split_field_map or {}).get(split, split) for split in SPLITS}
@@ -153,7 +153,10 @@ class JsonlTask:
         """Records per split, or one list to split by hash."""
         path = self.path
         if not path.exists():
-            raise FileNotFoundError(f"jsonl task: {path} does not exist")
+            raise TaskDataError(
+                f"jsonl task: {path} does not exist; give a JSONL file or a saved dataset "
+                "directory (task.jsonl.path)"
+            )
         if path.is_file():
             if path.suffix != ".jsonl":
                 raise TaskDataError(f"jsonl task: {path} is not a .jsonl file")
