@@ -2,8 +2,9 @@
 
 `TransformersPolicy.sample(asks)` expands every ask into `n` rows, sorts rows by prefix length (less
 padding), and decodes them in chunks of up to `max_batch` rows: one left-padded prefill, then one
-token per step for the whole chunk until every row has stopped (end-of-sequence, or the step
-delimiter for until="step", or `max_new_tokens`).
+token per step for every row still going. A row that stops (end-of-sequence, or the step delimiter
+for until="step") leaves the batch and the KV cache at once, so a long tail decodes only the rows
+still in it; the chunk ends when every row has stopped or reached `max_new_tokens`.
 
 Sampling noise is counter-based: row r of ask a draws its uniform at step t from
 splitmix64(seed(a, r), t), and picks the token by inverse CDF. So a row's sample does not depend on
@@ -23,7 +24,7 @@ import torch
 from search.backspace import Unit
 from search.types import Ask, Rollout
 from workers.erase import RowState
-from workers.hf import cache_kwarg, forward_cached
+from workers.hf import cache_kwarg, forward_cached, select_rows
 
 Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -136,11 +137,14 @@ class TransformersPolicy:
         )
         seeds = np.array([r.seed for r in rows], dtype=np.uint64)
         stop_at_delim = torch.tensor([r.until == "step" for r in rows], device=self.device)
-        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        # the batch shrinks as rows stop: `alive[k]` is the row index of batch row k
+        alive = torch.arange(b, device=self.device)
+        out_tok = torch.full(
+            (b, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device
+        )
+        out_logp = torch.zeros((b, self.max_new_tokens), device=self.device)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)
-        new_tokens, new_logps = [], []
-        past = None
-        step_ids = ids
+        past, step_ids, n_steps = None, ids, 0
         for t in range(self.max_new_tokens):
             logits, past = forward_cached(
                 self.model,
@@ -155,22 +159,28 @@ class TransformersPolicy:
             if states is not None:
                 self._ban_backspace(logits, states)
             tok = self._pick(logits, seeds, t)
-            logp = logp.gather(1, tok[:, None]).squeeze(1)
-            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
-            new_tokens.append(tok)
-            new_logps.append(logp)
+            out_tok[alive, t] = tok
+            out_logp[alive, t] = logp.gather(1, tok[:, None]).squeeze(1)
+            n_steps = t + 1
             stops = (tok == self.eos_id) | (stop_at_delim & (tok == self.delim_id))
-            finished |= stops & ~done
-            done |= stops
-            if bool(done.all()):
+            finished[alive[stops]] = True
+            n_stopped = int(stops.sum())
+            if n_stopped == len(alive):
                 break
+            if n_stopped:  # drop the stopped rows: from the batch, the cache and the row state
+                keep = (~stops).nonzero().squeeze(1)
+                alive, tok, mask, positions = alive[keep], tok[keep], mask[keep], positions[keep]
+                stop_at_delim = stop_at_delim[keep]
+                past = select_rows(past, keep)
+                kept = keep.tolist()
+                seeds = seeds[kept]
+                states = [states[i] for i in kept] if states is not None else None
             step_ids = tok[:, None]
-            # rows are independent: a stopped row keeps decoding padding that nobody reads
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
             if states is not None:
-                positions = self._track(states, tok, done, mask, positions)
-        return self._rollouts(rows, new_tokens, new_logps, finished)
+                positions = self._track(states, tok, mask, positions)
+        return self._rollouts(rows, out_tok[:, :n_steps], out_logp[:, :n_steps], finished)
 
     def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
         ends = (self.delim_id, self.bksp_id)
@@ -188,17 +198,14 @@ class TransformersPolicy:
         self,
         states: list[RowState],
         tok: torch.Tensor,
-        done: torch.Tensor,
         mask: torch.Tensor,
         positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Push the new tokens into each row's backspace state; in erase mode hide what a
+        """Push the new tokens into each live row's backspace state; in erase mode hide what a
         finished backspace run erased and set the next position ids."""
         col = mask.shape[1] - 1
-        toks, dones = tok.tolist(), done.tolist()
+        toks = tok.tolist()
         for i, st in enumerate(states):
-            if dones[i]:
-                continue
             hidden = st.push(col, toks[i], toks[i] == self.bksp_id)
             if self.mode == "erase":
                 if hidden:
@@ -221,12 +228,13 @@ class TransformersPolicy:
     def _rollouts(
         self,
         rows: list[_Row],
-        toks: list[torch.Tensor],
-        logps: list[torch.Tensor],
+        toks: torch.Tensor,
+        logps: torch.Tensor,
         finished: torch.Tensor,
     ) -> list[Rollout]:
-        tok_m = torch.stack(toks, 1).tolist()
-        logp_m = torch.stack(logps, 1).tolist() if self.logprobs else None
+        """Rollouts from the `[rows, steps]` sampled tokens (padding after a row stopped)."""
+        tok_m = toks.tolist()
+        logp_m = logps.tolist() if self.logprobs else None
         fin = finished.tolist()
         out = []
         for i, row in enumerate(rows):
