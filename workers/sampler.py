@@ -54,6 +54,31 @@ class _Row:
     seed: int
 
 
+@dataclass
+class _Live:
+    """The rows of a chunk still decoding, batch row k being chunk row `rows[k]`: their attention
+    mask and position ids (cache columns), stop rule, sampling seeds and backspace states."""
+
+    rows: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    stop_at_delim: torch.Tensor
+    seeds: np.ndarray
+    states: list[RowState] | None
+
+    def select(self, keep: torch.Tensor) -> _Live:
+        """Only the batch rows `keep` (a LongTensor), in order."""
+        kept = keep.tolist()
+        return _Live(
+            self.rows[keep],
+            self.mask[keep],
+            self.positions[keep],
+            self.stop_at_delim[keep],
+            self.seeds[kept],
+            [self.states[i] for i in kept] if self.states is not None else None,
+        )
+
+
 class TransformersPolicy:
     """Policy over a causal LM: `sample(asks)[i]` holds `asks[i].n` rollouts.
 
@@ -122,23 +147,7 @@ class TransformersPolicy:
     @torch.inference_mode()
     def _decode(self, rows: list[_Row]) -> list[Rollout]:
         b = len(rows)
-        width = max(len(r.prefix) for r in rows)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prefix token is aligned
-            ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
-            mask[i, width - len(r.prefix) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        states = (
-            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
-            if self.bksp_id is not None
-            else None
-        )
-        seeds = np.array([r.seed for r in rows], dtype=np.uint64)
-        stop_at_delim = torch.tensor([r.until == "step" for r in rows], device=self.device)
-        # the batch shrinks as rows stop: `alive[k]` is the row index of batch row k
-        alive = torch.arange(b, device=self.device)
+        ids, live = self._start(rows)
         out_tok = torch.full(
             (b, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device
         )
@@ -151,36 +160,56 @@ class TransformersPolicy:
                 self._cache_kwarg,
                 past,
                 input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
+                attention_mask=live.mask,
+                position_ids=live.positions,
             )
             logits = logits[:, -1, : self.vocab].float()
             logp = torch.log_softmax(logits, dim=-1)  # the model's own, before any ban
-            if states is not None:
-                self._ban_backspace(logits, states)
-            tok = self._pick(logits, seeds, t)
-            out_tok[alive, t] = tok
-            out_logp[alive, t] = logp.gather(1, tok[:, None]).squeeze(1)
+            if live.states is not None:
+                self._ban_backspace(logits, live.states)
+            tok = self._pick(logits, live.seeds, t)
+            out_tok[live.rows, t] = tok
+            out_logp[live.rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
             n_steps = t + 1
-            stops = (tok == self.eos_id) | (stop_at_delim & (tok == self.delim_id))
-            finished[alive[stops]] = True
+            stops = (tok == self.eos_id) | (live.stop_at_delim & (tok == self.delim_id))
+            finished[live.rows[stops]] = True
             n_stopped = int(stops.sum())
-            if n_stopped == len(alive):
+            if n_stopped == len(tok):
                 break
-            if n_stopped:  # drop the stopped rows: from the batch, the cache and the row state
+            if n_stopped:  # stopped rows leave the batch and the KV cache
                 keep = (~stops).nonzero().squeeze(1)
-                alive, tok, mask, positions = alive[keep], tok[keep], mask[keep], positions[keep]
-                stop_at_delim = stop_at_delim[keep]
-                past = select_rows(past, keep)
-                kept = keep.tolist()
-                seeds = seeds[kept]
-                states = [states[i] for i in kept] if states is not None else None
+                live, tok, past = live.select(keep), tok[keep], select_rows(past, keep)
             step_ids = tok[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            if states is not None:
-                positions = self._track(states, tok, mask, positions)
+            live.mask = torch.cat([live.mask, torch.ones_like(live.mask[:, :1])], dim=1)
+            live.positions = live.positions[:, -1:] + 1
+            if live.states is not None:
+                live.positions = self._track(live.states, tok, live.mask, live.positions)
         return self._rollouts(rows, out_tok[:, :n_steps], out_logp[:, :n_steps], finished)
+
+    def _start(self, rows: list[_Row]) -> tuple[torch.Tensor, _Live]:
+        """Left-padded prefill ids (every row's last prefix token aligned) and the live rows."""
+        b = len(rows)
+        width = max(len(r.prefix) for r in rows)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
+            mask[i, width - len(r.prefix) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        states = (
+            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
+            if self.bksp_id is not None
+            else None
+        )
+        live = _Live(
+            rows=torch.arange(b, device=self.device),
+            mask=mask,
+            positions=(mask.cumsum(-1) - 1).clamp(min=0),
+            stop_at_delim=torch.tensor([r.until == "step" for r in rows], device=self.device),
+            seeds=np.array([r.seed for r in rows], dtype=np.uint64),
+            states=states,
+        )
+        return ids, live
 
     def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
         ends = (self.delim_id, self.bksp_id)
