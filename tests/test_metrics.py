@@ -79,7 +79,7 @@ def test_cutting_into_a_finished_right_step_is_not_precise() -> None:
 def test_erasing_a_right_step_after_a_visible_wrong_one_is_precise(unit: str, n: int) -> None:
     # "4+8+1=13" matches the reference, but the wrong step before it puts it off the path
     r = report(unit, "7+9+0=17\n", "4+8+1=13\n", n, *RIGHT[1:])
-    assert r.precise_erases == 1 and r.made_error
+    assert r.precise_erases == 1 and r.made_error and not r.correct
     assert (r.steps_written, r.wrong_steps_written) == (5, 5)  # all after the first wrong one
     assert (r.erased_steps, r.erased_wrong_steps) == (1, 1)
 
@@ -115,6 +115,10 @@ def test_no_backspace_streams() -> None:
     wrong_answer = report("token", *RIGHT[:-1], "ans 937")  # the final step counts when finished
     assert not wrong_answer.correct and wrong_answer.made_error
     assert (wrong_answer.steps_written, wrong_answer.wrong_steps_written) == (4, 1)
+    # the right answer through a wrong step: an error, and no recovery (it is not correct). The
+    # old 2% "recovery" without a backspace was this: correct meant the final answer alone
+    lucky = report("token", RIGHT[0], "4+8+1=14\n", *RIGHT[2:])
+    assert lucky.made_error and not lucky.correct and lucky.wrong_steps_written == 3
 
 
 def test_the_last_step_of_an_unfinished_stream_is_partial() -> None:
