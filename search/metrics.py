@@ -1,10 +1,28 @@
 """What one generated stream did: right or wrong, backspaces, and whether each erase was deserved
 (DESIGN §8). Pure Python over token ids, with the task's exact step checker where it has one.
 
-An *erase event* is one backspace run. It is *precise* when, just before the run, the visible
-steps held an error (by the exact checker) at or after the first step the run erased. A stream
-*made an error* when the visible steps held an error at some point (before any run, or at the
-end); it *recovered* when it made an error and still ended right.
+Definitions, all on *whole* steps:
+
+- A step is *finished* once its delimiter is written; the last step of a stream that finished
+  (end-of-sequence) is finished at the end too. A *partial* step (no delimiter yet, or the tail of
+  a stream cut by its token budget) is neither right nor wrong.
+- A finished step is *wrong* when the exact checker's first error among the visible finished steps
+  lies at or before it (everything after the first wrong step is off the path too). Its verdict is
+  fixed when it is finished: the steps before it cannot change while it stays visible.
+- An *erase event* is one backspace run. It erases the visible steps it removes or cuts into
+  (unit `token`: one token per backspace, so a run may cut into a step, e.g. only its delimiter;
+  unit `step`: each backspace removes a partial step, or else the last finished step whole). An
+  event is *precise* when one of the finished steps it erases is wrong. Erasing only a partial
+  step is never precise: there is no verdict on it.
+- A stream *made an error* when it ever finished a wrong step (erased later or not); it *recovered*
+  when it made an error and is still `correct` (`Judge.correct`).
+- For chance: `steps_written` / `wrong_steps_written` count every finished step, erased or not,
+  and `erased_steps` / `erased_wrong_steps` the finished steps that backspaces erased. An eraser
+  that picked finished steps at random would hit wrong ones at the rate
+  sum(wrong_steps_written) / sum(steps_written); erase precision by steps is
+  sum(erased_wrong_steps) / sum(erased_steps).
+
+Fields that need the exact checker are None for a task without one.
 """
 
 from __future__ import annotations
@@ -24,46 +42,89 @@ class StreamReport:
     erase_events: int
     precise_erases: int | None  # None: the task has no exact step checker
     made_error: bool | None
+    steps_written: int
+    wrong_steps_written: int | None
+    erased_steps: int
+    erased_wrong_steps: int | None
+
+
+class _Walk:
+    """The visible tokens of a stream as it is written, with a verdict per visible finished step
+    (True: wrong; always False without a checker) and the counts of the report."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.visible: list[int] = []
+        self.wrong: list[bool] = []  # one per visible finished step
+        self.written = self.written_wrong = self.erased = self.erased_wrong = 0
+        self.events = self.precise = 0
+        self.run_hit = False  # the current run erased a wrong finished step
+
+    def write(self, token: int) -> None:
+        self.visible.append(token)
+        if token == self.judge.tokenizer.delim_id:
+            self.finish_step()
+
+    def finish_step(self) -> None:
+        """The last visible step is finished: give it its verdict."""
+        if self.wrong and self.wrong[-1]:
+            verdict = True  # after the first wrong step
+        elif self.judge.task.has_step_checker:
+            steps = split_steps(self.visible, self.judge.tokenizer.delim_id)
+            verdict = self.judge.first_error(steps) is not None
+        else:
+            verdict = False
+        self.wrong.append(verdict)
+        self.written += 1
+        self.written_wrong += verdict
+
+    def backspace(self, starts_run: bool) -> None:
+        if starts_run:
+            self.events += 1
+            self.run_hit = False
+        delim = self.judge.tokenizer.delim_id
+        n = pop_count(self.visible, 0, self.judge.unit, delim)
+        gone = self.visible[len(self.visible) - n :]
+        del self.visible[len(self.visible) - n :]
+        keep = len(self.wrong) - gone.count(delim)  # a step whose delimiter went is cut into
+        cut = self.wrong[keep:]
+        del self.wrong[keep:]
+        self.erased += len(cut)
+        self.erased_wrong += sum(cut)
+        self.run_hit |= any(cut)
+
+    def end_run(self) -> None:
+        self.precise += self.run_hit
 
 
 def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamReport:
-    """Report on `generated` (the raw stream after the prompt, backspaces included)."""
+    """Report on `generated` (the raw stream after the prompt, backspaces included, no
+    end-of-sequence); `finished`: the stream ended with end-of-sequence, not its budget."""
     tok = judge.tokenizer
+    walk = _Walk(judge)
+    previous = None
+    for t in generated:
+        if t == tok.bksp_id:
+            walk.backspace(starts_run=previous != tok.bksp_id)
+        else:
+            if previous == tok.bksp_id:
+                walk.end_run()
+            walk.write(t)
+        previous = t
+    if previous == tok.bksp_id:
+        walk.end_run()
+    if finished and walk.visible and walk.visible[-1] != tok.delim_id:
+        walk.finish_step()
     checker = judge.task.has_step_checker
-    visible: list[int] = []
-    events = precise = 0
-    made_error = False
-    error: int | None = None  # the exact error visible when the current run started
-    in_run = False
-    for t in [*generated, None]:  # None closes a run that ends the stream
-        if t != tok.bksp_id:
-            if in_run:  # the run is over: did it erase the error?
-                precise += error is not None and error >= _kept_steps(visible, tok.delim_id)
-                in_run = False
-            if t is not None:
-                visible.append(t)
-            continue
-        if not in_run:
-            events += 1
-            error = judge.first_error(split_steps(visible, tok.delim_id)) if checker else None
-            made_error |= error is not None
-            in_run = True
-        n = pop_count(visible, 0, judge.unit, tok.delim_id)
-        del visible[len(visible) - n :]
-    if checker:
-        made_error |= judge.first_error(split_steps(visible, tok.delim_id)) is not None
     return StreamReport(
         correct=judge.correct(generated, finished),
         n_tokens=len(generated),
         n_backspaces=sum(1 for t in generated if t == tok.bksp_id),
-        erase_events=events,
-        precise_erases=precise if checker else None,
-        made_error=made_error if checker else None,
+        erase_events=walk.events,
+        precise_erases=walk.precise if checker else None,
+        made_error=walk.written_wrong > 0 if checker else None,
+        steps_written=walk.written,
+        wrong_steps_written=walk.written_wrong if checker else None,
+        erased_steps=walk.erased,
+        erased_wrong_steps=walk.erased_wrong if checker else None,
     )
-
-
-def _kept_steps(visible: list[int], delim: int) -> int:
-    """Steps left whole after a run: the index of the first step it erased (or cut into)."""
-    steps = split_steps(visible, delim)
-    whole = len(steps) if not steps or steps[-1][-1] == delim else len(steps) - 1
-    return whole

@@ -68,11 +68,19 @@ class Judge:
         return [self.tokenizer.decode([t for t in s if t != delim]) for s in steps]
 
     def correct(self, generated: Sequence[int], finished: bool) -> bool:
-        """A finished generation whose visible steps the task accepts."""
+        """A finished generation whose visible steps the task accepts: the right final answer
+        and, on a task with an exact step checker, no wrong visible step (a right answer reached
+        through a wrong step is not a solution to learn from). The one definition of correct for
+        rollouts, traces and evaluation."""
         if not finished:
             return False
         steps = self.visible_steps(generated)
-        return steps is not None and self.task.is_correct(self.problem, self.texts(steps))
+        if steps is None:
+            return False
+        texts = self.texts(steps)
+        if not self.task.is_correct(self.problem, texts):
+            return False
+        return not self.task.has_step_checker or self.task.first_error(self.problem, texts) is None
 
     def first_error(self, steps: Sequence[Sequence[int]]) -> int | None:
         """The exact checker's first wrong step of visible `steps`; None if none or no checker."""

@@ -8,6 +8,7 @@ from search.mcts import MctsParams, mcts
 from search.omegaprm import OmegaParams, omegaprm
 from search.tasks.countdown import CountdownTask
 from search.traces import table_rows
+from search.tree import SearchResult
 from search.types import Ask, Rollout
 from tests.conftest import make_tree, scripted
 
@@ -163,6 +164,34 @@ def test_self_corrections_from_a_policy_that_backtracks(add8, tok):
             assert r["n_backspaces"] > 0 and "<|bksp|>" in r["raw_text"]
             assert "<|bksp|>" not in r["visible_text"]
             assert task.is_correct(task_problem(problems, r), r["visible_text"].split("\n"))
+
+
+def test_a_right_answer_through_a_wrong_step_is_not_correct(add8, tok):
+    """With an exact step checker, correct = right answer and no wrong visible step: such a
+    rollout is no clean trace, no self-correction and no evidence for mc."""
+    task, problems = add8
+    problem = problems[0]
+    ref = task.reference(problem)
+    bad = ref[1][:-1] + str((int(ref[1][-1]) + 1) % 10)  # step 1 with its last digit changed
+    right = "\n".join(ref)
+    wrong_step = "\n".join([ref[0], bad, *ref[2:]])
+    assert task.is_correct(problem, wrong_step.split("\n"))  # the answer alone is right
+
+    def fixed_first_step(text):  # writes step 0 wrong, erases the wrong digit, goes on
+        rest = text[len(ref[0]) :]
+        return tok.encode(ref[0] + "7\n") + [tok.bksp_id] * 2 + tok.encode(rest)
+
+    ids = [tok.encode(wrong_step), fixed_first_step(wrong_step)]
+    ids += [tok.encode(right), fixed_first_step(right)]
+    tree = make_tree(task, problem, tok)
+    assert tree.judge.texts(tree.judge.visible_steps(ids[1])) == wrong_step.split("\n")
+    verdicts = tree.add_rollouts(tree.root, [Rollout(tuple(x), True) for x in ids])
+    assert verdicts == [False, False, True, True]
+    traces = table_rows(SearchResult(tree, []))["traces"]
+    assert [(r["kind"], r["visible_text"]) for r in traces] == [
+        ("clean", right),
+        ("self_correction", right),
+    ]
 
 
 def task_problem(problems, row):

@@ -2,11 +2,13 @@
 the policy contract every backend meets is in test_policy_contract.py."""
 
 import pytest
+import torch
 
 from search.types import Ask
 from tests.models import tiny_checkpoint
 from workers.hf import CheckpointError, SearchTokenizer, load_checkpoint
 from workers.sampler import TransformersPolicy
+from workers.tokens import add_backspace_token
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -62,3 +64,48 @@ def test_delimiter_must_be_one_token(tmp_path):
     _, hf = load_checkpoint(tiny_checkpoint(tmp_path / "m"), "cpu")
     with pytest.raises(CheckpointError, match="exactly one token"):
         SearchTokenizer.wrap(hf, "\n\n", "<|bksp|>")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def with_bksp(request, tmp_path_factory):
+    """A tiny model with `<|bksp|>` whose backspace logit tracks the delimiter's."""
+    path = tiny_checkpoint(tmp_path_factory.mktemp(request.param), request.param)
+    model, hf = load_checkpoint(path, "cpu")
+    bksp = add_backspace_token(model, hf, "<|bksp|>")
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[bksp] = 1.1 * head[hf.convert_tokens_to_ids("\n")]
+    return model, SearchTokenizer.wrap(hf, "\n", "<|bksp|>")
+
+
+@pytest.mark.parametrize("mode", ["stream", "erase"])
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(with_bksp, mode):
+    """One-step asks stop within a few tokens, full rollouts run to the budget: the rows left
+    decode in a shrinking batch and must sample exactly what each samples alone."""
+    model, tok = with_bksp
+    p = TransformersPolicy(
+        model,
+        tok.eos_id,
+        tok.delim_id,
+        max_new_tokens=40,
+        logprobs=True,
+        bksp_id=tok.bksp_id,
+        mode=mode,
+        unit="token",
+        max_backspaces=4,
+    )
+    prompts = [a.prefix for a in asks(tok)]
+    batch = [  # one row per ask, so each row can be sampled alone
+        Ask(prefix, 1, until, seed)
+        for seed, (prefix, until) in enumerate(
+            (pr, u) for pr in prompts for u in ("step", "end", "end")
+        )
+    ]
+    together = [rs[0] for rs in p.sample(batch)]
+    alone = [p.sample([a])[0][0] for a in batch]
+    lengths = [len(r.tokens) for r in together]
+    assert min(lengths) <= 5 and max(lengths) == 40  # rows stopped at very different steps
+    assert any(tok.bksp_id in r.tokens for r in together)
+    for got, one in zip(together, alone, strict=True):
+        assert (got.tokens, got.finished) == (one.tokens, one.finished)
+        assert got.logprobs == pytest.approx(one.logprobs, abs=1e-5)

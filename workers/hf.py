@@ -183,3 +183,13 @@ def forward_cached(model: Any, kwarg: str, cache: Any, **inputs: Any) -> tuple[t
     out = model(**inputs, **{kwarg: cache}, use_cache=True)
     new_cache = out.cache if hasattr(out, "cache") else out.past_key_values
     return out.logits, new_cache
+
+
+def select_rows(cache: Any, index: torch.Tensor) -> Any:
+    """Keep only the batch rows `index` (a LongTensor) of a KV cache: the `Cache` object's own
+    `batch_select_indices`, or, for the legacy tuple of (key, value) per layer, an index_select
+    of every tensor (dimension 0 is the batch)."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(index)
+        return cache
+    return tuple(tuple(x.index_select(0, index) for x in layer) for layer in cache)

@@ -2,8 +2,9 @@
 
 `TransformersPolicy.sample(asks)` expands every ask into `n` rows, sorts rows by prefix length (less
 padding), and decodes them in chunks of up to `max_batch` rows: one left-padded prefill, then one
-token per step for the whole chunk until every row has stopped (end-of-sequence, or the step
-delimiter for until="step", or `max_new_tokens`).
+token per step for every row still going. A row that stops (end-of-sequence, or the step delimiter
+for until="step") leaves the batch and the KV cache at once, so a long tail decodes only the rows
+still in it; the chunk ends when every row has stopped or reached `max_new_tokens`.
 
 Sampling noise is counter-based: row r of ask a draws its uniform at step t from
 splitmix64(seed(a, r), t), and picks the token by inverse CDF. So a row's sample does not depend on
@@ -23,7 +24,7 @@ import torch
 from search.backspace import Unit
 from search.types import Ask, Rollout
 from workers.erase import RowState
-from workers.hf import cache_kwarg, forward_cached
+from workers.hf import cache_kwarg, forward_cached, select_rows
 
 Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -51,6 +52,31 @@ class _Row:
     prefix: tuple[int, ...]
     until: str
     seed: int
+
+
+@dataclass
+class _Live:
+    """The rows of a chunk still decoding, batch row k being chunk row `rows[k]`: their attention
+    mask and position ids (cache columns), stop rule, sampling seeds and backspace states."""
+
+    rows: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    stop_at_delim: torch.Tensor
+    seeds: np.ndarray
+    states: list[RowState] | None
+
+    def select(self, keep: torch.Tensor) -> _Live:
+        """Only the batch rows `keep` (a LongTensor), in order."""
+        kept = keep.tolist()
+        return _Live(
+            self.rows[keep],
+            self.mask[keep],
+            self.positions[keep],
+            self.stop_at_delim[keep],
+            self.seeds[kept],
+            [self.states[i] for i in kept] if self.states is not None else None,
+        )
 
 
 class TransformersPolicy:
@@ -121,56 +147,69 @@ class TransformersPolicy:
     @torch.inference_mode()
     def _decode(self, rows: list[_Row]) -> list[Rollout]:
         b = len(rows)
-        width = max(len(r.prefix) for r in rows)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prefix token is aligned
-            ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
-            mask[i, width - len(r.prefix) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        states = (
-            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
-            if self.bksp_id is not None
-            else None
+        ids, live = self._start(rows)
+        out_tok = torch.full(
+            (b, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device
         )
-        seeds = np.array([r.seed for r in rows], dtype=np.uint64)
-        stop_at_delim = torch.tensor([r.until == "step" for r in rows], device=self.device)
-        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        out_logp = torch.zeros((b, self.max_new_tokens), device=self.device)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)
-        new_tokens, new_logps = [], []
-        past = None
-        step_ids = ids
+        past, step_ids, n_steps = None, ids, 0
         for t in range(self.max_new_tokens):
             logits, past = forward_cached(
                 self.model,
                 self._cache_kwarg,
                 past,
                 input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
+                attention_mask=live.mask,
+                position_ids=live.positions,
             )
             logits = logits[:, -1, : self.vocab].float()
             logp = torch.log_softmax(logits, dim=-1)  # the model's own, before any ban
-            if states is not None:
-                self._ban_backspace(logits, states)
-            tok = self._pick(logits, seeds, t)
-            logp = logp.gather(1, tok[:, None]).squeeze(1)
-            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
-            new_tokens.append(tok)
-            new_logps.append(logp)
-            stops = (tok == self.eos_id) | (stop_at_delim & (tok == self.delim_id))
-            finished |= stops & ~done
-            done |= stops
-            if bool(done.all()):
+            if live.states is not None:
+                self._ban_backspace(logits, live.states)
+            tok = self._pick(logits, live.seeds, t)
+            out_tok[live.rows, t] = tok
+            out_logp[live.rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
+            n_steps = t + 1
+            stops = (tok == self.eos_id) | (live.stop_at_delim & (tok == self.delim_id))
+            finished[live.rows[stops]] = True
+            n_stopped = int(stops.sum())
+            if n_stopped == len(tok):
                 break
+            if n_stopped:  # stopped rows leave the batch and the KV cache
+                keep = (~stops).nonzero().squeeze(1)
+                live, tok, past = live.select(keep), tok[keep], select_rows(past, keep)
             step_ids = tok[:, None]
-            # rows are independent: a stopped row keeps decoding padding that nobody reads
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            if states is not None:
-                positions = self._track(states, tok, done, mask, positions)
-        return self._rollouts(rows, new_tokens, new_logps, finished)
+            live.mask = torch.cat([live.mask, torch.ones_like(live.mask[:, :1])], dim=1)
+            live.positions = live.positions[:, -1:] + 1
+            if live.states is not None:
+                live.positions = self._track(live.states, tok, live.mask, live.positions)
+        return self._rollouts(rows, out_tok[:, :n_steps], out_logp[:, :n_steps], finished)
+
+    def _start(self, rows: list[_Row]) -> tuple[torch.Tensor, _Live]:
+        """Left-padded prefill ids (every row's last prefix token aligned) and the live rows."""
+        b = len(rows)
+        width = max(len(r.prefix) for r in rows)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r.prefix) :] = torch.tensor(r.prefix)
+            mask[i, width - len(r.prefix) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        states = (
+            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
+            if self.bksp_id is not None
+            else None
+        )
+        live = _Live(
+            rows=torch.arange(b, device=self.device),
+            mask=mask,
+            positions=(mask.cumsum(-1) - 1).clamp(min=0),
+            stop_at_delim=torch.tensor([r.until == "step" for r in rows], device=self.device),
+            seeds=np.array([r.seed for r in rows], dtype=np.uint64),
+            states=states,
+        )
+        return ids, live
 
     def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
         ends = (self.delim_id, self.bksp_id)
@@ -188,17 +227,14 @@ class TransformersPolicy:
         self,
         states: list[RowState],
         tok: torch.Tensor,
-        done: torch.Tensor,
         mask: torch.Tensor,
         positions: torch.Tensor,
     ) -> torch.Tensor:
-        """Push the new tokens into each row's backspace state; in erase mode hide what a
+        """Push the new tokens into each live row's backspace state; in erase mode hide what a
         finished backspace run erased and set the next position ids."""
         col = mask.shape[1] - 1
-        toks, dones = tok.tolist(), done.tolist()
+        toks = tok.tolist()
         for i, st in enumerate(states):
-            if dones[i]:
-                continue
             hidden = st.push(col, toks[i], toks[i] == self.bksp_id)
             if self.mode == "erase":
                 if hidden:
@@ -221,12 +257,13 @@ class TransformersPolicy:
     def _rollouts(
         self,
         rows: list[_Row],
-        toks: list[torch.Tensor],
-        logps: list[torch.Tensor],
+        toks: torch.Tensor,
+        logps: torch.Tensor,
         finished: torch.Tensor,
     ) -> list[Rollout]:
-        tok_m = torch.stack(toks, 1).tolist()
-        logp_m = torch.stack(logps, 1).tolist() if self.logprobs else None
+        """Rollouts from the `[rows, steps]` sampled tokens (padding after a row stopped)."""
+        tok_m = toks.tolist()
+        logp_m = logps.tolist() if self.logprobs else None
         fin = finished.tolist()
         out = []
         for i, row in enumerate(rows):
