@@ -4,8 +4,10 @@ eval, bootstrap and run stages).
 Four settings: greedy and temperature `eval.temperature` (pass@1 over `eval.samples` samples per
 problem), each also with the backspace token banned (what the same model does without the
 skill). Per setting: accuracy with a 95% Wilson interval, backtrack rate (samples with a
-backspace), erase precision (backspace runs that erased a real error, by the exact step checker),
-recovery (samples that made an error and still ended right), tokens per solved sample. Decoding
+backspace), erase precision (backspace runs that erased a wrong finished step, by the exact step
+checker; a half-written step is neither right nor wrong), the share of erased finished steps that
+were wrong beside chance (the share of all written finished steps that were wrong), recovery
+(samples that finished a wrong step and still ended right), tokens per solved sample. Decoding
 uses the attention mode the model was trained with (`halluc.json` in its directory). Sampling goes
 through `workers.policy` with `eval.policy` (transformers or vLLM).
 """
@@ -112,11 +114,20 @@ def _sample(
 
 
 def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> dict[str, Any]:
+    """One setting's figures over its samples (definitions: `search.metrics`). `erase_precision`
+    is per erase event; `step_erase_precision` is the share of erased finished steps that were
+    wrong, and `chance_precision` what an eraser that picks finished steps at random would hit
+    (the share of written finished steps that were wrong): a detector is only as good as its
+    precision above chance."""
     n = len(reports)
     solved = sum(r.correct for r in reports)
     events = sum(r.erase_events for r in reports)
     precise = [r.precise_erases for r in reports if r.precise_erases is not None]
     erred = [r for r in reports if r.made_error]
+    checked = [r for r in reports if r.erased_wrong_steps is not None]
+    written = sum(r.steps_written for r in checked)
+    erased = sum(r.erased_steps for r in checked)
+    wrong_written = sum(r.wrong_steps_written or 0 for r in checked)
     return {
         "temperature": temperature,
         "samples_per_problem": samples,
@@ -126,6 +137,11 @@ def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> 
         "backtrack_rate": sum(r.n_backspaces > 0 for r in reports) / n,
         "erase_events": events,
         "erase_precision": sum(precise) / events if events and precise else None,
+        "erased_steps": erased,
+        "step_erase_precision": (
+            sum(r.erased_wrong_steps or 0 for r in checked) / erased if erased else None
+        ),
+        "chance_precision": wrong_written / written if written else None,
         "made_error": len(erred),
         "recovery": sum(r.correct for r in erred) / len(erred) if erred else None,
         "tokens_per_solved": sum(r.n_tokens for r in reports) / solved if solved else None,
@@ -141,15 +157,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['model']} ({result['mode']} attention, {result['unit']} unit, "
         f"{result['n_problems']} held-out problems)",
-        "| setting | accuracy | 95% CI | backtrack rate | erase precision | recovery | "
-        "tokens/solved |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | accuracy | 95% CI | backtrack rate | erase precision | steps erased: "
+        "wrong (chance) | recovery | tokens/solved |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result["settings"].items():
         lo, hi = m["ci95"]
         lines.append(
             f"| {name} | {f(m['accuracy'])} | {f(lo)}–{f(hi)} | "
             f"{f(m['backtrack_rate'])} | {f(m['erase_precision'])} | "
+            f"{f(m.get('step_erase_precision'))} ({f(m.get('chance_precision'))}) | "
             f"{f(m['recovery'])} | {f(m['tokens_per_solved'], pct=False)} |"
         )
     return "\n".join(lines)

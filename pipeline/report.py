@@ -33,8 +33,9 @@ def table(cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> str:
     key = _setting(cfg)
     lines = [
         f"| round | backtrack acc. {key} (95% CI) | baseline acc. {key} (95% CI) | "
-        "difference | backtrack rate | erase precision | recovery |",
-        "|---|---|---|---|---|---|---|",
+        "difference | backtrack rate | erase precision | steps erased: wrong (chance) | "
+        "recovery |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r, (b, a) in enumerate(zip(evals["backtrack"], evals["baseline"], strict=True)):
         mb, ma = b["settings"][key], a["settings"][key]
@@ -43,6 +44,7 @@ def table(cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> str:
             f"{_pct(ma['accuracy'])} ({_pct(ma['ci95'][0])}–{_pct(ma['ci95'][1])}) | "
             f"{100 * (mb['accuracy'] - ma['accuracy']):+.1f} pts | "
             f"{_pct(mb['backtrack_rate'])} | {_pct(mb['erase_precision'])} | "
+            f"{_pct(mb.get('step_erase_precision'))} ({_pct(mb.get('chance_precision'))}) | "
             f"{_pct(mb['recovery'])} |"
         )
     return "\n".join(lines)

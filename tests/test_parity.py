@@ -191,10 +191,6 @@ def test_a_mistral_without_a_window_keeps_parity(tmp_path):
     assert (train - decode).abs().max().item() <= 1e-4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs TransformersPolicy to call workers.hf.check_erase_support in erase mode",
-)
 def test_the_batched_sampler_refuses_a_sliding_window_in_erase_mode(tmp_path):
     model, tok = load_checkpoint(tiny_checkpoint(tmp_path, "mistral", sliding_window=8), "cpu")
     bksp = add_backspace_token(model, tok, "<|bksp|>")

@@ -7,8 +7,11 @@
 backspace semantics it was trained with (`halluc.json`: attention mode and unit); `make_policy`
 builds a policy of that kind with the given decoding options, as often as needed (evaluation
 builds one per setting over one load). `load_fake` stands in for a checkpoint with the scripted
-policy of `search.fake`. A model not trained on backspaces never emits one by chance: its
-backspace is always banned. Heavy libraries are imported only for the kind that needs them.
+policy of `search.fake`. Sampling never emits a special token that is not part of the task's
+output (padding, unknown, and any other special token the tokenizer has); end-of-sequence, the
+step delimiter and the backspace stay allowed, and a model not trained on backspaces never emits
+one by chance: its backspace is banned too. Heavy libraries are imported only for the kind that
+needs them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Loaded:
     unit: Unit
     trained: bool
     pad_id: int = 0
+    banned: tuple[int, ...] = ()  # special tokens that are never part of the task's output
 
 
 def load(
@@ -87,16 +91,19 @@ def load(
     tok = SearchTokenizer.wrap(hf, delimiter, bksp_token)
     meta = backtrack_meta(path)
     mode = meta.get("mode", "stream")
+    unit = meta.get("unit", unit)
+    banned = non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id))
     return Loaded(
-        kind,
-        str(path),
-        tok,
-        backend,
-        mode,
-        meta.get("unit", unit),
-        bool(meta),
-        hf.pad_token_id or 0,
+        kind, str(path), tok, backend, mode, unit, bool(meta), hf.pad_token_id or 0, banned
     )
+
+
+def non_output_specials(hf: Any, keep: Sequence[int]) -> tuple[int, ...]:
+    """Ids of every special token of the tokenizer `hf` (named ones such as padding and unknown,
+    and added tokens marked special) except those in `keep`."""
+    ids = set(hf.all_special_ids)
+    ids |= {i for i, t in hf.added_tokens_decoder.items() if getattr(t, "special", False)}
+    return tuple(sorted(ids - set(keep)))
 
 
 def load_fake(
@@ -136,7 +143,10 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
         "temperature": d.temperature,
         "max_new_tokens": d.max_new_tokens,
         "logprobs": d.logprobs,
-        "ban_ids": [tok.bksp_id] if d.ban_backspace or not loaded.trained else [],
+        "ban_ids": [
+            *loaded.banned,
+            *([tok.bksp_id] if d.ban_backspace or not loaded.trained else []),
+        ],
         "bksp_id": tok.bksp_id,
         "mode": loaded.mode,
         "unit": loaded.unit,

@@ -24,7 +24,7 @@ import torch
 from search.backspace import Unit
 from search.types import Ask, Rollout
 from workers.erase import RowState
-from workers.hf import cache_kwarg, forward_cached, select_rows
+from workers.hf import cache_kwarg, check_erase_support, forward_cached, select_rows
 
 Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -125,6 +125,8 @@ class TransformersPolicy:
         self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
         self.tokens_generated = 0  # counted for benchmarks and progress
         self._cache_kwarg = cache_kwarg(model)
+        if mode == "erase":
+            check_erase_support(model)
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
         rows = [
