@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= arith-tiny
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo verdict test test-all lint bench clean
 
 $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 
 demo: $(BIN)/.installed
 	$(BIN)/halluc run --preset $(PRESET)
+
+# the full verdict protocol: three seeds, the decoding sweep, the controls (README: its time)
+verdict: $(BIN)/.installed
+	$(BIN)/halluc run --preset $(PRESET) --set 'run.seeds=[0,1,2]' --set run.out_dir=runs/$(PRESET)-verdict
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check search pipeline workers tests benchmarks

@@ -52,7 +52,7 @@ def main(cfg: Config) -> dict[str, Any]:
     remove_stale(layout.bootstrap)
     if not layout.bootstrap_model.exists():
         train(cfg, task, layout.bootstrap_model)
-    problems = task.problems("test", cfg.bootstrap.eval_problems)
+    problems = task.problems("test", cfg.eval.n_problems)
     figures = evaluate_to(
         layout.bootstrap / "eval.json", layout.bootstrap_model, task, problems, cfg
     )

@@ -150,12 +150,11 @@ class BootstrapConfig:
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 100
-    eval_problems: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
         positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
-        for name in (*positive, "batch_size", "eval_problems"):
+        for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
@@ -218,13 +217,19 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation (DESIGN §8): `samples` per problem at `temperature` (pass@1 over
-    them), plus greedy; both also with the backspace banned. `policy` samples with transformers
-    or vLLM; `model` evaluates any checkpoint (its figures go under `run.out_dir/evals/`)."""
+    """Held-out evaluation (DESIGN §8), a decoding sweep: greedy and each of `temperatures`, with
+    `samples` samples per problem (pass@1 over them, and pass@k), each also with the backspace
+    banned when `banned`. Each arm's decoding setting is chosen on `n_tune` training problems
+    (never on the held-out ones). `max_new_tokens` 0: twice the search's, room for the erase
+    budget. `policy` samples with transformers or vLLM; `model` evaluates any checkpoint (its
+    figures go under `run.out_dir/evals/`)."""
 
     n_problems: int = 500
-    temperature: float = 1.0
-    samples: int = 1
+    temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
+    samples: int = 4
+    banned: bool = True
+    n_tune: int = 100
+    max_new_tokens: int = 0
     max_backspaces: int = 16
     policy: Literal["transformers", "vllm"] = "transformers"
     model: str = ""
@@ -232,8 +237,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
             raise ConfigError("n_problems and samples must be >= 1, max_backspaces >= 0")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature: must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.n_tune < 1 or self.max_new_tokens < 0:
+            raise ConfigError(
+                "n_tune must be >= 1 (settings are chosen on training problems), "
+                "max_new_tokens >= 0"
+            )
+        if any(t <= 0 for t in self.temperatures):
+            raise ConfigError(
+                f"temperatures: each must be > 0 (greedy is always run), got {self.temperatures}"
+            )
 
 
 @dataclass(frozen=True)
@@ -254,20 +266,26 @@ class TraceConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Where outputs go, the run seed every other seed derives from, the round a stage run on
-    its own works on, and the math threads of each in-process stage (search workers share them:
-    `threads // search.workers` each)."""
+    """Where outputs go, the run seed every other seed derives from (`seeds`: `halluc run` runs
+    one sub-run per seed, `out_dir/seed-S/`, and compares the arms over all of them), the round a
+    stage run on its own works on, and the math threads of each in-process stage (search workers
+    share them: `threads // search.workers` each). The baseline arm's model has no backspace
+    token unless `baseline_backspace`."""
 
     out_dir: str = "runs/default"
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)
     round: int = 0
     rounds: int = 2
     model_id: str = ""
     threads: int = 2
+    baseline_backspace: bool = False
 
     def __post_init__(self) -> None:
         if self.round < 0 or self.rounds < 0 or self.threads < 1:
             raise ConfigError("round and rounds must be >= 0, threads >= 1")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: each seed once, got {self.seeds}")
 
 
 @dataclass(frozen=True)
@@ -316,6 +334,7 @@ MOVED = {
     "search.mcts_c_puct": "search.mcts.c_puct",
     **{f"search.fake_{k}": f"search.fake.{k}" for k in ("error_rate", "trap_rate", "fix_rate")},
     "search.fake_n_traps": "search.fake.n_traps",
+    "eval.temperature": "eval.temperatures (a list: greedy and each of them are evaluated)",
     "task.op": "task.arithmetic.op",
     "task.digits": "task.arithmetic.digits",
     **{f"task.{k}": f"task.jsonl.{k}" for k in ("path", "question_field", "answer_field")},
@@ -324,6 +343,8 @@ REMOVED = {
     "train.base": "training starts from the model the round searched with (model.path or the "
     "bootstrap model in round 0, the previous round's model after that)",
     "train.data": "training reads the round's selected.parquet, else its search traces",
+    "bootstrap.eval_problems": "the start model is evaluated like every round's, on "
+    "eval.n_problems held-out problems",
 }
 
 
@@ -490,7 +511,7 @@ def save_config(cfg: Config, path: Path) -> None:
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def eval_key(cfg: Config, n_problems: int) -> str:
+def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
     """A hash of what shapes an evaluation's figures (not the model: that is its path)."""
     d = cfg.to_dict()
     shaping = {
@@ -501,5 +522,6 @@ def eval_key(cfg: Config, n_problems: int) -> str:
         "seed": cfg.run.seed,
         "dtype": cfg.model.dtype,
         "n_problems": n_problems,
+        "banned": banned,
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]

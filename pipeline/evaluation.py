@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
-from search.types import Ask, Policy, Problem, Task
+from search.types import Ask, Policy, Problem, Rollout, Task
 from workers.policy import Decoding, Loaded, make_policy
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def evaluate_to(
-    out: Path, path: Path, task: Task, problems: list[Problem], cfg: Config
+    out: Path,
+    path: Path,
+    task: Task,
+    problems: list[Problem],
+    cfg: Config,
+    banned: bool | None = None,
 ) -> dict[str, Any]:
     """The figures of the checkpoint at `path`, cached in `out` with the key of what shaped them
     (`eval_key`); a file made with other settings is refused, never overwritten."""
-    key = eval_key(cfg, len(problems))
+    key = eval_key(cfg, len(problems), banned)
     if out.exists():
         cached = dict(read_json(out))
         if cached.get("eval_key") != key:
@@ -54,21 +60,30 @@ def evaluate_to(
                 "to evaluate again, or evaluate on its own with --set eval.model=PATH"
             )
         return cached
-    result = evaluate_model(path, task, problems, cfg) | {"eval_key": key}
+    result = evaluate_model(path, task, problems, cfg, banned) | {"eval_key": key}
     write_json(out, result)
     return result
 
 
-def evaluate_model(path: Path, task: Task, problems: list[Problem], cfg: Config) -> dict[str, Any]:
-    """Every setting's metrics for the checkpoint at `path`."""
-    loaded = load_model(cfg, cfg.eval.policy, path, task)
+def settings(cfg: Config, banned: bool | None = None) -> dict[str, tuple[float, int, bool]]:
+    """The decoding sweep: name -> (temperature, samples per problem, backspace banned)."""
     e = cfg.eval
-    settings = {
-        "greedy": (0.0, 1, False),
-        f"T={e.temperature}": (e.temperature, e.samples, False),
-        "greedy, backspace banned": (0.0, 1, True),
-        f"T={e.temperature}, backspace banned": (e.temperature, e.samples, True),
-    }
+    sweep = {"greedy": (0.0, 1, False)} | {f"T={t}": (t, e.samples, False) for t in e.temperatures}
+    if e.banned if banned is None else banned:
+        sweep |= {f"{name}, backspace banned": (t, k, True) for name, (t, k, _) in sweep.items()}
+    return sweep
+
+
+def max_new_tokens(cfg: Config) -> int:
+    """`eval.max_new_tokens`, or twice the search's: room for erased steps and their redo."""
+    return cfg.eval.max_new_tokens or 2 * cfg.search.max_new_tokens
+
+
+def evaluate_model(
+    path: Path, task: Task, problems: list[Problem], cfg: Config, banned: bool | None = None
+) -> dict[str, Any]:
+    """Every setting's figures for the checkpoint at `path` (`settings`)."""
+    loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),
         "mode": loaded.mode,
@@ -76,19 +91,34 @@ def evaluate_model(path: Path, task: Task, problems: list[Problem], cfg: Config)
         "n_problems": len(problems),
         "settings": {},
     }
-    for name, (temperature, samples, banned) in settings.items():
-        decoding = Decoding(
-            temperature=temperature,
-            max_new_tokens=cfg.search.max_new_tokens,
-            max_batch=cfg.search.max_batch,
-            ban_backspace=banned,
-            max_backspaces=e.max_backspaces,
-            backspace_at=cfg.trace.backspace_at,
-        )
-        policy = make_policy(loaded, decoding)
+    for name, (temperature, samples, ban) in settings(cfg, banned).items():
+        policy = make_policy(loaded, _decoding(cfg, temperature, ban))
         reports = _sample(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
-        out["settings"][name] = aggregate(reports, temperature, samples)
+        out["settings"][name] = aggregate(reports, temperature, samples) | {
+            "per_problem": per_problem(reports, samples),
+            "tokens_per_problem": [
+                sum(r.n_tokens for r in reports[i : i + samples]) / samples
+                for i in range(0, len(reports), samples)
+            ],
+        }
     return out
+
+
+def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:
+    return Decoding(
+        temperature=temperature,
+        max_new_tokens=max_new_tokens(cfg),
+        max_batch=cfg.search.max_batch,
+        ban_backspace=ban,
+        max_backspaces=cfg.eval.max_backspaces,
+        backspace_at=cfg.trace.backspace_at,
+        logprobs=logprobs,
+    )
+
+
+def per_problem(reports: list[StreamReport], k: int) -> list[float]:
+    """Each problem's share of correct samples (`reports` holds k per problem, in order)."""
+    return [sum(r.correct for r in reports[i : i + k]) / k for i in range(0, len(reports), k)]
 
 
 def _sample(
@@ -100,17 +130,94 @@ def _sample(
     temperature: float,
     seed: int,
 ) -> list[StreamReport]:
+    return [
+        report
+        for _, report in _sample_rollouts(
+            policy, loaded, task, problems, samples, temperature, seed
+        )
+    ]
+
+
+def _sample_rollouts(
+    policy: Policy,
+    loaded: Loaded,
+    task: Task,
+    problems: list[Problem],
+    samples: int,
+    temperature: float,
+    seed: int,
+) -> list[tuple[Rollout, StreamReport]]:
     tok = loaded.tokenizer
     prompts = [tuple(tok.encode(p.prompt)) for p in problems]
     asks = [
         Ask(pr, samples, "end", derive_seed(seed, "eval", temperature, p.id))
         for p, pr in zip(problems, prompts, strict=True)
     ]
-    reports = []
+    out = []
     for p, pr, rollouts in zip(problems, prompts, policy.sample(asks), strict=True):
         judge = Judge(task, p, tok, pr, loaded.unit)
-        reports += [analyze(judge, r.tokens, r.finished) for r in rollouts]
-    return reports
+        out += [(r, analyze(judge, r.tokens, r.finished)) for r in rollouts]
+    return out
+
+
+def controls(
+    path: Path,
+    task: Task,
+    problems: list[Problem],
+    cfg: Config,
+    setting: tuple[float, int, bool],
+    budget: list[float],
+) -> dict[str, Any]:
+    """What a user would do instead of backtracking, at the same generated tokens per problem:
+    sample N times at `setting` (temperature) and keep the sample the model finds most likely
+    (mean log-probability per token: best-of-N) or the most common final step (majority vote,
+    its likeliest member). N per problem is the smallest count whose expected tokens (this
+    model's mean tokens per sample on that problem, from a first draw) reach `budget` tokens."""
+    loaded = load_model(cfg, cfg.eval.policy, path, task)
+    temperature = setting[0] or 1.0  # greedy gives one answer: vote among samples at T=1
+    policy = make_policy(loaded, _decoding(cfg, temperature, setting[2], logprobs=True))
+    n_max = max(1, min(32, round(max(budget) / 4)))
+    drawn = _sample_rollouts(policy, loaded, task, problems, n_max, temperature, cfg.run.seed + 1)
+    best, vote, tokens, ns = [], [], [], []
+    for i, problem in enumerate(problems):
+        mine = drawn[i * n_max : (i + 1) * n_max]
+        per_sample = sum(len(r.tokens) for r, _ in mine) / n_max
+        n = max(1, min(n_max, math.ceil(budget[i] / max(per_sample, 1.0))))
+        chosen = mine[:n]
+        best.append(float(max(chosen, key=lambda x: _mean_logprob(x[0]))[1].correct))
+        vote.append(float(_majority(chosen, loaded, problem).correct))
+        tokens.append(sum(len(r.tokens) for r, _ in chosen))
+        ns.append(n)
+    common = {
+        "temperature": temperature,
+        "mean_n": sum(ns) / len(ns),
+        "generated_tokens": sum(tokens),
+    }
+    return {
+        "best_of_n": common | {"accuracy": sum(best) / len(best), "per_problem": best},
+        "majority": common | {"accuracy": sum(vote) / len(vote), "per_problem": vote},
+    }
+
+
+def _mean_logprob(rollout: Rollout) -> float:
+    lp = rollout.logprobs or ()
+    return sum(lp) / len(lp) if lp else float("-inf")
+
+
+def _majority(
+    chosen: list[tuple[Rollout, StreamReport]], loaded: Loaded, problem: Problem
+) -> StreamReport:
+    """The likeliest sample among those whose last line is the most common last line."""
+    tok = loaded.tokenizer
+
+    def last_line(r: Rollout) -> str:
+        text = tok.decode([t for t in r.tokens if t != tok.bksp_id])
+        return text.strip().splitlines()[-1] if text.strip() else ""
+
+    counts = Counter(last_line(r) for r, _ in chosen)
+    winner = max(counts, key=lambda line: (counts[line], line))
+    group = [x for x in chosen if last_line(x[0]) == winner]
+    return max(group, key=lambda x: _mean_logprob(x[0]))[1]
 
 
 def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> dict[str, Any]:
@@ -145,7 +252,16 @@ def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> 
         "made_error": len(erred),
         "recovery": sum(r.correct for r in erred) / len(erred) if erred else None,
         "tokens_per_solved": sum(r.n_tokens for r in reports) / solved if solved else None,
+        "generated_tokens": sum(r.n_tokens for r in reports),
+        "truncation_rate": sum(not r.finished for r in reports) / n,
+        "pass_at_k": _pass_at_k(reports, samples),
     }
+
+
+def _pass_at_k(reports: list[StreamReport], k: int) -> float:
+    """The share of problems with at least one correct sample among their k."""
+    groups = [reports[i : i + k] for i in range(0, len(reports), k)]
+    return sum(any(r.correct for r in g) for g in groups) / len(groups)
 
 
 def format_table(result: dict[str, Any]) -> str:

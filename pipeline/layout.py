@@ -9,7 +9,8 @@
         search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
         select/                 selected.parquet (what the arm trains on), config.yaml
         train/model/            the trained model (halluc.json: how decoding must treat it)
-        eval.json               that model's figures
+        eval.json  tune.json    that model's figures, held out and on training problems
+        controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       report.md  report.html
 
@@ -57,6 +58,10 @@ class RoundLayout:
     def eval(self) -> Path:
         return self.root / "eval.json"
 
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune.json"
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -87,6 +92,11 @@ class RunLayout:
     def start_model(self) -> Path:
         """The model round 0 searches with: `model.path`, else the bootstrap model."""
         return Path(self.given_model) if self.given_model else self.bootstrap_model
+
+    @property
+    def start_tune(self) -> Path:
+        """The start model's figures on training problems (where settings are chosen)."""
+        return self.start_eval.with_name(self.start_eval.stem.replace("eval", "tune") + ".json")
 
     @property
     def start_eval(self) -> Path:

@@ -24,7 +24,7 @@ METRICS = [
 
 
 def _setting(cfg: Config) -> str:
-    return f"T={cfg.eval.temperature}"
+    return f"T={cfg.eval.temperatures[-1]}"
 
 
 def table(cfg: Config, evals: dict[str, list[dict[str, Any]]]) -> str:

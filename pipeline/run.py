@@ -1,6 +1,8 @@
-"""The main job: expert iteration with a no-backtrack baseline at equal compute (DESIGN §9).
+"""The main job: expert iteration with a no-backtrack baseline at equal compute (DESIGN §9),
+measured so that it can carry a verdict.
 
-    halluc run --preset arith-tiny                 # the demo: CPU, about 6 minutes after set-up
+    halluc run --preset arith-tiny                            # the demo: one seed
+    halluc run --preset arith-tiny --set 'run.seeds=[0,1,2]'  # the verdict: three seeds
     ray job submit --working-dir . -- halluc run --preset countdown-gpu \
         --set model.path=/mnt/shared/models/m --set run.out_dir=/mnt/shared/runs/countdown
 
@@ -8,58 +10,161 @@
     for each round r < run.rounds, for each arm:
         search   with the arm's current model (same search config for both arms)
         select   backtrack: corrections, self-corrections, clean; baseline: clean only, drawn to
-                 the same number of tokens as the backtrack arm's set
-        train    from the arm's current model on its selection (same trainer settings)
-        evaluate on the same held-out problems -> the arm's model for round r + 1
+                 the same loss-bearing tokens as the backtrack arm's set
+        train    from the arm's current model on its selection, the baseline for the backtrack
+                 arm's number of optimizer steps, without the backspace token
+        evaluate the decoding sweep on the held-out problems, and on `eval.n_tune` training
+                 problems to choose the arm's setting; then the baseline's best-of-N and majority
+                 vote at the backtrack arm's generated tokens per problem
 
-Where everything goes: `pipeline.layout`. Every stage skips what it finished, so rerunning the
-same command after a kill resumes at the first unfinished stage.
+With `run.seeds`, each seed is a sub-run (`out_dir/seed-S/`, resumable on its own) and
+`verdict.json` compares the arms over all of them (`pipeline.verdict`). Where everything goes:
+`pipeline.layout`. Every stage skips what it finished, so rerunning the same command after a kill
+resumes at the first unfinished stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 from pipeline import bootstrap, report, search_stage, select, train
 from pipeline.config import Config
-from pipeline.evaluation import evaluate_to, format_table
+from pipeline.evaluation import controls, evaluate_to, format_table, settings
+from pipeline.files import read_json, write_json
 from pipeline.layout import ARMS, RunLayout
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
+from pipeline.verdict import choose, verdict
+from search.types import Problem, Task
 
 log = logging.getLogger(__name__)
 
 
 def main(cfg: Config) -> dict[str, Any]:
-    """Run (or resume) every round of both arms; returns each arm's eval figures by round and
-    the report's summary table."""
+    """Run (or resume) every round of both arms, for each seed of `run.seeds` (else `run.seed`);
+    returns the verdict and where the report is."""
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)
     record_environment(cfg, layout.environment)
+    seeds = cfg.run.seeds or [cfg.run.seed]
+    runs = []
+    for s in seeds:
+        sub = _seed_config(cfg, s) if cfg.run.seeds else cfg
+        runs.append(run_seed(sub))
+    result = verdict(runs, seeds)
+    result["compute"] = [
+        _compute(RunLayout.of(_seed_config(cfg, s) if cfg.run.seeds else cfg), cfg) for s in seeds
+    ]
+    write_json(layout.root / "verdict.json", result)
+    evals = {arm: [x["eval"] for x in runs[0][arm]] for arm in ARMS}
+    summary = report.write(layout, cfg, evals)
+    return {"verdict": result, "summary": summary, "report": str(layout.report_html)}
+
+
+def describe(result: dict[str, Any]) -> str:
+    return f"{result['summary']}\n\n{result['verdict']['sentence']}\nreport: {result['report']}"
+
+
+def _seed_config(cfg: Config, seed: int) -> Config:
+    """Seed `seed`'s sub-run: its own directory, and every seed of the pipeline set to it."""
+    return dataclasses.replace(
+        cfg,
+        run=dataclasses.replace(
+            cfg.run, seed=seed, seeds=[], out_dir=str(Path(cfg.run.out_dir) / f"seed-{seed}")
+        ),
+        bootstrap=dataclasses.replace(cfg.bootstrap, seed=seed),
+        train=dataclasses.replace(cfg.train, seed=seed),
+    )
+
+
+def run_seed(cfg: Config) -> dict[str, Any]:
+    """One seed's run: per arm and round, the held-out eval and the tuning eval; per round the
+    baseline's controls (None in round 0, where both arms are the start model)."""
+    layout = RunLayout.of(cfg)
+    stage_config(cfg, layout.root)
     set_threads(cfg)
     task = task_from_config(cfg.task)
     test = task.problems("test", cfg.eval.n_problems)
-    if cfg.model.path:
-        start_eval = evaluate_to(layout.start_eval, layout.start_model, task, test, cfg)
-    else:
-        start_eval = bootstrap.main(cfg)
-    evals: dict[str, list[dict[str, Any]]] = {arm: [start_eval] for arm in ARMS}
+    tune = task.problems("train", cfg.eval.n_tune)
+    if not cfg.model.path:
+        bootstrap.main(cfg)
+    paths = (layout.start_eval, layout.start_tune)
+    start = _evaluate(layout.start_model, paths, task, test, tune, cfg)
+    out: dict[str, Any] = {arm: [start] for arm in ARMS} | {"controls": [None]}
     for r in range(cfg.run.rounds):
         rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))
-        tokens = None
+        tokens, steps = None, -1
         for arm in ARMS:
             rnd, model = layout.round(r, arm), layout.model(r, arm)
             search_stage.search(rcfg, model, rnd.search)
             _, tokens = select.select(rcfg, arm, rnd, tokens)
-            train.train(rcfg, model, rnd)
+            backspace = arm == "backtrack" or cfg.run.baseline_backspace
+            train.train(rcfg, model, rnd, backspace=backspace, max_steps=steps)
+            if arm == "backtrack":
+                steps = read_json(rnd.train / "compute.json")["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
-            evals[arm].append(evaluate_to(rnd.eval, rnd.model, task, test, rcfg))
-            log.info("round %d, %s arm:\n%s", r + 1, arm, format_table(evals[arm][-1]))
-    summary = report.write(layout, cfg, evals)
-    return {"evals": evals, "summary": summary, "report": str(layout.report_html)}
+            out[arm].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, rcfg))
+            log.info("round %d, %s arm:\n%s", r + 1, arm, format_table(out[arm][-1]["eval"]))
+        out["controls"].append(_controls(layout, r, task, test, rcfg, out))
+    return out
 
 
-def describe(result: dict[str, Any]) -> str:
-    return f"{result['summary']}\nreport: {result['report']} (and report.md)"
+def _evaluate(
+    model: Path,
+    paths: tuple[Path, Path],
+    task: Task,
+    test: list[Problem],
+    tune: list[Problem],
+    cfg: Config,
+) -> dict[str, Any]:
+    """The held-out sweep (`paths[0]`) and the sweep on training problems (`paths[1]`)."""
+    held = evaluate_to(paths[0], model, task, test, cfg)
+    tuned = evaluate_to(paths[1], model, task, tune, cfg, banned=False)
+    return {"eval": held, "tune": tuned}
+
+
+def _controls(
+    layout: RunLayout, r: int, task: Task, test: list[Problem], cfg: Config, out: dict[str, Any]
+) -> dict[str, Any]:
+    """The baseline at its chosen setting, sampled N times per problem up to the backtrack arm's
+    generated tokens per problem at its chosen setting (cached in the baseline round's
+    controls.json)."""
+    path = layout.round(r, "baseline").root / "controls.json"
+    if path.exists():
+        return dict(read_json(path))
+    bt, bl = out["backtrack"][-1], out["baseline"][-1]
+    budget = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
+    setting = settings(cfg)[choose(bl["tune"])]
+    result = controls(layout.round(r, "baseline").model, task, test, cfg, setting, budget)
+    write_json(path, result)
+    return result
+
+
+def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """Per arm and round: rows, loss-bearing tokens, optimizer steps, generated tokens in search
+    and in evaluation (what each arm cost; equal compute is stated, not assumed)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm in ARMS:
+        out[arm] = []
+        for r in range(cfg.run.rounds):
+            rnd = layout.round(r, arm)
+            trained = (
+                read_json(rnd.train / "compute.json")
+                if (rnd.train / "compute.json").exists()
+                else {}
+            )
+            searched = read_json(rnd.search / "summary.json")
+            figures = read_json(rnd.eval)["settings"]
+            out[arm].append(
+                trained
+                | {
+                    "search_generated_tokens": searched.get("generated_tokens"),
+                    "eval_generated_tokens": sum(
+                        f.get("generated_tokens", 0) for f in figures.values()
+                    ),
+                }
+            )
+    return out

@@ -168,6 +168,7 @@ def search_batch(
     """Search one batch in lockstep and write its shards and stats (idempotent)."""
     task, tokenizer = state.task, state.tokenizer
     searches = [new_search(cfg, task, tokenizer, p) for p in problems]
+    before = getattr(state.policy, "tokens_generated", 0)
     results = run_batched(searches, state.policy)
     tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
     for problem, result in zip(problems, results, strict=True):
@@ -186,6 +187,7 @@ def search_batch(
         "batch": batch,
         "problems": len(problems),
         "rollouts": sum(r.rollouts_used for r in results),
+        "generated_tokens": getattr(state.policy, "tokens_generated", 0) - before,
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
     }
@@ -206,6 +208,7 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
         "batches": n_batches,
         "problems": sum(s["problems"] for s in stats),
         "rollouts": sum(s["rollouts"] for s in stats),
+        "generated_tokens": sum(s.get("generated_tokens", 0) for s in stats),
         "failing_branches": sum(s["failing_branches"] for s in stats),
         "screened_out": sum(s["screened_out"] for s in stats),
         "traces_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},

@@ -5,8 +5,9 @@
                    only those with parent mc >= `select.min_parent_mc`; every self-correction
                    (at most `select.self_corrections_per_problem`); and clean solutions (at most
                    `select.clean_per_problem`) making up `select.clean_share` of the rows
-    baseline arm:  clean solutions only (ReST-EM / STaR), drawn until they hold as many tokens as
-                   the backtrack arm's set, so both arms train on the same number of tokens
+    baseline arm:  clean solutions only (ReST-EM / STaR), drawn until they hold as many
+                   loss-bearing tokens as the backtrack arm's set (the prompt and erased tokens
+                   carry no loss, so input tokens would favour the baseline by about 13%)
 
 With `select.curriculum=true` the backtrack set is ordered by how much each trace erases, least
 first (clean traces first of all), and training reads it in that order. The chosen rows are
@@ -114,7 +115,8 @@ def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
 
 
 def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
-    """Clean solutions, drawn (repeating if needed) until they hold `n_tokens` tokens."""
+    """Clean solutions, drawn (repeating if needed) until they hold `n_tokens` loss-bearing
+    tokens."""
     by_problem: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         if r["kind"] == "clean":
@@ -132,12 +134,17 @@ def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) 
             if total >= n_tokens:
                 break
             chosen.append(r)
-            total += len(r["input_ids"])
+            total += _loss_tokens(r)
     return chosen
 
 
+def _loss_tokens(row: Row) -> int:
+    return sum(row["loss_mask"]) if row.get("loss_mask") is not None else len(row["input_ids"])
+
+
 def n_tokens(rows: list[Row]) -> int:
-    return sum(len(r["input_ids"]) for r in rows)
+    """Loss-bearing tokens of `rows` (what training learns from)."""
+    return sum(_loss_tokens(r) for r in rows)
 
 
 def write_selected(rows: list[Row], path: Path) -> None:

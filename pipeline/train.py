@@ -29,7 +29,7 @@ from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
 from pipeline.config import Config
-from pipeline.files import remove_stale, save_model
+from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
@@ -49,15 +49,26 @@ def main(cfg: Config) -> Path:
     return train(cfg, layout.model(r), layout.round(r))
 
 
-def train(cfg: Config, base: Path, rnd: RoundLayout) -> Path:
+def train(
+    cfg: Config, base: Path, rnd: RoundLayout, backspace: bool = True, max_steps: int = -1
+) -> Path:
     """Fine-tune the checkpoint `base` on the round's selection (its search traces when nothing
-    was selected) unless the round's model exists; returns the trained model's directory."""
+    was selected) unless the round's model exists; returns the trained model's directory.
+    `backspace` False trains without adding the backspace token (a clean-only arm); `max_steps`
+    > 0 fixes the optimizer steps (equal compute between arms), else `train.epochs` decides.
+    What it cost goes to `train/compute.json`: rows, loss-bearing tokens, optimizer steps."""
     if (rnd.model / META).exists():
         log.info("train: %s exists, nothing to do", rnd.model)
         return rnd.model
     stage_config(cfg, rnd.train)
     remove_stale(rnd.train)
-    job = {"cfg": cfg, "base": str(base), "round": str(rnd.root)}
+    job = {
+        "cfg": cfg,
+        "base": str(base),
+        "round": str(rnd.root),
+        "backspace": backspace,
+        "max_steps": max_steps if max_steps > 0 else cfg.train.max_steps,
+    }
     if cfg.train.workers > 0:
         load_traces(cfg, rnd)  # fail on bad shards before any worker starts
         _run_ray_train(job)
@@ -87,11 +98,14 @@ def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
 
 
 def prepare(
-    cfg: Config, base: Path, rnd: RoundLayout
+    cfg: Config, base: Path, rnd: RoundLayout, backspace: bool = True
 ) -> tuple[Any, Any, BacktrackCollator, Dataset]:
-    """Model with the backspace token, tokenizer, collator, and checked training rows."""
+    """Model (with the backspace token when `backspace`), tokenizer, collator, and checked
+    training rows."""
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
-    bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)
+    bksp = -1  # no row holds one without the token
+    if backspace:
+        bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)
     for module in model.modules():  # fine-tuning dropout (the checkpoint's config is kept)
         if isinstance(module, torch.nn.Dropout):
             module.p = cfg.train.dropout
@@ -165,13 +179,14 @@ def train_worker(config: dict[str, Any]) -> None:
     rnd = RoundLayout(Path(config["round"]))
     t = cfg.train
     torch.manual_seed(t.seed)
-    model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd)
+    backspace = config.get("backspace", True)
+    model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd, backspace)
     out = rnd.train
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
         num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
+        max_steps=config.get("max_steps", t.max_steps),
         learning_rate=t.lr,
         lr_scheduler_type="cosine",
         warmup_steps=t.warmup,
@@ -195,12 +210,23 @@ def train_worker(config: dict[str, Any]) -> None:
 
         trainer = prepare_trainer(trainer)
     resume = any((out / "checkpoints").glob("checkpoint-*"))
-    if t.token_warmup and not resume:  # a resumed run loads weights that had it
+    if t.token_warmup and backspace and not resume:  # a resumed run loads weights that had it
         warm_token_rows(model, collate, ds, cfg)
     trainer.train(resume_from_checkpoint=True if resume else None)
     if trainer.is_world_process_zero():
         meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
-        save_model(trainer.model, tok, rnd.model, extra={META: meta})
+        save_model(trainer.model, tok, rnd.model, extra={META: meta | {"backspace": backspace}})
+        compute = {
+            "rows": len(ds),
+            "loss_tokens": sum(
+                sum(m[p:]) for m, p in zip(ds["loss_mask"], ds["prompt_len"], strict=True)
+            ),
+            "optimizer_steps": trainer.state.global_step,
+            "batch_size": t.batch_size,
+            "token_warmup_batches": t.token_warmup if backspace else 0,
+            "backspace_token": backspace,
+        }
+        write_json(out / "compute.json", compute)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 

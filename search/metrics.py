@@ -46,6 +46,7 @@ class StreamReport:
     wrong_steps_written: int | None
     erased_steps: int
     erased_wrong_steps: int | None
+    finished: bool = True  # False: the stream ran out of its token budget (truncated)
 
 
 class _Walk:
@@ -127,4 +128,5 @@ def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamRep
         wrong_steps_written=walk.written_wrong if checker else None,
         erased_steps=walk.erased,
         erased_wrong_steps=walk.erased_wrong if checker else None,
+        finished=finished,
     )

@@ -45,14 +45,14 @@ def test_select_on_its_own(searched, tmp_path, capsys):
     rnd.selected.unlink()
     assert cli.main(stage_args("select", out, "select.corrections_per_problem=1")) == 2
     assert "select.corrections_per_problem: 2 there, 1 now" in capsys.readouterr().err
-    # the baseline on its own: clean only, as many tokens as the backtrack selection
+    # the baseline on its own: clean only, as many loss-bearing tokens as the backtrack selection
     shutil.rmtree(rnd.select)
     assert cli.main(stage_args("select", out, "select.arm=baseline")) == 0
     baseline = pq.read_table(rnd.selected).to_pylist()
     assert {r["kind"] for r in baseline} == {"clean"}
-    tokens = sum(len(r["input_ids"]) for r in backtrack)
-    longest = max(len(r["input_ids"]) for r in baseline)
-    assert tokens <= sum(len(r["input_ids"]) for r in baseline) < tokens + longest
+    tokens = sum(sum(r["loss_mask"]) for r in backtrack)
+    longest = max(sum(r["loss_mask"]) for r in baseline)
+    assert tokens <= sum(sum(r["loss_mask"]) for r in baseline) < tokens + longest
 
 
 def test_eval_policy_reaches_the_factory(trained, tmp_path, monkeypatch, capsys):

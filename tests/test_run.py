@@ -12,7 +12,7 @@ from pipeline import run, search_stage, train
 from pipeline.config import load_config
 from tests.conftest import TINY
 
-SETS = [*TINY, "run.rounds=1", "eval.n_problems=40", "bootstrap.eval_problems=40"]
+SETS = [*TINY, "run.rounds=1"]
 
 
 def cfg_at(out):

@@ -12,6 +12,7 @@ def row(pid, kind, parent_mc=None, error_n=None, length=10, nb=0):
         "error_mc": 0.0,
         "error_n": error_n,
         "input_ids": [1] * length,
+        "loss_mask": [0] * 3 + [1] * (length - 3),  # a 3-token prompt carries no loss
         "n_backspaces": nb,
     }
 
@@ -58,7 +59,8 @@ def test_min_parent_mc_and_clean_share():
 def test_baseline_matches_the_token_count_with_clean_only():
     chosen = select_baseline(ROWS, SelectConfig(), n_tokens=200, seed=0)
     assert all(r["kind"] == "clean" for r in chosen)
-    assert 200 <= n_tokens(chosen) < 200 + 40
+    assert 200 <= n_tokens(chosen) < 200 + 40  # loss-bearing tokens, not input tokens
+    assert n_tokens(chosen) == sum(len(r["input_ids"]) - 3 for r in chosen)
     assert select_baseline(ROWS, SelectConfig(), 200, 0) == chosen  # seeded
 
 

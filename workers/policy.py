@@ -93,9 +93,8 @@ def load(
     mode = meta.get("mode", "stream")
     unit = meta.get("unit", unit)
     banned = non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id))
-    return Loaded(
-        kind, str(path), tok, backend, mode, unit, bool(meta), hf.pad_token_id or 0, banned
-    )
+    trained = bool(meta) and meta.get("backspace", True)  # a clean-only arm records False
+    return Loaded(kind, str(path), tok, backend, mode, unit, trained, hf.pad_token_id or 0, banned)
 
 
 def non_output_specials(hf: Any, keep: Sequence[int]) -> tuple[int, ...]:

@@ -139,7 +139,9 @@ class JsonlTask:
     ) -> None:
         unknown = set(split_field_map or {}) - set(SPLITS)
         if unknown:
-            raise TaskDataError(f"split_field_map keys must be among {SPLITS}, got {sorted(unknown)}")
+            raise TaskDataError(
+                f"split_field_map keys must be among {SPLITS}, got {sorted(unknown)}"
+            )
         self.path = Path(path)
         self.fields = (question_field, answer_field)
         self.source_splits = {split: (split_field_map or {}).get(split, split) for split in SPLITS}

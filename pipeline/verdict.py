@@ -1,0 +1,144 @@
+"""The comparison that carries a verdict: each arm at the decoding setting chosen on training
+problems, on the same held-out problems and seeds, with a paired bootstrap interval.
+
+    choose(tune)                     the setting with the best accuracy on training problems
+    paired(a, b)                     mean of a - b and its 95% interval, resampling problems
+    verdict(per_seed)                every round's comparison over the seeds, and one sentence
+
+A run's figures per problem are each problem's share of correct samples (`per_problem` in an
+eval); the difference between arms is taken problem by problem within a seed, and the interval
+resamples problems (the same draw for every seed), so it reflects which problems were drawn, not
+which seeds (three seeds are too few to resample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 2000
+
+
+def choose(tune: dict[str, Any]) -> str:
+    """The setting (of an eval on training problems) with the highest accuracy; among equals the
+    first (greedy, then the lowest temperature). Banned settings are never chosen."""
+    allowed = {k: v for k, v in tune["settings"].items() if "banned" not in k}
+    return max(allowed, key=lambda k: (allowed[k]["accuracy"], -list(allowed).index(k)))
+
+
+def paired(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
+) -> dict[str, Any]:
+    """Mean over seeds and problems of a - b (`a[s][p]`: seed s, problem p) and its 95%
+    percentile interval over `RESAMPLES` resamplings of the problems."""
+    left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if left.shape != right.shape or left.ndim != 2 or left.size == 0:
+        raise ValueError(
+            f"paired figures need the same seeds and problems on both sides, got "
+            f"{left.shape} and {right.shape} (seeds × problems)"
+        )
+    diffs = left - right
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diffs.shape[1], size=(RESAMPLES, diffs.shape[1]))
+    means = diffs[:, idx].mean(axis=(0, 2))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diffs.mean()), "ci95": [float(lo), float(hi)]}
+
+
+def interval(values: Sequence[Sequence[float]], seed: int = 0) -> dict[str, Any]:
+    """Mean and 95% interval of one side's per-problem figures (the paired machinery with 0)."""
+    zero = [[0.0] * len(v) for v in values]
+    return paired(values, zero, seed)
+
+
+def _side(evals: list[dict[str, Any]], setting: str) -> dict[str, Any]:
+    figures = [e["settings"][setting] for e in evals]
+    return {
+        "setting": setting,
+        "accuracy": sum(f["accuracy"] for f in figures) / len(figures),
+        "per_seed": [f["accuracy"] for f in figures],
+    }
+
+
+def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
+    """Round `r` over the seeds. Each item of `seeds`: {"backtrack": {"eval", "tune"} per round,
+    "baseline": ..., "controls": per round} as `pipeline.run` keeps them."""
+    bt = [s["backtrack"][r] for s in seeds]
+    bl = [s["baseline"][r] for s in seeds]
+    bt_set, bl_set = choose(bt[0]["tune"]), choose(bl[0]["tune"])
+    # each seed's own choice could differ; the chosen setting of each seed is used for its figures
+    a = [x["eval"]["settings"][choose(x["tune"])]["per_problem"] for x in bt]
+    b = [x["eval"]["settings"][choose(x["tune"])]["per_problem"] for x in bl]
+    out: dict[str, Any] = {
+        "round": r,
+        "backtrack": _side([x["eval"] for x in bt], bt_set),
+        "baseline": _side([x["eval"] for x in bl], bl_set),
+        "chosen": {
+            "backtrack": [choose(x["tune"]) for x in bt],
+            "baseline": [choose(x["tune"]) for x in bl],
+        },
+        "difference": paired(a, b),
+    }
+    controls = [s["controls"][r] for s in seeds if s.get("controls") and s["controls"][r]]
+    if len(controls) == len(seeds):
+        for name in ("best_of_n", "majority"):
+            c = [x[name]["per_problem"] for x in controls]
+            out[name] = {
+                "accuracy": sum(map(sum, c)) / sum(map(len, c)),
+                "per_seed": [x[name]["accuracy"] for x in controls],
+                "mean_n": sum(x[name]["mean_n"] for x in controls) / len(controls),
+                "difference": paired(a, c),
+            }
+    out["detector_auc"] = {
+        arm: _mean_auc([x["eval"] for x in side])
+        for arm, side in (("backtrack", bt), ("baseline", bl))
+    }
+    out["precision"] = _precision([x["eval"] for x in bt], bt_set)
+    return out
+
+
+def _mean_auc(evals: list[dict[str, Any]]) -> float | None:
+    aucs = [e.get("detector", {}).get("roc_auc") for e in evals]
+    return None if any(a is None for a in aucs) or not aucs else sum(aucs) / len(aucs)
+
+
+def _precision(evals: list[dict[str, Any]], setting: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("step_erase_precision", "chance_precision", "backtrack_rate"):
+        vals = [e["settings"][setting].get(key) for e in evals]
+        out[key] = None if any(v is None for v in vals) else sum(vals) / len(vals)
+    return out
+
+
+def verdict(seeds: list[dict[str, Any]], seed_ids: list[int]) -> dict[str, Any]:
+    """Every round's comparison over the seeds, and the last round's verdict in one sentence."""
+    rounds = [compare_round(seeds, r) for r in range(len(seeds[0]["backtrack"]))]
+    return {"seeds": seed_ids, "rounds": rounds, "sentence": sentence(rounds[-1], len(seed_ids))}
+
+
+def sentence(last: dict[str, Any], n_seeds: int) -> str:
+    d = last["difference"]
+    lo, hi = (100 * x for x in d["ci95"])
+    if lo > 0:
+        verb = "beats"
+    elif hi < 0:
+        verb = "trails"
+    else:
+        verb = "cannot be told apart from"
+    text = (
+        f"After round {last['round']}, the backtrack arm ({last['backtrack']['setting']}) {verb} "
+        f"the clean baseline at its best decoding ({last['baseline']['setting']}): "
+        f"{100 * d['mean']:+.1f} points, 95% paired interval {lo:+.1f} to {hi:+.1f} "
+        f"({n_seeds} seed{'s' if n_seeds > 1 else ''})"
+    )
+    if "best_of_n" in last:
+        b = last["best_of_n"]["difference"]
+        blo, bhi = (100 * x for x in b["ci95"])
+        n = last["best_of_n"]["mean_n"]
+        text += (
+            f"; against best-of-N at equal generated tokens (N={n:.1f} on average): "
+            f"{100 * b['mean']:+.1f} points ({blo:+.1f} to {bhi:+.1f})"
+        )
+    return text + "."

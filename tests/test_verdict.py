@@ -1,0 +1,109 @@
+"""The verdict's arithmetic on hand-made eval files: settings chosen on training problems, the
+paired interval, the aggregation over seeds, and the sentence."""
+
+import numpy as np
+import pytest
+
+from pipeline import verdict as v
+
+
+def ev(per_problem, setting="T=1.0", tokens=None, auc=None, **more):
+    """A hand-made eval with one non-banned setting (plus greedy) holding `per_problem`."""
+    acc = sum(per_problem) / len(per_problem)
+    figures = {"accuracy": acc, "per_problem": per_problem, **more}
+    if tokens is not None:
+        figures["tokens_per_problem"] = tokens
+    out = {"settings": {"greedy": {"accuracy": 0.0, "per_problem": [0.0] * len(per_problem)}}}
+    out["settings"][setting] = figures
+    if auc is not None:
+        out["detector"] = {"roc_auc": auc}
+    return out
+
+
+def tune(best):
+    """A tuning eval on training problems whose best non-banned setting is `best`."""
+    return {
+        "settings": {
+            "greedy": {"accuracy": 0.5},
+            "T=1.0": {"accuracy": 0.9 if best == "T=1.0" else 0.1},
+            "T=1.0, backspace banned": {"accuracy": 1.0},  # never chosen
+        }
+    }
+
+
+def test_choose_takes_the_best_allowed_setting_first_among_equals():
+    assert v.choose(tune("T=1.0")) == "T=1.0"
+    assert v.choose(tune("greedy")) == "greedy"
+    equal = {"settings": {"greedy": {"accuracy": 0.5}, "T=0.5": {"accuracy": 0.5}}}
+    assert v.choose(equal) == "greedy"
+
+
+def test_paired_mean_and_interval_by_hand():
+    a = [[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]]
+    b = [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]
+    got = v.paired(a, b)
+    assert got["mean"] == pytest.approx(np.mean(np.subtract(a, b)))  # (2 + 0) / 8 = 0.25
+    assert got["mean"] == pytest.approx(0.25)
+    lo, hi = got["ci95"]
+    assert lo <= 0.25 <= hi and hi - lo > 0
+    # identical sides: no difference and no width
+    assert v.paired(a, a) == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    # a constant difference has a zero-width interval at that difference
+    shifted = [[x + 0.5 for x in row] for row in b]
+    assert v.paired(shifted, b)["ci95"] == pytest.approx([0.5, 0.5])
+
+
+def test_paired_resamples_problems_jointly_across_seeds():
+    """Problem p of seed 0 and problem p of seed 1 move together: when the seeds' differences
+    cancel problem by problem, every resample's mean is 0."""
+    a = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    b = [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
+    assert v.paired(a, b)["ci95"] == [0.0, 0.0]
+
+
+def test_paired_refuses_unpaired_sides():
+    with pytest.raises(ValueError, match="same seeds and problems"):
+        v.paired([[1.0, 0.0]], [[1.0, 0.0, 1.0]])
+
+
+def seed_run(bt, bl, controls=None, auc=(None, None)):
+    """One seed as pipeline.run keeps it: round 0 (the start model) and round 1."""
+    start = {"eval": ev([0.5, 0.5, 0.5, 0.5]), "tune": tune("T=1.0")}
+    return {
+        "backtrack": [start, {"eval": ev(bt, auc=auc[0]), "tune": tune("T=1.0")}],
+        "baseline": [start, {"eval": ev(bl, auc=auc[1]), "tune": tune("T=1.0")}],
+        "controls": [None, controls],
+    }
+
+
+def test_verdict_aggregates_seeds_and_states_the_interval():
+    seeds = [
+        seed_run([1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], auc=(0.8, 0.6)),
+        seed_run([1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], auc=(0.6, 0.4)),
+    ]
+    out = v.verdict(seeds, [0, 1])
+    assert out["seeds"] == [0, 1] and [r["round"] for r in out["rounds"]] == [0, 1]
+    last = out["rounds"][1]
+    assert last["backtrack"]["per_seed"] == [0.75, 0.75]
+    assert last["baseline"]["per_seed"] == [0.25, 0.25]
+    assert last["difference"]["mean"] == pytest.approx(0.5)
+    assert last["detector_auc"] == {"backtrack": pytest.approx(0.7), "baseline": pytest.approx(0.5)}
+    assert out["rounds"][0]["difference"]["mean"] == 0.0  # round 0: the same start model
+    lo, hi = last["difference"]["ci95"]
+    assert out["sentence"].startswith("After round 1, the backtrack arm (T=1.0) ")
+    verb = "beats" if lo > 0 else "cannot be told apart from"
+    assert verb in out["sentence"] and f"{100 * lo:+.1f} to {100 * hi:+.1f}" in out["sentence"]
+    assert "(2 seeds)" in out["sentence"]
+
+
+def test_controls_enter_the_verdict_only_when_every_seed_has_them():
+    control = {
+        name: {"accuracy": 0.5, "per_problem": [1.0, 0.0, 1.0, 0.0], "mean_n": 2.0}
+        for name in ("best_of_n", "majority")
+    }
+    seeds = [seed_run([1.0] * 4, [0.0] * 4, control), seed_run([1.0] * 4, [0.0] * 4, control)]
+    last = v.verdict(seeds, [0, 1])["rounds"][1]
+    assert last["best_of_n"]["difference"]["mean"] == pytest.approx(0.5)
+    assert last["best_of_n"]["mean_n"] == 2.0 and last["majority"]["per_seed"] == [0.5, 0.5]
+    one_missing = [seed_run([1.0] * 4, [0.0] * 4, control), seed_run([1.0] * 4, [0.0] * 4)]
+    assert "best_of_n" not in v.verdict(one_missing, [0, 1])["rounds"][1]
