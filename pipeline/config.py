@@ -523,5 +523,6 @@ def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
         "dtype": cfg.model.dtype,
         "n_problems": n_problems,
         "banned": banned,
+        "protocol": 2,  # what an evaluation holds; raise it when that changes
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ConfigError, eval_key
+from pipeline.detector import detector_figures
 from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
 from search.metrics import StreamReport, analyze
@@ -60,7 +61,8 @@ def evaluate_to(
                 "to evaluate again, or evaluate on its own with --set eval.model=PATH"
             )
         return cached
-    result = evaluate_model(path, task, problems, cfg, banned) | {"eval_key": key}
+    detector = banned is None  # the held-out evaluation; the tuning one needs no detector
+    result = evaluate_model(path, task, problems, cfg, banned, detector) | {"eval_key": key}
     write_json(out, result)
     return result
 
@@ -80,9 +82,16 @@ def max_new_tokens(cfg: Config) -> int:
 
 
 def evaluate_model(
-    path: Path, task: Task, problems: list[Problem], cfg: Config, banned: bool | None = None
+    path: Path,
+    task: Task,
+    problems: list[Problem],
+    cfg: Config,
+    banned: bool | None = None,
+    detector: bool = True,
 ) -> dict[str, Any]:
-    """Every setting's figures for the checkpoint at `path` (`settings`)."""
+    """Every setting's figures for the checkpoint at `path` (`settings`), and with `detector`
+    how well its backspace probability tells its own wrong steps from right ones under teacher
+    forcing (`detector`: `pipeline.detector`; transformers and an exact step checker only)."""
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),
@@ -101,6 +110,17 @@ def evaluate_model(
                 for i in range(0, len(reports), samples)
             ],
         }
+    if detector and task.has_step_checker and loaded.kind == "transformers":
+        out["detector"] = detector_figures(
+            loaded,
+            task,
+            problems,
+            cfg.run.seed,
+            samples=cfg.eval.samples,
+            max_new_tokens=max_new_tokens(cfg),
+            backspace_at=cfg.trace.backspace_at,
+            max_batch=cfg.search.max_batch,
+        )
     return out
 
 
@@ -284,5 +304,14 @@ def format_table(result: dict[str, Any]) -> str:
             f"{f(m['backtrack_rate'])} | {f(m['erase_precision'])} | "
             f"{f(m.get('step_erase_precision'))} ({f(m.get('chance_precision'))}) | "
             f"{f(m['recovery'])} | {f(m['tokens_per_solved'], pct=False)} |"
+        )
+    det = result.get("detector")
+    if det:
+        auc = "-" if det.get("roc_auc") is None else f"{det['roc_auc']:.3f}"
+        pr = "-" if det.get("pr_auc") is None else f"{det['pr_auc']:.3f}"
+        lines.append(
+            f"\ndetector (P(backspace) at step ends, teacher-forced on its own samples): "
+            f"ROC-AUC {auc}, PR-AUC {pr} (base rate {f(det.get('base_rate'))}, "
+            f"{det.get('n_positions', 0)} positions)"
         )
     return "\n".join(lines)

@@ -23,7 +23,8 @@ def test_checkpoint_loads_with_auto_classes(trained):
     assert {"greedy", "T=1.0", "greedy, backspace banned"} <= settings.keys()
     for m in settings.values():
         lo, hi = m["ci95"]
-        assert 0 <= lo <= m["accuracy"] <= hi <= 1 and m["samples"] == 40
+        assert 0 <= lo <= m["accuracy"] <= hi <= 1 and m["samples"] == 40 * m["samples_per_problem"]
+        assert len(m["per_problem"]) == 40 and m["truncation_rate"] == 0
         assert m["backtrack_rate"] == 0  # the bootstrap model has no backspace token
     assert settings["greedy"]["accuracy"] == settings["greedy, backspace banned"]["accuracy"]
     assert json.loads((out / "bootstrap" / "eval.json").read_text()) == figures

@@ -20,9 +20,17 @@ def cfg_for(out, *extra):
     return tiny_cfg(out, *STEPS, *extra)
 
 
+def _round0(run):
+    """What round 0 trains from and where: the start model and the round's layout."""
+    layout = RunLayout(run)
+    return layout.model(0), layout.round(0)
+
+
 @pytest.mark.parametrize("mode", ["erase", "stream"])
 def test_loss_only_on_kept_tokens_and_backspaces(searched, mode):
-    model, tok, collate, ds = train.prepare(cfg_for(searched, f"train.mode={mode}"))
+    model, tok, collate, ds = train.prepare(
+        cfg_for(searched, f"train.mode={mode}"), *_round0(searched)
+    )
     rows = [ds[i] for i in range(8)]
     batch = collate(rows)
     labels = batch["labels"]
@@ -130,7 +138,9 @@ def test_ray_train_with_two_workers(searched, tmp_path):
 
 
 def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched, tmp_path):
-    model, tok, collate, ds = train.prepare(cfg_for(searched, "train.error_weight=0.25"))
+    model, tok, collate, ds = train.prepare(
+        cfg_for(searched, "train.error_weight=0.25"), *_round0(searched)
+    )
     rows = [ds[i] for i in range(8)]
     batch = collate(rows)
     w = batch["loss_weights"]
