@@ -3,7 +3,8 @@ eval, bootstrap and run stages).
 
 Four settings: greedy and temperature `eval.temperature` (pass@1 over `eval.samples` samples per
 problem), each also with the backspace token banned (what the same model does without the
-skill). Per setting: accuracy with a 95% Wilson interval, backtrack rate (samples with a
+skill). Per setting: accuracy with a 95% interval (bootstrap over problems; Wilson over samples
+where per-problem figures are not at hand), backtrack rate (samples with a
 backspace), erase precision (backspace runs that erased a wrong finished step, by the exact step
 checker; a half-written step is neither right nor wrong), the share of erased finished steps that
 were wrong beside chance (the share of all written finished steps that were wrong), recovery
@@ -24,6 +25,7 @@ from pipeline.config import Config, ConfigError, eval_key
 from pipeline.detector import detector_figures
 from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
+from pipeline.verdict import interval
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Rollout, Task
@@ -103,8 +105,10 @@ def evaluate_model(
     for name, (temperature, samples, ban) in settings(cfg, banned).items():
         policy = make_policy(loaded, _decoding(cfg, temperature, ban))
         reports = _sample(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
+        solved = per_problem(reports, samples)
         out["settings"][name] = aggregate(reports, temperature, samples) | {
-            "per_problem": per_problem(reports, samples),
+            "ci95": interval([solved])["ci95"],  # bootstrap over problems
+            "per_problem": solved,
             "tokens_per_problem": [
                 sum(r.n_tokens for r in reports[i : i + samples]) / samples
                 for i in range(0, len(reports), samples)
