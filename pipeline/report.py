@@ -67,16 +67,27 @@ BANNED = ", backspace banned"
 
 def write(layout: RunLayout, cfg: Config, evals: Evals) -> str:
     """Write the report of a one-seed run (`cfg.run.seed`); returns the Markdown table."""
-    return _write(layout, cfg, one_seed_verdict(cfg, evals))
+    return _write(layout, cfg, one_seed_verdict(cfg, evals), layout)
 
 
-def write_verdict(layout: RunLayout, cfg: Config, verdict: dict[str, Any]) -> str:
-    """Write the report of a several-seed run from its verdict (with `per_seed_evals`); traces
-    come from `layout`'s run directory. Returns the Markdown table."""
-    return _write(layout, cfg, verdict)
+def write_verdict(
+    layout: RunLayout,
+    cfg: Config,
+    verdict: dict[str, Any],
+    traces_from: RunLayout | None = None,
+) -> str:
+    """Write the report of a several-seed run into `layout` from its verdict, which must hold
+    `per_seed_evals`; the trace viewer shows the last round of `traces_from` (a seed's run
+    directory; default `layout`). Returns the Markdown table."""
+    if "per_seed_evals" not in verdict:
+        raise KeyError(
+            "the verdict has no per_seed_evals: add {seed: {'backtrack': [eval, ...], "
+            "'baseline': [...]}} (each seed's held-out evals by round) before writing the report"
+        )
+    return _write(layout, cfg, verdict, traces_from or layout)
 
 
-def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any]) -> str:
+def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunLayout) -> str:
     runs: dict[str, Evals] = verdict["per_seed_evals"]
     first = next(iter(runs.values()))
     md = _md(summary_rows(verdict))
@@ -87,7 +98,8 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any]) -> str:
         f"accurate setting. Config hash `{cfg.hash}`."
     )
     sentence = verdict.get("sentence") or ""
-    write_text(layout.report_md, f"# Halluc run report\n\n{intro}\n\n{sentence}\n\n{md}\n")
+    head = "\n\n".join(x for x in ("# Halluc run report", intro, sentence) if x)
+    write_text(layout.report_md, f"{head}\n\n{md}\n")
     with matplotlib.rc_context(_RC):
         charts = "".join(draw(verdict, runs))
     verdict_html = f"<p class='verdict'>{html.escape(sentence)}</p>" if sentence else ""
@@ -98,7 +110,7 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any]) -> str:
         f"<h2>Charts</h2><div class='charts'>{charts}</div>"
         f"<h2>Every figure</h2>{_html_table(figure_rows(runs), 'figures')}"
         f"{_html_table(detector_rows(runs), 'detector')}"
-        f"<h2>Traces</h2>{_traces(layout, cfg, len(first['backtrack']) - 1)}</body></html>"
+        f"<h2>Traces</h2>{_traces(traced, cfg, len(first['backtrack']) - 1)}</body></html>"
     )
     write_text(layout.report_html, doc)
     return md
@@ -108,11 +120,12 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any]) -> str:
 
 
 def one_seed_verdict(cfg: Config, evals: Evals) -> dict[str, Any]:
-    """The verdict of one seed: the backtrack arm at `T=eval.temperature`, the baseline at its
+    """The verdict of one seed: the backtrack arm at the last of `eval.temperatures` (its most
+    accurate setting when the eval lacks it), the baseline at its
     most accurate setting, each with its Wilson interval; the difference's paired interval comes
     from per-problem accuracies when both arms have them (else it is None). Best-of-N: the
-    baseline eval's `controls.best_of_n`, else the backtrack eval's."""
-    key = f"T={cfg.eval.temperature}"
+    baseline eval's `controls.best_of_n`, else the backtrack eval's; majority vote alike."""
+    key = f"T={cfg.eval.temperatures[-1]}"
     rounds = [
         _one_round(r, key, b, a)
         for r, (b, a) in enumerate(zip(evals["backtrack"], evals["baseline"], strict=True))
@@ -125,27 +138,25 @@ def _one_round(r: int, key: str, b: dict[str, Any], a: dict[str, Any]) -> dict[s
     key = key if key in b["settings"] else best_setting(b)
     best = best_setting(a)
     mb, ma = b["settings"][key], a["settings"][best]
-    control = (a.get("controls") or {}).get("best_of_n") or (b.get("controls") or {}).get(
-        "best_of_n"
-    )
-    bon = None
-    if control:
-        bon = _arm(None, control) | {
-            "difference": paired(mb, control),
-            "n": control.get("n"),
-        }
+    bon, maj = (_control(name, a, b) for name in ("best_of_n", "majority"))
     return {
         "round": r,
         "backtrack": _arm(key, mb),
         "baseline": _arm(best, ma),
         "difference": paired(mb, ma),
-        "best_of_n": bon,
+        "best_of_n": bon and _arm(None, bon) | {"difference": paired(mb, bon)},
+        "majority": maj and _arm(None, maj) | {"difference": paired(mb, maj)},
         "detector_auc": {
             arm: (e.get("detector") or {}).get("roc_auc")
             for arm, e in zip(ARMS, (b, a), strict=True)
         },
         "precision": {k: mb.get(k) for k in ("step_erase_precision", "chance_precision")},
     }
+
+
+def _control(name: str, *evals: dict[str, Any]) -> dict[str, Any] | None:
+    """Control `name` from the first of `evals` that has it."""
+    return next((c for e in evals if (c := (e.get("controls") or {}).get(name))), None)
 
 
 def _arm(setting: str | None, m: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +221,7 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
             "difference (95% CI)",
             "best-of-N acc.",
             "backtrack − best-of-N",
+            "majority-vote acc.",
             "steps erased: wrong (chance)",
             "detector AUC: backtrack / baseline",
         ]
@@ -225,6 +237,7 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
                 _pts(r.get("difference")),
                 _acc(bon),
                 _pts((bon or {}).get("difference")),
+                _acc(r.get("majority")),
                 f"{_pct(prec.get('step_erase_precision'))} ({_pct(prec.get('chance_precision'))})",
                 f"{_num(auc.get('backtrack'), 3)} / {_num(auc.get('baseline'), 3)}",
             ]
@@ -232,37 +245,18 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+# fmt: off
 FIGURES = [
-    "temperature",
-    "samples_per_problem",
-    "samples",
-    "accuracy",
-    "ci95",
-    "pass_at_k",
-    "backtrack_rate",
-    "erase_events",
-    "erase_precision",
-    "erased_steps",
-    "step_erase_precision",
-    "chance_precision",
-    "made_error",
-    "recovery",
-    "tokens_per_solved",
-    "generated_tokens",
-    "truncation_rate",
-    "per_problem",
-    "n",
+    "temperature", "samples_per_problem", "samples", "accuracy", "ci95", "pass_at_k",
+    "backtrack_rate", "erase_events", "erase_precision", "erased_steps", "step_erase_precision",
+    "chance_precision", "made_error", "recovery", "tokens_per_solved", "generated_tokens",
+    "truncation_rate", "per_problem", "tokens_per_problem", "n", "mean_n",
 ]
 SHARES = {
-    "accuracy",
-    "backtrack_rate",
-    "erase_precision",
-    "step_erase_precision",
-    "chance_precision",
-    "recovery",
-    "truncation_rate",
-    "base_rate",
+    "accuracy", "backtrack_rate", "erase_precision", "step_erase_precision", "chance_precision",
+    "recovery", "truncation_rate", "base_rate", "pass_at_k",
 }
+# fmt: on
 
 
 def _num(v: float | None, digits: int = 1) -> str:
@@ -275,15 +269,18 @@ def fmt(key: str, v: Any) -> str:
         return "–"
     if key == "ci95":
         return f"{_pct(v[0])}–{_pct(v[1])}"
-    if key == "per_problem":
-        return f"{len(v)} problems, mean {_pct(fmean(v))}" if v else "–"
+    if isinstance(v, list):  # per problem
+        mean = _pct(fmean(v)) if key == "per_problem" else _num(fmean(v))
+        return f"{len(v)} problems, mean {mean}" if v else "–"
     if isinstance(v, dict):  # pass@k by k
         return ", ".join(f"@{k} {_pct(x)}" for k, x in v.items())
-    if key in SHARES or key == "pass_at_k":
+    if key in SHARES:
         return _pct(v)
-    if isinstance(v, float) and not v.is_integer():
+    if key == "temperature":
+        return f"{v:g}"
+    if isinstance(v, float):
         return _num(v, 3 if key.endswith("auc") else 1)
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def figure_rows(runs: dict[str, Evals]) -> list[list[str]]:

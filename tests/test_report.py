@@ -69,10 +69,14 @@ def an_eval(acc, full=True):
         settings[name] = setting(a, t, full)
         settings[f"{name}, backspace banned"] = setting(a - 0.1, t, full)
     e = {"model": "m", "mode": "causal", "unit": "token", "n_problems": N, "settings": settings}
-    if full:
-        bon = {"n": 4, "accuracy": acc + 0.05, "ci95": [acc, acc + 0.1], "generated_tokens": 9}
-        bon |= {"per_problem": per_problem(acc + 0.05)}
-        e |= {"controls": {"best_of_n": bon, "majority": {"n": 4, "accuracy": acc}}}
+    if full:  # the controls as pipeline.evaluation.controls writes them, and a 95% interval
+        common = {"temperature": 1.0, "mean_n": 3.5, "generated_tokens": 9000}
+        bon, vote = per_problem(acc + 0.05), per_problem(acc)
+        e["controls"] = {
+            "best_of_n": common | {"accuracy": sum(bon) / N, "per_problem": bon, "n": 4},
+            "majority": common | {"accuracy": sum(vote) / N, "per_problem": vote},
+        }
+        e["controls"]["best_of_n"]["ci95"] = [acc, acc + 0.1]
         e |= {"detector": detector(None if acc < 0.4 else 0.8)}
     return e
 
@@ -198,6 +202,15 @@ def test_per_seed_points_one_per_seed_and_round(page):
     assert f"{100 * row['accuracy']:.1f}% [{cells}] T=1.0" in page[0]
 
 
+def test_detector_curves_one_per_seed_and_arm(page):
+    svg = svgs(page[0])["detector"]
+    ids = [g.get("id", "") for g in svg.iter("g")]
+    for arm in ("backtrack", "baseline"):
+        for curve in ("roc", "pr", "reliability"):
+            assert sum(i.startswith(f"detector-{curve}-{arm}-") for i in ids) == 3
+    assert "backtrack (ROC AUC 0.800)" in texts(svg)
+
+
 def test_page_is_self_contained_with_unique_ids(page):
     html, md = page
     assert "<script" not in html and "http" not in html and "src=" not in html
@@ -277,3 +290,32 @@ def test_trace_viewer_filters_with_css_only():
     rule = "#tf-precise:checked~.traces .trace:not([data-class='precise']){display:none}"
     assert rule in report._CSS
     assert report.trace_viewer([]) == "<p>No traces.</p>"
+
+
+def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
+    """The producer's own verdict (`pipeline.verdict`, controls kept beside the evals as
+    `pipeline.run` keeps them) renders, its differences in the comparison table."""
+    from pipeline.verdict import verdict
+
+    runs = {str(s): evals_of(s) for s in (0, 1)}
+    seeds = []
+    for evals in runs.values():
+        arms = {arm: [{"eval": e, "tune": e} for e in es] for arm, es in evals.items()}
+        controls = [e.pop("controls") for e in evals["baseline"]]
+        for e in evals["backtrack"]:
+            del e["controls"]
+        seeds.append(arms | {"controls": [None, *controls[1:]]})
+    v = verdict(seeds, [0, 1]) | {"per_seed_evals": runs}
+    md = report.write_verdict(RunLayout(tmp_path), cfg, v)
+    html = (tmp_path / "report.html").read_text()
+    assert v["sentence"] in html
+    last = md.splitlines()[-1].split(" | ")
+    d, bon = v["rounds"][-1]["difference"], v["rounds"][-1]["best_of_n"]["difference"]
+    assert (
+        last[3]
+        == f"{100 * d['mean']:+.1f} pts ({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f})"
+    )
+    assert last[5].startswith(f"{100 * bon['mean']:+.1f} pts")
+    assert markers(svgs(html)["accuracy"], "seeds-best_of_n") == 2 * 2  # rounds 1 and 2
+    with pytest.raises(KeyError, match="per_seed_evals"):
+        report.write_verdict(RunLayout(tmp_path), cfg, {k: v[k] for k in ("seeds", "rounds")})
