@@ -3,7 +3,8 @@
 scripts, no network), a table of every figure and a trace viewer filtered with pure CSS.
 
     write(layout, cfg, evals)            one seed: what `halluc run` calls at the end
-    write_verdict(layout, cfg, verdict)  several seeds: the dict of verdict.json
+    write_verdict(layout, cfg, verdict, traces_from=None)
+                                         several seeds: the dict of verdict.json
 
 `evals` is `{"backtrack": [eval_round0, ...], "baseline": [...]}` (eval.json dicts,
 `pipeline.evaluation`, with the optional keys `pass_at_k, generated_tokens, truncation_rate,
@@ -94,8 +95,8 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
     seeds = ", ".join(str(s) for s in verdict["seeds"])
     intro = (
         f"Task `{cfg.task.name}`, {first['backtrack'][0]['n_problems']} held-out problems, "
-        f"seed(s) {seeds}; round 0 is the starting model; the baseline is read at its most "
-        f"accurate setting. Config hash `{cfg.hash}`."
+        f"seed(s) {seeds}; round 0 is the starting model; each arm is read at the decoding "
+        f"setting named beside it. Config hash `{cfg.hash}`."
     )
     sentence = verdict.get("sentence") or ""
     head = "\n\n".join(x for x in ("# Halluc run report", intro, sentence) if x)
@@ -120,23 +121,21 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
 
 
 def one_seed_verdict(cfg: Config, evals: Evals) -> dict[str, Any]:
-    """The verdict of one seed: the backtrack arm at the last of `eval.temperatures` (its most
-    accurate setting when the eval lacks it), the baseline at its
-    most accurate setting, each with its Wilson interval; the difference's paired interval comes
-    from per-problem accuracies when both arms have them (else it is None). Best-of-N: the
-    baseline eval's `controls.best_of_n`, else the backtrack eval's; majority vote alike."""
-    key = f"T={cfg.eval.temperatures[-1]}"
+    """The verdict of one seed without tuning evals: each arm at its most accurate held-out
+    setting (the same rule for both; `pipeline.verdict` chooses on training problems instead),
+    with its Wilson interval; the difference's paired interval comes from per-problem accuracies
+    when both arms have them (else it is None). Best-of-N: the baseline eval's
+    `controls.best_of_n`, else the backtrack eval's; majority vote alike."""
     rounds = [
-        _one_round(r, key, b, a)
+        _one_round(r, b, a)
         for r, (b, a) in enumerate(zip(evals["backtrack"], evals["baseline"], strict=True))
     ]
     seed = cfg.run.seed
     return {"seeds": [seed], "rounds": rounds, "sentence": "", "per_seed_evals": {str(seed): evals}}
 
 
-def _one_round(r: int, key: str, b: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
-    key = key if key in b["settings"] else best_setting(b)
-    best = best_setting(a)
+def _one_round(r: int, b: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    key, best = best_setting(b), best_setting(a)
     mb, ma = b["settings"][key], a["settings"][best]
     bon, maj = (_control(name, a, b) for name in ("best_of_n", "majority"))
     return {
@@ -410,7 +409,8 @@ def _series(
         ax.errorbar(
             [b[0] for b in bars],
             [b[1] for b in bars],
-            yerr=[[b[1] - b[2][0] for b in bars], [b[2][1] - b[1] for b in bars]],
+            # a percentile interval may miss the mean by a hair: never a negative bar
+            yerr=[[max(0, b[1] - b[2][0]) for b in bars], [max(0, b[2][1] - b[1]) for b in bars]],
             fmt="none",
             ecolor=color,
             capsize=3,
