@@ -253,7 +253,7 @@ FIGURES = [
 ]
 SHARES = {
     "accuracy", "backtrack_rate", "erase_precision", "step_erase_precision", "chance_precision",
-    "recovery", "truncation_rate", "base_rate", "pass_at_k",
+    "recovery", "truncation_rate", "base_rate", "pass_at_k", "mean_p_wrong", "mean_p_right",
 }
 # fmt: on
 
@@ -296,7 +296,8 @@ def figure_rows(runs: dict[str, Evals]) -> list[list[str]]:
     return rows
 
 
-DETECTOR = ["n_positions", "positives", "base_rate", "roc_auc", "pr_auc"]
+DETECTOR = ["n_positions", "positives", "base_rate", "roc_auc", "pr_auc", "mean_p_wrong",
+            "mean_p_right", "note"]  # fmt: skip
 
 
 def detector_rows(runs: dict[str, Evals]) -> list[list[str]]:
