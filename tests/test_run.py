@@ -107,5 +107,5 @@ def test_report_renders_in_a_headless_browser(whole):
         check=True,
     ).stdout
     assert dom.count("<svg") == 5 and 'data-metric="accuracy"' in dom
-    assert "<polyline" in dom and 'class="trace"' in dom and "⌫" in dom
+    assert 'id="accuracy-mean-backtrack"' in dom and 'class="trace"' in dom and "⌫" in dom
     assert 'id="comparison"' in dom
