@@ -106,14 +106,17 @@ def evaluate_model(
         policy = make_policy(loaded, _decoding(cfg, temperature, ban))
         reports = _sample(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
         solved = per_problem(reports, samples)
-        out["settings"][name] = aggregate(reports, temperature, samples) | {
-            "ci95": interval([solved])["ci95"],  # bootstrap over problems
-            "per_problem": solved,
-            "tokens_per_problem": [
-                sum(r.n_tokens for r in reports[i : i + samples]) / samples
-                for i in range(0, len(reports), samples)
-            ],
-        }
+        out["settings"][name] = (
+            aggregate(reports, temperature, samples)
+            | {
+                "ci95": interval([solved])["ci95"],  # bootstrap over problems
+                "per_problem": solved,
+                "tokens_per_problem": [
+                    sum(r.n_tokens for r in reports[i : i + samples]) / samples
+                    for i in range(0, len(reports), samples)
+                ],
+            }
+        )
     if detector and task.has_step_checker and loaded.kind == "transformers":
         out["detector"] = detector_figures(
             loaded,

@@ -2,17 +2,19 @@
 `report.html`: charts drawn by matplotlib as inline SVG (text drawn as paths: no fonts, no
 scripts, no network), a table of every figure and a trace viewer filtered with pure CSS.
 
-    write(layout, cfg, evals)            one seed: what `halluc run` calls at the end
     write_verdict(layout, cfg, verdict, traces_from=None)
-                                         several seeds: the dict of verdict.json
+                                         what `halluc run` calls at the end (one seed or several):
+                                         the dict of verdict.json plus per_seed_evals
+    write(layout, cfg, evals)            evals alone (no tuning figures): a descriptive page
 
 `evals` is `{"backtrack": [eval_round0, ...], "baseline": [...]}` (eval.json dicts,
 `pipeline.evaluation`, with the optional keys `pass_at_k, generated_tokens, truncation_rate,
 per_problem` and the optional blocks `controls` and `detector`); a missing figure shows as "–".
 `verdict` holds `seeds`, `rounds` (per round: each arm's setting, mean accuracy and per-seed
 accuracies, the paired difference with its 95% interval, the best-of-N control, mean detector AUC
-and erase precision), `sentence` and `per_seed_evals` (seed -> evals as above). One seed is drawn
-as a verdict of one seed (`one_seed_verdict`).
+and erase precision), `sentence` and `per_seed_evals` (seed -> evals as above). `write` draws
+evals alone as a verdict of one seed (`one_seed_verdict`), reading each arm at its most accurate
+held-out setting: descriptive only, never the run's verdict.
 
 The page, top to bottom: the verdict sentence (several seeds only), the comparison table, five
 charts (each an `<svg data-metric=NAME>`), every figure, the traces.
@@ -67,7 +69,10 @@ BANNED = ", backspace banned"
 
 
 def write(layout: RunLayout, cfg: Config, evals: Evals) -> str:
-    """Write the report of a one-seed run (`cfg.run.seed`); returns the Markdown table."""
+    """A page for evals without tuning figures; returns the Markdown table. It reads each arm
+    at its most accurate held-out setting: an optimistic reading for both arms and not a verdict
+    (no setting may be chosen on held-out problems for that). `halluc run` writes its report
+    with `write_verdict`, whose settings `pipeline.verdict` chose on training problems."""
     return _write(layout, cfg, one_seed_verdict(cfg, evals), layout)
 
 

@@ -54,13 +54,15 @@ def main(cfg: Config) -> dict[str, Any]:
     for s in seeds:
         sub = _seed_config(cfg, s) if cfg.run.seeds else cfg
         runs.append(run_seed(sub))
+    subs = [RunLayout.of(_seed_config(cfg, s) if cfg.run.seeds else cfg) for s in seeds]
     result = verdict(runs, seeds)
-    result["compute"] = [
-        _compute(RunLayout.of(_seed_config(cfg, s) if cfg.run.seeds else cfg), cfg) for s in seeds
-    ]
+    result["compute"] = [_compute(sub, cfg) for sub in subs]
     write_json(layout.root / "verdict.json", result)
-    evals = {arm: [x["eval"] for x in runs[0][arm]] for arm in ARMS}
-    summary = report.write(layout, cfg, evals)
+    per_seed = {
+        str(s): {arm: [x["eval"] for x in run[arm]] for arm in ARMS}
+        for s, run in zip(seeds, runs, strict=True)
+    }
+    summary = report.write_verdict(layout, cfg, result | {"per_seed_evals": per_seed}, subs[0])
     return {"verdict": result, "summary": summary, "report": str(layout.report_html)}
 
 
