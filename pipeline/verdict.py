@@ -89,6 +89,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
                 "accuracy": sum(map(sum, c)) / sum(map(len, c)),
                 "per_seed": [x[name]["accuracy"] for x in controls],
                 "mean_n": sum(x[name]["mean_n"] for x in controls) / len(controls),
+                "temperature": controls[0][name].get("temperature"),
                 "difference": paired(a, c),
             }
     out["detector_auc"] = {
@@ -133,12 +134,18 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
         f"{100 * d['mean']:+.1f} points, 95% paired interval {lo:+.1f} to {hi:+.1f} "
         f"({n_seeds} seed{'s' if n_seeds > 1 else ''})"
     )
+    rate = last.get("precision", {}).get("backtrack_rate")
+    if rate is not None:
+        text += f"; at that setting the backtrack arm backspaces in {100 * rate:.1f}% of samples"
+        if rate == 0:
+            text += " (so the difference comes from training, not from erasing at inference)"
     if "best_of_n" in last:
         b = last["best_of_n"]["difference"]
         blo, bhi = (100 * x for x in b["ci95"])
         n = last["best_of_n"]["mean_n"]
         text += (
-            f"; against best-of-N at equal generated tokens (N={n:.1f} on average): "
+            f"; against best-of-N at equal generated tokens (N={n:.1f} on average, sampled at "
+            f"T={last['best_of_n'].get('temperature', '?')}): "
             f"{100 * b['mean']:+.1f} points ({blo:+.1f} to {bhi:+.1f})"
         )
     return text + "."
