@@ -104,7 +104,8 @@ def evaluate_model(
     }
     for name, (temperature, samples, ban) in settings(cfg, banned).items():
         policy = make_policy(loaded, _decoding(cfg, temperature, ban))
-        reports = _sample(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
+        drawn = _sample_rollouts(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
+        reports = [report for _, report in drawn]
         solved = per_problem(reports, samples)
         out["settings"][name] = (
             aggregate(reports, temperature, samples)
@@ -146,23 +147,6 @@ def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False
 def per_problem(reports: list[StreamReport], k: int) -> list[float]:
     """Each problem's share of correct samples (`reports` holds k per problem, in order)."""
     return [sum(r.correct for r in reports[i : i + k]) / k for i in range(0, len(reports), k)]
-
-
-def _sample(
-    policy: Policy,
-    loaded: Loaded,
-    task: Task,
-    problems: list[Problem],
-    samples: int,
-    temperature: float,
-    seed: int,
-) -> list[StreamReport]:
-    return [
-        report
-        for _, report in _sample_rollouts(
-            policy, loaded, task, problems, samples, temperature, seed
-        )
-    ]
 
 
 def _sample_rollouts(
