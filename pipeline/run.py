@@ -131,15 +131,15 @@ def _evaluate(
 def _controls(
     layout: RunLayout, r: int, task: Task, test: list[Problem], cfg: Config, out: dict[str, Any]
 ) -> dict[str, Any]:
-    """The baseline at its chosen setting, sampled N times per problem up to the backtrack arm's
-    generated tokens per problem at its chosen setting (cached in the baseline round's
-    controls.json)."""
+    """The baseline at its best sampling temperature (chosen on training problems), sampled N
+    times per problem up to the backtrack arm's generated tokens per problem at its chosen
+    setting (cached in the baseline round's controls.json)."""
     path = layout.round(r, "baseline").root / "controls.json"
     if path.exists():
         return dict(read_json(path))
     bt, bl = out["backtrack"][-1], out["baseline"][-1]
     budget = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
-    setting = settings(cfg)[choose(bl["tune"])]
+    setting = settings(cfg)[choose(bl["tune"], sampling=True)]
     result = controls(layout.round(r, "baseline").model, task, test, cfg, setting, budget)
     write_json(path, result)
     return result

@@ -21,10 +21,15 @@ import numpy as np
 RESAMPLES = 2000
 
 
-def choose(tune: dict[str, Any]) -> str:
+def choose(tune: dict[str, Any], sampling: bool = False) -> str:
     """The setting (of an eval on training problems) with the highest accuracy; among equals the
-    first (greedy, then the lowest temperature). Banned settings are never chosen."""
-    allowed = {k: v for k, v in tune["settings"].items() if "banned" not in k}
+    first (greedy, then the lowest temperature). Banned settings are never chosen; with
+    `sampling`, neither is greedy (a control that draws several samples needs a temperature)."""
+    allowed = {
+        k: v
+        for k, v in tune["settings"].items()
+        if "banned" not in k and not (sampling and v.get("temperature", 1.0) == 0)
+    }
     return max(allowed, key=lambda k: (allowed[k]["accuracy"], -list(allowed).index(k)))
 
 

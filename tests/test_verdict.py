@@ -36,6 +36,14 @@ def test_choose_takes_the_best_allowed_setting_first_among_equals():
     assert v.choose(tune("greedy")) == "greedy"
     equal = {"settings": {"greedy": {"accuracy": 0.5}, "T=0.5": {"accuracy": 0.5}}}
     assert v.choose(equal) == "greedy"
+    temps = {
+        "settings": {
+            "greedy": {"accuracy": 0.9, "temperature": 0.0},
+            "T=0.5": {"accuracy": 0.6, "temperature": 0.5},
+            "T=1.0": {"accuracy": 0.7, "temperature": 1.0},
+        }
+    }
+    assert v.choose(temps) == "greedy" and v.choose(temps, sampling=True) == "T=1.0"
 
 
 def test_paired_mean_and_interval_by_hand():
