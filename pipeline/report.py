@@ -477,7 +477,9 @@ def _difference_panel(ax: Axes, rounds: list[dict[str, Any]]) -> None:
         )
     ax.axhline(0, color="#888", linewidth=0.8)
     ax.yaxis.set_major_locator(MaxNLocator(6))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:+.0f}" if v else "0"))
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"{100 * v:+.3g}" if abs(v) > 1e-12 else "0")
+    )
     ax.set_ylabel("accuracy difference (percentage points)")
     _by_round(ax, xs)
     ax.legend(loc="best")
