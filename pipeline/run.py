@@ -50,11 +50,9 @@ def main(cfg: Config) -> dict[str, Any]:
     stage_config(cfg, layout.root)
     record_environment(cfg, layout.environment)
     seeds = cfg.run.seeds or [cfg.run.seed]
-    runs = []
-    for s in seeds:
-        sub = _seed_config(cfg, s) if cfg.run.seeds else cfg
-        runs.append(run_seed(sub))
-    subs = [RunLayout.of(_seed_config(cfg, s) if cfg.run.seeds else cfg) for s in seeds]
+    configs = [_seed_config(cfg, s) for s in seeds] if cfg.run.seeds else [cfg]
+    runs = [run_seed(c) for c in configs]
+    subs = [RunLayout.of(c) for c in configs]
     result = verdict(runs, seeds)
     result["compute"] = [_compute(sub, cfg) for sub in subs]
     write_json(layout.root / "verdict.json", result)

@@ -58,10 +58,11 @@ def interval(values: Sequence[Sequence[float]], seed: int = 0) -> dict[str, Any]
     return paired(values, zero, seed)
 
 
-def _side(evals: list[dict[str, Any]], setting: str) -> dict[str, Any]:
-    figures = [e["settings"][setting] for e in evals]
+def _side(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
+    """One arm over the seeds, each seed read at its own chosen setting."""
+    figures = [e["settings"][k] for e, k in zip(evals, settings, strict=True)]
     return {
-        "setting": setting,
+        "setting": settings[0] if len(set(settings)) == 1 else " / ".join(settings),
         "accuracy": sum(f["accuracy"] for f in figures) / len(figures),
         "per_seed": [f["accuracy"] for f in figures],
     }
@@ -72,18 +73,23 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
     "baseline": ..., "controls": per round} as `pipeline.run` keeps them."""
     bt = [s["backtrack"][r] for s in seeds]
     bl = [s["baseline"][r] for s in seeds]
-    bt_set, bl_set = choose(bt[0]["tune"]), choose(bl[0]["tune"])
-    # each seed's own choice could differ; the chosen setting of each seed is used for its figures
-    a = [x["eval"]["settings"][choose(x["tune"])]["per_problem"] for x in bt]
-    b = [x["eval"]["settings"][choose(x["tune"])]["per_problem"] for x in bl]
+    # each seed is read at its own chosen setting
+    chosen = {
+        "backtrack": [choose(x["tune"]) for x in bt],
+        "baseline": [choose(x["tune"]) for x in bl],
+    }
+    a = [
+        x["eval"]["settings"][k]["per_problem"]
+        for x, k in zip(bt, chosen["backtrack"], strict=True)
+    ]
+    b = [
+        x["eval"]["settings"][k]["per_problem"] for x, k in zip(bl, chosen["baseline"], strict=True)
+    ]
     out: dict[str, Any] = {
         "round": r,
-        "backtrack": _side([x["eval"] for x in bt], bt_set),
-        "baseline": _side([x["eval"] for x in bl], bl_set),
-        "chosen": {
-            "backtrack": [choose(x["tune"]) for x in bt],
-            "baseline": [choose(x["tune"]) for x in bl],
-        },
+        "backtrack": _side([x["eval"] for x in bt], chosen["backtrack"]),
+        "baseline": _side([x["eval"] for x in bl], chosen["baseline"]),
+        "chosen": chosen,
         "difference": paired(a, b),
     }
     controls = [s["controls"][r] for s in seeds if s.get("controls") and s["controls"][r]]
@@ -101,7 +107,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         arm: _mean_auc([x["eval"] for x in side])
         for arm, side in (("backtrack", bt), ("baseline", bl))
     }
-    out["precision"] = _precision([x["eval"] for x in bt], bt_set)
+    out["precision"] = _precision([x["eval"] for x in bt], chosen["backtrack"])
     return out
 
 
@@ -110,10 +116,10 @@ def _mean_auc(evals: list[dict[str, Any]]) -> float | None:
     return None if any(a is None for a in aucs) or not aucs else sum(aucs) / len(aucs)
 
 
-def _precision(evals: list[dict[str, Any]], setting: str) -> dict[str, float | None]:
+def _precision(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for key in ("step_erase_precision", "chance_precision", "backtrack_rate"):
-        vals = [e["settings"][setting].get(key) for e in evals]
+        vals = [e["settings"][k].get(key) for e, k in zip(evals, settings, strict=True)]
         out[key] = None if any(v is None for v in vals) else sum(vals) / len(vals)
     return out
 
