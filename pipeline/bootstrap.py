@@ -30,12 +30,16 @@ from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
 from pipeline.config import BootstrapConfig, Config
 from pipeline.evaluation import evaluate_to, format_table
-from pipeline.files import remove_stale, save_model
+from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
+from search.backspace import serialize_stream
 from search.errors import HallucError
-from search.types import Task
+from search.tasks.countdown_stream import Mode, Piece, search_trace
+from search.types import Problem, Task
+from workers.collate import BacktrackCollator
+from workers.hf import META
 
 log = logging.getLogger(__name__)
 
@@ -107,40 +111,101 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
     return AutoModelForCausalLM.from_config(config)
 
 
-def encode_examples(
-    task: Task, tokenizer: PreTrainedTokenizerFast, problems: list[Any]
-) -> list[tuple[list[int], int]]:
-    """(input ids, prompt length) per problem: prompt, reference solution, end-of-sequence."""
+Example = dict[str, Any]  # input_ids, loss_mask, prompt_len: a row as training collates it
+
+
+def forms(data: str) -> list[str]:
+    """The trace forms `bootstrap.data` names: "optimal+backspace" -> ["optimal", "backspace"]."""
+    return data.split("+")
+
+
+def solutions(
+    task: Task, problems: list[Problem], b: BootstrapConfig
+) -> list[tuple[Problem, list[Piece]]]:
+    """Each problem with its solution in one of `b.data`'s forms (drawn at random, seeded), as
+    (text, backspaces) pieces without prompt or end-of-sequence. A problem the search does not
+    solve within `b.max_states` states is left out."""
+    choices = forms(b.data)
+    if choices != ["optimal"] and task.name != "countdown":
+        raise HallucError(
+            f"bootstrap.data={b.data}: search streams exist for countdown only; "
+            f"use bootstrap.data=optimal for {task.name}"
+        )
+    rng = random.Random(f"{b.seed}-forms")
     out = []
-    for p in problems:
-        prompt = tokenizer.encode(p.prompt)
-        solution = tokenizer.encode(task.step_delimiter.join(task.reference(p)))
-        out.append(([*prompt, *solution, tokenizer.eos_token_id], len(prompt)))
+    for problem in problems:
+        form = rng.choice(choices)
+        if form == "optimal":
+            out.append((problem, [(task.step_delimiter.join(task.reference(problem)), 0)]))
+            continue
+        mode: Mode = "stream" if form == "stream" else "backspace"
+        found = search_trace(problem, mode, b.search_order, b.max_states)
+        if found is not None:
+            out.append((problem, found))
     return out
 
 
-def collate(batch: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask, and labels (-100 on prompt and padding)."""
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), width), pad_id)
-    labels = torch.full((len(batch), width), -100)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, (seq, n_prompt) in enumerate(batch):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
-        mask[i, : len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+def encode_examples(
+    tokenizer: Any,
+    solved: list[tuple[Problem, list[Piece]]],
+    delimiter: str,
+    bksp_token: str,
+    erased_loss: bool = False,
+) -> list[Example]:
+    """Prompt, solution, end-of-sequence. Loss on what follows the prompt, except on the moves a
+    backspace erases unless `erased_loss`."""
+    bksp = (
+        tokenizer.convert_tokens_to_ids(bksp_token) if bksp_token in tokenizer.get_vocab() else -1
+    )
+    delim = tokenizer.convert_tokens_to_ids(delimiter)
+    out = []
+    for problem, found in solved:
+        prompt = tokenizer.encode(problem.prompt)
+        completion = [i for text, n in found for i in [*tokenizer.encode(text), *[bksp] * n]]
+        ser = serialize_stream(prompt, [*completion, tokenizer.eos_token_id], "step", bksp, delim)
+        mask = ser.loss_mask
+        if erased_loss:
+            mask = [0] * len(prompt) + [1] * (len(ser.input_ids) - len(prompt))
+        out.append({"input_ids": ser.input_ids, "loss_mask": mask, "prompt_len": len(prompt)})
+    return out
+
+
+def draw_batch(examples: list[Example], b: BootstrapConfig, rng: random.Random) -> list[Example]:
+    """`b.batch_size` examples, or (`b.batch_tokens` > 0) examples until their loss-bearing tokens
+    reach `b.batch_tokens`."""
+    if not b.batch_tokens:
+        return rng.sample(examples, min(b.batch_size, len(examples)))
+    batch, tokens = [], 0
+    while tokens < b.batch_tokens:
+        batch.append(rng.choice(examples))
+        tokens += sum(batch[-1]["loss_mask"])
+    return batch
 
 
 def train(cfg: Config, task: Task, out: Path) -> None:
     b = cfg.bootstrap
+    erase = "backspace" in forms(b.data)
+    if erase and cfg.trace.unit != "step":
+        raise HallucError(
+            f"bootstrap.data={b.data} erases whole moves: it needs trace.unit=step, "
+            f"not {cfg.trace.unit}"
+        )
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
     problems = task.problems("train", b.n_problems)
-    texts = [p.prompt + task.step_delimiter.join(task.reference(p)) for p in problems]
-    tokenizer = build_tokenizer(texts)
-    examples = encode_examples(task, tokenizer, problems)
-    longest = max(len(ids) for ids, _ in examples)
+    solved = solutions(task, problems, b)
+    if not solved:
+        raise HallucError(
+            f"bootstrap.data={b.data}: the search solved none of {len(problems)} problems "
+            f"within bootstrap.max_states={b.max_states}; raise it"
+        )
+    tokenizer = build_tokenizer([p.prompt + text for p, found in solved for text, _ in found])
+    bksp = cfg.trace.bksp_token
+    if erase:
+        tokenizer.add_special_tokens({"additional_special_tokens": [bksp]})
+    delim = task.step_delimiter
+    examples = encode_examples(tokenizer, solved, delim, bksp, b.erased_loss)
+    longest = max(len(e["input_ids"]) for e in examples)
     if longest > b.n_positions:
         raise HallucError(
             f"bootstrap.n_positions={b.n_positions} is shorter than the longest "
@@ -148,28 +213,47 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         )
     model = build_model(b, tokenizer)
     log.info(
-        "bootstrap: %s with %d parameters on %d problems, %d steps",
+        "bootstrap: %s with %d parameters on %d problems (%s), %d steps",
         b.arch,
         sum(p.numel() for p in model.parameters()),
-        len(problems),
+        len(examples),
+        b.data,
         b.steps,
+    )
+    collate = BacktrackCollator(
+        "erase" if erase else "stream",
+        "step",
+        tokenizer.get_vocab()[bksp] if erase else -1,
+        tokenizer.get_vocab()[delim],
+        tokenizer.pad_token_id,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
     model.train()
+    loss_tokens = 0
     with tqdm(range(b.steps), desc="bootstrap", unit="step") as bar:
         for _ in bar:
-            batch = collate(
-                rng.sample(examples, min(b.batch_size, len(examples))), tokenizer.pad_token_id
-            )
-            loss = model(**batch).loss
+            batch = draw_batch(examples, b, rng)
+            loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
+            loss = model(**collate(batch)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    save_model(model, tokenizer, out)
+    extra: dict[str, Any] = {}
+    if erase:  # decoding must erase as training did: the same record a trained round writes
+        extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
+    save_model(model, tokenizer, out, extra=extra)
+    compute = {
+        "data": b.data,
+        "examples": len(examples),
+        "problems": len(problems),
+        "optimizer_steps": b.steps,
+        "loss_tokens": loss_tokens,
+    }
+    write_json(out.parent / "compute.json", compute)
 
 
 def _lr_scale(step: int, b: BootstrapConfig) -> float:

@@ -49,8 +49,10 @@ class ArithmeticConfig:
 @dataclass(frozen=True)
 class CountdownConfig:
     """Reach a target in [min_target, max_target] from `n_numbers` numbers in
-    min_number..max_number. The test split's targets: `heldout_targets` if given, else a
-    `heldout_share` of the targets, else `n_heldout_targets` of them (drawn once, fixed)."""
+    min_number..max_number. The test split's targets: `heldout_targets` if given, else Stream of
+    Search's split (`heldout_sos_seed`: the seed its generator shuffles the targets with, 4 in its
+    scripts; it holds out the first tenth), else a `heldout_share` of the targets, else
+    `n_heldout_targets` of them (drawn once, fixed)."""
 
     n_numbers: int = 4
     min_number: int = 1
@@ -60,6 +62,7 @@ class CountdownConfig:
     n_heldout_targets: int = 10
     heldout_share: float | None = None
     heldout_targets: list[int] | None = None
+    heldout_sos_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """A small decoder trained from scratch on the task's reference solutions (DESIGN §9)."""
+    """A small decoder trained from scratch on the task's reference solutions (DESIGN §9).
+
+    `data` (Countdown: a task with search streams): `optimal` (the solver's path), `stream` (a
+    Stream-of-Search stream of the heuristic search in `search_order`, dead ends and "back" lines
+    visible, plain attention), `backspace` (the same search, each dead end erased back to the
+    state it branched from: step-unit backspaces, erase attention; the model has the backspace
+    token from step 0), or `optimal+stream` / `optimal+backspace` (each problem drawn in one of
+    the two forms at random). `erased_loss`: the backspace form's erased moves carry loss too
+    (the model learns to try them; off: it learns the path kept and when to erase). `batch_tokens`
+    > 0: each batch is filled to that many loss-bearing tokens instead of `batch_size` examples,
+    so forms of different lengths train on equal tokens and steps."""
 
     arch: Literal["gpt2", "llama"] = "gpt2"
     n_layer: int = 3
@@ -151,8 +164,17 @@ class BootstrapConfig:
     lr: float = 3e-3
     warmup: int = 100
     seed: int = 0
+    data: Literal[
+        "optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"
+    ] = "optimal"
+    search_order: Literal["dfs", "bfs"] = "dfs"
+    max_states: int = 100
+    erased_loss: bool = False
+    batch_tokens: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_states < 1 or self.batch_tokens < 0:
+            raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
         positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
         for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:

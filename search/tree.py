@@ -70,14 +70,20 @@ class Judge:
     def correct(self, generated: Sequence[int], finished: bool) -> bool:
         """A finished generation whose visible steps the task accepts: the right final answer
         and, on a task with an exact step checker, no wrong visible step (a right answer reached
-        through a wrong step is not a solution to learn from). The one definition of correct for
-        rollouts, traces and evaluation."""
+        through a wrong step is not a solution to learn from). A task with a `solution` method
+        (Countdown) first reduces the visible steps to the solution they state: a search stream's
+        last path. The one definition of correct for rollouts, traces and evaluation."""
         if not finished:
             return False
         steps = self.visible_steps(generated)
         if steps is None:
             return False
         texts = self.texts(steps)
+        stated = getattr(self.task, "solution", None)  # a task whose outputs may be streams
+        if stated is not None:
+            texts = stated(self.problem, texts)
+            if texts is None:
+                return False
         if not self.task.is_correct(self.problem, texts):
             return False
         return not self.task.has_step_checker or self.task.first_error(self.problem, texts) is None

@@ -177,7 +177,8 @@ def test_countdown_heldout_by_share_or_list() -> None:
         ({"heldout_share": 1.0}, "heldout_share"),
         ({"heldout_targets": [5, 20]}, "heldout_targets"),
         ({"heldout_targets": []}, "heldout_targets"),
-        ({"heldout_targets": [20], "heldout_share": 0.1}, "not both"),
+        ({"heldout_targets": [20], "heldout_share": 0.1}, "at most one of"),
+        ({"heldout_sos_seed": 4, "heldout_share": 0.1}, "heldout_sos_seed"),
     ],
 )
 def test_countdown_bad_options_name_the_option(options: dict, named: str) -> None:

@@ -157,13 +157,38 @@ def _check_ranges(
         )
 
 
+def sos_heldout_targets(min_target: int, max_target: int, seed: int = 4) -> list[int]:
+    """The held-out targets of Stream of Search's Countdown generator: it seeds Python's `random`
+    with `seed` (4 in its published scripts), shuffles the targets min_target..max_target (10..100
+    there) and holds out the first tenth. Python's seeded shuffle is the same on every version."""
+    targets = list(range(min_target, max_target + 1))
+    random.Random(seed).shuffle(targets)
+    return sorted(targets[: len(targets) // 10])
+
+
 def _heldout(
-    targets: range, n: int, share: float | None, explicit: Sequence[int] | None
+    targets: range,
+    n: int,
+    share: float | None,
+    explicit: Sequence[int] | None,
+    sos_seed: int | None = None,
 ) -> list[int]:
-    """The test targets from exactly one of: `explicit`, `share` of `targets`, or `n` of them."""
+    """The test targets from exactly one of: `explicit`, Stream of Search's split with
+    `sos_seed`, `share` of `targets`, or `n` of them."""
     where = f"the targets {targets.start}..{targets.stop - 1}"
-    if explicit is not None and share is not None:
-        raise TaskDataError("countdown: give heldout_targets or heldout_share, not both")
+    given = [
+        k
+        for k, v in [
+            ("heldout_targets", explicit),
+            ("heldout_share", share),
+            ("heldout_sos_seed", sos_seed),
+        ]
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise TaskDataError(f"countdown: give at most one of {given}")
+    if sos_seed is not None:
+        explicit = sos_heldout_targets(targets.start, targets.stop - 1, sos_seed)
     if explicit is not None:
         outside = sorted(set(explicit) - set(targets))
         if outside:
@@ -191,8 +216,10 @@ class CountdownTask:
     """Reach a target in [min_target, max_target] from `n_numbers` numbers in
     [min_number, max_number].
 
-    Test targets: `heldout_targets` when given, else a `heldout_share` of the targets, else
-    `n_heldout_targets` of them (drawn by a fixed generator, the same whatever the seed).
+    Test targets: `heldout_targets` when given, else Stream of Search's split
+    (`heldout_sos_seed`: its generator's seed, 4 in its scripts; `sos_heldout_targets`), else a
+    `heldout_share` of the targets, else `n_heldout_targets` of them (drawn by a fixed generator,
+    the same whatever the seed).
     `seed` picks the problems. Bad options raise a ValueError that names the option.
     """
 
@@ -210,6 +237,7 @@ class CountdownTask:
         n_heldout_targets: int = 10,
         heldout_share: float | None = None,
         heldout_targets: Sequence[int] | None = None,
+        heldout_sos_seed: int | None = None,
     ) -> None:
         _check_ranges(n_numbers, min_number, max_number, min_target, max_target)
         self.seed = seed
@@ -217,7 +245,9 @@ class CountdownTask:
         self.min_number = min_number
         self.max_number = max_number
         targets = range(min_target, max_target + 1)
-        self.heldout = _heldout(targets, n_heldout_targets, heldout_share, heldout_targets)
+        self.heldout = _heldout(
+            targets, n_heldout_targets, heldout_share, heldout_targets, heldout_sos_seed
+        )
         held = set(self.heldout)
         self.train_targets = [t for t in targets if t not in held]
 
@@ -286,6 +316,16 @@ class CountdownTask:
                 return False
             state = after
         return state == (problem.meta["target"],)
+
+    def solution(self, problem: Problem, lines: Sequence[str]) -> list[str] | None:
+        """The solution an output states: the output itself, or for a Stream-of-Search stream
+        (it has "back" lines) the last path it took (`countdown_stream.stream_path`; None when
+        a line is neither a valid move nor a return to a state reached before)."""
+        from search.tasks.countdown_stream import BACK, stream_path
+
+        if not any(line.startswith(BACK) for line in lines):
+            return list(lines)
+        return stream_path(problem.meta["numbers"], lines)
 
     def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
         """Index of the first step that is invalid or after which the target is out of reach (a

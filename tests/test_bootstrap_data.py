@@ -1,0 +1,127 @@
+"""Bootstrap data forms (Countdown): optimal paths, Stream-of-Search streams, backspace streams;
+equal loss-bearing tokens per batch; a stream output is judged by the solution it states."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from pipeline import bootstrap
+from pipeline.config import load_config
+from pipeline.loading import task_from_config
+from search.backspace import apply_backspaces
+from search.errors import HallucError
+from search.tasks.countdown import sos_heldout_targets
+from search.tasks.countdown_stream import search_trace
+from search.tokenizer import CharTokenizer
+from search.tree import Judge
+from tests.conftest import tiny_cfg
+
+SMALL = [
+    "bootstrap.n_problems=60",
+    "bootstrap.steps=3",
+    "bootstrap.n_layer=1",
+    "bootstrap.n_embd=32",
+    "bootstrap.n_positions=512",
+    "eval.n_problems=4",
+    "eval.temperatures=[1.0]",
+    "eval.samples=1",
+    "eval.n_tune=2",
+    "eval.max_new_tokens=40",
+]
+
+
+def _cfg(out, *extra):
+    return load_config("countdown-tiny", [f"run.out_dir={out}", *SMALL, *extra])
+
+
+def _examples(data: str, erased_loss: bool = False):
+    cfg = _cfg("unused", f"bootstrap.data={data}")
+    task = task_from_config(cfg.task)
+    solved = bootstrap.solutions(task, task.problems("train", 30), cfg.bootstrap)
+    tok = bootstrap.build_tokenizer([p.prompt + t for p, f in solved for t, _ in f])
+    tok.add_special_tokens({"additional_special_tokens": ["<|bksp|>"]})
+    return task, solved, tok, bootstrap.encode_examples(tok, solved, "\n", "<|bksp|>", erased_loss)
+
+
+def test_backspace_examples_leave_the_found_path_and_erased_moves_carry_no_loss():
+    task, solved, tok, examples = _examples("backspace")
+    bksp, delim = tok.get_vocab()["<|bksp|>"], tok.get_vocab()["\n"]
+    with_backspaces = 0
+    for (problem, _), ex in zip(solved, examples, strict=True):
+        ids, n = ex["input_ids"], ex["prompt_len"]
+        visible = apply_backspaces(ids, n, "step", bksp, delim)
+        steps = tok.decode(visible[n:-1]).split("\n")  # less end-of-sequence
+        assert task.is_correct(problem, steps)
+        # loss on what stays visible and on the backspaces, none on the erased moves
+        assert sum(ex["loss_mask"]) == len(visible) - n + ids.count(bksp)
+        assert all(ex["loss_mask"][i] == 1 for i in range(n, len(ids)) if ids[i] == bksp)
+        with_backspaces += bksp in ids
+    assert with_backspaces > len(examples) // 2  # most searches meet a dead end first
+    _, _, _, full = _examples("backspace", erased_loss=True)
+    assert all(sum(e["loss_mask"]) == len(e["input_ids"]) - e["prompt_len"] for e in full)
+
+
+def test_stream_output_is_judged_by_its_last_path():
+    cfg = _cfg("unused")
+    task = task_from_config(cfg.task)
+    problem = task.problems("train", 1)[0]
+    tok = CharTokenizer()
+    judge = Judge(task, problem, tok, tuple(tok.encode(problem.prompt)), "step")
+    stream = search_trace(problem, "stream")[0][0]
+    assert "back " in stream or len(stream.split("\n")) == 2
+    assert judge.correct(tuple(tok.encode(stream)), True)
+    dead = stream.rsplit("\n", 1)[0]  # the stream stopped one move short
+    assert not judge.correct(tuple(tok.encode(dead)), True)
+    assert not judge.correct(tuple(tok.encode(stream + "\nback 1 2 3")), True)
+
+
+def test_batches_by_tokens_hold_equal_loss_tokens():
+    _, _, _, examples = _examples("stream")
+    b = dataclasses.replace(_cfg("unused").bootstrap, batch_tokens=500)
+    rng = random.Random(0)
+    for _ in range(20):
+        batch = bootstrap.draw_batch(examples, b, rng)
+        tokens = sum(sum(e["loss_mask"]) for e in batch)
+        assert 500 <= tokens < 500 + max(sum(e["loss_mask"]) for e in batch)
+
+
+def test_backspace_bootstrap_writes_an_erase_model(tmp_path):
+    figures = bootstrap.main(_cfg(tmp_path, "bootstrap.data=optimal+backspace"))
+    model = tmp_path / "bootstrap" / "model"
+    meta = json.loads((model / "halluc.json").read_text())
+    assert meta == {"mode": "erase", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}
+    tok = AutoTokenizer.from_pretrained(model)
+    assert tok.convert_tokens_to_ids("<|bksp|>") not in (None, tok.unk_token_id)
+    compute = json.loads((tmp_path / "bootstrap" / "compute.json").read_text())
+    assert compute["optimizer_steps"] == 3 and compute["loss_tokens"] > 0
+    assert compute["examples"] == 60
+    assert "T=1.0" in figures["settings"]
+
+
+def test_stream_forms_need_countdown_and_step_unit(tmp_path):
+    with pytest.raises(HallucError, match="countdown only"):
+        bootstrap.main(tiny_cfg(tmp_path / "a", "bootstrap.data=stream"))
+    with pytest.raises(HallucError, match="trace.unit=step"):
+        bootstrap.main(_cfg(tmp_path / "b", "bootstrap.data=backspace", "trace.unit=token"))
+    assert not (tmp_path / "b" / "bootstrap" / "model").exists()
+
+
+def test_stream_of_search_heldout_split():
+    # the held-out targets of Stream of Search's generator (seed 4, targets 10..100)
+    assert sos_heldout_targets(10, 100, 4) == [14, 39, 41, 57, 62, 81, 87, 89, 96]
+    cfg = load_config("countdown-small", ["task.countdown.heldout_sos_seed=4"])
+    task = task_from_config(cfg.task)
+    assert task.heldout == [14, 39, 41, 57, 62, 81, 87, 89, 96]
+    assert {p.meta["target"] for p in task.problems("test", 30)} <= set(task.heldout)
+    with pytest.raises(Exception, match="at most one of"):
+        task_from_config(
+            load_config(
+                "countdown-small",
+                ["task.countdown.heldout_sos_seed=4", "task.countdown.heldout_share=0.2"],
+            ).task
+        )
