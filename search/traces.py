@@ -3,8 +3,16 @@
 Plain dicts with the columns every shard has; the pipeline adds provenance (round, model id,
 config hash, seed, schema version) and writes them with an explicit schema (pipeline/shards.py).
 
-- traces, kind `correction`: prompt, good steps, the wrong step, backspaces, the model's own
-  correct continuation from the good prefix. Kind `clean`: a correct solution without backspaces.
+- traces, kind `correction`: prompt, good steps, what the backspaces erase, backspaces, the model's
+  own correct continuation from the good prefix (`fix`). Where the backspaces sit is the
+  placement; in every one what stays visible is exactly the good steps and the fix:
+    at_error      erase the wrong step (the located first error).
+    at_detection  erase the wrong step and the model's own continuation of it up to and including
+                  the step where the failure becomes visible (`Judge.detection_step`; a task
+                  that cannot tell, such as arithmetic, sees it at the end of the solution).
+    at_token      erase the wrong step up to and including its first token that differs from
+                  the fix at the same position (see `_first_wrong_token`).
+  Kind `clean`: a correct solution without backspaces.
   Kind `self_correction`: a rollout that used backspaces and still ended right.
 - steps: one row per probed prefix: its last step, mc, rollouts, and the exact label.
 - pairs: chosen = wrong step + backspaces + correction, rejected = wrong step + the model's own
@@ -13,9 +21,10 @@ config hash, seed, schema version) and writes them with an explicit schema (pipe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from search.backspace import (
+    BackspaceError,
     Segment,
     Serialized,
     Trace,
@@ -24,14 +33,21 @@ from search.backspace import (
     serialize,
     serialize_stream,
 )
-from search.tree import FailingBranch, Node, SearchResult, Tree, flatten
+from search.tree import FailingBranch, Judge, Node, SearchResult, Steps, Tree, flatten
 
 Row = dict[str, Any]
+Placement = Literal["at_error", "at_detection", "at_token"]
+PLACEMENTS: tuple[Placement, ...] = ("at_error", "at_detection", "at_token")
 
 
-def table_rows(result: SearchResult, max_corrections: int = 1) -> dict[str, list[Row]]:
+def table_rows(
+    result: SearchResult, max_corrections: int = 1, placement: Placement = "at_error"
+) -> dict[str, list[Row]]:
     """The `traces`, `steps` and `pairs` rows of one finished search (backspace unit: the
-    judge's), with at most `max_corrections` correction traces per failing branch."""
+    judge's), with at most `max_corrections` correction traces per failing branch, their
+    backspaces placed by `placement` (module docstring; pairs always erase the wrong step)."""
+    if placement not in PLACEMENTS:
+        raise BackspaceError(f"trace placement {placement!r} is not one of {PLACEMENTS}")
     tree = result.tree
     unit = tree.judge.unit
     traces: list[Row] = []
@@ -39,7 +55,7 @@ def table_rows(result: SearchResult, max_corrections: int = 1) -> dict[str, list
     for branch in result.branches:
         parent = tree.nodes[branch.parent]
         for fix in _corrections(tree, parent)[:max_corrections]:
-            traces.append(_correction_row(tree, branch, parent, fix, unit))
+            traces.append(_correction_row(tree, branch, parent, fix, unit, placement))
             pairs.append(_pair_row(tree, branch, fix, unit))
     traces += _clean_rows(tree, unit)
     traces += _self_correction_rows(tree, unit)
@@ -96,12 +112,18 @@ def _exact_error(tree: Tree, branch: FailingBranch) -> int | None:
 
 
 def _correction_row(
-    tree: Tree, branch: FailingBranch, parent: Node, fix: tuple[int, ...], unit: Unit
+    tree: Tree,
+    branch: FailingBranch,
+    parent: Node,
+    fix: tuple[int, ...],
+    unit: Unit,
+    placement: Placement,
 ) -> Row:
     segments = []
     if branch.parent:
         segments.append(Segment("keep", flatten(branch.parent)))
-    segments += [Segment("erase", branch.wrong_step), Segment("keep", fix)]
+    erased = _erased(tree.judge, branch, fix, placement)
+    segments += [Segment("erase", erased), Segment("keep", fix)]
     tok = tree.judge.tokenizer
     ser = serialize(Trace(tree.judge.prompt, tuple(segments)), unit, tok.bksp_id, tok.delim_id)
     return _trace_row(
@@ -115,6 +137,49 @@ def _correction_row(
         mc_error_step=len(branch.parent),
         exact_error_step=_exact_error(tree, branch),
     )
+
+
+def _erased(
+    judge: Judge, branch: FailingBranch, fix: tuple[int, ...], placement: Placement
+) -> tuple[int, ...]:
+    """The tokens a correction's backspaces erase, all written right after the good steps."""
+    wrong = branch.wrong_step
+    if placement == "at_token":
+        return wrong[: _first_wrong_token(wrong, fix) + 1]
+    if placement == "at_detection":
+        return wrong + flatten(_through_detection(judge, branch))
+    return wrong
+
+
+def _first_wrong_token(wrong: tuple[int, ...], fix: tuple[int, ...]) -> int:
+    """Index of the first token of the wrong step that differs from the fix (the model's own
+    correct continuation from the same prefix) at the same position; a fix that ends first
+    differs there. The last index when none differs (the wrong step is a prefix of the fix):
+    the whole wrong step is erased, as at the error.
+
+    The fix is one right continuation, not every one: where a task has several right next
+    steps (countdown), a token that differs from this fix may still begin another right step,
+    so the backspace sits at or before the exact checker's first wrong token, never after it.
+    """
+    for i, token in enumerate(wrong):
+        if i >= len(fix) or fix[i] != token:
+            return i
+    return len(wrong) - 1
+
+
+def _through_detection(judge: Judge, branch: FailingBranch) -> Steps:
+    """The visible steps of the wrong continuation up to and including the one where the task
+    sees the failure (`Judge.detection_step` over good steps, wrong step and continuation);
+    all there are (an unfinished rollout's too) when it sees none."""
+    before = (*branch.parent, branch.wrong_step)
+    steps = judge.visible_steps(flatten(before) + branch.wrong_continuation)
+    if steps is None or tuple(steps[: len(before)]) != before:
+        return ()  # the rollout's own backspaces reached into its wrong step: nothing follows it
+    rest = tuple(steps[len(before) :])
+    seen = judge.detection_step([*before, *rest])
+    if seen is None:
+        return rest
+    return rest[: max(seen - len(branch.parent), 0)]
 
 
 def _clean_rows(tree: Tree, unit: Unit) -> list[Row]:

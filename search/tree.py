@@ -94,6 +94,16 @@ class Judge:
             return None
         return self.task.first_error(self.problem, self.texts(steps))
 
+    def detection_step(self, steps: Sequence[Sequence[int]]) -> int | None:
+        """Index of the step of visible `steps` after which the task's optional
+        `detection_step(problem, texts)` sees that they fail; None when it sees nothing, or the
+        task has no such method (arithmetic, jsonl: a failure shows only at the end)."""
+        detect = getattr(self.task, "detection_step", None)
+        if detect is None:
+            return None
+        seen: int | None = detect(self.problem, self.texts(steps))
+        return seen
+
 
 @dataclass(eq=False)
 class Node:

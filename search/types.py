@@ -38,6 +38,11 @@ class Task(Protocol):
 
     Text conventions: the prompt ends with the step delimiter; a solution is a list of steps, each
     ending with the delimiter except the last, which is followed by end-of-sequence.
+
+    Optional, not part of the protocol: `detection_step(problem, steps) -> int | None`, the index
+    of the first step after which a failure is visible to a reader without a solver (None: not
+    before the end). Correction traces placed `at_detection` erase up to it (search/traces.py);
+    a task without it shows a failure only at the end of the solution.
     """
 
     name: str

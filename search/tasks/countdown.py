@@ -332,6 +332,14 @@ class CountdownTask:
         step past the last possible one included); None while every step keeps it reachable."""
         return detection_point(problem.meta["numbers"], problem.meta["target"], steps)
 
+    def detection_step(self, problem: Problem, steps: Sequence[str]) -> int | None:
+        """Index of the first step after which the failure is visible without a solver: an
+        invalid step, or one number left that is not the target; None when none is (a
+        continuation that stops early). Where a correction placed `at_detection` erases to."""
+        return detection_point(
+            problem.meta["numbers"], problem.meta["target"], steps, detector="visible"
+        )
+
 
 def detection_point(
     numbers: Sequence[int],
