@@ -28,6 +28,7 @@ from search.errors import HallucError, ParamError
 from search.fake import FakeParams
 from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
+from search.traces import Placement
 
 
 class ConfigError(HallucError, ValueError):
@@ -274,11 +275,31 @@ class EvalConfig:
 class TraceConfig:
     """The backspace token and what one backspace erases (DESIGN §4). `backspace_at=step_end`
     (step unit only): decoding may emit a backspace only right after a step delimiter or another
-    backspace, where the traces have them, never inside a step."""
+    backspace, where the traces have them, never inside a step.
+
+    `placement`: where a correction trace's backspaces sit (search/traces.py); what stays visible
+    is always the good steps and the fix. `at_error`: right after the wrong step. `at_detection`:
+    the model's own continuation of the error goes on to the step where the failure shows (on
+    countdown a visible dead end: an invalid step, or one number left that is not the target),
+    then everything from the wrong step on is erased; a task that cannot tell (arithmetic, jsonl)
+    shows it at the end, so the whole wrong solution, final answer included, is erased.
+    `at_token`: right after the wrong step's first token that differs from the fix, erasing
+    the step up to it (token unit: one backspace per token; step unit: one backspace, which
+    erases a part-written step back to its start), so never with `backspace_at=step_end`.
+    """
 
     bksp_token: str = "<|bksp|>"
     unit: Literal["token", "step"] = "token"
     backspace_at: Literal["any", "step_end"] = "any"
+    placement: Placement = "at_error"
+
+    def __post_init__(self) -> None:
+        if self.placement == "at_token" and self.step_end_only(self.unit):
+            raise ConfigError(
+                "placement: at_token puts each backspace inside a step, but trace.backspace_at="
+                "step_end with trace.unit=step lets decoding emit one only after a step "
+                "delimiter; set trace.backspace_at=any or choose another trace.placement"
+            )
 
     def step_end_only(self, unit: str) -> bool:
         """Whether decoding in `unit` (the model's own, from halluc.json) keeps backspaces to step
@@ -539,7 +560,8 @@ def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
     shaping = {
         "task": d["task"],
         "eval": {k: v for k, v in d["eval"].items() if k not in ("model", "policy", "n_problems")},
-        "trace": d["trace"],
+        # where the search's traces put backspaces shapes the model, not how it is evaluated
+        "trace": {k: v for k, v in d["trace"].items() if k != "placement"},
         "max_new_tokens": cfg.search.max_new_tokens,
         "seed": cfg.run.seed,
         "dtype": cfg.model.dtype,

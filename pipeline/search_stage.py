@@ -181,7 +181,8 @@ def search_batch(
             "seed": derive_seed(cfg.run.seed, cfg.run.round, problem.id),
             "schema_version": SCHEMA_VERSION,
         }
-        for table, rows in table_rows(result, cfg.search.max_corrections).items():
+        rows_of = table_rows(result, cfg.search.max_corrections, cfg.trace.placement)
+        for table, rows in rows_of.items():
             tables[table] += [prov | row for row in rows]
     stats = {
         "batch": batch,

@@ -85,6 +85,15 @@ def test_out_dir_does_not_change_the_hash():
             ["trace.unit=word"],
             r"trace.unit: 'word' is not allowed; choose one of \['token', 'step'\]",
         ),
+        (
+            ["trace.placement=at_end"],
+            r"trace.placement: 'at_end' is not allowed; choose one of \['at_error', 'at_detection'",
+        ),
+        (
+            ["trace.placement=at_token", "trace.backspace_at=step_end", "trace.unit=step"],
+            r"trace.placement: at_token puts each backspace inside a step, but "
+            r"trace.backspace_at=step_end with trace.unit=step",
+        ),
         (["search.omegaprm.n_mc=many"], r"search.omegaprm.n_mc: expected int, got 'many'"),
         (["search.omegaprm.n_mc=0"], r"search.omegaprm.n_mc: must be at least 1"),
         (["search.omegaprm.alpha=1.5"], r"search.omegaprm.alpha: must be in \[0, 1\]"),
@@ -121,3 +130,16 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
     with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
         check_resumable(other, tmp_path / "config.yaml")
+
+
+def test_placement_shapes_the_traces_not_the_evaluation():
+    from pipeline.config import eval_key
+
+    base = load_config("arith-tiny")
+    assert base.trace.placement == "at_error"
+    placed = load_config("arith-tiny", ["trace.placement=at_detection"])
+    assert placed.hash != base.hash
+    assert eval_key(placed, 40) == eval_key(base, 40)
+    assert eval_key(load_config("arith-tiny", ["trace.unit=token"]), 40) != eval_key(base, 40)
+    token = ["trace.unit=token", "trace.backspace_at=step_end", "trace.placement=at_token"]
+    assert load_config("arith-tiny", token).trace.placement == "at_token"  # step_end is moot

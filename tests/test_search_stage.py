@@ -113,3 +113,21 @@ def test_vllm_policy_without_vllm_says_what_to_do(tmp_path, capsys):
     args += ["--set", "search.policy=vllm"]
     assert cli.main([*args, "--set", "search.workers=0"]) == 2
     assert "pip install 'halluc[vllm]'" in capsys.readouterr().err
+
+
+def test_placement_reaches_the_traces_and_a_changed_one_is_refused(tmp_path, capsys):
+    assert run(tmp_path / "e", "trace.unit=step") == 0
+    assert run(tmp_path / "d", "trace.unit=step", "trace.placement=at_detection") == 0
+    at_error, at_detection = (read_all(tmp_path / x)["traces"] for x in "ed")
+    assert [r["kind"] for r in at_error] == [r["kind"] for r in at_detection]
+    pairs = [
+        (e, d) for e, d in zip(at_error, at_detection, strict=True) if e["kind"] == "correction"
+    ]
+    assert pairs and all(e["visible_text"] == d["visible_text"] for e, d in pairs)
+    # arithmetic shows a failure at the end only: erase the wrong step and all that followed it
+    assert all(e["n_backspaces"] == 1 for e, _ in pairs)
+    assert any(d["n_backspaces"] > 1 for _, d in pairs)
+    assert all(d["raw_text"].split("<|bksp|>")[0].count("ans ") == 1 for _, d in pairs)
+    capsys.readouterr()
+    assert run(tmp_path / "e", "trace.unit=step", "trace.placement=at_token") == 2
+    assert "trace.placement: 'at_error' there, 'at_token' now" in capsys.readouterr().err
