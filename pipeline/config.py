@@ -165,9 +165,9 @@ class BootstrapConfig:
     lr: float = 3e-3
     warmup: int = 100
     seed: int = 0
-    data: Literal[
-        "optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"
-    ] = "optimal"
+    data: Literal["optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"] = (
+        "optimal"
+    )
     search_order: Literal["dfs", "bfs"] = "dfs"
     max_states: int = 100
     erased_loss: bool = False
