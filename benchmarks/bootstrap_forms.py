@@ -1,0 +1,147 @@
+"""The Stream-of-Search comparison at small scale: bootstraps on optimal paths, on search streams
+and on backspace streams, at equal optimizer steps and loss-bearing tokens, over seeds.
+
+    .venv/bin/python benchmarks/bootstrap_forms.py --preset countdown-tiny --seeds 0,1,2 \\
+        --root runs/bootstrap-forms [--forms optimal,stream,backspace] [--set KEY=VALUE ...]
+
+Each form and seed is one `halluc bootstrap` run (`bootstrap.data=FORM`, `bootstrap.seed=S`) in
+`root/FORM/seed-S` (rerunning reuses what is done). The defaults below make the forms
+comparable: every batch holds `bootstrap.batch_tokens` loss-bearing tokens (so the forms see
+equal tokens in equal steps), positions and the generation budget fit the longest streams, and
+every form is evaluated on the same held-out problems (the task's seed stays fixed), so the
+differences are paired per problem. `--set` overrides them.
+
+Writes `root/forms.md` (the table and the command) and `root/forms.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import bootstrap
+from pipeline.config import load_config
+from pipeline.verdict import interval, paired
+
+COMPARABLE = [
+    "bootstrap.batch_tokens=1024",  # about 64 optimal solutions of countdown-tiny
+    "bootstrap.n_positions=640",
+    "eval.max_new_tokens=600",
+    "eval.n_problems=200",
+    "eval.temperatures=[1.0]",
+    "eval.samples=2",
+]
+SETTINGS = ["greedy", "T=1.0"]
+
+
+def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
+    out = root / form / f"seed-{seed}"
+    cfg = load_config(
+        preset,
+        [*COMPARABLE, f"run.out_dir={out}", f"bootstrap.data={form}", f"bootstrap.seed={seed}"]
+        + sets,
+    )
+    figures = bootstrap.main(cfg)
+    figures["compute"] = json.loads((out / "bootstrap" / "compute.json").read_text())
+    return figures
+
+
+def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per form and setting: mean accuracy with its interval, the paired difference from the
+    first form, tokens per solved problem, backtrack rate; and the compute of each form."""
+    forms = list(results)
+    out: dict[str, Any] = {}
+    for form, seeds in results.items():
+        row: dict[str, Any] = {"compute": [s["compute"] for s in seeds]}
+        for name in SETTINGS:
+            figs = [s["settings"][name] for s in seeds]
+            row[name] = {
+                "accuracy": interval([f["per_problem"] for f in figs]),
+                "per_seed": [f["accuracy"] for f in figs],
+                "tokens_per_solved": _mean([f["tokens_per_solved"] for f in figs]),
+                "backtrack_rate": _mean([f["backtrack_rate"] for f in figs]),
+                "truncation_rate": _mean([f["truncation_rate"] for f in figs]),
+            }
+            if form != forms[0]:
+                base = [s["settings"][name]["per_problem"] for s in results[forms[0]]]
+                row[name]["minus_first"] = paired([f["per_problem"] for f in figs], base)
+        out[form] = row
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def table(summary: dict[str, Any], command: str, seeds: list[int]) -> str:
+    first = next(iter(summary))
+    lines = [
+        f"Command: `{command}` (seeds {', '.join(map(str, seeds))})",
+        "",
+        f"| form | setting | solved (95% interval) | per seed | − {first} (paired 95%) "
+        "| tokens per solved | backtrack rate | truncated | loss tokens, steps (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for form, row in summary.items():
+        compute = row["compute"][0]
+        for name in SETTINGS:
+            r = row[name]
+            acc = r["accuracy"]
+            diff = r.get("minus_first")
+            lines.append(
+                f"| {form} | {name} | {_pct(acc['mean'])} ({_pct(acc['ci95'][0])}–"
+                f"{_pct(acc['ci95'][1])}) | {', '.join(_pct(a) for a in r['per_seed'])} | "
+                + (
+                    f"{_pts(diff['mean'])} ({_pts(diff['ci95'][0])} to {_pts(diff['ci95'][1])})"
+                    if diff
+                    else "–"
+                )
+                + f" | {_num(r['tokens_per_solved'])} | {_pct(r['backtrack_rate'])} | "
+                f"{_pct(r['truncation_rate'])} | {compute['loss_tokens']:,}, "
+                f"{compute['optimizer_steps']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="countdown-tiny")
+    ap.add_argument("--root", default="runs/bootstrap-forms")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--forms", default="optimal,stream,backspace")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    args = ap.parse_args()
+    root = Path(args.root)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {
+        form: [run(args.preset, root, form, s, args.sets) for s in seeds]
+        for form in args.forms.split(",")
+    }
+    summary = summarize(results)
+    command = " ".join(shlex.quote(a) for a in ["benchmarks/bootstrap_forms.py", *sys.argv[1:]])
+    text = table(summary, command, seeds)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "forms.md").write_text(text)
+    (root / "forms.json").write_text(json.dumps(summary, indent=2))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
