@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search.backspace import Unit
+from search.errors import ParamError
 from search.fake import FakeParams
 from search.types import Policy, Problem, Task, Tokenizer
 
@@ -34,7 +35,13 @@ class Decoding:
     """How a policy samples. `temperature` 0 is greedy; `max_batch` rows per forward pass
     (transformers); `ban_backspace` forbids the backspace; at most `max_backspaces` per row;
     `backspace_at="step_end"` allows one only right after a step delimiter or another backspace
-    (step unit only); `logprobs` returns each sampled token's log-probability."""
+    (step unit only); `logprobs` returns each sampled token's log-probability.
+
+    Deliberate backspaces (transformers only; at most one of the two > 0, 0 is off): wherever a
+    backspace is allowed, `bksp_threshold` emits it if and only if the model's own probability
+    of it (before temperature) is at least the threshold; `bksp_random` emits it with that
+    probability, whatever the model (the random-eraser control). Elsewhere the backspace is
+    banned and the token drawn among the rest as usual."""
 
     temperature: float = 1.0
     max_new_tokens: int = 64
@@ -43,6 +50,25 @@ class Decoding:
     max_backspaces: int = 16
     backspace_at: Literal["any", "step_end"] = "any"
     logprobs: bool = False
+    bksp_threshold: float = 0.0
+    bksp_random: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_deliberate(self.bksp_threshold, self.bksp_random)
+
+
+def check_deliberate(bksp_threshold: float, bksp_random: float) -> None:
+    """Raise `ParamError` unless `bksp_threshold` and `bksp_random` are in [0, 1] and at most one
+    of them is > 0."""
+    for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
+        if not 0 <= value <= 1:
+            raise ParamError(f"{name}: must be in [0, 1] (0: off), got {value}")
+    if bksp_threshold > 0 and bksp_random > 0:
+        raise ParamError(
+            f"bksp_threshold ({bksp_threshold}) and bksp_random ({bksp_random}) are exclusive: "
+            "the threshold emits the backspace by the model's probability, the random control "
+            "regardless of it; set one of them to 0"
+        )
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,13 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
     if loaded.kind == "vllm":
         from workers.segments import SegmentPolicy
 
+        for name in ("bksp_threshold", "bksp_random"):
+            if getattr(d, name):
+                raise ParamError(
+                    f"{name}={getattr(d, name)}: the vLLM policy does not implement deliberate "
+                    f"backspaces; evaluate with the transformers policy or set {name}=0"
+                )
+
         return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
     from workers.sampler import TransformersPolicy
 
@@ -164,5 +197,7 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
         tok.delim_id,
         max_batch=d.max_batch,
         pad_id=loaded.pad_id,
+        bksp_threshold=d.bksp_threshold,
+        bksp_random=d.bksp_random,
         **options,
     )

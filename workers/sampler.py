@@ -10,10 +10,18 @@ Sampling noise is counter-based: row r of ask a draws its uniform at step t from
 splitmix64(seed(a, r), t), and picks the token by inverse CDF. So a row's sample does not depend on
 which other rows share its batch (up to float differences between batch shapes), and the same
 seeds give the same rollouts on a rerun.
+
+Deliberate backspaces: with `bksp_threshold` > 0 a row emits the backspace wherever it is allowed
+and the model's own probability of it (before temperature) is at least the threshold, and never
+elsewhere; with `bksp_random` > 0 (the control: an eraser that ignores the model) it emits one
+wherever it is allowed with that probability, from a second counter-based stream
+(`uniforms(erase_seeds(seeds), t)`). Where no backspace is emitted the token is drawn as usual with
+the backspace banned, from the same uniform as without either option.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -25,9 +33,11 @@ from search.backspace import Unit
 from search.types import Ask, Rollout
 from workers.erase import RowState
 from workers.hf import cache_kwarg, check_erase_support, forward_cached, select_rows
+from workers.policy import check_deliberate
 
 Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ERASE_STREAM = np.uint64(0xB5AD4ECEDA1CE2A9)  # mixed into the row seeds for bksp_random
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -44,6 +54,11 @@ def uniforms(row_seeds: np.ndarray, step: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = splitmix64(row_seeds ^ splitmix64(np.full_like(row_seeds, step)))
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def erase_seeds(row_seeds: np.ndarray) -> np.ndarray:
+    """Seeds of a second stream per row, independent of the token stream of `row_seeds`."""
+    return splitmix64(row_seeds ^ _ERASE_STREAM)
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,10 @@ class TransformersPolicy:
         unit: Unit = "token",
         max_backspaces: int = 16,
         step_end_only: bool = False,
+        bksp_threshold: float = 0.0,
+        bksp_random: float = 0.0,
     ) -> None:
+        check_deliberate(bksp_threshold, bksp_random)
         self.model = model
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
@@ -123,6 +141,7 @@ class TransformersPolicy:
         self.ban_ids = [i for i in ban_ids if i < self.vocab]
         self.bksp_id = bksp_id if bksp_id is not None and bksp_id < self.vocab else None
         self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
+        self.bksp_threshold, self.bksp_random = bksp_threshold, bksp_random
         self.tokens_generated = 0  # counted for benchmarks and progress
         self._cache_kwarg = cache_kwarg(model)
         if mode == "erase":
@@ -167,9 +186,17 @@ class TransformersPolicy:
             )
             logits = logits[:, -1, : self.vocab].float()
             logp = torch.log_softmax(logits, dim=-1)  # the model's own, before any ban
+            forced = None
             if live.states is not None:
-                self._ban_backspace(logits, live.states)
+                allowed = self._backspace_allowed(live.states)
+                forced = self._forced(logp, allowed, live.seeds, t)
+                # with a threshold or the control set, the backspace is theirs alone to emit
+                banned = ~allowed if forced is None else torch.ones_like(allowed)
+                logits[banned, self.bksp_id] = float("-inf")
             tok = self._pick(logits, live.seeds, t)
+            if forced is not None:
+                assert self.bksp_id is not None  # rows are tracked only with a backspace id
+                tok = tok.masked_fill(forced, self.bksp_id)
             out_tok[live.rows, t] = tok
             out_logp[live.rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
             n_steps = t + 1
@@ -213,17 +240,30 @@ class TransformersPolicy:
         )
         return ids, live
 
-    def _ban_backspace(self, logits: torch.Tensor, states: list[RowState]) -> None:
+    def _backspace_allowed(self, states: list[RowState]) -> torch.Tensor:
+        """`[rows]` bool: whether each live row may emit a backspace now."""
         ends = (self.delim_id, self.bksp_id)
-        banned = [
-            i
-            for i, st in enumerate(states)
-            if st.n_backspaces >= self.max_backspaces
-            or not st.can_backspace()
-            or (self.step_end_only and st.last not in ends)
+        allowed = [
+            self.bksp_id not in self.ban_ids
+            and st.n_backspaces < self.max_backspaces
+            and st.can_backspace()
+            and (not self.step_end_only or st.last in ends)
+            for st in states
         ]
-        if banned:
-            logits[banned, self.bksp_id] = float("-inf")
+        return torch.tensor(allowed, dtype=torch.bool, device=self.device)
+
+    def _forced(
+        self, logp: torch.Tensor, allowed: torch.Tensor, seeds: np.ndarray, t: int
+    ) -> torch.Tensor | None:
+        """`[rows]` bool: the rows that emit a backspace at step `t` by `bksp_threshold` (from the
+        model's log-probabilities `logp`, `[rows, vocab]`) or `bksp_random`; None when neither is
+        set (the backspace is drawn like any other token)."""
+        if self.bksp_threshold > 0:
+            return allowed & (logp[:, self.bksp_id] >= math.log(self.bksp_threshold))
+        if self.bksp_random > 0:
+            u = torch.from_numpy(uniforms(erase_seeds(seeds), t)).to(self.device)
+            return allowed & (u < self.bksp_random)
+        return None
 
     def _track(
         self,
