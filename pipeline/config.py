@@ -29,6 +29,7 @@ from search.fake import FakeParams
 from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
 from search.traces import Placement
+from workers.policy import check_deliberate
 
 
 class ConfigError(HallucError, ValueError):
@@ -245,7 +246,15 @@ class EvalConfig:
     banned when `banned`. Each arm's decoding setting is chosen on `n_tune` training problems
     (never on the held-out ones). `max_new_tokens` 0: twice the search's, room for the erase
     budget. `policy` samples with transformers or vLLM; `model` evaluates any checkpoint (its
-    figures go under `run.out_dir/evals/`)."""
+    figures go under `run.out_dir/evals/`).
+
+    Deliberate backspaces (every setting where the backspace is not banned; transformers only; 0
+    is off, at most one of the two > 0): `bksp_threshold` emits the backspace wherever it is
+    allowed and the model's own probability of it (before temperature) is at least the
+    threshold, and never elsewhere. Choose the threshold on training problems (an evaluation with
+    `eval.n_problems` drawn from the train split, or the tuning problems), never on the held-out
+    ones. `bksp_random` is its control: a random eraser that emits the backspace wherever it is
+    allowed with that probability, whatever the model (set it to the rate the threshold gave)."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -256,8 +265,16 @@ class EvalConfig:
     max_backspaces: int = 16
     policy: Literal["transformers", "vllm"] = "transformers"
     model: str = ""
+    bksp_threshold: float = 0.0
+    bksp_random: float = 0.0
 
     def __post_init__(self) -> None:
+        check_deliberate(self.bksp_threshold, self.bksp_random)
+        if self.policy == "vllm" and (self.bksp_threshold or self.bksp_random):
+            raise ConfigError(
+                "bksp_threshold and bksp_random: the vLLM policy does not implement deliberate "
+                "backspaces; set eval.policy=transformers or both to 0"
+            )
         if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
             raise ConfigError("n_problems and samples must be >= 1, max_backspaces >= 0")
         if self.n_tune < 1 or self.max_new_tokens < 0:
@@ -557,9 +574,14 @@ def save_config(cfg: Config, path: Path) -> None:
 def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
     """A hash of what shapes an evaluation's figures (not the model: that is its path)."""
     d = cfg.to_dict()
+    # the deliberate-backspace options enter only when set, so the keys of evaluations made
+    # before they existed still match
+    off = {k for k in ("bksp_threshold", "bksp_random") if not d["eval"][k]}
     shaping = {
         "task": d["task"],
-        "eval": {k: v for k, v in d["eval"].items() if k not in ("model", "policy", "n_problems")},
+        "eval": {
+            k: v for k, v in d["eval"].items() if k not in ("model", "policy", "n_problems", *off)
+        },
         # where the search's traces put backspaces shapes the model, not how it is evaluated
         "trace": {k: v for k, v in d["trace"].items() if k != "placement"},
         "max_new_tokens": cfg.search.max_new_tokens,

@@ -10,7 +10,9 @@ checker; a half-written step is neither right nor wrong), the share of erased fi
 were wrong beside chance (the share of all written finished steps that were wrong), recovery
 (samples that finished a wrong step and still ended right), tokens per solved sample. Decoding
 uses the attention mode the model was trained with (`halluc.json` in its directory). Sampling goes
-through `workers.policy` with `eval.policy` (transformers or vLLM).
+through `workers.policy` with `eval.policy` (transformers or vLLM). With `eval.bksp_threshold` or
+`eval.bksp_random` every setting that allows the backspace emits it by that rule (the settings keep
+their names; the figures record both values and the table's title names the one set).
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def evaluate_model(
         "mode": loaded.mode,
         "unit": loaded.unit,
         "n_problems": len(problems),
+        "bksp_threshold": cfg.eval.bksp_threshold,
+        "bksp_random": cfg.eval.bksp_random,
         "settings": {},
     }
     for name, (temperature, samples, ban) in settings(cfg, banned).items():
@@ -141,6 +145,8 @@ def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False
         max_backspaces=cfg.eval.max_backspaces,
         backspace_at=cfg.trace.backspace_at,
         logprobs=logprobs,
+        bksp_threshold=cfg.eval.bksp_threshold,
+        bksp_random=cfg.eval.bksp_random,
     )
 
 
@@ -281,8 +287,16 @@ def format_table(result: dict[str, Any]) -> str:
             return "-"
         return f"{100 * x:.1f}%" if pct else f"{x:.1f}"
 
+    deliberate = "".join(  # absent from figures made before these options existed
+        f", {name} {result[key]}"
+        for key, name in (
+            ("bksp_threshold", "backspace threshold"),
+            ("bksp_random", "random eraser"),
+        )
+        if result.get(key)
+    )
     lines = [
-        f"{result['model']} ({result['mode']} attention, {result['unit']} unit, "
+        f"{result['model']} ({result['mode']} attention, {result['unit']} unit{deliberate}, "
         f"{result['n_problems']} held-out problems)",
         "| setting | accuracy | 95% CI | backtrack rate | erase precision | steps erased: "
         "wrong (chance) | recovery | tokens/solved |",

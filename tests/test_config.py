@@ -143,3 +143,37 @@ def test_placement_shapes_the_traces_not_the_evaluation():
     assert eval_key(load_config("arith-tiny", ["trace.unit=token"]), 40) != eval_key(base, 40)
     token = ["trace.unit=token", "trace.backspace_at=step_end", "trace.placement=at_token"]
     assert load_config("arith-tiny", token).trace.placement == "at_token"  # step_end is moot
+
+
+def test_deliberate_backspaces_key_the_evaluation_and_refuse_bad_combinations():
+    from pipeline.config import eval_key
+
+    base = load_config("arith-tiny")
+    assert (base.eval.bksp_threshold, base.eval.bksp_random) == (0.0, 0.0)
+    keys = {
+        eval_key(load_config("arith-tiny", sets), 40)
+        for sets in (
+            [],
+            ["eval.bksp_threshold=0.3"],
+            ["eval.bksp_threshold=0.4"],
+            ["eval.bksp_random=0.3"],
+        )
+    }
+    assert len(keys) == 4  # no cached evaluation is reused across values
+    assert eval_key(load_config("arith-tiny", ["eval.bksp_threshold=0"]), 40) == eval_key(base, 40)
+    with pytest.raises(ConfigError, match=r"eval\.bksp_threshold \(0.3\) and bksp_random"):
+        load_config("arith-tiny", ["eval.bksp_threshold=0.3", "eval.bksp_random=0.1"])
+    with pytest.raises(ConfigError, match=r"eval\.bksp_random: must be in \[0, 1\]"):
+        load_config("arith-tiny", ["eval.bksp_random=2"])
+    with pytest.raises(ConfigError, match="vLLM policy does not implement deliberate"):
+        load_config("arith-tiny", ["eval.policy=vllm", "eval.bksp_threshold=0.3"])
+
+
+def test_evaluation_decodes_with_the_configured_threshold():
+    from pipeline.evaluation import _decoding
+
+    cfg = load_config("arith-tiny", ["eval.bksp_threshold=0.25"])
+    d = _decoding(cfg, 0.7, ban=False)
+    assert (d.bksp_threshold, d.bksp_random, d.temperature) == (0.25, 0.0, 0.7)
+    d = _decoding(load_config("arith-tiny", ["eval.bksp_random=0.1"]), 0.0, ban=True)
+    assert (d.bksp_threshold, d.bksp_random, d.ban_backspace) == (0.0, 0.1, True)

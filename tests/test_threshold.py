@@ -207,3 +207,14 @@ def test_the_eraser_draws_apart_from_the_token_draw(base):
     assert 50 < sum(erased) < 130
     assert any(e and x >= 0.3 for e, x in zip(erased, u, strict=True))
     assert any(not e and x < 0.3 for e, x in zip(erased, u, strict=True))
+
+
+def test_the_table_title_names_the_rule():
+    from pipeline.evaluation import format_table
+
+    result = {"model": "m", "mode": "erase", "unit": "step", "n_problems": 5, "settings": {}}
+    assert "threshold" not in format_table(result)  # figures made before the options existed
+    assert "backspace threshold 0.3," in format_table(result | {"bksp_threshold": 0.3})
+    assert "random eraser 0.1," in format_table(
+        result | {"bksp_threshold": 0.0, "bksp_random": 0.1}
+    )
