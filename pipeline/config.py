@@ -414,9 +414,11 @@ def presets() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_config(preset: str = "arith-tiny", overrides: list[str] | None = None) -> Config:
+def load_config(
+    preset: str = "arith-tiny", overrides: list[str] | None = None, where: str = ""
+) -> Config:
     """A preset (a shipped name or a path to a YAML file) with `a.b=value` / `a.b.c=value`
-    overrides."""
+    overrides. A bad key or value is reported as in `where` (default: the preset file)."""
     path = _preset_path(preset)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -428,7 +430,7 @@ def load_config(preset: str = "arith-tiny", overrides: list[str] | None = None) 
         )
     for item in overrides or []:
         _override(raw, item, path)
-    return build(Config, raw, str(path))
+    return build(Config, raw, where or str(path))
 
 
 def _override(raw: dict[str, Any], item: str, path: Path) -> None:

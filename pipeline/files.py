@@ -63,3 +63,16 @@ def remove_stale(directory: Path) -> None:
     for p in directory.glob(f".*{TMP}*"):
         log.info("removing %s, left by an interrupted write", p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def copy_dir(src: Path, out: Path) -> None:
+    """Copy the directory `src` to `out` (which must not exist) through a temporary sibling that
+    is renamed into place, so a killed copy never leaves half a directory at `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP}.", dir=out.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

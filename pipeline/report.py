@@ -96,7 +96,7 @@ def write_verdict(
 def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunLayout) -> str:
     runs: dict[str, Evals] = verdict["per_seed_evals"]
     first = next(iter(runs.values()))
-    md = _md(summary_rows(verdict))
+    md = markdown(summary_rows(verdict))
     seeds = ", ".join(str(s) for s in verdict["seeds"])
     intro = (
         f"Task `{cfg.task.name}`, {first['backtrack'][0]['n_problems']} held-out problems, "
@@ -316,7 +316,8 @@ def detector_rows(runs: dict[str, Evals]) -> list[list[str]]:
     return rows
 
 
-def _md(rows: list[list[str]]) -> str:
+def markdown(rows: list[list[str]]) -> str:
+    """`rows` (the first the header) as a Markdown table."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 

@@ -50,7 +50,7 @@ def main(cfg: Config) -> dict[str, Any]:
     stage_config(cfg, layout.root)
     record_environment(cfg, layout.environment)
     seeds = cfg.run.seeds or [cfg.run.seed]
-    configs = [_seed_config(cfg, s) for s in seeds] if cfg.run.seeds else [cfg]
+    configs = [seed_config(cfg, s) for s in seeds] if cfg.run.seeds else [cfg]
     runs = [run_seed(c) for c in configs]
     subs = [RunLayout.of(c) for c in configs]
     result = verdict(runs, seeds)
@@ -68,7 +68,7 @@ def describe(result: dict[str, Any]) -> str:
     return f"{result['summary']}\n\n{result['verdict']['sentence']}\nreport: {result['report']}"
 
 
-def _seed_config(cfg: Config, seed: int) -> Config:
+def seed_config(cfg: Config, seed: int) -> Config:
     """Seed `seed`'s sub-run: its own directory, and every seed of the pipeline set to it."""
     return dataclasses.replace(
         cfg,

@@ -107,7 +107,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         arm: _mean_auc([x["eval"] for x in side])
         for arm, side in (("backtrack", bt), ("baseline", bl))
     }
-    out["precision"] = _precision([x["eval"] for x in bt], chosen["backtrack"])
+    out["precision"] = precision([x["eval"] for x in bt], chosen["backtrack"])
     return out
 
 
@@ -116,7 +116,10 @@ def _mean_auc(evals: list[dict[str, Any]]) -> float | None:
     return None if any(a is None for a in aucs) or not aucs else sum(aucs) / len(aucs)
 
 
-def _precision(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, float | None]:
+def precision(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, float | None]:
+    """Mean over `evals` (one per seed, each read at its own setting of `settings`) of the share
+    of erased finished steps that were wrong, chance's share, and the backtrack rate; None where
+    any seed lacks the figure."""
     out: dict[str, float | None] = {}
     for key in ("step_erase_precision", "chance_precision", "backtrack_rate"):
         vals = [e["settings"][k].get(key) for e, k in zip(evals, settings, strict=True)]
