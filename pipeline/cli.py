@@ -1,6 +1,7 @@
 """`halluc`: one subcommand per stage (DESIGN §11).
 
 halluc search --preset arith-tiny --set search.omegaprm.n_mc=4
+halluc grid --preset arith-tiny --grid levers.yaml --seeds 0,1,2
 halluc release runs/arith-tiny --name arith-tiny-backtracks [--push user/repo]
 halluc presets
 """
@@ -22,6 +23,7 @@ STAGES: dict[str, str] = {
     "train": "fine-tune on selected traces with backspaces",
     "eval": "accuracy, backtrack rate, erase precision and recovery on held-out problems",
     "run": "the expert-iteration loop with a no-backtrack baseline",
+    "grid": "`halluc run` for each row of a grid file of overrides, and one table of verdicts",
     "release": "write a dataset release (and push it to the Hub)",
 }
 
@@ -62,13 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECTION.KEY=VALUE",
             help="override one config value (repeatable)",
         )
-        if name in ("search", "run"):
+        if name in ("search", "run", "grid"):
             p.add_argument(
                 "--address",
                 help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)",
             )
+        if name == "grid":
+            _grid_parser(p)
     sub.add_parser("presets", help="list the shipped presets")
     return parser
+
+
+def _grid_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grid",
+        required=True,
+        metavar="FILE",
+        help="YAML list of rows: `- name: NAME` with `set: {SECTION.KEY: VALUE, ...}`",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        metavar="S,S,...",
+        help="the seeds of every row (default: run.seeds, else run.seed)",
+    )
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seeds as 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: each seed once")
+    return seeds
 
 
 def _release_parser(p: argparse.ArgumentParser) -> None:
@@ -93,11 +122,23 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage(args: argparse.Namespace) -> int:
+def _grid(args: argparse.Namespace) -> int:
+    from pipeline import grid
+
+    result = grid.main(args.grid, args.preset, _overrides(args), args.seeds)
+    print(grid.describe(result))
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if getattr(args, "address", None):
         overrides.append(f"search.address={args.address}")
-    cfg = load_config(args.preset, overrides)
+    return overrides
+
+
+def _stage(args: argparse.Namespace) -> int:
+    cfg = load_config(args.preset, _overrides(args))
     module = importlib.import_module(RUNNERS[args.stage])
     result = module.main(cfg)
     describe = getattr(module, "describe", None)
@@ -113,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(presets()))
         return 0
     try:
-        return _release(args) if args.stage == "release" else _stage(args)
+        return {"release": _release, "grid": _grid}.get(args.stage, _stage)(args)
     except HallucError as err:  # bad input: one line that says what to do, no traceback
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ def stage_args(stage, out, *sets):
 
 
 def test_every_listed_stage_dispatches(tmp_path, monkeypatch, capsys):
-    assert set(cli.STAGES) == set(cli.RUNNERS) | {"release"}
+    assert set(cli.STAGES) == set(cli.RUNNERS) | {"release", "grid"}  # grid: tests/test_grid.py
     called = []
     for stage, name in cli.RUNNERS.items():
         module = importlib.import_module(name)

@@ -1,0 +1,380 @@
+"""`halluc grid`: one resumable command for a table of lever settings × seeds.
+
+    halluc grid --preset arith-tiny --grid levers.yaml --seeds 0,1,2
+    ray job submit --working-dir . -- halluc grid --preset arith-tiny --grid levers.yaml \
+        --seeds 0,1,2 --set run.out_dir=/mnt/shared/runs/levers
+
+A grid file is a YAML list of rows; each row has a `name` (its directory) and `set`, dotted
+config keys and their values, read exactly like `--set KEY=VALUE` and applied after the command
+line's `--set`s (`run.out_dir` and `run.seeds` belong to the whole grid, not to a row):
+
+    - name: defaults
+      set: {}
+    - name: step-end
+      set: {trace.backspace_at: step_end}
+    - name: subtokens
+      set: {train.init: subtokens, train.token_warmup: 0}
+
+Every row is checked before anything runs (its keys and values, and that its directory, if an
+earlier invocation made it, holds the same config). Then each row in order is one `halluc run`
+over the seeds (`--seeds`, else `run.seeds`, else `run.seed`) into `run.out_dir/NAME/`. A row
+whose report and `verdict.json` over these seeds and `run.rounds` are there is skipped; the first
+unfinished one is run, and since `halluc run` resumes at its first unfinished stage, rerunning the
+same command after a kill continues where it stopped. A row whose task and bootstrap sections
+equal those of a row that has its bootstrap model starts from a copy of that model, seed by seed
+(the model only: its figures depend on the row's eval and trace settings, so the row evaluates it
+itself).
+
+At the end, `run.out_dir/grid.json` (per row: name, overrides, and every round's verdict figures
+with the backtrack arm at T=1.0 and the compute per arm) and `grid.md` (the command that makes it
+and one table, a line per row and round).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import report, run
+from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
+from pipeline.files import copy_dir, read_json, write_json, write_text
+from pipeline.layout import ARMS, RunLayout
+from pipeline.verdict import precision
+
+log = logging.getLogger(__name__)
+
+ROW_KEYS = ("name", "set")
+GRID_KEYS = ("run.out_dir", "run.seeds")  # one grid, one place, one set of seeds
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SAMPLED = "T=1.0"  # where the backtrack rate and erase precision are read (greedy rarely erases)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a grid: its name, its overrides as the grid file gives them, its config (the
+    command line's, then the row's overrides, into `run.out_dir/NAME/` over the grid's seeds)."""
+
+    name: str
+    overrides: dict[str, Any]
+    cfg: Config
+
+    @property
+    def root(self) -> Path:
+        return Path(self.cfg.run.out_dir)
+
+
+def main(
+    grid: str | Path, preset: str, overrides: list[str], seeds: list[int] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) every row of the grid file `grid`, then write grid.json and grid.md in
+    `run.out_dir`; returns their paths and the Markdown table."""
+    base = load_config(preset, overrides)
+    root = Path(base.run.out_dir)
+    seeds = seeds or base.run.seeds or [base.run.seed]
+    if (root / "config.yaml").exists():
+        raise ConfigError(
+            f"{root} holds a run or a stage's outputs (config.yaml), not a grid; give the grid "
+            f"its own directory: --set run.out_dir=DIR"
+        )
+    rows = load_rows(Path(grid), preset, overrides, seeds, root)
+    for i, row in enumerate(rows, 1):
+        if finished(row, seeds):
+            log.info("grid row %d/%d %s: finished, skipped", i, len(rows), row.name)
+            continue
+        log.info("grid row %d/%d %s: running %s", i, len(rows), row.name, _sets(row.overrides))
+        share_bootstrap(row, rows, seeds)
+        run.main(row.cfg)
+    records = [record(row, seeds) for row in rows]
+    command = command_line(str(grid), preset, overrides, seeds)
+    write_json(root / "grid.json", {"command": command, "seeds": seeds, "rows": records})
+    table = report.markdown(table_rows(records))
+    write_text(root / "grid.md", _page(command, seeds, records, table))
+    return {"table": table, "json": str(root / "grid.json"), "md": str(root / "grid.md")}
+
+
+def describe(result: dict[str, Any]) -> str:
+    return f"{result['table']}\n\n{result['md']}\n{result['json']}"
+
+
+# --- the grid file ---------------------------------------------------------------------------
+
+
+def load_rows(
+    path: Path, preset: str, overrides: list[str], seeds: list[int], root: Path
+) -> list[Row]:
+    """The rows of the grid file at `path`, each with its config (into `root/NAME/`), checked:
+    the file's shape, the names (directory names, each once), each row's keys and values (as
+    `--set` checks them), and that a row directory made earlier holds the same config. Raises
+    `ConfigError` naming the file, the row and its line."""
+    items = _read(path)
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for i, (line, item) in enumerate(items, 1):
+        name = _row_name(item, f"{path}, row {i} (line {line})")
+        label = f"{path}, row {i} (line {line}, {name!r})"
+        sets = _row_sets(item, label)
+        if name in seen:
+            raise ConfigError(f"{label}: the name {name!r} is already row {seen[name]}'s")
+        seen[name] = i
+        cfg = _row_config(preset, overrides, sets, seeds, root / name, label)
+        try:
+            check_resumable(cfg, Path(cfg.run.out_dir) / "config.yaml")
+        except ConfigError as err:
+            raise ConfigError(f"{label}: {err}, or give the row another name") from None
+        rows.append(Row(name, sets, cfg))
+    return rows
+
+
+def _read(path: Path) -> list[tuple[int, Any]]:
+    """(line, row) for each row of the grid file: a non-empty YAML list."""
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(data, list) or not data or node is None:
+        raise ConfigError(
+            f"{path}: a grid file is a list of rows (`- name: NAME` with `set: {{KEY: VALUE}}`), "
+            f"got {type(data).__name__ if data else 'nothing'}"
+        )
+    return [(n.start_mark.line + 1, item) for n, item in zip(node.value, data, strict=True)]
+
+
+def _row_name(item: Any, label: str) -> str:
+    """The row's name, once the row is a mapping of known keys."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{label}: a row is a mapping with name and set, got {item!r}")
+    unknown = sorted(set(item) - set(ROW_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r}; a row has {', '.join(ROW_KEYS)}")
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            f"{label}: name must be a directory name (letters, digits, '.', '_', '-', not "
+            f"starting with '.', '_' or '-'), got {name!r}"
+        )
+    return name
+
+
+def _row_sets(item: dict[str, Any], label: str) -> dict[str, Any]:
+    """The row's overrides: dotted keys (not the grid's own) and their values."""
+    sets = item.get("set") or {}
+    if not isinstance(sets, dict):
+        raise ConfigError(f"{label}: set must be a mapping of SECTION.KEY: VALUE, got {sets!r}")
+    for key in sets:
+        parts = key.split(".") if isinstance(key, str) else []
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"{label}: set key {key!r} must look like section.key")
+        if key in GRID_KEYS:
+            raise ConfigError(
+                f"{label}: {key} belongs to the whole grid; give it on the command line "
+                f"(--set {key}=... or --seeds), not in a row"
+            )
+    return sets
+
+
+def _row_config(
+    preset: str,
+    overrides: list[str],
+    sets: dict[str, Any],
+    seeds: list[int],
+    out: Path,
+    label: str,
+) -> Config:
+    """The row's config: the command line's overrides, the row's (as `--set KEY=JSON`, which
+    YAML reads back to the same value), its directory and the grid's seeds."""
+    try:
+        items = [
+            *overrides,
+            *(f"{k}={json.dumps(v)}" for k, v in sets.items()),
+            f"run.out_dir={out}",
+            f"run.seeds={json.dumps(seeds)}",
+        ]
+        return load_config(preset, items, where=label)
+    except (ConfigError, TypeError) as err:  # TypeError: a value JSON cannot hold (a date)
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith(label) else f"{label}: {msg}") from None
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def finished(row: Row, seeds: list[int]) -> bool:
+    """Whether `halluc run` finished the row: its verdict over these seeds and every round, and
+    its report (written after the verdict)."""
+    layout = RunLayout.of(row.cfg)
+    path = layout.root / "verdict.json"
+    if not (path.exists() and layout.report_html.exists()):
+        return False
+    verdict = read_json(path)
+    return bool(verdict["seeds"] == seeds and len(verdict["rounds"]) == row.cfg.run.rounds + 1)
+
+
+def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
+    """Give `row`, seed by seed, a copy of the bootstrap model of the first other row whose saved
+    bootstrap config has the same task and bootstrap sections: all that the model depends on, and
+    all that `pipeline.bootstrap` compares when it resumes. Copies the model directory only (not
+    its eval.json and tune.json, which depend on the eval and trace sections); never replaces or
+    deletes anything."""
+    if row.cfg.model.path:  # a given start model: no bootstrap
+        return
+    for seed in seeds:
+        cfg = run.seed_config(row.cfg, seed)
+        target = RunLayout.of(cfg).bootstrap_model
+        if target.exists():
+            continue
+        source = _same_bootstrap([r for r in rows if r is not row], seed, cfg)
+        if source is not None:
+            log.info("grid row %s, seed %d: bootstrap model copied from %s", row.name, seed, source)
+            copy_dir(source, target)
+
+
+def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
+    """The bootstrap model of seed `seed` of the first of `rows` that made it with `cfg`'s task
+    and bootstrap sections, if any."""
+    for row in rows:
+        layout = RunLayout.of(run.seed_config(row.cfg, seed))
+        saved = layout.bootstrap / "config.yaml"
+        if not (layout.bootstrap_model.exists() and saved.exists()):
+            continue
+        if not config_diff(load_config(str(saved)), cfg, set(), ("task", "bootstrap")):
+            return layout.bootstrap_model
+    return None
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def record(row: Row, seeds: list[int]) -> dict[str, Any]:
+    """A finished row: its name, overrides and verdict sentence, and every round of its
+    verdict.json (`rounds`; the last also as `last`), each round with `at_t1`, the backtrack
+    arm's backtrack rate, share of erased finished steps that were wrong and chance's share at
+    T=1.0 (mean over seeds; None where a seed lacks them), and `compute`, each arm's loss-bearing
+    tokens and optimizer steps in that round's training (mean per seed; None in round 0)."""
+    verdict = read_json(row.root / "verdict.json")
+    layouts = [RunLayout.of(run.seed_config(row.cfg, s)) for s in seeds]
+    rounds = [
+        r | {"at_t1": _sampled(layouts, r["round"]), "compute": _compute(verdict, r["round"])}
+        for r in verdict["rounds"]
+    ]
+    return {
+        "name": row.name,
+        "overrides": row.overrides,
+        "out_dir": str(row.root),
+        "config_hash": row.cfg.hash,
+        "sentence": verdict["sentence"],
+        "last": rounds[-1],
+        "rounds": rounds,
+    }
+
+
+def _sampled(layouts: list[RunLayout], i: int) -> dict[str, float | None]:
+    """The backtrack arm's erase figures at T=1.0 in verdict round `i` (round 0: the start model's
+    eval, round i: the eval after training round i-1), mean over the seeds' `layouts`."""
+    paths = [lay.start_eval if i == 0 else lay.round(i - 1, "backtrack").eval for lay in layouts]
+    evals = [read_json(p) for p in paths]
+    if any(SAMPLED not in e["settings"] for e in evals):  # T=1.0 not in eval.temperatures
+        return dict.fromkeys(("step_erase_precision", "chance_precision", "backtrack_rate"))
+    return precision(evals, [SAMPLED] * len(evals))
+
+
+def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | None]] | None:
+    """Each arm's training in verdict round `i` (verdict.json's compute, per seed, arm and round
+    trained), mean per seed."""
+    per_seed = verdict.get("compute") or []
+    if i == 0 or not per_seed:
+        return None
+    out: dict[str, dict[str, float | None]] = {}
+    for arm in ARMS:
+        figures = [seed[arm][i - 1] for seed in per_seed]
+        out[arm] = {}
+        for key in ("loss_tokens", "optimizer_steps"):
+            values = [f.get(key) for f in figures]
+            out[arm][key] = None if None in values else sum(values) / len(values)
+    return out
+
+
+# the verdict's columns (report.summary_rows) that the grid leaves out: it reads erasing at T=1.0
+LEFT_OUT = ("majority-vote acc.", "steps erased: wrong (chance)")
+
+
+def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per row and round: the verdict's columns as `report.summary_rows` formats them
+    (but `LEFT_OUT`), then the backtrack arm at T=1.0 and each arm's compute."""
+    head = report.summary_rows({"rounds": []})[0]
+    picked = [j for j, column in enumerate(head) if column not in LEFT_OUT]
+    out = [
+        [
+            "row",
+            *(head[j] for j in picked),
+            f"backtrack rate at {SAMPLED}",
+            f"{LEFT_OUT[1]} at {SAMPLED}",
+            "loss tokens: backtrack / baseline",
+            "optimizer steps: backtrack / baseline",
+        ]
+    ]
+    for rec in records:
+        summary = report.summary_rows({"rounds": rec["rounds"]})
+        for r, cells in zip(rec["rounds"], summary[1:], strict=True):
+            t1, compute = r["at_t1"], r["compute"] or {}
+            erased = report.fmt("step_erase_precision", t1["step_erase_precision"])
+            chance = report.fmt("chance_precision", t1["chance_precision"])
+            out.append(
+                [
+                    rec["name"],
+                    *(cells[j] for j in picked),
+                    report.fmt("backtrack_rate", t1["backtrack_rate"]),
+                    f"{erased} ({chance})",
+                    _per_arm(compute, "loss_tokens"),
+                    _per_arm(compute, "optimizer_steps"),
+                ]
+            )
+    return out
+
+
+def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
+    values = [compute.get(arm, {}).get(key) for arm in ARMS]
+    whole = [int(v) if v is not None and float(v).is_integer() else v for v in values]
+    return " / ".join(report.fmt(key, v) for v in whole)
+
+
+def command_line(grid: str, preset: str, overrides: list[str], seeds: list[int]) -> str:
+    """The `halluc grid` command that makes this grid (from the directory it ran in)."""
+    args = ["halluc", "grid", "--preset", preset, "--grid", grid]
+    args += ["--seeds", ",".join(str(s) for s in seeds)]
+    for item in overrides:
+        args += ["--set", item]
+    return shlex.join(args)
+
+
+def _sets(overrides: dict[str, Any]) -> str:
+    items = (f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())
+    return ", ".join(f"`{x}`" for x in items) or "no overrides"
+
+
+def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: str) -> str:
+    rows = "\n".join(
+        f"- `{r['name']}`: {_sets(r['overrides'])} ({r['out_dir']}/report.html)" for r in records
+    )
+    intro = (
+        f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
+        "read at the decoding setting chosen on training problems (named beside it); the "
+        "difference and backtrack − best-of-N are paired over problems, with their 95% interval. "
+        f"The backtrack rate and erased steps at {SAMPLED} are the backtrack arm's, mean over "
+        "seeds; loss tokens and optimizer steps are each arm's training in that round, mean per "
+        "seed."
+    )
+    return (
+        f"# Halluc grid\n\nMade by (from the directory it ran in):\n\n```bash\n{command}\n```\n\n"
+        f"{intro}\n\n{rows}\n\n{table}\n"
+    )
