@@ -222,10 +222,10 @@ def finished(row: Row, seeds: list[int]) -> bool:
 
 def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
     """Give `row`, seed by seed, a copy of the bootstrap model of the first other row whose saved
-    bootstrap config has the same task and bootstrap sections: all that the model depends on, and
-    all that `pipeline.bootstrap` compares when it resumes. Copies the model directory only (not
-    its eval.json and tune.json, which depend on the eval and trace sections); never replaces or
-    deletes anything."""
+    bootstrap config has the same task and bootstrap sections (what `pipeline.bootstrap` compares
+    when it resumes) and the same backspace token (which the backspace data forms train with).
+    Copies the model directory only (not its eval.json and tune.json, which depend on the eval
+    and trace sections); never replaces or deletes anything."""
     if row.cfg.model.path:  # a given start model: no bootstrap
         return
     for seed in seeds:
@@ -241,13 +241,15 @@ def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
 
 def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
     """The bootstrap model of seed `seed` of the first of `rows` that made it with `cfg`'s task
-    and bootstrap sections, if any."""
+    and bootstrap sections and backspace token, if any."""
     for row in rows:
         layout = RunLayout.of(run.seed_config(row.cfg, seed))
         saved = layout.bootstrap / "config.yaml"
         if not (layout.bootstrap_model.exists() and saved.exists()):
             continue
-        if not config_diff(load_config(str(saved)), cfg, set(), ("task", "bootstrap")):
+        made = load_config(str(saved))
+        same = not config_diff(made, cfg, set(), ("task", "bootstrap"))
+        if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
     return None
 

@@ -28,6 +28,8 @@ LEVERS = """\
   set: {trace.backspace_at: step_end}
 - name: subtokens
   set: {train.init: subtokens, bootstrap.steps: 500}
+- name: token
+  set: {trace.bksp_token: "<|erase|>"}
 """
 
 
@@ -129,12 +131,12 @@ def test_each_row_runs_once_into_its_directory_and_the_table_reads_its_verdict(t
     out = tmp_path / "grid"
     result = make(levers(tmp_path), out)
     assert [c.run.out_dir for c in fake.calls] == [
-        str(out / n) for n in ("defaults", "step-end", "subtokens")
+        str(out / n) for n in ("defaults", "step-end", "subtokens", "token")
     ]
-    assert [c.trace.backspace_at for c in fake.calls] == ["any", "step_end", "any"]
-    assert [c.run.seeds for c in fake.calls] == [[0, 1]] * 3
+    assert [c.trace.backspace_at for c in fake.calls] == ["any", "step_end", "any", "any"]
+    assert [c.run.seeds for c in fake.calls] == [[0, 1]] * 4
     records = json.loads((out / "grid.json").read_text())["rows"]
-    assert [r["name"] for r in records] == ["defaults", "step-end", "subtokens"]
+    assert [r["name"] for r in records] == ["defaults", "step-end", "subtokens", "token"]
     assert records[1]["overrides"] == {"trace.backspace_at": "step_end"}
     for rec in records:  # the verdict's own figures, round by round
         saved = json.loads((out / rec["name"] / "verdict.json").read_text())["rounds"]
@@ -170,7 +172,7 @@ def test_finished_rows_are_skipped(tmp_path, fake):
     assert make(path, out) == first and fake.calls == []
     # one more round: no row is finished (`halluc run` extends each)
     make(path, out, (0, 1), "run.rounds=2")
-    assert [c.run.rounds for c in fake.calls] == [2, 2, 2]
+    assert [c.run.rounds for c in fake.calls] == [2, 2, 2, 2]
 
 
 def test_a_killed_grid_resumes_where_it_stopped_to_the_same_table(tmp_path, fake):
@@ -186,7 +188,10 @@ def test_a_killed_grid_resumes_where_it_stopped_to_the_same_table(tmp_path, fake
     fake.dies_in, fake.calls = None, []
     make(path, out)
     # row 1 skipped; row 2 resumed with the config it was killed with (so `halluc run` resumes)
-    assert [c.run.out_dir for c in fake.calls] == [killed.run.out_dir, str(out / "subtokens")]
+    assert [c.run.out_dir for c in fake.calls] == [
+        killed.run.out_dir,
+        *(str(out / n) for n in ("subtokens", "token")),
+    ]
     assert fake.calls[0] == killed
     got = (out / "grid.json").read_text().replace(str(out), "OUT")
     assert got == (tmp_path / "whole" / "grid.json").read_text().replace(
@@ -197,9 +202,10 @@ def test_a_killed_grid_resumes_where_it_stopped_to_the_same_table(tmp_path, fake
 def test_rows_with_the_same_task_and_bootstrap_share_the_model_and_nothing_else(tmp_path, fake):
     out = tmp_path / "grid"
     make(levers(tmp_path), out)
-    # defaults trains; step-end (another trace section) copies; subtokens (bootstrap.steps) trains
+    # defaults trains; step-end (another trace.backspace_at) copies; subtokens (another
+    # bootstrap.steps) and token (another backspace token) train
     assert fake.trained == [
-        str(out / r / f"seed-{s}") for r in ("defaults", "subtokens") for s in (0, 1)
+        str(out / r / f"seed-{s}") for r in ("defaults", "subtokens", "token") for s in (0, 1)
     ]
     for s in (0, 1):
         copied = out / "step-end" / f"seed-{s}" / "bootstrap"
@@ -290,7 +296,7 @@ def test_the_cli_command_in_grid_md_makes_the_same_table(tmp_path, fake, monkeyp
     fake.calls.clear()
     argv = shlex.split(command)
     assert argv[:2] == ["halluc", "grid"]
-    assert cli.main(argv[1:]) == 0 and len(fake.calls) == 3
+    assert cli.main(argv[1:]) == 0 and len(fake.calls) == 4
     assert (tmp_path / "out" / "grid.md").read_text() == md
 
 
