@@ -52,7 +52,13 @@ def main(cfg: Config) -> dict[str, Any]:
     set_threads(cfg)
     record_environment(cfg, layout.environment)
     task = task_from_config(cfg.task)
-    stage_config(cfg, layout.bootstrap, only=("task", "bootstrap"))
+    # a model bootstrapped on backspace streams carries trace.bksp_token: the trace section too
+    shaping = (
+        "task",
+        "bootstrap",
+        *(("trace",) if "backspace" in forms(cfg.bootstrap.data) else ()),
+    )
+    stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
     if not layout.bootstrap_model.exists():
         train(cfg, task, layout.bootstrap_model)

@@ -101,6 +101,8 @@ def test_backspace_bootstrap_writes_an_erase_model(tmp_path):
     assert compute["optimizer_steps"] == 3 and compute["loss_tokens"] > 0
     assert compute["examples"] == 60
     assert "T=1.0" in figures["settings"]
+    with pytest.raises(HallucError, match="bksp_token"):  # the model carries the token it has
+        bootstrap.main(_cfg(tmp_path, "bootstrap.data=optimal+backspace", "trace.bksp_token=<|b|>"))
 
 
 def test_stream_forms_need_countdown_and_step_unit(tmp_path):
