@@ -34,16 +34,18 @@ COMPARABLE = [
     "eval.n_problems=200",
     "eval.temperatures=[1.0]",
     "eval.samples=2",
+    "eval.banned=false",  # a model without the backspace token: banning it changes nothing
 ]
-SETTINGS = ["greedy", "T=1.0"]
+SETTINGS = ["greedy", "T=1.0"]  # the backspace form also has them with the backspace banned
 
 
 def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
     out = root / form / f"seed-{seed}"
+    banned = ["eval.banned=true"] if "backspace" in form else []  # erasing against not
     cfg = load_config(
         preset,
-        [*COMPARABLE, f"run.out_dir={out}", f"bootstrap.data={form}", f"bootstrap.seed={seed}"]
-        + sets,
+        [*COMPARABLE, *banned, f"run.out_dir={out}", f"bootstrap.data={form}"]
+        + [f"bootstrap.seed={seed}", *sets],
     )
     figures = bootstrap.main(cfg)
     figures["compute"] = json.loads((out / "bootstrap" / "compute.json").read_text())
