@@ -42,7 +42,9 @@ class Task(Protocol):
     Optional, not part of the protocol: `detection_step(problem, steps) -> int | None`, the index
     of the first step after which a failure is visible to a reader without a solver (None: not
     before the end). Correction traces placed `at_detection` erase up to it (search/traces.py);
-    a task without it shows a failure only at the end of the solution.
+    a task without it shows a failure only at the end of the solution. Likewise
+    `wrong_step(problem, before, rng) -> str`: a plausible wrong version of reference step
+    `len(before)` that `first_error` flags, for the bootstrap's retry data (`bootstrap.retry_rate`).
     """
 
     name: str

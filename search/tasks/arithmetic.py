@@ -121,3 +121,24 @@ class ArithmeticTask:
             if i >= len(reference) or step.strip() != reference[i]:
                 return i
         return None
+
+    def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
+        """A plausible wrong version of reference step `len(before)` (`before`: the reference's
+        first steps), drawn uniformly from: the step with one digit of its result one off (mod 10,
+        no new leading zero; "4+8+1=14"), or, where a carry comes in, the carry dropped and the
+        rest done right ("4+8+0=12" for "4+8+1=13"). Only steps `first_error` flags are drawn."""
+        right = self.reference(problem)[len(before)]
+        head, sep, value = right.rpartition("=") if "=" in right else right.partition(" ")
+        slips = []
+        for i, digit in enumerate(value):
+            for delta in (1, -1):
+                new = value[:i] + str((int(digit) + delta) % 10) + value[i + 1 :]
+                if len(new) == 1 or new[0] != "0":
+                    slips.append(head + sep + new)
+        operands, carry = head.rsplit("+", 1) if sep == "=" else (head, "0")
+        if carry != "0":
+            slips.append(f"{operands}+0={int(value) - int(carry)}")
+        flagged = [s for s in slips if self.first_error(problem, [*before, s]) == len(before)]
+        if not flagged:
+            raise TaskDataError(f"no wrong version of step {right!r} of {problem.prompt.strip()}")
+        return rng.choice(flagged)

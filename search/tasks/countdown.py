@@ -340,6 +340,27 @@ class CountdownTask:
             problem.meta["numbers"], problem.meta["target"], steps, detector="visible"
         )
 
+    def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
+        """A plausible wrong version of reference step `len(before)` (`before`: valid steps):
+        a legal move from the state `before` leaves after which the target is out of reach,
+        drawn uniformly; where every legal move keeps it in reach, the reference step with its
+        result one off, which `apply_step` rejects. Either way `first_error` flags it."""
+        target, state = problem.meta["target"], tuple(sorted(problem.meta["numbers"]))
+        for step in before:
+            after = apply_step(state, step)
+            if after is None:
+                raise TaskDataError(
+                    f"{step!r} is not a valid step from {' '.join(map(str, state))}"
+                )
+            state = after
+        moves = dict.fromkeys(
+            s for s, left in children(state, target) if not solvable(left, target)
+        )
+        if moves:
+            return rng.choice(list(moves))
+        head, value = self.reference(problem)[len(before)].split("=")
+        return f"{head}={rng.choice([v for v in (int(value) + 1, int(value) - 1) if v >= 0])}"
+
 
 def detection_point(
     numbers: Sequence[int],
