@@ -52,12 +52,8 @@ def main(cfg: Config) -> dict[str, Any]:
     set_threads(cfg)
     record_environment(cfg, layout.environment)
     task = task_from_config(cfg.task)
-    # a model bootstrapped on backspace streams carries trace.bksp_token: the trace section too
-    shaping = (
-        "task",
-        "bootstrap",
-        *(("trace",) if "backspace" in forms(cfg.bootstrap.data) else ()),
-    )
+    # a model bootstrapped on data with backspaces carries trace.bksp_token: the trace section too
+    shaping = ("task", "bootstrap", *(("trace",) if has_backspaces(cfg.bootstrap) else ()))
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
     if not layout.bootstrap_model.exists():
@@ -125,30 +121,57 @@ def forms(data: str) -> list[str]:
     return data.split("+")
 
 
+def has_backspaces(b: BootstrapConfig) -> bool:
+    """Whether `b` trains on data with backspaces (the backspace form, or retries): the model
+    gets the backspace token and erase attention from step 0."""
+    return "backspace" in forms(b.data) or b.retry_rate > 0
+
+
 def solutions(
     task: Task, problems: list[Problem], b: BootstrapConfig
 ) -> list[tuple[Problem, list[Piece]]]:
     """Each problem with its solution in one of `b.data`'s forms (drawn at random, seeded), as
-    (text, backspaces) pieces without prompt or end-of-sequence. A problem the search does not
-    solve within `b.max_states` states is left out."""
+    (text, backspaces) pieces without prompt or end-of-sequence; an optimal one, with
+    probability `b.retry_rate`, as a retry (`retry`; a generator of its own, so the rest is the
+    same whatever the rate). A problem the search does not solve within `b.max_states` states
+    is left out."""
     choices = forms(b.data)
     if choices != ["optimal"] and task.name != "countdown":
         raise HallucError(
             f"bootstrap.data={b.data}: search streams exist for countdown only; "
             f"use bootstrap.data=optimal for {task.name}"
         )
-    rng = random.Random(f"{b.seed}-forms")
+    if b.retry_rate and not hasattr(task, "wrong_step"):
+        raise HallucError(
+            f"bootstrap.retry_rate={b.retry_rate}: synthetic wrong steps exist for arithmetic "
+            f"and countdown, not {task.name}; set bootstrap.retry_rate=0"
+        )
+    rng, retry_rng = random.Random(f"{b.seed}-forms"), random.Random(f"{b.seed}-retry")
     out = []
     for problem in problems:
         form = rng.choice(choices)
         if form == "optimal":
-            out.append((problem, [(task.step_delimiter.join(task.reference(problem)), 0)]))
+            if retry_rng.random() < b.retry_rate:
+                out.append((problem, retry(task, problem, retry_rng)))
+            else:
+                out.append((problem, [(task.step_delimiter.join(task.reference(problem)), 0)]))
             continue
         mode: Mode = "stream" if form == "stream" else "backspace"
         found = search_trace(problem, mode, b.search_order, b.max_states)
         if found is not None:
             out.append((problem, found))
     return out
+
+
+def retry(task: Task, problem: Problem, rng: random.Random) -> list[Piece]:
+    """The reference solution with one step (drawn uniformly) first typed wrong
+    (`task.wrong_step`), then erased by one step backspace and typed right:
+    [(steps before + wrong step + delimiter, 1), (right step + the rest, 0)]. The backspace takes
+    the delimiter and the wrong step, so `apply_backspaces` (step unit) leaves the reference."""
+    steps, d = task.reference(problem), task.step_delimiter
+    k = rng.randrange(len(steps))
+    wrong = task.wrong_step(problem, steps[:k], rng)  # type: ignore[attr-defined]
+    return [("".join(s + d for s in steps[:k]) + wrong + d, 1), (d.join(steps[k:]), 0)]
 
 
 def encode_examples(
@@ -190,11 +213,13 @@ def draw_batch(examples: list[Example], b: BootstrapConfig, rng: random.Random) 
 
 def train(cfg: Config, task: Task, out: Path) -> None:
     b = cfg.bootstrap
-    erase = "backspace" in forms(b.data)
+    erase = has_backspaces(b)
     if erase and cfg.trace.unit != "step":
+        what = (
+            f"bootstrap.retry_rate={b.retry_rate}" if b.retry_rate else f"bootstrap.data={b.data}"
+        )
         raise HallucError(
-            f"bootstrap.data={b.data} erases whole moves: it needs trace.unit=step, "
-            f"not {cfg.trace.unit}"
+            f"{what} erases whole steps: it needs trace.unit=step, not {cfg.trace.unit}"
         )
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
@@ -252,9 +277,12 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
     save_model(model, tokenizer, out, extra=extra)
+    # retries come only on optimal data, which has no other backspaces
+    retries = sum(any(n for _, n in found) for _, found in solved) if b.retry_rate else 0
     compute = {
         "data": b.data,
         "examples": len(examples),
+        "retry_examples": retries,
         "problems": len(problems),
         "optimizer_steps": b.steps,
         "loss_tokens": loss_tokens,

@@ -153,7 +153,14 @@ class BootstrapConfig:
     the two forms at random). `erased_loss`: the backspace form's erased moves carry loss too
     (the model learns to try them; off: it learns the path kept and when to erase). `batch_tokens`
     > 0: each batch is filled to that many loss-bearing tokens instead of `batch_size` examples,
-    so forms of different lengths train on equal tokens and steps."""
+    so forms of different lengths train on equal tokens and steps.
+
+    `retry_rate` p (arithmetic and countdown, `data=optimal` only): each solution, with
+    probability p (seeded, a generator of its own), has one step chosen uniformly typed wrong
+    first, erased by one step backspace and typed right; the data has backspaces, so erase
+    attention and the token from step 0, as for `backspace`. `retry_source`: where the wrong step
+    comes from; `synthetic` (the task's `wrong_step`: a plausible slip its exact checker flags)
+    is the only one, since errors sampled from a model need a model and a bootstrap has none."""
 
     arch: Literal["gpt2", "llama"] = "gpt2"
     n_layer: int = 3
@@ -173,10 +180,19 @@ class BootstrapConfig:
     max_states: int = 100
     erased_loss: bool = False
     batch_tokens: int = 0
+    retry_rate: float = 0.0
+    retry_source: Literal["synthetic"] = "synthetic"
 
     def __post_init__(self) -> None:
         if self.max_states < 1 or self.batch_tokens < 0:
             raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
+        if not 0 <= self.retry_rate <= 1:
+            raise ConfigError(f"retry_rate: must be in [0, 1], got {self.retry_rate}")
+        if self.retry_rate and self.data != "optimal":
+            raise ConfigError(
+                f"retry_rate: retries are added to optimal solutions only; set data=optimal "
+                f"(not {self.data}) or retry_rate=0"
+            )
         positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
         for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:
