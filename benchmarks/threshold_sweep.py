@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, load_config
-from pipeline.evaluation import evaluate_model, evaluate_to
+from pipeline.evaluation import evaluate_to
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.verdict import paired
@@ -88,9 +88,9 @@ def sweep_seed(
         rate = s["erase_events"] / s["generated_tokens"] if s["generated_tokens"] else 0.0
         rate = min(max(rate, 1e-9), 1.0)
         rcfg = load_config(preset, [*base, f"eval.bksp_random={rate:.6g}"])
-        held["random"][name] = evaluate_model(model, task, test, rcfg, detector=False) | {
-            "rate": rate
-        }
+        slug = name.replace("=", "").replace(" ", "")
+        random_eval = evaluate_to(out_dir / f"random-{slug}.json", model, task, test, rcfg)
+        held["random"][name] = random_eval | {"rate": rate}
     return {"model": str(model), "tuned": tuned, "chosen": chosen, "held": held, "names": names}
 
 
