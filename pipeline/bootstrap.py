@@ -258,21 +258,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         tokenizer.get_vocab()[delim],
         tokenizer.pad_token_id,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
-    model.train()
-    loss_tokens = 0
-    with tqdm(range(b.steps), desc="bootstrap", unit="step") as bar:
-        for _ in bar:
-            batch = draw_batch(examples, b, rng)
-            loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
-            loss = model(**collate(batch)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    loss_tokens = _fit(model, examples, collate, b, rng)
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
@@ -288,6 +274,32 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "loss_tokens": loss_tokens,
     }
     write_json(out.parent / "compute.json", compute)
+
+
+def _fit(
+    model: torch.nn.Module,
+    examples: list[Example],
+    collate: BacktrackCollator,
+    b: BootstrapConfig,
+    rng: random.Random,
+) -> int:
+    """`b.steps` optimizer steps on batches drawn from `examples`; the loss-bearing tokens seen."""
+    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
+    model.train()
+    loss_tokens = 0
+    with tqdm(range(b.steps), desc="bootstrap", unit="step") as bar:
+        for _ in bar:
+            batch = draw_batch(examples, b, rng)
+            loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
+            loss = model(**collate(batch)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return loss_tokens
 
 
 def _lr_scale(step: int, b: BootstrapConfig) -> float:

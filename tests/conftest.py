@@ -50,6 +50,21 @@ TINY = [
 ]
 
 
+# a bootstrap of a few steps on a one-layer model, evaluated on a handful of problems
+SMALL = [
+    "bootstrap.n_problems=60",
+    "bootstrap.steps=3",
+    "bootstrap.n_layer=1",
+    "bootstrap.n_embd=32",
+    "bootstrap.n_positions=512",
+    "eval.n_problems=4",
+    "eval.temperatures=[1.0]",
+    "eval.samples=1",
+    "eval.n_tune=2",
+    "eval.max_new_tokens=40",
+]
+
+
 def tiny_cfg(out, *extra):
     from pipeline.config import load_config
 

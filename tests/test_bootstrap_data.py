@@ -19,20 +19,7 @@ from search.tasks.countdown import sos_heldout_targets
 from search.tasks.countdown_stream import search_trace
 from search.tokenizer import CharTokenizer
 from search.tree import Judge
-from tests.conftest import tiny_cfg
-
-SMALL = [
-    "bootstrap.n_problems=60",
-    "bootstrap.steps=3",
-    "bootstrap.n_layer=1",
-    "bootstrap.n_embd=32",
-    "bootstrap.n_positions=512",
-    "eval.n_problems=4",
-    "eval.temperatures=[1.0]",
-    "eval.samples=1",
-    "eval.n_tune=2",
-    "eval.max_new_tokens=40",
-]
+from tests.conftest import SMALL, tiny_cfg
 
 
 def _cfg(out, *extra):

@@ -16,19 +16,8 @@ from search.backspace import apply_backspaces
 from search.errors import HallucError
 from search.tasks import countdown
 from search.tasks.countdown import apply_step, solvable
+from tests.conftest import SMALL
 
-SMALL = [
-    "bootstrap.n_problems=60",
-    "bootstrap.steps=3",
-    "bootstrap.n_layer=1",
-    "bootstrap.n_embd=32",
-    "bootstrap.n_positions=512",
-    "eval.n_problems=4",
-    "eval.temperatures=[1.0]",
-    "eval.samples=1",
-    "eval.n_tune=2",
-    "eval.max_new_tokens=40",
-]
 PRESETS = ["arith-tiny", "countdown-tiny"]
 
 
