@@ -270,7 +270,12 @@ class EvalConfig:
     threshold, and never elsewhere. Choose the threshold on training problems (an evaluation with
     `eval.n_problems` drawn from the train split, or the tuning problems), never on the held-out
     ones. `bksp_random` is its control: a random eraser that emits the backspace wherever it is
-    allowed with that probability, whatever the model (set it to the rate the threshold gave)."""
+    allowed with that probability, whatever the model (set it to the rate the threshold gave).
+
+    `bksp_search` m > 0 (transformers only): backspace-guided search (`workers.guided`): decoding
+    goes a step at a time; where the model erases its last step (the backspace sampled at a step
+    end, or by `bksp_threshold`), m candidates for the step are drawn and the likeliest kept. Its
+    generated tokens count the candidates thrown away (compare with best-of-N at those tokens)."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -283,13 +288,19 @@ class EvalConfig:
     model: str = ""
     bksp_threshold: float = 0.0
     bksp_random: float = 0.0
+    bksp_search: int = 0
 
     def __post_init__(self) -> None:
         check_deliberate(self.bksp_threshold, self.bksp_random)
-        if self.policy == "vllm" and (self.bksp_threshold or self.bksp_random):
+        if self.policy == "vllm" and (self.bksp_threshold or self.bksp_random or self.bksp_search):
             raise ConfigError(
-                "bksp_threshold and bksp_random: the vLLM policy does not implement deliberate "
-                "backspaces; set eval.policy=transformers or both to 0"
+                "bksp_threshold, bksp_random and bksp_search: the vLLM policy does not implement "
+                "deliberate backspaces or guided search; set eval.policy=transformers or them to 0"
+            )
+        if self.bksp_search < 0 or (self.bksp_search and self.bksp_random):
+            raise ConfigError(
+                f"bksp_search: m candidates >= 0 (0: off), got {self.bksp_search}; the random "
+                "eraser (bksp_random) does not combine with it"
             )
         if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
             raise ConfigError("n_problems and samples must be >= 1, max_backspaces >= 0")
@@ -594,7 +605,7 @@ def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
     d = cfg.to_dict()
     # the deliberate-backspace options enter only when set, so the keys of evaluations made
     # before they existed still match
-    off = {k for k in ("bksp_threshold", "bksp_random") if not d["eval"][k]}
+    off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
     shaping = {
         "task": d["task"],
         "eval": {

@@ -104,6 +104,7 @@ def evaluate_model(
         "n_problems": len(problems),
         "bksp_threshold": cfg.eval.bksp_threshold,
         "bksp_random": cfg.eval.bksp_random,
+        "bksp_search": cfg.eval.bksp_search,
         "settings": {},
     }
     for name, (temperature, samples, ban) in settings(cfg, banned).items():
@@ -111,17 +112,19 @@ def evaluate_model(
         drawn = _sample_rollouts(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
         reports = [report for _, report in drawn]
         solved = per_problem(reports, samples)
-        out["settings"][name] = (
-            aggregate(reports, temperature, samples)
-            | {
-                "ci95": interval([solved])["ci95"],  # bootstrap over problems
-                "per_problem": solved,
-                "tokens_per_problem": [
-                    sum(r.n_tokens for r in reports[i : i + samples]) / samples
-                    for i in range(0, len(reports), samples)
-                ],
-            }
-        )
+        # guided search draws candidates it throws away: they count as generated tokens too
+        drawn_tokens = getattr(policy, "generated", None) or [
+            [r.n_tokens for r in reports[i : i + samples]] for i in range(0, len(reports), samples)
+        ]
+        out["settings"][name] = aggregate(reports, temperature, samples) | {
+            "ci95": interval([solved])["ci95"],  # bootstrap over problems
+            "per_problem": solved,
+            "tokens_per_problem": [sum(n) / samples for n in drawn_tokens],
+        }
+        if hasattr(policy, "generated"):  # the stream's tokens and the candidates thrown away
+            m = out["settings"][name]
+            m["generated_tokens"] = sum(map(sum, drawn_tokens))
+            m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))
     if detector and task.has_step_checker and loaded.kind == "transformers":
         out["detector"] = detector_figures(
             loaded,
@@ -147,6 +150,7 @@ def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False
         logprobs=logprobs,
         bksp_threshold=cfg.eval.bksp_threshold,
         bksp_random=cfg.eval.bksp_random,
+        bksp_search=cfg.eval.bksp_search,
     )
 
 
@@ -292,6 +296,7 @@ def format_table(result: dict[str, Any]) -> str:
         for key, name in (
             ("bksp_threshold", "backspace threshold"),
             ("bksp_random", "random eraser"),
+            ("bksp_search", "guided search, candidates"),
         )
         if result.get(key)
     )

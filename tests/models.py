@@ -1,6 +1,7 @@
 """Tiny models built in the test, saved as ordinary checkpoint directories (nothing downloaded)."""
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -40,3 +41,36 @@ def tiny_checkpoint(path: Path, arch: str = "gpt2", seed: int = 0, **config: Any
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+class FixedBackspace(torch.nn.Module):
+    """`inner` with its next-token backspace probability replaced: `prob[t]` after reading token
+    t, `default` after any other. The other tokens keep their relative probabilities."""
+
+    def __init__(
+        self, inner: torch.nn.Module, bksp_id: int, prob: dict[int, float], default: float
+    ):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+        table = torch.full((inner.get_output_embeddings().weight.shape[0],), default)
+        for t, p in prob.items():
+            table[t] = p
+        self.bksp_id, self.table = bksp_id, table
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True):
+        out = self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+        logits = out.logits.float().clone()
+        last = logits[:, -1]
+        others = torch.cat([last[:, : self.bksp_id], last[:, self.bksp_id + 1 :]], dim=1)
+        p = self.table[input_ids[:, -1]]
+        last[:, self.bksp_id] = torch.logsumexp(others, dim=1) + torch.log(p / (1 - p))
+        return SimpleNamespace(logits=logits, cache=out.cache)

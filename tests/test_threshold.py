@@ -6,54 +6,18 @@ replay of each rollout says where a backspace was allowed (not into the prompt, 
 `max_backspaces`, token unit), which is what the rules below are checked against.
 """
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 
 from search.errors import ParamError
 from search.types import Ask
-from tests.models import tiny_checkpoint
+from tests.models import FixedBackspace, tiny_checkpoint
 from workers.hf import SearchTokenizer, load_checkpoint
 from workers.policy import Decoding, Loaded, make_policy
 from workers.sampler import TransformersPolicy, _row_seed, uniforms
 from workers.tokens import add_backspace_token
 
 PROMPTS = ["12+34=?\n", "7*8=?\n", "123+456=?\n1+2+0=3\n", "9=?\n"]
-
-
-class FixedBackspace(torch.nn.Module):
-    """`inner` with its next-token backspace probability replaced: `prob[t]` after reading token
-    t, `default` after any other. The other tokens keep their relative probabilities."""
-
-    def __init__(
-        self, inner: torch.nn.Module, bksp_id: int, prob: dict[int, float], default: float
-    ):
-        super().__init__()
-        self.inner, self.config = inner, inner.config
-        table = torch.full((inner.get_output_embeddings().weight.shape[0],), default)
-        for t, p in prob.items():
-            table[t] = p
-        self.bksp_id, self.table = bksp_id, table
-
-    def get_output_embeddings(self) -> torch.nn.Module:
-        return self.inner.get_output_embeddings()
-
-    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True):
-        out = self.inner(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=use_cache,
-        )
-        logits = out.logits.float().clone()
-        last = logits[:, -1]
-        others = torch.cat([last[:, : self.bksp_id], last[:, self.bksp_id + 1 :]], dim=1)
-        p = self.table[input_ids[:, -1]]
-        last[:, self.bksp_id] = torch.logsumexp(others, dim=1) + torch.log(p / (1 - p))
-        return SimpleNamespace(logits=logits, cache=out.cache)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])

@@ -41,7 +41,9 @@ class Decoding:
     backspace is allowed, `bksp_threshold` emits it if and only if the model's own probability
     of it (before temperature) is at least the threshold; `bksp_random` emits it with that
     probability, whatever the model (the random-eraser control). Elsewhere the backspace is
-    banned and the token drawn among the rest as usual."""
+    banned and the token drawn among the rest as usual. `bksp_search` m > 0 (transformers, a
+    model trained on backspaces, backspace not banned): backspace-guided search
+    (`workers.guided`), with `bksp_threshold` as its erase rule when set."""
 
     temperature: float = 1.0
     max_new_tokens: int = 64
@@ -52,9 +54,15 @@ class Decoding:
     logprobs: bool = False
     bksp_threshold: float = 0.0
     bksp_random: float = 0.0
+    bksp_search: int = 0
 
     def __post_init__(self) -> None:
         check_deliberate(self.bksp_threshold, self.bksp_random)
+        if self.bksp_search < 0 or (self.bksp_search and self.bksp_random):
+            raise ParamError(
+                f"bksp_search: m >= 0 candidates (0: off), got {self.bksp_search}, and not with "
+                "bksp_random"
+            )
 
 
 def check_deliberate(bksp_threshold: float, bksp_random: float) -> None:
@@ -181,7 +189,7 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
     if loaded.kind == "vllm":
         from workers.segments import SegmentPolicy
 
-        for name in ("bksp_threshold", "bksp_random"):
+        for name in ("bksp_threshold", "bksp_random", "bksp_search"):
             if getattr(d, name):
                 raise ParamError(
                     f"{name}={getattr(d, name)}: the vLLM policy does not implement deliberate "
@@ -189,6 +197,24 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
                 )
 
         return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
+    if d.bksp_search and not (d.ban_backspace or not loaded.trained):
+        from workers.guided import GuidedPolicy
+
+        return GuidedPolicy(
+            loaded.backend,
+            tok.eos_id,
+            tok.delim_id,
+            tok.bksp_id,
+            loaded.unit,
+            d.bksp_search,
+            d.temperature,
+            d.max_new_tokens,
+            d.max_batch,
+            ban_ids=loaded.banned,
+            pad_id=loaded.pad_id,
+            max_backspaces=d.max_backspaces,
+            bksp_threshold=d.bksp_threshold,
+        )
     from workers.sampler import TransformersPolicy
 
     return TransformersPolicy(

@@ -1,0 +1,146 @@
+"""Backspace-guided search (`workers.guided`, `eval.bksp_search`).
+
+On a tiny model whose backspace probability is set by hand (`FixedBackspace`): high after the
+step delimiter, so the model wants to erase at every step end, or low everywhere, so it never
+does. What the candidates were is recorded by wrapping the candidate sampler.
+"""
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from search.backspace import apply_backspaces
+from search.errors import ParamError
+from search.types import Ask
+from tests.models import FixedBackspace, tiny_checkpoint
+from workers.guided import GuidedPolicy
+from workers.hf import SearchTokenizer, load_checkpoint
+from workers.policy import Decoding, Loaded, make_policy
+from workers.sampler import TransformersPolicy
+from workers.tokens import add_backspace_token
+
+PROMPTS = ["12+34=?\n", "7*8=?\n", "123+456=?\n1+2+0=3\n"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tiny_checkpoint(tmp_path_factory.mktemp("gpt2"), "gpt2")
+    model, hf = load_checkpoint(path, "cpu")
+    add_backspace_token(model, hf, "<|bksp|>")
+    return model, SearchTokenizer.wrap(hf, "\n", "<|bksp|>")
+
+
+def guided(base, after_delim: float, **kw) -> tuple[GuidedPolicy, SearchTokenizer]:
+    """The guided policy over the model with P(backspace) = `after_delim` right after a step
+    delimiter and 1e-6 elsewhere."""
+    model, tok = base
+    fixed = FixedBackspace(model, tok.bksp_id, {tok.delim_id: after_delim}, 1e-6)
+    kw = {"m": 3, "temperature": 1.0, "max_new_tokens": 40, **kw}
+    return GuidedPolicy(fixed, tok.eos_id, tok.delim_id, tok.bksp_id, "step", **kw), tok
+
+
+def asks(tok, n=3):
+    return [Ask(tuple(tok.encode(p)), n, "end", 7 + i) for i, p in enumerate(PROMPTS)]
+
+
+def record(policy: GuidedPolicy) -> list:
+    """Wrap the candidate sampler; the list fills with (visible prefix, candidates drawn)."""
+    seen, inner = [], policy.candidates.sample
+
+    def sample(batch):
+        got = inner(batch)
+        seen.extend((a.prefix, rs) for a, rs in zip(batch, got, strict=True))
+        return got
+
+    policy.candidates.sample = sample
+    return seen
+
+
+def mean_lp(r) -> float:
+    return sum(r.logprobs) / len(r.logprobs)
+
+
+def test_a_model_that_never_erases_decodes_exactly_as_plain_greedy(base):
+    """Step by step with no erase is the same greedy stream as decoding to the end at once."""
+    policy, tok = guided(base, after_delim=1e-6, temperature=0.0)
+    model = policy.model
+    plain = TransformersPolicy(
+        model, tok.eos_id, tok.delim_id, 0.0, 40, ban_ids=[tok.bksp_id, *policy.others]
+    )
+    batch = asks(tok, n=1)
+    got = policy.sample(batch)
+    want = plain.sample(batch)
+    assert [[r.tokens for r in rs] for rs in got] == [[r.tokens for r in rs] for rs in want]
+    assert [[r.finished for r in rs] for rs in got] == [[r.finished for r in rs] for rs in want]
+    assert policy.generated == [[len(r.tokens)] for rs in got for r in rs]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_an_erase_redraws_m_candidates_and_keeps_the_likeliest(base, temperature):
+    policy, tok = guided(base, after_delim=0.999, temperature=temperature, max_backspaces=2)
+    seen = record(policy)
+    batch = asks(tok)
+    got = policy.sample(batch)
+    assert seen, "the model erased nowhere"
+    by_prefix = {}
+    for prefix, drawn in seen:
+        assert len(drawn) == 3  # m candidates, at T=1 even when the decoding is greedy
+        by_prefix.setdefault(prefix, []).append(drawn)
+    n_erases = 0
+    for a, rs, counts in zip(batch, got, policy.generated, strict=True):
+        for r, generated in zip(rs, counts, strict=True):
+            ids = [*a.prefix, *r.tokens]
+            apply_backspaces(ids, len(a.prefix), "step", tok.bksp_id, tok.delim_id)  # valid
+            assert r.tokens.count(tok.bksp_id) <= 2
+            thrown = 0
+            for k, t in enumerate(r.tokens):
+                if t != tok.bksp_id:
+                    continue
+                n_erases += 1
+                before = apply_backspaces(
+                    ids[: len(a.prefix) + k + 1], len(a.prefix), "step", tok.bksp_id, tok.delim_id
+                )
+                erased = tuple(
+                    apply_backspaces(
+                        ids[: len(a.prefix) + k], len(a.prefix), "step", tok.bksp_id, tok.delim_id
+                    )[len(before) :]
+                )
+                drawn = next(d for d in by_prefix[tuple(before)] if _follows(r.tokens, k, d))
+                fresh = [d for d in drawn if d.tokens != erased] or drawn
+                best = max(fresh, key=mean_lp)
+                kept = r.tokens[k + 1 : k + 1 + len(best.tokens)]
+                assert kept == best.tokens[: len(kept)]  # the stream's end may cut the last step
+                room = policy.max_new_tokens - (k + 1)
+                thrown += sum(min(len(d.tokens), room) for d in drawn) - len(kept)
+            # every token drawn counts: the stream's and the candidates thrown away
+            assert generated == len(r.tokens) + thrown
+    assert n_erases >= len(batch)
+
+
+def _follows(tokens, k, drawn) -> bool:
+    """Whether one of the candidates `drawn` is what the stream holds right after position k."""
+    kept = [tokens[k + 1 : k + 1 + len(d.tokens)] for d in drawn]
+    return any(t == d.tokens[: len(t)] for t, d in zip(kept, drawn, strict=True))
+
+
+def test_the_threshold_decides_the_erase_when_set(base):
+    for p, erases in ((0.3, False), (0.7, True)):
+        policy, tok = guided(base, after_delim=p, temperature=0.0, bksp_threshold=0.5)
+        got = policy.sample(asks(tok))
+        found = any(tok.bksp_id in r.tokens for rs in got for r in rs)
+        assert found == erases
+
+
+def test_the_options_are_checked_and_route_to_the_guided_policy(base):
+    with pytest.raises(ConfigError, match="bksp_search"):
+        load_config("arith-tiny", ["eval.bksp_search=-1"])
+    with pytest.raises(ConfigError, match="vLLM"):
+        load_config("arith-tiny", ["eval.bksp_search=4", "eval.policy=vllm"])
+    with pytest.raises(ParamError, match="bksp_search"):
+        Decoding(bksp_search=2, bksp_random=0.1)
+    model, tok = base
+    loaded = Loaded("transformers", "m", tok, model, "erase", "step", True)
+    assert isinstance(make_policy(loaded, Decoding(bksp_search=4)), GuidedPolicy)
+    banned = make_policy(loaded, Decoding(bksp_search=4, ban_backspace=True))
+    assert isinstance(banned, TransformersPolicy)
+    untrained = Loaded("transformers", "m", tok, model, "stream", "step", False)
+    assert isinstance(make_policy(untrained, Decoding(bksp_search=4)), TransformersPolicy)
