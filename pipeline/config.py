@@ -376,6 +376,47 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ValueConfig:
+    """The value model (`halluc value`, pipeline/value.py): a process reward model trained on the
+    `steps` rows of the finished search stages under each of `runs` (a run directory, or one
+    ROUND/search directory; empty: `run.out_dir`), written to `out_dir` (empty:
+    `run.out_dir/value`), its model in `model/`.
+
+    `init`: the checkpoint it starts from (empty: the run's start model, `model.path` or the
+    bootstrap model); its tokenizer must be the one the rows were searched with. `head`:
+    `separate` trains the whole model (a value model of its own); `shared` freezes the policy's
+    backbone and trains only the scalar head on it, so the policy's own last hidden state gives
+    the value. `targets`: `mc` (the soft Monte Carlo value, binary cross-entropy), `hard` (1 when
+    any rollout from the step ended correct, OmegaPRM's hard label), or `exact` (the task's exact
+    step label where the row has one, else its MC value). `val_share` of the problems (drawn by
+    problem id, the same whatever the seed) are held out: none of their rows is trained on.
+    `epochs` over the training rows, `batch_size` rows per step, AdamW at `lr`.
+
+    This section shapes only the value model: it is not in the config hash, and the other stages
+    do not compare it when they resume."""
+
+    runs: list[str] = field(default_factory=list)
+    out_dir: str = ""
+    init: str = ""
+    head: Literal["separate", "shared"] = "separate"
+    targets: Literal["mc", "hard", "exact"] = "mc"
+    val_share: float = 0.2
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 3e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_share < 1:
+            raise ConfigError(f"val_share: must be in (0, 1), got {self.val_share}")
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError(
+                f"epochs and lr must be > 0, batch_size >= 1; got epochs={self.epochs}, "
+                f"lr={self.lr}, batch_size={self.batch_size}"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -386,6 +427,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -397,6 +439,8 @@ class Config:
         d = self.to_dict()
         for section, key in NOT_HASHED:
             del d[section][key]
+        for section in OWN_SECTIONS:
+            del d[section]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -409,7 +453,13 @@ NOT_HASHED = [
     ("model", "device"),
     ("model", "path"),
     ("eval", "model"),
+    ("value", "out_dir"),
+    ("value", "runs"),  # what they hold is fingerprinted beside the value model instead
 ]
+
+# sections that shape only their own stage's output (nothing the search, training or
+# evaluation writes): not hashed, and compared on resume only by a stage that names them
+OWN_SECTIONS = ("value",)
 
 # keys that moved (old flat name -> new place) or went away (-> what to do instead)
 MOVED = {
@@ -582,10 +632,12 @@ def check_resumable(cfg: Config, saved: Path, only: tuple[str, ...] = ()) -> Non
     """Fail when `saved` (a run's or a stage's config.yaml) holds another config than `cfg` (in
     the sections `only`, when given): resuming would mix the finished work of one config with the
     rest of another. Paths, worker and thread counts and `run.rounds` (extending a run) may
-    differ."""
+    differ, and so may the `OWN_SECTIONS` not named in `only`."""
     if not saved.exists():
         return
     allowed = {*NOT_HASHED, ("run", "rounds"), ("run", "round")}
+    d = cfg.to_dict()
+    allowed |= {(s, k) for s in OWN_SECTIONS if s not in only for k in d[s]}
     diff = config_diff(load_config(str(saved)), cfg, allowed, only)
     if diff:
         raise ConfigError(

@@ -12,6 +12,7 @@
         eval.json  tune.json    that model's figures, held out and on training problems
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
+      value/model/              the value model (`halluc value`; value.out_dir moves it)
       report.md  report.html
 
 Round R searches with the model of round R-1 (round 0 with the start model) and trains from it.
@@ -118,6 +119,11 @@ class RunLayout:
         """Where an ad-hoc evaluation of `model` goes: never over a stage's figures."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("_")[-80:] or "model"
         return self.root / "evals" / f"{slug}-{config_hash}.json"
+
+    @property
+    def value(self) -> Path:
+        """Where `halluc value` writes unless `value.out_dir` says otherwise."""
+        return self.root / "value"
 
     @property
     def report_md(self) -> Path:
