@@ -1,6 +1,7 @@
 """`halluc`: one subcommand per stage (DESIGN §11).
 
 halluc search --preset arith-tiny --set search.omegaprm.n_mc=4
+halluc value --preset arith-tiny --set value.targets=exact
 halluc grid --preset arith-tiny --grid levers.yaml --seeds 0,1,2
 halluc release runs/arith-tiny --name arith-tiny-backtracks [--push user/repo]
 halluc presets
@@ -23,6 +24,7 @@ STAGES: dict[str, str] = {
     "train": "fine-tune on selected traces with backspaces",
     "eval": "accuracy, backtrack rate, erase precision and recovery on held-out problems",
     "run": "the expert-iteration loop with a no-backtrack baseline",
+    "value": "train a value model (a PRM) on the search's steps table and measure its labels",
     "grid": "`halluc run` for each row of a grid file of overrides, and one table of verdicts",
     "release": "write a dataset release (and push it to the Hub)",
 }
@@ -37,6 +39,7 @@ RUNNERS: dict[str, str] = {
     "select": "pipeline.select",
     "train": "pipeline.train",
     "eval": "pipeline.evaluate",
+    "value": "pipeline.value",
 }
 
 
