@@ -454,7 +454,8 @@ NOT_HASHED = [
     ("model", "path"),
     ("eval", "model"),
     ("value", "out_dir"),
-    ("value", "runs"),  # what they hold is fingerprinted beside the value model instead
+    ("value", "runs"),  # what they hold, and the init, are recorded beside the value model
+    ("value", "init"),
 ]
 
 # sections that shape only their own stage's output (nothing the search, training or
