@@ -113,13 +113,26 @@ def _release_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--push", default="", metavar="REPO_ID", help="upload to this Hub dataset repo")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
+    p.add_argument(
+        "--value-model",
+        default="",
+        metavar="DIR",
+        help="include this value model (halluc value's model/ directory) and its label quality",
+    )
 
 
 def _release(args: argparse.Namespace) -> int:
     from pipeline import release
 
     folder = release.main(
-        args.run_dir, args.name, args.out, args.license, args.bump, args.push, args.private
+        args.run_dir,
+        args.name,
+        args.out,
+        args.license,
+        args.bump,
+        args.push,
+        args.private,
+        args.value_model,
     )
     print(folder)
     return 0

@@ -2,6 +2,7 @@
 
     halluc release runs/arith-tiny --name arith-tiny-backtracks            # datasets/NAME/
     halluc release runs/arith-tiny --name arith-tiny-backtracks --push me/arith-tiny-backtracks
+    halluc release runs/arith-tiny --name arith-tiny-prm --value-model runs/arith-tiny/value/model
 
 The folder holds `data/{traces,steps,pairs}-NNNNN-of-NNNNN.parquet` (the shard schema, explicit) and
 a `README.md` card whose YAML names the three configs and their `data_files`, so
@@ -17,6 +18,11 @@ name fails unless `--bump`, which moves the old folder to `OUT/NAME@vN` and writ
 The folder is written under a temporary name and renamed into place, so a killed release leaves
 nothing half-written; the next release of that name removes such a temporary. Every source shard
 is checked (`pipeline.shards.read_table`) before anything is written or pushed.
+
+`--value-model DIR` adds a value model (`halluc value`'s `model/` directory) as `value-model/`,
+and a card section that says where its labels come from and how accurate they measured
+(its `value.json` and `label_quality.json`); its files enter the fingerprint. Without it the
+release holds no model and its card says nothing of one.
 
 `--push REPO_ID` uploads the folder as a dataset repo with `huggingface_hub` (token: HF_TOKEN or a
 `huggingface-cli login`), creating the repo if needed. The token is never logged or written.
@@ -38,11 +44,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import value_quality
 from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files, read_table
 from search.errors import HallucError
 
 log = logging.getLogger(__name__)
 CONFIGS = ("traces", "steps", "pairs")
+VALUE_DIR = "value-model"  # where a value model goes inside a release
 ROWS_PER_FILE = 200_000
 
 
@@ -58,13 +66,16 @@ def main(
     bump: bool = False,
     push: str = "",
     private: bool = False,
+    value_model: str | Path = "",
 ) -> Path:
-    """Write (or find up to date) the release folder `out/name`; push it when `push` is given."""
+    """Write (or find up to date) the release folder `out/name`, with the value model directory
+    `value_model` when given; push it when `push` is given."""
     run, folder = Path(run_dir), Path(out) / name
     if not name or "/" in name or name.startswith("."):
         raise ReleaseError(f"--name {name!r}: give a plain folder name such as my-run-v1")
     stages = search_stages(run)
-    fingerprint = _fingerprint(run, stages)
+    value = check_value_model(Path(value_model)) if value_model else None
+    fingerprint = _fingerprint(run, stages, value)
     previous = _read_meta(folder)
     if previous and previous["fingerprint"] == fingerprint:
         log.info("release: %s already holds these shards (version %d)", folder, previous["version"])
@@ -81,7 +92,7 @@ def main(
                 f"{folder} exists and is not a Halluc release; choose another --name"
             )
         version = previous["version"] + 1 if previous else 1
-        _write(run, stages, folder, name, license, version, fingerprint)
+        _write(run, stages, folder, name, license, version, fingerprint, value)
     if push:
         upload(folder, push, private)
     return folder
@@ -103,15 +114,35 @@ def search_stages(run: Path) -> list[Path]:
     return stages
 
 
-def _fingerprint(run: Path, stages: list[Path]) -> str:
-    """Hash of every checked shard's bytes and its path relative to `run`, in that path's order:
-    the same for the same run given by a relative or absolute path, or copied elsewhere."""
+def check_value_model(path: Path) -> Path:
+    """`path` if it is a value model directory written by `halluc value`, else a clear error."""
+    missing = [n for n in ("value.json", "label_quality.json") if not (path / n).is_file()]
+    if missing or not list(path.glob("*.safetensors")):
+        raise ReleaseError(
+            f"--value-model {path}: not a value model written by `halluc value` (missing "
+            f"{', '.join(missing) or '*.safetensors'}); give its model/ directory, e.g. "
+            "RUN/value/model"
+        )
+    return path
+
+
+def _fingerprint(run: Path, stages: list[Path], value: Path | None = None) -> str:
+    """Hash of every checked shard's bytes and its path relative to `run`, in that path's order
+    (the same for the same run given by a relative or absolute path, or copied elsewhere), and
+    of the value model's files when one is released."""
     files = [Path(f) for s in stages for t in CONFIGS for f in checked_shard_files(s, t)]
+    named = [(f.relative_to(run).as_posix(), f) for f in files]
+    if value is not None:
+        named += [(f"{VALUE_DIR}/{f.relative_to(value).as_posix()}", f) for f in _files(value)]
     digest = hashlib.sha256()
-    for rel, f in sorted((f.relative_to(run).as_posix(), f) for f in files):
+    for rel, f in sorted(named):
         digest.update(rel.encode() + b"\0")
         digest.update(hashlib.sha256(f.read_bytes()).digest())
     return digest.hexdigest()[:16]
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
 
 
 def _read_meta(folder: Path) -> dict[str, Any] | None:
@@ -127,6 +158,7 @@ def _write(
     license: str,
     version: int,
     fingerprint: str,
+    value: Path | None = None,
 ) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(folder)
@@ -144,9 +176,14 @@ def _write(
             "stages": [str(s.relative_to(run)) for s in stages],
             "schema_version": SCHEMA_VERSION,
             "rows": {t: c["rows"] for t, c in counts.items()},
+            "value_model": str(value) if value else None,
         }
+        section = ""
+        if value is not None:
+            shutil.copytree(value, tmp / VALUE_DIR, ignore=shutil.ignore_patterns(".*"))
+            section = value_section(value, folder / VALUE_DIR)
         (tmp / "release.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "README.md").write_text(card(run, folder, license, version, counts))
+        (tmp / "README.md").write_text(card(run, folder, license, version, counts, section))
         if folder.exists():
             os.replace(folder, folder.with_name(f"{folder.name}@v{version - 1}"))
         os.replace(tmp, folder)
@@ -214,9 +251,24 @@ def size_category(n: int) -> str:
     return labels[-1]
 
 
-def card(run: Path, folder: Path, license: str, version: int, counts: dict[str, Any]) -> str:
+def value_section(value: Path, released: Path) -> str:
+    """The card's section on the value model at `value`, released at `released`."""
+    meta = json.loads((value / "value.json").read_text())
+    quality = json.loads((value / "label_quality.json").read_text())
+    return value_quality.card_section(meta, quality, str(released)) + "\n"
+
+
+def card(
+    run: Path,
+    folder: Path,
+    license: str,
+    version: int,
+    counts: dict[str, Any],
+    value_section: str = "",
+) -> str:
     """The dataset card of the release folder `folder`: YAML metadata the Hub and `load_dataset`
-    read, a usage snippet that loads `folder`, then provenance."""
+    read, a usage snippet that loads `folder`, then provenance (and `value_section`, a released
+    value model's, before the evaluation)."""
     configs = "".join(
         f"- config_name: {t}\n  data_files:\n  - split: train\n    path: data/{t}-*.parquet\n"
         + ("  default: true\n" if t == "traces" else "")
@@ -268,7 +320,7 @@ traces = load_dataset({json.dumps(str(folder))}, "traces", split="train")  # or 
 - Config hashes (`config_hash` on every row): {_list(t["hashes"])}.
 - Schema version {SCHEMA_VERSION}; every row also carries `problem_id`, `round` and `seed`.
 
-{_eval_table(run)}
+{value_section}{_eval_table(run)}
 """
 
 

@@ -183,6 +183,7 @@ def card_section(meta: dict[str, Any], q: dict[str, Any], folder: str) -> str:
     """The dataset card's section on a value model released in `folder`: where its labels come
     from (`meta`: its value.json) and how good they are (`q`: its label_quality.json)."""
     labels = meta["labels"]
+    models = ", ".join(f"`{m}`" for m in labels["models"])
     mc_all = q["mc_vs_exact"]["all"]
     measured = (
         f"Against the task's exact step checker, the MC values rank right steps above wrong ones "
@@ -206,12 +207,13 @@ ids = torch.tensor([prefix_ids + step_ids])                # a `steps` row's tok
 value = torch.sigmoid(model(input_ids=ids).logits[0, -1, 0])
 ```
 
-Where its labels come from: targets `{meta["targets"]}` ({meta["targets_meaning"]}), from
-{labels["rows"]:,} `steps` rows of {labels["problems"]:,} training problems (rounds
-{labels["rounds"]}, policies {", ".join(f"`{m}`" for m in labels["models"])}; each MC value is the
-share of that policy's rollouts from the step that ended correct). Started from
-`{meta["init"]}`, head `{meta["head"]}`. {meta["split"]["val_problems"]:,} problems
-({meta["split"]["val_rows"]:,} rows) were held out of its training; the figures below are on them.
+Where its labels come from: {labels["rows"]:,} `steps` rows of {labels["problems"]:,} training
+problems, from search rounds {labels["rounds"]} by the policies {models}. A row's MC value is the
+share of that policy's rollouts from the end of the step that ended correct; its exact label
+(where the task has a step checker) says whether the prefix and the step hold no wrong step. The
+model was trained on targets `{meta["targets"]}` ({meta["targets_meaning"]}) from `{meta["init"]}`,
+head `{meta["head"]}`. {meta["split"]["val_problems"]:,} problems ({meta["split"]["val_rows"]:,}
+rows) were held out of its training: the held-out rows below are theirs.
 
 {measured}
 

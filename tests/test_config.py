@@ -177,3 +177,16 @@ def test_evaluation_decodes_with_the_configured_threshold():
     assert (d.bksp_threshold, d.bksp_random, d.temperature) == (0.25, 0.0, 0.7)
     d = _decoding(load_config("arith-tiny", ["eval.bksp_random=0.1"]), 0.0, ban=True)
     assert (d.bksp_threshold, d.bksp_random, d.ban_backspace) == (0.0, 0.1, True)
+
+
+def test_the_value_section_shapes_only_the_value_model(tmp_path):
+    from pipeline.config import ConfigError, check_resumable, save_config
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "value.targets=hard"])
+    assert other.hash == cfg.hash  # no row the search writes depends on it
+    save_config(cfg, tmp_path / "config.yaml")
+    check_resumable(other, tmp_path / "config.yaml")  # a run resumes whatever value.* says
+    with pytest.raises(ConfigError, match=r"value.targets: 'mc' there, 'hard' now"):
+        check_resumable(other, tmp_path / "config.yaml", only=("value",))  # the value stage
+    assert load_config("arith-tiny", ["value.runs=[a, b]"]).value.runs == ["a", "b"]

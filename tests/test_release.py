@@ -179,3 +179,47 @@ def test_a_release_removes_what_a_killed_release_left(run_dir, tmp_path):
     release(run_dir, "arith", out=tmp_path)
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".arith.v2.busy0000.tmp", "arith"]
+
+
+@pytest.fixture(scope="module")
+def value_model(tmp_path_factory):
+    from tests.test_value import make_value_model
+
+    return make_value_model(tmp_path_factory.mktemp("value"))
+
+
+def test_a_release_includes_the_value_model_and_its_label_quality_only_when_asked(
+    run_dir, value_model, tmp_path
+):
+    import numpy as np
+    from transformers import AutoModelForTokenClassification
+
+    from pipeline.value import score
+    from pipeline.value_quality import markdown
+
+    plain = release(run_dir, "plain", out=tmp_path)
+    assert not (plain / "value-model").exists()
+    assert "Value model" not in (plain / "README.md").read_text()
+    assert json.loads((plain / "release.json").read_text())["value_model"] is None
+    args = ["release", str(run_dir), "--name", "prm", "--out", str(tmp_path)]
+    assert cli.main([*args, "--value-model", str(value_model)]) == 0
+    folder = tmp_path / "prm"
+    released = AutoModelForTokenClassification.from_pretrained(folder / "value-model")
+    source = AutoModelForTokenClassification.from_pretrained(value_model)
+    ids = [[3, 4, 5, 6], [7, 8]]
+    assert np.array_equal(score(released, ids), score(source, ids))
+    _, text = front_matter(folder)
+    quality = json.loads((value_model / "label_quality.json").read_text())
+    assert "## Value model" in text and "targets `mc` (the soft Monte Carlo value" in text
+    assert "144 `steps` rows of 24 training" in text  # where its labels come from
+    assert f'from_pretrained("{folder / "value-model"}")' in text
+    assert markdown(quality) in text  # its measured accuracy, as computed beside the model
+    auc = quality["mc_vs_exact"]["all"]["roc_auc"]
+    assert f"ROC-AUC {auc:.3f} over all {quality['mc_vs_exact']['all']['n']:,} rows" in text
+    assert datasets.load_dataset(str(folder), "steps", split="train").num_rows > 0
+    # the same run with a model is another release than without it
+    with pytest.raises(ReleaseError, match="--bump"):
+        release(run_dir, "plain", out=tmp_path, value_model=value_model)
+    with pytest.raises(ReleaseError, match="not a value model written by `halluc value`"):
+        release(run_dir, "x", out=tmp_path, value_model=run_dir)
+    assert not (tmp_path / "x").exists()
