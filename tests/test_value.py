@@ -264,3 +264,18 @@ def test_bad_input_says_what_to_do(made, tmp_path, capsys):
     )
     with pytest.raises(ValueModelError, match="value.targets=exact: no row has an exact"):
         value.main(value_cfg(unlabelled, init, "value.targets=exact"))
+
+
+def test_halluc_value_on_a_real_search(searched, tmp_path, capsys):
+    """The CLI on a bootstrap model's own search (token ids of its tokenizer, exact labels)."""
+    from tests.conftest import TINY
+
+    sets = [f"run.out_dir={searched}", *TINY, f"value.out_dir={tmp_path}", "value.epochs=1"]
+    assert cli.main(["value", *sum((["--set", s] for s in sets), [])]) == 2 - 2
+    assert "| value model, held-out rows |" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "model" / "value.json").read_text())
+    assert meta["init"] == str(searched / "bootstrap" / "model")  # the run's start model
+    assert meta["labels"]["with_exact_label"] == meta["labels"]["rows"] > 0
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path / "model")
+    sequences = load_rows([searched]).sequences[:4]
+    assert np.allclose(value.score(model, sequences), one_at_a_time(model, sequences), atol=1e-5)
