@@ -84,11 +84,23 @@ def main(cfg: Config) -> dict[str, Any]:
         return done
     record_environment(cfg, out / "environment.json")
     set_threads(cfg)
+    model, tok, meta, quality = train(cfg, init, rows, held_out)
+    save_model(model, tok, out / "model", extra={META: meta, QUALITY: quality})
+    write_text(out / "model" / "label_quality.md", value_quality.markdown(quality))
+    log.info("value: model saved to %s", out / "model")
+    return _summary(out / "model", meta, quality)
+
+
+def train(
+    cfg: Config, init: Path, rows: Rows, held_out: list[bool]
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """The value model from `init` trained on the rows not `held_out` (on the CPU when it
+    returns), its tokenizer, its value.json and its label quality on the held-out rows."""
+    v = cfg.value
     torch.manual_seed(v.seed)  # the new head's initial weights
     model, tok = build(init, v.head, cfg.model.dtype, cfg.model.trust_remote_code)
     check_ids(rows, tok, model, init)
-    device = pick_device(cfg.model.device)
-    model.to(device)
+    model.to(pick_device(cfg.model.device))
     y = targets(rows, v.targets)
     train_rows = [i for i, h in enumerate(held_out) if not h]
     val_rows = [i for i, h in enumerate(held_out) if h]
@@ -103,12 +115,7 @@ def main(cfg: Config) -> dict[str, Any]:
         "val_pearson": _pearson(preds, y[val_rows]),
         "curve": curve,
     }
-    meta = metadata(v, init, rows, held_out, fit_figures)
-    model.to("cpu")
-    save_model(model, tok, out / "model", extra={META: meta, QUALITY: quality})
-    write_text(out / "model" / "label_quality.md", value_quality.markdown(quality))
-    log.info("value: model saved to %s", out / "model")
-    return _summary(out / "model", meta, quality)
+    return model.to("cpu"), tok, metadata(v, init, rows, held_out, fit_figures), quality
 
 
 def describe(result: dict[str, Any]) -> str:
