@@ -68,7 +68,7 @@ def test_the_cpu_path_never_imports_vllm():
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
 
 
-STAGES = ["bootstrap", "search_stage", "select", "train", "evaluate", "release"]
+STAGES = ["bootstrap", "search_stage", "select", "train", "evaluate", "value", "release"]
 
 
 def _pipeline_imports(module: str) -> set[str]:
