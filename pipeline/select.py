@@ -34,7 +34,7 @@ from pipeline.config import Config, SelectConfig
 from pipeline.files import TMP, remove_stale
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.runtime import stage_config
-from pipeline.shards import FEATURES, check_shard, checked_shard_files
+from pipeline.shards import FEATURES, check_shard, read_shard, read_table
 from search.errors import HallucError
 
 Row = dict[str, Any]
@@ -87,8 +87,7 @@ def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) ->
 
 
 def read_traces(search_dir: Path) -> list[Row]:
-    files = checked_shard_files(search_dir, "traces")
-    return pq.read_table(files).to_pylist() if files else []
+    return read_table(search_dir, "traces").to_pylist()
 
 
 def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
@@ -156,4 +155,4 @@ def write_selected(rows: list[Row], path: Path) -> None:
 
 def read_selected(path: Path) -> list[Row]:
     check_shard(path, "traces")
-    return pq.read_table(path).to_pylist()
+    return read_shard(path, "traces").to_pylist()
