@@ -275,3 +275,26 @@ def erases_a_finished_step(row, tok):
     """Whether a correction's erased tokens end with the step delimiter."""
     (_, end), *_ = row["erase_spans"]
     return row["input_ids"][end - 1] == tok.delim_id
+
+
+def test_precise_only_keeps_the_self_correction_that_erased_a_wrong_step(add8, tok):
+    from pipeline.config import SelectConfig
+    from pipeline.select import select_backtrack
+
+    task, problems = add8
+    problem = problems[0]
+    ref = task.reference(problem)
+    rest = tok.encode("".join("\n" + step for step in ref[1:]))
+    precise = tok.encode(ref[0] + "7\n") + [tok.bksp_id] * 2 + rest  # erases "7\n"
+    # erases the delimiter of the right first step (a right finished step) and writes it again
+    imprecise = tok.encode(ref[0] + "\n") + [tok.bksp_id] + rest
+    tree = make_tree(task, problem, tok)
+    rollouts = [Rollout(tuple(x), True) for x in (precise, imprecise)]
+    assert tree.add_rollouts(tree.root, rollouts) == [True, True]
+    rows = [r | {"problem_id": problem.id} for r in table_rows(SearchResult(tree, []))["traces"]]
+    own = [(r["erase_events"], r["precise_erases"]) for r in rows if r["kind"] != "clean"]
+    assert own == [(1, 1), (1, 0)]
+    s = SelectConfig(precise_only=True, clean_share=0.0)
+    chosen = select_backtrack(rows, s, seed=0)
+    assert [r["raw_text"] for r in chosen] == [tok.decode(precise)]
+    assert len(select_backtrack(rows, SelectConfig(clean_share=0.0), seed=0)) == 2
