@@ -209,7 +209,11 @@ class TrainConfig:
     selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
     `workers` > 0 runs under Ray Train with that many workers. `token_warmup` > 0 first fits only
     the new token's embedding rows for that many batches (learning rate 10 × `lr`), the rest
-    frozen. `error_weight` scales the loss of the two targets that see a wrong step."""
+    frozen. `error_weight` scales the loss of the two targets that see a wrong step. `untie`: a
+    model whose output layer is its input embedding matrix (GPT-2 and the bootstrap's models) gets
+    an output layer of its own before fine-tuning, a copy of the embeddings, so the backspace's
+    output row is learned apart from its input row; both arms, so they keep one architecture. The
+    saved model is an ordinary untied checkpoint (config `tie_word_embeddings: false`)."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -225,6 +229,7 @@ class TrainConfig:
     save_steps: int = 50
     workers: int = 0
     seed: int = 0
+    untie: bool = False
 
     def __post_init__(self) -> None:
         allowed = {"correction", "self_correction", "clean"}

@@ -36,7 +36,7 @@ from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
 from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, pick_device
-from workers.tokens import add_backspace_token, fit_token_rows
+from workers.tokens import add_backspace_token, fit_token_rows, untie_output
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def prepare(
     """Model (with the backspace token when `backspace`), tokenizer, collator, and checked
     training rows."""
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
+    if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
+        log.info("train: untied the output layer from the input embeddings")
     bksp = -1  # no row holds one without the token
     if backspace:
         bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)

@@ -137,7 +137,7 @@ def test_a_run_directory_refuses_another_config(tmp_path):
 
 @pytest.mark.parametrize(
     "option",
-    ["select.agree=true", "select.precise_only=true", "select.bksp_share=-1"],
+    ["select.agree=true", "select.precise_only=true", "select.bksp_share=-1", "train.untie=true"],
 )
 def test_cleaner_selection_options_key_a_run_and_older_configs_resume(tmp_path, option):
     import yaml
@@ -147,6 +147,7 @@ def test_cleaner_selection_options_key_a_run_and_older_configs_resume(tmp_path, 
     cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
     raw = cfg.to_dict()
     del raw["select"]["agree"], raw["select"]["precise_only"], raw["select"]["bksp_share"]
+    del raw["train"]["untie"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))  # saved before the options
     check_resumable(cfg, tmp_path / "config.yaml")  # off is the config it was
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", option])
