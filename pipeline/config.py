@@ -209,7 +209,11 @@ class TrainConfig:
     selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
     `workers` > 0 runs under Ray Train with that many workers. `token_warmup` > 0 first fits only
     the new token's embedding rows for that many batches (learning rate 10 × `lr`), the rest
-    frozen. `error_weight` scales the loss of the two targets that see a wrong step."""
+    frozen. `error_weight` scales the loss of the two targets that see a wrong step. `untie`: a
+    model whose output layer is its input embedding matrix (GPT-2 and the bootstrap's models) gets
+    an output layer of its own before fine-tuning, a copy of the embeddings, so the backspace's
+    output row is learned apart from its input row; both arms, so they keep one architecture. The
+    saved model is an ordinary untied checkpoint (config `tie_word_embeddings: false`)."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -225,6 +229,7 @@ class TrainConfig:
     save_steps: int = 50
     workers: int = 0
     seed: int = 0
+    untie: bool = False
 
     def __post_init__(self) -> None:
         allowed = {"correction", "self_correction", "clean"}
@@ -237,10 +242,28 @@ class TrainConfig:
             )
 
 
+AUTO_SHARE = -1.0  # select.bksp_share: the searched model's own per-step error rate
+
+
 @dataclass(frozen=True)
 class SelectConfig:
     """What each arm trains on next (DESIGN §6; pipeline/select.py). `arm` is the arm that
-    `halluc select` selects for on its own (the loop selects for both)."""
+    `halluc select` selects for on its own (the loop selects for both).
+
+    Cleaner selection (backtrack arm; off by default). `agree`: keep a correction only where the
+    exact step checker puts the first error on the step the Monte Carlo search located (a task
+    without an exact checker, such as jsonl, keeps every correction: the option changes nothing
+    there). `precise_only`: keep a self-correction only when every one of its backspace runs
+    erased a finished step the exact checker calls wrong (search/metrics.py's precise erase: a
+    run that erases only a partly written step, the answer line included, is not precise;
+    without a checker the option changes nothing). `bksp_share` p > 0: the clean rows are taken
+    (instead of by `clean_share`) so that the selection's backspace runs per finished step
+    written come as close to p as whole rows allow; when every clean row is in and the share is
+    still above p, correction and self-correction rows are dropped (seeded); a share below p
+    stays (nothing raises it). -1: p is the searched model's own per-step error rate
+    (`step_error_rate` in the search's summary.json: of the steps its screening rollouts
+    finished on a right prefix, the share the exact checker calls wrong; a task without a
+    checker has none, and selection fails). The share reached is logged."""
 
     corrections_per_problem: int = 2
     self_corrections_per_problem: int = 2
@@ -248,11 +271,19 @@ class SelectConfig:
     clean_share: float = 0.3
     min_parent_mc: float = 0.0
     curriculum: bool = False
+    agree: bool = False
+    precise_only: bool = False
+    bksp_share: float = 0.0
     arm: Literal["backtrack", "baseline"] = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
             raise ConfigError(f"clean_share: must be in [0, 1), got {self.clean_share}")
+        if not (0 <= self.bksp_share < 1 or self.bksp_share == AUTO_SHARE):
+            raise ConfigError(
+                "bksp_share: must be in [0, 1) (0: off) or -1 (the searched model's own "
+                f"per-step error rate), got {self.bksp_share}"
+            )
 
 
 @dataclass(frozen=True)

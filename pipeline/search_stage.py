@@ -8,7 +8,10 @@
 Problems are cut into batches of `search.batch_size` in a fixed order; each batch's searches run in
 lockstep (one policy call per round of asks) and its three tables are written as one file each.
 A rerun of the same command skips finished batches. Outputs, under `run.out_dir/round-R/search/`:
-`traces/`, `steps/`, `pairs/` shards, `stats/` per batch, `config.yaml`, `summary.json`.
+`traces/`, `steps/`, `pairs/` shards, `stats/` per batch, `config.yaml`, `summary.json`. The
+summary's `step_error_rate` is the searched model's own per-step error rate: of the steps its
+screening rollouts finished on a right prefix, the share the exact checker calls wrong
+(`wrong_step_share`: of all their finished steps, as evaluation's chance counts them).
 
 Seeds derive from (run seed, round, problem id), never from the batch or the worker.
 """
@@ -33,9 +36,10 @@ from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
 from search.errors import HallucError
 from search.mcts import mcts
+from search.metrics import analyze
 from search.omegaprm import omegaprm
 from search.traces import table_rows
-from search.tree import Judge, Tree, derive_seed
+from search.tree import Judge, SearchResult, Tree, derive_seed
 from search.types import Policy, Problem, Task, Tokenizer
 from workers.policy import Decoding, load_fake, make_policy
 
@@ -191,7 +195,7 @@ def search_batch(
         "generated_tokens": getattr(state.policy, "tokens_generated", 0) - before,
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
-    }
+    } | screen_counts(results)
     write_json(out / "stats" / f"batch-{batch:05d}.json", stats)
     write_batch(out, batch, tables)
     return stats
@@ -216,4 +220,35 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
         "mc_vs_exact_first_error_agreement": (
             sum(m == e for m, e in located) / len(located) if located and has_checker else None
         ),
+        "wrong_step_share": _share(stats, "screen_wrong_steps", "screen_steps"),
+        "step_error_rate": _share(stats, "screen_errors_made", "screen_fresh_steps"),
     }
+
+
+def screen_counts(results: list[SearchResult]) -> dict[str, int | None]:
+    """What the root's screening rollouts (the model's own solutions from scratch, at the search's
+    temperature) wrote, as search/metrics.py counts it: finished steps and the wrong ones among
+    them (chance's figure), and steps finished on a right prefix and the errors made there (the
+    per-step error rate). The counts of wrong steps are None without an exact checker."""
+    reports = [
+        analyze(res.tree.judge, r.tokens, r.finished)
+        for res in results
+        for r in res.tree.root.rollouts
+    ]
+    checker = all(r.errors_made is not None for r in reports)
+    return {
+        "screen_steps": sum(r.steps_written for r in reports),
+        "screen_wrong_steps": sum(r.wrong_steps_written or 0 for r in reports) if checker else None,
+        "screen_fresh_steps": sum(r.fresh_steps for r in reports),
+        "screen_errors_made": sum(r.errors_made or 0 for r in reports) if checker else None,
+    }
+
+
+def _share(stats: list[dict[str, Any]], part: str, whole: str) -> float | None:
+    """sum(part) / sum(whole) over every batch's stats; None without a count (no exact checker,
+    or a batch searched before the count was recorded) or with nothing to count."""
+    parts = [s.get(part) for s in stats]
+    total = sum(s.get(whole) or 0 for s in stats)
+    if not stats or None in parts or not total:
+        return None
+    return sum(p or 0 for p in parts) / total

@@ -9,6 +9,12 @@
                    loss-bearing tokens as the backtrack arm's set (the prompt and erased tokens
                    carry no loss, so input tokens would favour the baseline by about 13%)
 
+Cleaner selection (SelectConfig; all off by default): `select.agree` keeps only the corrections
+whose Monte Carlo first error is the exact checker's, `select.precise_only` only the
+self-corrections whose every backspace run erased a wrong step, and `select.bksp_share` takes the
+clean rows (instead of `select.clean_share`) so that the backspace runs per finished step match a
+target, the searched model's own per-step error rate with -1.
+
 With `select.curriculum=true` the backtrack set is ordered by how much each trace erases, least
 first (clean traces first of all), and training reads it in that order. The chosen rows are
 written to the round's `select/selected.parquet` with the traces schema.
@@ -22,6 +28,7 @@ search; in `halluc run` it matches the backtrack arm's selection of the round.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -30,14 +37,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Config, SelectConfig
-from pipeline.files import TMP, remove_stale
+from pipeline.config import AUTO_SHARE, Config, SelectConfig
+from pipeline.files import TMP, read_json, remove_stale
 from pipeline.layout import RoundLayout, RunLayout
+from pipeline.loading import task_from_config
 from pipeline.runtime import stage_config
-from pipeline.shards import FEATURES, check_shard, checked_shard_files
+from pipeline.shards import FEATURES, check_shard, read_shard, read_table
 from search.errors import HallucError
 
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class SelectError(HallucError):
@@ -69,11 +78,13 @@ def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) ->
     remove_stale(rnd.select)
     rows = read_traces(rnd.search)
     seed = cfg.run.seed + 1000 * cfg.run.round
+    checker = task_from_config(cfg.task).has_step_checker
+    rate = step_error_rate(rnd.search) if cfg.select.bksp_share == AUTO_SHARE else None
     if arm == "backtrack":
-        chosen = select_backtrack(rows, cfg.select, seed)
+        chosen = select_backtrack(rows, cfg.select, seed, checker, rate)
     else:
         if match is None:
-            match = n_tokens(select_backtrack(rows, cfg.select, seed))
+            match = n_tokens(select_backtrack(rows, cfg.select, seed, checker, rate))
         chosen = select_baseline(rows, cfg.select, match, seed)
     if not chosen:
         raise SelectError(
@@ -87,11 +98,25 @@ def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) ->
 
 
 def read_traces(search_dir: Path) -> list[Row]:
-    files = checked_shard_files(search_dir, "traces")
-    return pq.read_table(files).to_pylist() if files else []
+    return read_table(search_dir, "traces").to_pylist()
 
 
-def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
+def step_error_rate(search_dir: Path) -> float | None:
+    """The searched model's per-step error rate the search recorded (None: none recorded)."""
+    summary = search_dir / "summary.json"
+    return read_json(summary).get("step_error_rate") if summary.exists() else None
+
+
+def select_backtrack(
+    rows: list[Row],
+    s: SelectConfig,
+    seed: int,
+    has_checker: bool = True,
+    error_rate: float | None = None,
+) -> list[Row]:
+    """The backtrack arm's rows (module docstring), seeded. `has_checker`: the task has an exact
+    step checker (`select.agree` and `select.precise_only` act only then); `error_rate`: the
+    searched model's per-step error rate (the target of `select.bksp_share=-1`)."""
     by_problem: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by_problem[r["problem_id"]][r["kind"]].append(r)
@@ -100,18 +125,115 @@ def select_backtrack(rows: list[Row], s: SelectConfig, seed: int) -> list[Row]:
     for pid in sorted(by_problem):
         kinds = by_problem[pid]
         corr = [r for r in kinds["correction"] if (r["parent_mc"] or 0) >= s.min_parent_mc]
+        if s.agree and has_checker:
+            corr = [r for r in corr if agrees(r)]
         corr.sort(key=lambda r: (-(r["parent_mc"] or 0), r["error_mc"] or 0, -(r["error_n"] or 0)))
         fixes += corr[: s.corrections_per_problem]
-        fixes += kinds["self_correction"][: s.self_corrections_per_problem]
+        own = kinds["self_correction"]
+        if s.precise_only and has_checker:
+            own = [r for r in own if all_precise(r)]
+        fixes += own[: s.self_corrections_per_problem]
         clean += kinds["clean"][: s.clean_per_problem]
     rng = random.Random(seed)
-    want_clean = round(len(fixes) * s.clean_share / max(1e-9, 1 - s.clean_share))
     rng.shuffle(clean)
-    chosen = fixes + clean[:want_clean]
+    if s.bksp_share:
+        fixes, clean = match_share(fixes, clean, target_share(s, error_rate), rng)
+    else:
+        clean = clean[: round(len(fixes) * s.clean_share / max(1e-9, 1 - s.clean_share))]
+    chosen = fixes + clean
     rng.shuffle(chosen)
     if s.curriculum:  # short backtracks first; the trainer then reads the rows in this order
         chosen.sort(key=lambda r: sum(b - a for a, b in r.get("erase_spans") or []))
     return chosen
+
+
+def agrees(row: Row) -> bool:
+    """Whether the exact checker's first error of a correction is the step the search located
+    (it finds none there: the Monte Carlo label was wrong; an earlier one: the good steps were
+    not good)."""
+    return row["exact_error_step"] is not None and row["exact_error_step"] == row["mc_error_step"]
+
+
+def all_precise(row: Row) -> bool:
+    """Whether every backspace run of a trace erased a step the exact checker calls wrong."""
+    if row.get("erase_events") is None or row.get("precise_erases") is None:
+        raise _predates("select.precise_only")
+    return bool(row["erase_events"]) and row["precise_erases"] == row["erase_events"]
+
+
+def target_share(s: SelectConfig, error_rate: float | None) -> float:
+    """`select.bksp_share`, or with -1 the searched model's own per-step error rate."""
+    if s.bksp_share != AUTO_SHARE:
+        return s.bksp_share
+    if error_rate is None:
+        raise SelectError(
+            "select.bksp_share=-1 matches the searched model's per-step error rate, but the "
+            "search recorded none (step_error_rate in its summary.json: a task without an exact "
+            "step checker has none, and a search made before it was recorded lacks it); give "
+            "select.bksp_share a share in (0, 1), or rerun the search"
+        )
+    return error_rate
+
+
+def match_share(
+    fixes: list[Row], clean: list[Row], target: float, rng: random.Random
+) -> tuple[list[Row], list[Row]]:
+    """`fixes` and the clean rows that bring the backspace runs per finished step written closest
+    to `target`: clean rows taken in `clean`'s order while each brings the share closer; when they
+    run out with the share still above it, rows of `fixes` dropped (in an order drawn from `rng`)
+    where each brings it closer. Nothing can raise a share below the target (no clean row is
+    chosen then). Logs the share reached."""
+    if any(r.get("steps_written") is None for r in fixes + clean):
+        raise _predates("select.bksp_share")
+    if not fixes:  # no share to match: no clean rows either, as with select.clean_share
+        return [], []
+    runs = sum(r["erase_events"] for r in fixes)
+    steps = sum(r["steps_written"] for r in fixes)
+    taken = 0
+    while taken < len(clean):
+        more = steps + clean[taken]["steps_written"]
+        if not _nearer((runs, more), (runs, steps), target):
+            break
+        steps, taken = more, taken + 1
+    dropped: set[int] = set()
+    if taken == len(clean) and steps and runs / steps > target:
+        order = list(range(len(fixes)))
+        rng.shuffle(order)
+        for i in order:
+            less = (runs - fixes[i]["erase_events"], steps - fixes[i]["steps_written"])
+            if _nearer(less, (runs, steps), target):
+                runs, steps = less
+                dropped.add(i)
+    log.info(
+        "select: %d backspace runs over %d finished steps written, %.4f per step (target %.4f); "
+        "%d of %d correction and self-correction rows, %d clean rows",
+        runs,
+        steps,
+        runs / steps if steps else 0.0,
+        target,
+        len(fixes) - len(dropped),
+        len(fixes),
+        taken,
+    )
+    return [r for i, r in enumerate(fixes) if i not in dropped], clean[:taken]
+
+
+def _nearer(new: tuple[int, int], old: tuple[int, int], target: float) -> bool:
+    """Whether the share runs / steps of `new` is nearer `target` than that of `old` (without
+    steps there is no share: `new` is then never nearer, and anything is nearer than `old`)."""
+    if new[1] <= 0:
+        return False
+    if old[1] <= 0:
+        return True
+    return abs(new[0] / new[1] - target) < abs(old[0] / old[1] - target)
+
+
+def _predates(option: str) -> SelectError:
+    return SelectError(
+        f"{option} reads the traces' steps_written, erase_events and precise_erases columns, "
+        "which these traces predate (written by an earlier search) or lack (precise_erases "
+        "needs an exact step checker); rerun the search, or turn the option off"
+    )
 
 
 def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
@@ -156,4 +278,4 @@ def write_selected(rows: list[Row], path: Path) -> None:
 
 def read_selected(path: Path) -> list[Row]:
     check_shard(path, "traces")
-    return pq.read_table(path).to_pylist()
+    return read_shard(path, "traces").to_pylist()

@@ -16,7 +16,9 @@ is used: its full schema (column names, order and types of `FEATURES[table]`, fr
 footer) and its schema version. A table folder holds only `batch-NNNNN.parquet` files: any other
 entry is an error naming it, since other readers of the folder (`pq.read_table(folder)`,
 `load_dataset("parquet", data_dir=...)`) would read it as rows. Names starting with "." (our
-temporaries) are skipped, as every Parquet reader skips them.
+temporaries) are skipped, as every Parquet reader skips them. Columns added to a table since its
+schema version was first written (`ADDED`) may be missing from a shard; `read_table` and
+`read_shard` give them as nulls.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ FEATURES: dict[str, Features] = {
             "error_n": Value("int32"),
             "mc_error_step": Value("int32"),
             "exact_error_step": Value("int32"),  # null: no exact checker, or it finds no error
+            # the stream as search/metrics.py reads it (ADDED: older shards lack them)
+            "steps_written": Value("int32"),  # finished steps written, erased ones included
+            "erase_events": Value("int32"),  # backspace runs
+            "precise_erases": Value("int32"),  # runs that erased a wrong step; null: no checker
         }
     ),
     "steps": Features(
@@ -95,6 +101,11 @@ FEATURES: dict[str, Features] = {
     ),
 }
 
+# columns added to a table after shards of this schema version were written, last in its schema:
+# a shard without them is still a shard of the version, and the readers here give them as nulls
+ADDED: dict[str, tuple[str, ...]] = {
+    "traces": ("steps_written", "erase_events", "precise_erases"),
+}
 
 SHARD_NAME = re.compile(r"batch-\d{5,}\.parquet")
 
@@ -194,18 +205,31 @@ def checked_shard_files(root: Path, table: str) -> list[str]:
 def read_table(root: Path, table: str, columns: list[str] | None = None) -> pa.Table:
     """Every shard of `table` under `root`, checked (`checked_shard_files`), as one Arrow table in
     batch order: the given `columns` (default: all, in schema order); an empty table of the
-    schema when there is no shard."""
-    parts = [pq.read_table(f, columns=columns) for f in checked_shard_files(root, table)]
+    schema when there is no shard. A column a shard predates (`ADDED`) comes as nulls."""
+    parts = [read_shard(f, table, columns) for f in checked_shard_files(root, table)]
     if parts:
         return pa.concat_tables(parts)
     empty = FEATURES[table].arrow_schema.empty_table()
     return empty.select(columns) if columns is not None else empty
 
 
+def read_shard(path: str | Path, table: str, columns: list[str] | None = None) -> pa.Table:
+    """One shard's `columns` (default: all, in schema order), unchecked, with the columns it
+    predates (`ADDED`) as nulls."""
+    schema = FEATURES[table].arrow_schema
+    fields = list(schema) if columns is None else [schema.field(c) for c in columns]
+    present = pq.read_schema(path).names
+    got = pq.read_table(path, columns=[f.name for f in fields if f.name in present])
+    for f in fields:
+        if f.name not in present:
+            got = got.append_column(f, pa.nulls(got.num_rows, f.type))
+    return got.select([f.name for f in fields])
+
+
 def check_shard(path: str | Path, table: str) -> None:
     """Fail, naming `path`, unless it is a readable Parquet file with exactly the columns of
-    `FEATURES[table]` (names, order, types) and this schema version in every row. Reads the
-    footer and the `schema_version` column only."""
+    `FEATURES[table]` (names, order, types; a column added later, `ADDED`, may be missing) and
+    this schema version in every row. Reads the footer and the `schema_version` column only."""
     try:
         got = pq.read_schema(path)
     except (OSError, pa.ArrowException) as err:
@@ -215,7 +239,11 @@ def check_shard(path: str | Path, table: str) -> None:
         ) from err
     if "schema_version" in got.names:
         check_schema_version(str(path))
-    wrong = _schema_differences(got, FEATURES[table].arrow_schema)
+    want = FEATURES[table].arrow_schema
+    for name in ADDED.get(table, ()):
+        if name not in got.names:  # written before the column was added
+            want = want.remove(want.get_field_index(name))
+    wrong = _schema_differences(got, want)
     if wrong:
         raise ShardError(
             f"{path} is not a {table!r} shard of schema version {SCHEMA_VERSION}: "

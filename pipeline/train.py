@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
@@ -33,10 +33,10 @@ from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
-from pipeline.shards import ShardError, check_shard, checked_shard_files
+from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
 from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, pick_device
-from workers.tokens import add_backspace_token, fit_token_rows
+from workers.tokens import add_backspace_token, fit_token_rows, untie_output
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
     if root.is_file():
         check_shard(files[0], "traces")
     ds_logging.set_verbosity_error()
-    ds = load_dataset("parquet", data_files=files, split="train")
+    # through our reader, not load_dataset: a shard without a column added since its schema
+    # version (shards.ADDED) gets it as nulls, where load_dataset refuses to mix the two
+    ds = Dataset(read_shard(root, "traces") if root.is_file() else read_table(root, "traces"))
     kinds = set(cfg.train.kinds.split(","))
     ds = ds.filter(lambda k: k in kinds, input_columns="kind")
     if len(ds) == 0:
@@ -103,6 +105,8 @@ def prepare(
     """Model (with the backspace token when `backspace`), tokenizer, collator, and checked
     training rows."""
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
+    if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
+        log.info("train: untied the output layer from the input embeddings")
     bksp = -1  # no row holds one without the token
     if backspace:
         bksp = add_backspace_token(model, tok, cfg.trace.bksp_token, cfg.train.init)

@@ -15,7 +15,12 @@ Definitions, all on *whole* steps:
   event is *precise* when one of the finished steps it erases is wrong. Erasing only a partial
   step is never precise: there is no verdict on it.
 - A stream *made an error* when it ever finished a wrong step (erased later or not); it *recovered*
-  when it made an error and is still `correct` (`Judge.correct`).
+  when it made an error and is still `correct` (`Judge.correct`). `errors_made` counts the wrong
+  steps finished while every visible step before them was right (the first wrong step, and after
+  an erase the next one), out of `fresh_steps`, the steps finished on such a right prefix:
+  sum(errors_made) / sum(fresh_steps) is the per-step error rate, the rate at which the model
+  makes an error where it still could be right (a step after a wrong one is wrong by inheritance,
+  and is not an error of its own).
 - For chance: `steps_written` / `wrong_steps_written` count every finished step, erased or not,
   and `erased_steps` / `erased_wrong_steps` the finished steps that backspaces erased. An eraser
   that picked finished steps at random would hit wrong ones at the rate
@@ -47,6 +52,8 @@ class StreamReport:
     erased_steps: int
     erased_wrong_steps: int | None
     finished: bool = True  # False: the stream ran out of its token budget (truncated)
+    fresh_steps: int = 0
+    errors_made: int | None = None
 
 
 class _Walk:
@@ -59,6 +66,7 @@ class _Walk:
         self.wrong: list[bool] = []  # one per visible finished step
         self.written = self.written_wrong = self.erased = self.erased_wrong = 0
         self.events = self.precise = 0
+        self.fresh = self.errors = 0  # steps finished on a right prefix, and wrong ones of them
         self.run_hit = False  # the current run erased a wrong finished step
 
     def write(self, token: int) -> None:
@@ -70,11 +78,14 @@ class _Walk:
         """The last visible step is finished: give it its verdict."""
         if self.wrong and self.wrong[-1]:
             verdict = True  # after the first wrong step
-        elif self.judge.task.has_step_checker:
-            steps = split_steps(self.visible, self.judge.tokenizer.delim_id)
-            verdict = self.judge.first_error(steps) is not None
         else:
-            verdict = False
+            self.fresh += 1
+            if self.judge.task.has_step_checker:
+                steps = split_steps(self.visible, self.judge.tokenizer.delim_id)
+                verdict = self.judge.first_error(steps) is not None
+            else:
+                verdict = False
+            self.errors += verdict
         self.wrong.append(verdict)
         self.written += 1
         self.written_wrong += verdict
@@ -129,4 +140,6 @@ def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamRep
         erased_steps=walk.erased,
         erased_wrong_steps=walk.erased_wrong if checker else None,
         finished=finished,
+        fresh_steps=walk.fresh,
+        errors_made=walk.errors if checker else None,
     )

@@ -14,6 +14,9 @@ config hash, seed, schema version) and writes them with an explicit schema (pipe
                   the fix at the same position (see `_first_wrong_token`).
   Kind `clean`: a correct solution without backspaces.
   Kind `self_correction`: a rollout that used backspaces and still ended right.
+  Every trace also says what search/metrics.py reads in it as written: `steps_written` (finished
+  steps, erased ones included), `erase_events` (backspace runs) and `precise_erases` (runs that
+  erased a step the exact checker calls wrong; None without a checker).
 - steps: one row per probed prefix: its last step, mc, rollouts, and the exact label.
 - pairs: chosen = wrong step + backspaces + correction, rejected = wrong step + the model's own
   continuation of the error.
@@ -33,6 +36,7 @@ from search.backspace import (
     serialize,
     serialize_stream,
 )
+from search.metrics import StreamReport, analyze
 from search.tree import FailingBranch, Judge, Node, SearchResult, Steps, Tree, flatten
 
 Row = dict[str, Any]
@@ -85,6 +89,7 @@ def _texts(tree: Tree, ser: Serialized) -> tuple[str, str]:
 
 def _trace_row(tree: Tree, kind: str, ser: Serialized, **extra: Any) -> Row:
     raw, visible = _texts(tree, ser)
+    stream = _stream_report(tree.judge, ser)
     return {
         "kind": kind,
         "input_ids": ser.input_ids,
@@ -102,7 +107,19 @@ def _trace_row(tree: Tree, kind: str, ser: Serialized, **extra: Any) -> Row:
         "error_n": None,
         "mc_error_step": None,
         "exact_error_step": None,
+        "steps_written": stream.steps_written,
+        "erase_events": stream.erase_events,
+        "precise_erases": stream.precise_erases,
     } | extra
+
+
+def _stream_report(judge: Judge, ser: Serialized) -> StreamReport:
+    """What search/metrics.py reads in the trace as written (every trace ends with
+    end-of-sequence): finished steps, backspace runs, and the runs that erased a wrong step."""
+    generated = ser.input_ids[len(judge.prompt) :]
+    if generated and generated[-1] == judge.tokenizer.eos_id:
+        generated = generated[:-1]
+    return analyze(judge, generated, finished=True)
 
 
 def _exact_error(tree: Tree, branch: FailingBranch) -> int | None:

@@ -103,6 +103,9 @@ def test_out_dir_does_not_change_the_hash():
         (["eval.temperatures=0.7"], r"eval.temperatures: expected a list"),
         (["search.omegaprm"], r"must look like section.key=value"),
         (["task.name=jsonl"], r"task.jsonl.path"),
+        (["select.bksp_share=1"], r"select.bksp_share: must be in \[0, 1\) \(0: off\) or -1"),
+        (["select.bksp_share=-0.5"], r"select.bksp_share: must be in \[0, 1\)"),
+        (["select.bksp_share=auto"], r"select.bksp_share: expected float, got 'auto'"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -129,6 +132,27 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     check_resumable(more, tmp_path / "config.yaml")  # extending a run is fine
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
     with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
+        check_resumable(other, tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["select.agree=true", "select.precise_only=true", "select.bksp_share=-1", "train.untie=true"],
+)
+def test_cleaner_selection_options_key_a_run_and_older_configs_resume(tmp_path, option):
+    import yaml
+
+    from pipeline.config import check_resumable
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    raw = cfg.to_dict()
+    del raw["select"]["agree"], raw["select"]["precise_only"], raw["select"]["bksp_share"]
+    del raw["train"]["untie"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))  # saved before the options
+    check_resumable(cfg, tmp_path / "config.yaml")  # off is the config it was
+    other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", option])
+    assert other.hash != cfg.hash
+    with pytest.raises(ConfigError, match=rf"{option.split('=')[0]}: .* there, .* now"):
         check_resumable(other, tmp_path / "config.yaml")
 
 

@@ -82,6 +82,7 @@ def test_erasing_a_right_step_after_a_visible_wrong_one_is_precise(unit: str, n:
     assert r.precise_erases == 1 and r.made_error and not r.correct
     assert (r.steps_written, r.wrong_steps_written) == (5, 5)  # all after the first wrong one
     assert (r.erased_steps, r.erased_wrong_steps) == (1, 1)
+    assert (r.fresh_steps, r.errors_made) == (1, 1)  # one error made, the rest inherit it
 
 
 @pytest.mark.parametrize(("unit", "n"), [("token", 9), ("step", 1)])
@@ -91,6 +92,7 @@ def test_erasing_a_right_step_after_an_erased_wrong_one_is_not_precise(unit: str
     assert r.made_error and r.correct
     assert (r.steps_written, r.wrong_steps_written) == (6, 1)
     assert (r.erased_steps, r.erased_wrong_steps) == (2, 1)
+    assert (r.fresh_steps, r.errors_made) == (6, 1)  # every step written on a right prefix
 
 
 @pytest.mark.parametrize("unit", ["token", "step"])
@@ -134,7 +136,7 @@ def test_a_task_without_checker_reports_none() -> None:
     j = Judge(task, problem, TOK, tuple(TOK.encode(problem.prompt)))
     r = analyze(j, stream("two\n", "#### 5\n", 7, "#### 4"), True)
     assert r.correct and r.erase_events == 1 and (r.steps_written, r.erased_steps) == (3, 1)
-    assert r.precise_erases is None and r.made_error is None
+    assert r.precise_erases is None and r.made_error is None and r.errors_made is None
     assert r.wrong_steps_written is None and r.erased_wrong_steps is None
 
 
@@ -170,6 +172,24 @@ def naive(j: Judge, gen: list[int], finished: bool) -> tuple[int, bool, int]:
     return precise, wrong_written > 0, wrong_written
 
 
+def naive_errors(j: Judge, gen: list[int], finished: bool) -> tuple[int, int]:
+    """(steps finished on a right prefix, wrong ones among them) straight from the definitions:
+    at each step finished, the visible finished steps before it and with it."""
+    prompt = list(j.prompt)
+    fresh = errors = 0
+    ends = [k + 1 for k, t in enumerate(gen) if t == TOK.delim_id]
+    end = apply_backspaces(prompt + gen, len(prompt), j.unit, B, TOK.delim_id)[len(prompt) :]
+    if finished and end and end[-1] != TOK.delim_id:
+        ends.append(len(gen))
+    for k in ends:
+        ids = apply_backspaces(prompt + gen[:k], len(prompt), j.unit, B, TOK.delim_id)
+        steps = split_steps(ids[len(prompt) :], TOK.delim_id)
+        if j.first_error(steps[:-1]) is None:
+            fresh += 1
+            errors += j.first_error(steps) is not None
+    return fresh, errors
+
+
 PIECES = [*RIGHT, "7+9+0=17\n", "4+8+1=14\n", "3+", "7+9+0=1", "6\n", "\n", "ans 937"]
 
 
@@ -187,6 +207,7 @@ def test_analyze_agrees_with_the_naive_definitions(
         return
     r = analyze(j, gen, finished)
     assert (r.precise_erases, r.made_error, r.wrong_steps_written) == naive(j, gen, finished)
+    assert (r.fresh_steps, r.errors_made) == naive_errors(j, gen, finished)
     assert r.erased_wrong_steps is not None and r.wrong_steps_written is not None
     assert r.erased_wrong_steps <= r.erased_steps <= r.steps_written
     assert r.erased_wrong_steps <= r.wrong_steps_written

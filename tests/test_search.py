@@ -238,3 +238,63 @@ def test_every_trace_ends_with_end_of_sequence_under_loss(add8, tok):
     for res in results:
         for pair in table_rows(res)["pairs"]:
             assert pair["chosen_ids"][-1] == tok.eos_id
+
+
+def runs_of(ids, bksp):
+    """Backspace runs in `ids`, counted directly."""
+    return sum(t == bksp and (i == 0 or ids[i - 1] != bksp) for i, t in enumerate(ids))
+
+
+@pytest.mark.parametrize("unit", ["token", "step"])
+def test_every_trace_counts_its_steps_runs_and_precise_erases(add8, tok, unit):
+    task, problems = add8
+    policy = ScriptedPolicy(
+        task, problems, tok, error_rate=0.05, trap_rate=0.6, fix_rate=0.5, unit=unit
+    )
+    searches = [
+        Search(omegaprm(make_tree(task, p, tok, unit), OmegaParams(budget=4), 2)) for p in problems
+    ]
+    rows = [r for res in run_batched(searches, policy) for r in table_rows(res)["traces"]]
+    assert {r["kind"] for r in rows} == {"correction", "clean", "self_correction"}
+    for r in rows:
+        generated = r["input_ids"][r["prompt_len"] : -1]  # without end-of-sequence
+        # every delimiter written finishes a step, and so does the end (the answer line has none)
+        assert r["steps_written"] == generated.count(tok.delim_id) + 1, r["raw_text"]
+        assert r["erase_events"] == runs_of(generated, tok.bksp_id)
+        assert 0 <= r["precise_erases"] <= r["erase_events"]
+    # a correction erases its wrong step: precise exactly when the checker finds an error up to
+    # it (a finished step; an unfinished one, the answer line, has no verdict)
+    corrections = [r for r in rows if r["kind"] == "correction" and erases_a_finished_step(r, tok)]
+    assert corrections
+    for r in corrections:
+        assert r["precise_erases"] == (r["exact_error_step"] is not None)
+    assert any(r["precise_erases"] < r["erase_events"] for r in rows)  # not all precise
+
+
+def erases_a_finished_step(row, tok):
+    """Whether a correction's erased tokens end with the step delimiter."""
+    (_, end), *_ = row["erase_spans"]
+    return row["input_ids"][end - 1] == tok.delim_id
+
+
+def test_precise_only_keeps_the_self_correction_that_erased_a_wrong_step(add8, tok):
+    from pipeline.config import SelectConfig
+    from pipeline.select import select_backtrack
+
+    task, problems = add8
+    problem = problems[0]
+    ref = task.reference(problem)
+    rest = tok.encode("".join("\n" + step for step in ref[1:]))
+    precise = tok.encode(ref[0] + "7\n") + [tok.bksp_id] * 2 + rest  # erases "7\n"
+    # erases the delimiter of the right first step (a right finished step) and writes it again
+    imprecise = tok.encode(ref[0] + "\n") + [tok.bksp_id] + rest
+    tree = make_tree(task, problem, tok)
+    rollouts = [Rollout(tuple(x), True) for x in (precise, imprecise)]
+    assert tree.add_rollouts(tree.root, rollouts) == [True, True]
+    rows = [r | {"problem_id": problem.id} for r in table_rows(SearchResult(tree, []))["traces"]]
+    own = [(r["erase_events"], r["precise_erases"]) for r in rows if r["kind"] != "clean"]
+    assert own == [(1, 1), (1, 0)]
+    s = SelectConfig(precise_only=True, clean_share=0.0)
+    chosen = select_backtrack(rows, s, seed=0)
+    assert [r["raw_text"] for r in chosen] == [tok.decode(precise)]
+    assert len(select_backtrack(rows, SelectConfig(clean_share=0.0), seed=0)) == 2

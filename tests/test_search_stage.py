@@ -131,3 +131,31 @@ def test_placement_reaches_the_traces_and_a_changed_one_is_refused(tmp_path, cap
     capsys.readouterr()
     assert run(tmp_path / "e", "trace.unit=step", "trace.placement=at_token") == 2
     assert "trace.placement: 'at_error' there, 'at_token' now" in capsys.readouterr().err
+
+
+def test_summary_has_the_model_step_error_rate_and_select_can_match_it(tmp_path, caplog):
+    from pipeline import select
+    from pipeline.select import read_selected
+
+    def rate(name, *extra):
+        assert run(tmp_path / name, *extra) == 0
+        summary = json.loads((tmp_path / name / "round-0" / "search" / "summary.json").read_text())
+        return summary["step_error_rate"]
+
+    assert rate("never", "search.fake.error_rate=0", "search.fake.trap_rate=0") == 0.0
+    low, high = rate("low"), rate("high", "search.fake.error_rate=0.2")
+    assert 0 < low < high < 1
+    caplog.set_level("INFO", logger="pipeline.select")
+    cfg = load_config(
+        "arith-tiny", [*SMALL, f"run.out_dir={tmp_path / 'low'}", "select.bksp_share=-1"]
+    )
+    result = select.main(cfg)
+    assert f"(target {low:.4f})" in caplog.text
+    rows = read_selected(result["path"])
+    runs = sum(r["erase_events"] for r in rows)
+    assert abs(runs / sum(r["steps_written"] for r in rows) - low) < 0.01
+    stats = tmp_path / "low" / "round-0" / "search" / "stats" / "batch-00000.json"
+    older = {k: v for k, v in json.loads(stats.read_text()).items() if "screen_" not in k}
+    stats.write_text(json.dumps(older))  # a batch searched before the counts were recorded
+    (tmp_path / "low" / "round-0" / "search" / "summary.json").unlink()
+    assert rate("low") is None

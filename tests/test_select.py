@@ -1,7 +1,12 @@
-"""Selection: confident corrections first, caps per problem, clean share, equal tokens."""
+"""Selection: confident corrections first, caps per problem, clean share, equal tokens, and the
+cleaner selection (agreeing first errors, precise self-corrections, the share of backspaces)."""
+
+import dataclasses
+
+import pytest
 
 from pipeline.config import SelectConfig
-from pipeline.select import n_tokens, select_backtrack, select_baseline
+from pipeline.select import SelectError, n_tokens, select_backtrack, select_baseline
 
 
 def row(pid, kind, parent_mc=None, error_n=None, length=10, nb=0):
@@ -70,3 +75,104 @@ def test_curriculum_orders_short_erases_first():
     chosen = select_backtrack(rows, s, seed=0)
     erased = [sum(b - a for a, b in r["erase_spans"]) for r in chosen]
     assert erased == sorted(erased) and erased[-1] > erased[0]
+
+
+def located(pid, mc_step, exact_step, parent_mc=0.9):
+    """A correction whose first error the search put at `mc_step` and the checker at
+    `exact_step` (None: the checker finds no error on the good steps and the wrong step)."""
+    return row(pid, "correction", parent_mc, 8, nb=1) | {
+        "mc_error_step": mc_step,
+        "exact_error_step": exact_step,
+    }
+
+
+def test_agree_keeps_only_corrections_whose_first_errors_agree():
+    rows = [
+        located("a", 2, 2, parent_mc=0.5),
+        located("a", 2, None, parent_mc=0.9),  # the MC label was wrong: the step is right
+        located("a", 3, 1, parent_mc=0.8),  # the good steps were not good
+        located("b", 0, 0),
+        located("c", 1, None),
+    ]
+    s = SelectConfig(agree=True, corrections_per_problem=1, clean_share=0.0)
+    chosen = select_backtrack(rows, s, seed=0)
+    # problem a's most confident agreeing correction is its least confident one overall
+    assert sorted((r["problem_id"], r["parent_mc"]) for r in chosen) == [("a", 0.5), ("b", 0.9)]
+    assert all(r["mc_error_step"] == r["exact_error_step"] for r in chosen)
+    off = select_backtrack(rows, dataclasses.replace(s, agree=False), seed=0)
+    assert len(off) == 3 and any(r["exact_error_step"] is None for r in off)
+    # a task without an exact checker: nothing to agree with, nothing changes
+    assert select_backtrack(rows, s, seed=0, has_checker=False) == off
+
+
+def own(pid, events, precise):
+    """A self-correction with `events` backspace runs, `precise` of them erasing a wrong step."""
+    return row(pid, "self_correction", nb=events) | {
+        "steps_written": 6,
+        "erase_events": events,
+        "precise_erases": precise,
+    }
+
+
+def test_precise_only_keeps_self_corrections_whose_every_erase_was_precise():
+    rows = [own("a", 1, 1), own("a", 2, 1), own("b", 1, 0), own("c", 2, 2), own("c", 1, 1)]
+    s = SelectConfig(precise_only=True, self_corrections_per_problem=9, clean_share=0.0)
+    chosen = select_backtrack(rows, s, seed=0)
+    assert sorted((r["problem_id"], r["erase_events"]) for r in chosen) == [
+        ("a", 1),
+        ("c", 1),
+        ("c", 2),
+    ]
+    assert len(select_backtrack(rows, dataclasses.replace(s, precise_only=False), 0)) == 5
+    assert len(select_backtrack(rows, s, seed=0, has_checker=False)) == 5
+    old = [{k: v for k, v in r.items() if k != "precise_erases"} for r in rows]
+    with pytest.raises(SelectError, match="predate"):  # traces from before the columns
+        select_backtrack(old, s, seed=0)
+
+
+def share_rows(n_problems=200):
+    """Per problem: a correction of 7 steps and one backspace run, a self-correction of 9 steps
+    and two runs, and two clean solutions of 5 or 6 steps."""
+    rows = []
+    for i in range(n_problems):
+        pid = f"p{i:03d}"
+        rows.append(row(pid, "correction", 0.9, 8, nb=1) | {"steps_written": 7, "erase_events": 1})
+        rows.append(own(pid, 2, 2) | {"steps_written": 9})
+        rows += [row(pid, "clean") | {"steps_written": 5 + j, "erase_events": 0} for j in (0, 1)]
+    return rows
+
+
+def bksp_share(rows):
+    return sum(r["erase_events"] for r in rows) / sum(r["steps_written"] for r in rows)
+
+
+@pytest.mark.parametrize("target", [0.05, 0.08, 0.12])
+def test_bksp_share_matches_the_share_of_steps_followed_by_a_backspace(target):
+    rows = share_rows()
+    s = SelectConfig(bksp_share=target, clean_per_problem=2)
+    chosen = select_backtrack(rows, s, seed=3)
+    assert abs(bksp_share(chosen) - target) < 0.002  # one row moves it by less than 0.001 here
+    assert chosen == select_backtrack(rows, s, seed=3)  # seeded
+    assert bksp_share(select_backtrack(rows, SelectConfig(clean_per_problem=2), 3)) > 0.14
+    # every row together holds 600 runs over 5400 steps: below that share the clean rows run
+    # out, and correction and self-correction rows are dropped instead
+    n_fixes = sum(r["kind"] != "clean" for r in chosen)
+    assert (n_fixes < 400) == (target < 600 / 5400)
+
+
+def test_bksp_share_above_what_the_corrections_hold_takes_no_clean_rows():
+    rows = share_rows(20)
+    chosen = select_backtrack(rows, SelectConfig(bksp_share=0.5), seed=0)
+    assert {r["kind"] for r in chosen} == {"correction", "self_correction"}
+    assert bksp_share(chosen) == pytest.approx(3 / 16)  # the most the rows allow
+
+
+def test_bksp_share_auto_reads_the_model_error_rate():
+    rows = share_rows()
+    s = SelectConfig(bksp_share=-1, clean_per_problem=2)
+    for rate in (0.07, 0.11):
+        chosen = select_backtrack(rows, s, seed=0, error_rate=rate)
+        assert abs(bksp_share(chosen) - rate) < 0.002
+        assert chosen == select_backtrack(rows, dataclasses.replace(s, bksp_share=rate), 0)
+    with pytest.raises(SelectError, match="per-step error rate"):
+        select_backtrack(rows, s, seed=0, error_rate=None)

@@ -194,3 +194,31 @@ def test_resumed_search_names_a_foreign_file_instead_of_a_traceback(tmp_path, ca
     )
     assert run(tmp_path) == 2  # a message, not a TypeError traceback
     assert "mine.parquet" in capsys.readouterr().err
+
+
+def test_a_shard_from_before_the_added_columns_still_loads(tmp_path, tables):
+    from pipeline.config import load_config
+    from pipeline.layout import RunLayout
+    from pipeline.select import read_selected, write_selected
+    from pipeline.shards import ADDED
+    from pipeline.train import load_traces
+
+    rnd = RunLayout(tmp_path).round(0)
+    write_batch(rnd.search, 0, tables)
+    write_batch(rnd.search, 1, tables)
+    added = list(ADDED["traces"])
+    rewrite_without(shard_path(rnd.search, "traces", 1), *added)  # written before them
+    assert batch_done(rnd.search, 1)
+    got = read_table(rnd.search, "traces").to_pylist()
+    n = len(tables["traces"])
+    assert [r["steps_written"] is None for r in got] == [False] * n + [True] * n
+    assert got[n:] == [r | dict.fromkeys(added) for r in tables["traces"]]
+    assert read_table(rnd.search, "traces", columns=["kind", added[0]]).num_rows == 2 * n
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    assert len(load_traces(cfg, rnd)) == 2 * n  # a search resumed across the change
+    rewrite_without(shard_path(rnd.search, "traces", 0), "loss_mask")
+    with pytest.raises(ShardError, match="loss_mask"):  # any other missing column still fails
+        read_table(rnd.search, "traces")
+    write_selected(got[n:], rnd.selected)
+    rewrite_without(rnd.selected, *added)
+    assert read_selected(rnd.selected) == got[n:]

@@ -167,3 +167,40 @@ def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched
     assert not isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
     trainer.sequential = True  # select.curriculum: the selection's order is kept
     assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+
+
+def test_untie_learns_the_backspace_output_row_apart_and_saves_an_ordinary_checkpoint(
+    searched, tmp_path
+):
+    import shutil
+
+    from pipeline.files import save_model
+
+    out = tmp_path / "untied"
+    shutil.copytree(searched / "bootstrap", out / "bootstrap")
+    shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
+    tied, *_ = train.prepare(cfg_for(out), *_round0(out))
+    assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
+    cfg = cfg_for(out, "train.untie=true")
+    model, tok, collate, ds = train.prepare(cfg, *_round0(out))
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert head.data_ptr() != emb.data_ptr() and not model.config.tie_word_embeddings
+    bksp = collate.bksp_id
+    assert torch.equal(head, emb)  # a copy, backspace row included, until training moves it
+
+    trained = AutoModelForCausalLM.from_pretrained(train.main(cfg))
+    t_emb, t_head = trained.get_input_embeddings().weight, trained.get_output_embeddings().weight
+    assert not trained.config.tie_word_embeddings and t_head.data_ptr() != t_emb.data_ptr()
+    assert not torch.equal(t_head[bksp], head[bksp])  # the backspace's output row was learned
+    assert not torch.allclose(t_head[bksp], t_emb[bksp], atol=1e-3)  # apart from its input row
+
+    with torch.no_grad():  # an untied head that differs from the embeddings survives a reload
+        head[bksp] += 1.0
+    save_model(model, tok, tmp_path / "saved")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    x = torch.tensor([ds[0]["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(again(x).logits, model.eval()(x).logits)
+    assert (
+        AutoTokenizer.from_pretrained(tmp_path / "saved").convert_tokens_to_ids("<|bksp|>") == bksp
+    )

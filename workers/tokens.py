@@ -10,6 +10,10 @@ shrink), and initialises the new row (input and, when untied, output) by a named
 - `subtokens`: the mean of the pieces the token string splits into as plain text.
 
 A tokenizer that already has the token reuses its id and leaves the weights alone.
+
+`untie_output(model)` gives a model whose output layer is its input embedding matrix (GPT-2, the
+bootstrap's models) an output layer of its own, so the backspace's output row can be learned apart
+from its input row (`train.untie`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,21 @@ def add_backspace_token(
     if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         _init_row(out.weight, new_id, source, min(old_rows, new_id))
     return new_id
+
+
+def untie_output(model: Any) -> bool:
+    """Give `model` an output layer of its own, initialised as a copy of the input embeddings, and
+    mark its config untied (`tie_word_embeddings=False`), so training moves the two apart and a
+    saved checkpoint keeps both (it loads with `AutoModelForCausalLM` as any untied model).
+    Returns whether it was tied; a model already untied, or without an output layer, is left as
+    it is."""
+    out, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or out.weight.data_ptr() != emb.weight.data_ptr():
+        return False
+    out.weight = torch.nn.Parameter(emb.weight.detach().clone())
+    model.config.get_text_config().tie_word_embeddings = False
+    model.config.tie_word_embeddings = False
+    return True
 
 
 def _source_ids(tokenizer: Any, token: str, init: Init) -> list[int] | None:
