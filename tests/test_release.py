@@ -45,7 +45,10 @@ def test_every_config_loads_with_its_features(run_dir, tmp_path):
     folder = release(run_dir, "arith", out=tmp_path)
     assert folder == tmp_path / "arith"
     for table in ("traces", "steps", "pairs"):
-        ds = datasets.load_dataset(str(folder), table, split="train")
+        # a cache of its own: a shared one may hold an earlier release of the same name
+        ds = datasets.load_dataset(
+            str(folder), table, split="train", cache_dir=str(tmp_path / "cache")
+        )
         assert ds.features == FEATURES[table]
         assert ds.num_rows == stage_rows(run_dir, table) > 0  # both arms' round 0, kept once
     meta, text = front_matter(folder)
