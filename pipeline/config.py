@@ -36,6 +36,9 @@ class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
+Arm = Literal["backtrack", "baseline", "dpo"]
+
+
 @dataclass(frozen=True)
 class ArithmeticConfig:
     """`digits`-digit addition or multiplication with a digit-level scratchpad."""
@@ -209,7 +212,25 @@ class TrainConfig:
     selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
     `workers` > 0 runs under Ray Train with that many workers. `token_warmup` > 0 first fits only
     the new token's embedding rows for that many batches (learning rate 10 × `lr`), the rest
-    frozen. `error_weight` scales the loss of the two targets that see a wrong step."""
+    frozen. `error_weight` scales the loss of the two targets that see a wrong step.
+
+    `objective`: `sft` (cross-entropy on the traces) or `dpo` (preference pairs from the round's
+    `pairs` table, or its dpo selection; search/pairs.py): chosen = the wrong step, erased, then
+    the backspaces and the fix; rejected = the wrong step and the model's own continuation. Each
+    side's log-probability sums its loss-bearing tokens only (the prompt, the good steps and the
+    wrong step carry none), in `mode` attention (erase: the fix never sees the wrong step). The
+    reference is the start model with the backspace rows as training gets them (`init`, then
+    `token_warmup` batches on the chosen sequences), frozen; its log-probabilities are computed
+    once and kept in `train/reference.json`. A dpo batch holds `batch_size // 2` pairs (at least
+    one): as many sequences per optimizer step as sft. `dpo_beta`: the DPO temperature β (TRL's
+    `beta`). `dpo_sft_weight`: the weight of the SFT loss on the chosen sequences added to the DPO
+    loss (the mean over their loss-bearing tokens, `error_weight` applied; TRL's `sft` loss
+    type); 1 by default because DPO alone on pairs that share a long prefix tends to lower the
+    chosen side's likelihood along with the rejected one's (Pang et al. 2024, iterative
+    reasoning preference optimisation: the NLL term was needed on GSM8K); 0 is plain DPO.
+    `dpo_right_pairs` adds a pair at each fix's first step, which lies on a path that ended
+    right: carrying on is chosen, erasing that step is rejected, so unneeded backspaces are
+    pushed down too. In `halluc run` each arm sets `objective` itself (run.arms)."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -225,8 +246,17 @@ class TrainConfig:
     save_steps: int = 50
     workers: int = 0
     seed: int = 0
+    objective: Literal["sft", "dpo"] = "sft"
+    dpo_beta: float = 0.1
+    dpo_sft_weight: float = 1.0
+    dpo_right_pairs: bool = False
 
     def __post_init__(self) -> None:
+        if self.dpo_beta <= 0 or self.dpo_sft_weight < 0:
+            raise ConfigError(
+                f"dpo_beta must be > 0 and dpo_sft_weight >= 0 (0: plain DPO), got dpo_beta="
+                f"{self.dpo_beta}, dpo_sft_weight={self.dpo_sft_weight}"
+            )
         allowed = {"correction", "self_correction", "clean"}
         bad = set(self.kinds.split(",")) - allowed
         if bad:
@@ -240,7 +270,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SelectConfig:
     """What each arm trains on next (DESIGN §6; pipeline/select.py). `arm` is the arm that
-    `halluc select` selects for on its own (the loop selects for both)."""
+    `halluc select` selects for on its own (the loop selects for each of `run.arms`); the dpo
+    arm's selection is pairs, at most `corrections_per_problem` per problem."""
 
     corrections_per_problem: int = 2
     self_corrections_per_problem: int = 2
@@ -248,7 +279,7 @@ class SelectConfig:
     clean_share: float = 0.3
     min_parent_mc: float = 0.0
     curriculum: bool = False
-    arm: Literal["backtrack", "baseline"] = "backtrack"
+    arm: Arm = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
@@ -357,7 +388,15 @@ class RunConfig:
     one sub-run per seed, `out_dir/seed-S/`, and compares the arms over all of them), the round a
     stage run on its own works on, and the math threads of each in-process stage (search workers
     share them: `threads // search.workers` each). The baseline arm's model has no backspace
-    token unless `baseline_backspace`."""
+    token unless `baseline_backspace`.
+
+    `arms`: the arms `halluc run` runs side by side, each searching with its own model under the
+    same search config: `backtrack` (sft on corrections, self-corrections and clean solutions)
+    and `baseline` (sft on clean solutions only, no backspace token) always, since the verdict
+    compares them and the backtrack arm sets the training budget; `dpo` optionally (train.
+    objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens and
+    trained for its optimizer steps), compared with the baseline in the verdict and the report.
+    Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -367,10 +406,17 @@ class RunConfig:
     model_id: str = ""
     threads: int = 2
     baseline_backspace: bool = False
+    arms: list[Arm] = field(default_factory=lambda: ["baseline", "backtrack"])
 
     def __post_init__(self) -> None:
         if self.round < 0 or self.rounds < 0 or self.threads < 1:
             raise ConfigError("round and rounds must be >= 0, threads >= 1")
+        if len(set(self.arms)) != len(self.arms) or not {"baseline", "backtrack"} <= {*self.arms}:
+            raise ConfigError(
+                f"arms: each arm once, baseline and backtrack always (the verdict compares them "
+                f"and the backtrack arm sets the training budget), got {self.arms}; e.g. "
+                "run.arms=[baseline,backtrack,dpo]"
+            )
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: each seed once, got {self.seeds}")
 
@@ -409,6 +455,7 @@ NOT_HASHED = [
     ("model", "device"),
     ("model", "path"),
     ("eval", "model"),
+    ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
 ]
 
 # keys that moved (old flat name -> new place) or went away (-> what to do instead)
