@@ -25,6 +25,7 @@ from pipeline.layout import RoundLayout
 from pipeline.shards import ShardError, check_shard, checked_shard_files, read_table
 from search.pairs import preferences
 from workers.collate import BacktrackCollator
+from workers.hf import pick_device
 from workers.preference import PairCollator, reference_logps
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def with_reference(
             )
         chosen, rejected = ref["chosen"], ref["rejected"]
     else:
+        model.to(pick_device(cfg.model.device))
         chosen, rejected = reference_logps(model, ds, collate, max(1, cfg.train.batch_size // 2))
         model.train()
         if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
