@@ -220,26 +220,7 @@ def train_worker(config: dict[str, Any]) -> None:
     model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd, backspace)
     out = rnd.train
     dpo = isinstance(collate, PairCollator)
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        # a dpo batch holds as many sequences as an sft one: half as many pairs
-        per_device_train_batch_size=max(1, t.batch_size // 2) if dpo else t.batch_size,
-        num_train_epochs=t.epochs,
-        max_steps=config.get("max_steps", t.max_steps),
-        learning_rate=t.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=t.warmup,
-        weight_decay=0.0,
-        save_steps=t.save_steps,
-        save_total_limit=1,
-        logging_steps=10,
-        report_to=[],
-        remove_unused_columns=False,
-        seed=t.seed,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        ddp_backend="gloo" if config.get("ray") and not torch.cuda.is_available() else None,
-    )
+    args = training_arguments(cfg, out, config, dpo)
     trainer: Trainer = WeightedTrainer(
         model=model, args=args, train_dataset=ds, data_collator=collate
     )
@@ -270,6 +251,31 @@ def train_worker(config: dict[str, Any]) -> None:
         }
         write_json(out / "compute.json", compute | (pair_compute(ds) if dpo else _sft(ds)))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def training_arguments(cfg: Config, out: Path, config: dict[str, Any], dpo: bool) -> Any:
+    """The Trainer's arguments for the round's `train/` directory `out`."""
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        # a dpo batch holds as many sequences as an sft one: half as many pairs
+        per_device_train_batch_size=max(1, t.batch_size // 2) if dpo else t.batch_size,
+        num_train_epochs=t.epochs,
+        max_steps=config.get("max_steps", t.max_steps),
+        learning_rate=t.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup,
+        weight_decay=0.0,
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        logging_steps=10,
+        report_to=[],
+        remove_unused_columns=False,
+        seed=t.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        ddp_backend="gloo" if config.get("ray") and not torch.cuda.is_available() else None,
+    )
 
 
 def _sft(ds: Dataset) -> dict[str, int]:
