@@ -394,8 +394,9 @@ class RunConfig:
     same search config: `backtrack` (sft on corrections, self-corrections and clean solutions)
     and `baseline` (sft on clean solutions only, no backspace token) always, since the verdict
     compares them and the backtrack arm sets the training budget; `dpo` optionally (train.
-    objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens and
-    trained for its optimizer steps), compared with the baseline in the verdict and the report.
+    objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens,
+    right-step pairs on top, and trained for its optimizer steps), compared with the baseline in
+    the verdict and the report.
     Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"
