@@ -10,7 +10,7 @@ PRESET ?= arith-tiny
 $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev,trl]'
 	touch $@
 
 demo: $(BIN)/.installed

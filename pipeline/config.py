@@ -36,6 +36,9 @@ class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
+Arm = Literal["backtrack", "baseline", "dpo"]
+
+
 @dataclass(frozen=True)
 class ArithmeticConfig:
     """`digits`-digit addition or multiplication with a digit-level scratchpad."""
@@ -213,7 +216,25 @@ class TrainConfig:
     model whose output layer is its input embedding matrix (GPT-2 and the bootstrap's models) gets
     an output layer of its own before fine-tuning, a copy of the embeddings, so the backspace's
     output row is learned apart from its input row; both arms, so they keep one architecture. The
-    saved model is an ordinary untied checkpoint (config `tie_word_embeddings: false`)."""
+    saved model is an ordinary untied checkpoint (config `tie_word_embeddings: false`).
+
+    `objective`: `sft` (cross-entropy on the traces) or `dpo` (preference pairs from the round's
+    `pairs` table, or its dpo selection; search/pairs.py): chosen = the wrong step, erased, then
+    the backspaces and the fix; rejected = the wrong step and the model's own continuation. Each
+    side's log-probability sums its loss-bearing tokens only (the prompt, the good steps and the
+    wrong step carry none), in `mode` attention (erase: the fix never sees the wrong step). The
+    reference is the start model with the backspace rows as training gets them (`init`, then
+    `token_warmup` batches on the chosen sequences), frozen; its log-probabilities are computed
+    once and kept in `train/reference.json`. A dpo batch holds `batch_size // 2` pairs (at least
+    one): as many sequences per optimizer step as sft. `dpo_beta`: the DPO temperature β (TRL's
+    `beta`). `dpo_sft_weight`: the weight of the SFT loss on the chosen sequences added to the DPO
+    loss (the mean over their loss-bearing tokens, `error_weight` applied; TRL's `sft` loss
+    type); 1 by default because DPO alone on pairs that share a long prefix tends to lower the
+    chosen side's likelihood along with the rejected one's (Pang et al. 2024, iterative
+    reasoning preference optimisation: the NLL term was needed on GSM8K); 0 is plain DPO.
+    `dpo_right_pairs` adds a pair at each fix's first step, which lies on a path that ended
+    right: carrying on is chosen, erasing that step is rejected, so unneeded backspaces are
+    pushed down too. In `halluc run` each arm sets `objective` itself (run.arms)."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -230,8 +251,17 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     untie: bool = False
+    objective: Literal["sft", "dpo"] = "sft"
+    dpo_beta: float = 0.1
+    dpo_sft_weight: float = 1.0
+    dpo_right_pairs: bool = False
 
     def __post_init__(self) -> None:
+        if self.dpo_beta <= 0 or self.dpo_sft_weight < 0:
+            raise ConfigError(
+                f"dpo_beta must be > 0 and dpo_sft_weight >= 0 (0: plain DPO), got dpo_beta="
+                f"{self.dpo_beta}, dpo_sft_weight={self.dpo_sft_weight}"
+            )
         allowed = {"correction", "self_correction", "clean"}
         bad = set(self.kinds.split(",")) - allowed
         if bad:
@@ -248,7 +278,8 @@ AUTO_SHARE = -1.0  # select.bksp_share: the searched model's own per-step error 
 @dataclass(frozen=True)
 class SelectConfig:
     """What each arm trains on next (DESIGN §6; pipeline/select.py). `arm` is the arm that
-    `halluc select` selects for on its own (the loop selects for both).
+    `halluc select` selects for on its own (the loop selects for each of `run.arms`); the dpo
+    arm's selection is pairs, at most `corrections_per_problem` per problem.
 
     Cleaner selection (backtrack arm; off by default). `agree`: keep a correction only where the
     exact step checker puts the first error on the step the Monte Carlo search located (a task
@@ -274,7 +305,7 @@ class SelectConfig:
     agree: bool = False
     precise_only: bool = False
     bksp_share: float = 0.0
-    arm: Literal["backtrack", "baseline"] = "backtrack"
+    arm: Arm = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
@@ -388,7 +419,16 @@ class RunConfig:
     one sub-run per seed, `out_dir/seed-S/`, and compares the arms over all of them), the round a
     stage run on its own works on, and the math threads of each in-process stage (search workers
     share them: `threads // search.workers` each). The baseline arm's model has no backspace
-    token unless `baseline_backspace`."""
+    token unless `baseline_backspace`.
+
+    `arms`: the arms `halluc run` runs side by side, each searching with its own model under the
+    same search config: `backtrack` (sft on corrections, self-corrections and clean solutions)
+    and `baseline` (sft on clean solutions only, no backspace token) always, since the verdict
+    compares them and the backtrack arm sets the training budget; `dpo` optionally (train.
+    objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens,
+    right-step pairs on top, and trained for its optimizer steps), compared with the baseline in
+    the verdict and the report.
+    Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"
     seed: int = 0
@@ -398,10 +438,17 @@ class RunConfig:
     model_id: str = ""
     threads: int = 2
     baseline_backspace: bool = False
+    arms: list[Arm] = field(default_factory=lambda: ["baseline", "backtrack"])
 
     def __post_init__(self) -> None:
         if self.round < 0 or self.rounds < 0 or self.threads < 1:
             raise ConfigError("round and rounds must be >= 0, threads >= 1")
+        if len(set(self.arms)) != len(self.arms) or not {"baseline", "backtrack"} <= {*self.arms}:
+            raise ConfigError(
+                f"arms: each arm once, baseline and backtrack always (the verdict compares them "
+                f"and the backtrack arm sets the training budget), got {self.arms}; e.g. "
+                "run.arms=[baseline,backtrack,dpo]"
+            )
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: each seed once, got {self.seeds}")
 
@@ -487,6 +534,7 @@ NOT_HASHED = [
     ("value", "out_dir"),
     ("value", "runs"),  # what they hold, and the init, are recorded beside the value model
     ("value", "init"),
+    ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
 ]
 
 # sections that shape only their own stage's output (nothing the search, training or

@@ -5,10 +5,14 @@
       environment.json          library versions, threads, CPU flags, git commit
       bootstrap/model/          the model trained from scratch (unless model.path is given)
       bootstrap/eval.json       its figures: round 0 (start-eval.json when model.path is given)
-      ARM/round-R/              one arm's round R (a stage run on its own uses round-R/)
+      ARM/round-R/              one arm's round R (ARM: each of run.arms; a stage run on its
+                                own uses round-R/)
         search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
-        select/                 selected.parquet (what the arm trains on), config.yaml
+        select/                 selected.parquet (what the arm trains on; the dpo arm:
+                                pairs.parquet), config.yaml
         train/model/            the trained model (halluc.json: how decoding must treat it)
+        train/compute.json      what training cost (rows, loss-bearing tokens, steps)
+        train/reference.json    (dpo) the reference model's log-probabilities of the pairs
         eval.json  tune.json    that model's figures, held out and on training problems
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
@@ -26,7 +30,13 @@ from pathlib import Path
 
 from pipeline.config import Config
 
-ARMS = ("backtrack", "baseline")
+ARMS = ("backtrack", "baseline")  # every run has them: the verdict compares them
+ALL_ARMS = (*ARMS, "dpo")  # the order arms run in: the backtrack arm sets the others' budget
+
+
+def arms(cfg: Config) -> tuple[str, ...]:
+    """The arms of `run.arms` in the order they run (backtrack first)."""
+    return tuple(a for a in ALL_ARMS if a in cfg.run.arms)
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class RoundLayout:
     @property
     def selected(self) -> Path:
         return self.root / "select" / "selected.parquet"
+
+    @property
+    def selected_pairs(self) -> Path:
+        """The dpo arm's selection: rows of the `pairs` table."""
+        return self.root / "select" / "pairs.parquet"
 
     @property
     def train(self) -> Path:

@@ -16,8 +16,9 @@ and erase precision), `sentence` and `per_seed_evals` (seed -> evals as above). 
 evals alone as a verdict of one seed (`one_seed_verdict`), reading each arm at its most accurate
 held-out setting: descriptive only, never the run's verdict.
 
-The page, top to bottom: the verdict sentence (several seeds only), the comparison table, five
-charts (each an `<svg data-metric=NAME>`), every figure, the traces.
+The page, top to bottom: the verdict sentence (several seeds only), the comparison table (and,
+when the run has more arms, such as dpo, a table of each against the baseline), five
+charts (backtrack and baseline) (each an `<svg data-metric=NAME>`), every figure, the traces.
   accuracy     accuracy by round per arm (backtrack at its setting, baseline at its best setting,
                best-of-N control): means as lines, seeds as points, 95% intervals as error bars
                where known; beside it the difference by round with its paired 95% interval
@@ -96,7 +97,8 @@ def write_verdict(
 def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunLayout) -> str:
     runs: dict[str, Evals] = verdict["per_seed_evals"]
     first = next(iter(runs.values()))
-    md = markdown(summary_rows(verdict))
+    others = other_arm_rows(verdict)
+    md = markdown(summary_rows(verdict)) + (f"\n\n{markdown(others)}" if len(others) > 1 else "")
     seeds = ", ".join(str(s) for s in verdict["seeds"])
     intro = (
         f"Task `{cfg.task.name}`, {first['backtrack'][0]['n_problems']} held-out problems, "
@@ -113,6 +115,7 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
         "<!doctype html><html><head><meta charset='utf-8'><title>Halluc run report</title>"
         f"<style>{_CSS}</style></head><body><h1>Halluc run report</h1>{verdict_html}"
         f"<p>{html.escape(intro)}</p>{_html_table(summary_rows(verdict), 'comparison')}"
+        f"{_html_table(others, 'arms') if len(others) > 1 else ''}"
         f"<h2>Charts</h2><div class='charts'>{charts}</div>"
         f"<h2>Every figure</h2>{_html_table(figure_rows(runs), 'figures')}"
         f"{_html_table(detector_rows(runs), 'detector')}"
@@ -249,6 +252,37 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def other_arm_rows(verdict: dict[str, Any]) -> list[list[str]]:
+    """The arms beyond backtrack and baseline (dpo), per round: accuracy at the setting chosen on
+    training problems, the paired difference with the baseline at its best, the share of erased
+    steps that were wrong beside chance, and the detector AUC."""
+    rows = [
+        [
+            "round",
+            "arm",
+            "acc. (setting)",
+            "− baseline (95% CI)",
+            "steps erased: wrong (chance)",
+            "detector AUC",
+        ]
+    ]
+    for r in verdict["rounds"]:
+        for arm, a in (r.get("arms") or {}).items():
+            prec = a.get("precision") or {}
+            rows.append(
+                [
+                    str(r["round"]),
+                    arm,
+                    f"{_acc(a)} {a.get('setting') or ''}".strip(),
+                    _pts(a.get("difference")),
+                    f"{_pct(prec.get('step_erase_precision'))} "
+                    f"({_pct(prec.get('chance_precision'))})",
+                    _num(a.get("detector_auc"), 3),
+                ]
+            )
+    return rows
+
+
 # fmt: off
 FIGURES = [
     "temperature", "samples_per_problem", "samples", "accuracy", "ci95", "pass_at_k",
@@ -291,7 +325,7 @@ def figure_rows(runs: dict[str, Evals]) -> list[list[str]]:
     """Every figure of every evaluation: a row per seed, arm, round and setting (and control)."""
     rows = [["seed", "arm", "round", "setting", *FIGURES]]
     for seed, evals in runs.items():
-        for arm in ARMS:
+        for arm in evals:
             for r, e in enumerate(evals[arm]):
                 named = list(e["settings"].items())
                 named += [(f"control: {k}", m) for k, m in (e.get("controls") or {}).items()]
@@ -309,7 +343,7 @@ def detector_rows(runs: dict[str, Evals]) -> list[list[str]]:
     """The detector block of every evaluation that has one."""
     rows = [["seed", "arm", "round", *DETECTOR]]
     for seed, evals in runs.items():
-        for arm in ARMS:
+        for arm in evals:
             for r, e in enumerate(evals[arm]):
                 if det := e.get("detector"):
                     rows.append([seed, arm, str(r), *(fmt(k, det.get(k)) for k in DETECTOR)])

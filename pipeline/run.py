@@ -7,12 +7,15 @@ measured so that it can carry a verdict.
         --set model.path=/mnt/shared/models/m --set run.out_dir=/mnt/shared/runs/countdown
 
     bootstrap (unless model.path is given)
-    for each round r < run.rounds, for each arm:
-        search   with the arm's current model (same search config for both arms)
+    for each round r < run.rounds, for each arm of run.arms (backtrack first):
+        search   with the arm's current model (same search config for every arm)
         select   backtrack: corrections, self-corrections, clean; baseline: clean only, drawn to
-                 the same loss-bearing tokens as the backtrack arm's set
-        train    from the arm's current model on its selection, the baseline for the backtrack
-                 arm's number of optimizer steps, without the backspace token
+                 the same loss-bearing tokens as the backtrack arm's set; dpo: pairs, drawn to
+                 the same loss-bearing tokens
+        train    from the arm's current model on its selection, the others for the backtrack
+                 arm's number of optimizer steps: the baseline without the backspace token, the
+                 dpo arm with train.objective=dpo (as many sequences per step: half as many
+                 pairs)
         evaluate the decoding sweep on the held-out problems, and on `eval.n_tune` training
                  problems to choose the arm's setting; then the baseline's best-of-N and majority
                  vote at the backtrack arm's generated tokens per problem
@@ -28,13 +31,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline import bootstrap, report, search_stage, select, train
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.evaluation import controls, evaluate_to, format_table, settings
 from pipeline.files import read_json, write_json
-from pipeline.layout import ARMS, RunLayout
+from pipeline.layout import RunLayout, arms
 from pipeline.loading import task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.verdict import choose, verdict
@@ -46,6 +49,12 @@ log = logging.getLogger(__name__)
 def main(cfg: Config) -> dict[str, Any]:
     """Run (or resume) every round of both arms, for each seed of `run.seeds` (else `run.seed`);
     returns the verdict and where the report is."""
+    if cfg.train.objective != "sft":
+        raise ConfigError(
+            f"train.objective={cfg.train.objective}: `halluc run` sets each arm's objective (sft "
+            "for backtrack and baseline, dpo for the dpo arm); leave train.objective=sft and add "
+            "the arm: run.arms=[baseline,backtrack,dpo]"
+        )
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)
     record_environment(cfg, layout.environment)
@@ -57,7 +66,7 @@ def main(cfg: Config) -> dict[str, Any]:
     result["compute"] = [_compute(sub, cfg) for sub in subs]
     write_json(layout.root / "verdict.json", result)
     per_seed = {
-        str(s): {arm: [x["eval"] for x in run[arm]] for arm in ARMS}
+        str(s): {arm: [x["eval"] for x in run[arm]] for arm in arms(cfg)}
         for s, run in zip(seeds, runs, strict=True)
     }
     summary = report.write_verdict(layout, cfg, result | {"per_seed_evals": per_seed}, subs[0])
@@ -93,23 +102,36 @@ def run_seed(cfg: Config) -> dict[str, Any]:
         bootstrap.main(cfg)
     paths = (layout.start_eval, layout.start_tune)
     start = _evaluate(layout.start_model, paths, task, test, tune, cfg)
-    out: dict[str, Any] = {arm: [start] for arm in ARMS} | {"controls": [None]}
+    out: dict[str, Any] = {arm: [start] for arm in arms(cfg)} | {"controls": [None]}
     for r in range(cfg.run.rounds):
-        rcfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))
-        tokens, steps = None, -1
-        for arm in ARMS:
+        tokens, steps = None, -1  # the backtrack arm's, which the other arms match
+        for arm in arms(cfg):
+            acfg = arm_config(cfg, arm, r)
             rnd, model = layout.round(r, arm), layout.model(r, arm)
-            search_stage.search(rcfg, model, rnd.search)
-            _, tokens = select.select(rcfg, arm, rnd, tokens)
-            backspace = arm == "backtrack" or cfg.run.baseline_backspace
-            train.train(rcfg, model, rnd, backspace=backspace, max_steps=steps)
+            search_stage.search(acfg, model, rnd.search)
+            _, n = select.select(acfg, arm, rnd, tokens)
+            backspace = arm != "baseline" or cfg.run.baseline_backspace
+            train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
             if arm == "backtrack":
+                tokens = n
                 steps = read_json(rnd.train / "compute.json")["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
-            out[arm].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, rcfg))
+            out[arm].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, acfg))
             log.info("round %d, %s arm:\n%s", r + 1, arm, format_table(out[arm][-1]["eval"]))
-        out["controls"].append(_controls(layout, r, task, test, rcfg, out))
+        out["controls"].append(_controls(layout, r, task, test, cfg_round(cfg, r), out))
     return out
+
+
+def cfg_round(cfg: Config, r: int) -> Config:
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))
+
+
+def arm_config(cfg: Config, arm: str, r: int) -> Config:
+    """Round `r` of `arm`: the dpo arm trains with `train.objective=dpo`, the others with sft."""
+    objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
+    return dataclasses.replace(
+        cfg_round(cfg, r), train=dataclasses.replace(cfg.train, objective=objective)
+    )
 
 
 def _evaluate(
@@ -147,7 +169,7 @@ def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
     """Per arm and round: rows, loss-bearing tokens, optimizer steps, generated tokens in search
     and in evaluation (what each arm cost; equal compute is stated, not assumed)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for arm in ARMS:
+    for arm in arms(cfg):
         out[arm] = []
         for r in range(cfg.run.rounds):
             rnd = layout.round(r, arm)

@@ -8,6 +8,11 @@
     baseline arm:  clean solutions only (ReST-EM / STaR), drawn until they hold as many
                    loss-bearing tokens as the backtrack arm's set (the prompt and erased tokens
                    carry no loss, so input tokens would favour the baseline by about 13%)
+    dpo arm:       rows of the `pairs` table (at most `select.corrections_per_problem` per
+                   problem), drawn the same way until their loss-bearing tokens (backspaces and
+                   fix on the chosen side, the model's own continuation on the rejected side;
+                   search/pairs.py) match the backtrack arm's set; written to
+                   `select/pairs.parquet` with the pairs schema
 
 Cleaner selection (SelectConfig; all off by default): `select.agree` keeps only the corrections
 whose Monte Carlo first error is the exact checker's, `select.precise_only` only the
@@ -21,6 +26,7 @@ written to the round's `select/selected.parquet` with the traces schema.
 
     halluc select --preset arith-tiny                          # round run.round's search
     halluc select --preset arith-tiny --set select.arm=baseline
+    halluc select --preset arith-tiny --set select.arm=dpo
 
 On its own, the baseline selection matches the tokens of the backtrack selection of the same
 search; in `halluc run` it matches the backtrack arm's selection of the round.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ from pipeline.loading import task_from_config
 from pipeline.runtime import stage_config
 from pipeline.shards import FEATURES, check_shard, read_shard, read_table
 from search.errors import HallucError
+from search.pairs import pair_loss_tokens
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -71,7 +79,10 @@ def describe(result: dict[str, Any]) -> str:
 
 def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) -> tuple[Path, int]:
     """Write (once) and return the `arm` selection of the round's search and its token count.
-    The baseline draws `match` tokens (default: as many as the backtrack selection holds)."""
+    The baseline and dpo arms draw `match` tokens (default: as many as the backtrack selection
+    holds)."""
+    if arm == "dpo":
+        return _select_pairs(cfg, rnd, match)
     if rnd.selected.exists():
         return rnd.selected, n_tokens(read_selected(rnd.selected))
     stage_config(cfg, rnd.select)
@@ -86,15 +97,38 @@ def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) ->
         if match is None:
             match = n_tokens(select_backtrack(rows, cfg.select, seed, checker, rate))
         chosen = select_baseline(rows, cfg.select, match, seed)
+    _check_chosen(chosen, arm, cfg, rnd)
+    write_selected(chosen, rnd.selected)
+    return rnd.selected, n_tokens(chosen)
+
+
+def _select_pairs(cfg: Config, rnd: RoundLayout, match: int | None) -> tuple[Path, int]:
+    """The dpo arm's pairs, drawn to `match` loss-bearing tokens (`select_pairs`)."""
+    path = rnd.selected_pairs
+    if path.exists():
+        check_shard(path, "pairs")
+        return path, sum(map(pair_loss_tokens, pq.read_table(path).to_pylist()))
+    stage_config(cfg, rnd.select)
+    remove_stale(rnd.select)
+    seed = cfg.run.seed + 1000 * cfg.run.round
+    if match is None:
+        match = n_tokens(select_backtrack(read_traces(rnd.search), cfg.select, seed))
+    rows = read_table(rnd.search, "pairs").to_pylist()
+    chosen = select_pairs(rows, cfg.select, match, seed)
+    _check_chosen(chosen, "dpo", cfg, rnd)
+    write_selected(chosen, path, "pairs")
+    return path, sum(map(pair_loss_tokens, chosen))
+
+
+def _check_chosen(chosen: list[Row], arm: str, cfg: Config, rnd: RoundLayout) -> None:
     if not chosen:
         raise SelectError(
-            f"the {arm} arm selected no traces in round {cfg.run.round}: the search found no "
-            f"usable trace (a model that is always right or always wrong? see "
+            f"the {arm} arm selected nothing in round {cfg.run.round}: the search found no "
+            f"usable {'pair' if arm == 'dpo' else 'trace'} (a model that is always right or "
+            "always wrong? see "
             f"{rnd.search / 'summary.json'}); train the model more or less, or raise "
             "search.omegaprm.budget"
         )
-    write_selected(chosen, rnd.selected)
-    return rnd.selected, n_tokens(chosen)
 
 
 def read_traces(search_dir: Path) -> list[Row]:
@@ -239,11 +273,27 @@ def _predates(option: str) -> SelectError:
 def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
     """Clean solutions, drawn (repeating if needed) until they hold `n_tokens` loss-bearing
     tokens."""
+    pool = _per_problem([r for r in rows if r["kind"] == "clean"], s.clean_per_problem)
+    return _draw(pool, n_tokens, seed, _loss_tokens)
+
+
+def select_pairs(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
+    """Rows of the `pairs` table, at most `s.corrections_per_problem` per problem, drawn
+    (repeating if needed) until their wrong-step pairs hold `n_tokens` loss-bearing tokens."""
+    pool = _per_problem(rows, s.corrections_per_problem)
+    return _draw(pool, n_tokens, seed, pair_loss_tokens)
+
+
+def _per_problem(rows: list[Row], cap: int) -> list[Row]:
     by_problem: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        if r["kind"] == "clean":
-            by_problem[r["problem_id"]].append(r)
-    pool = [r for pid in sorted(by_problem) for r in by_problem[pid][: s.clean_per_problem]]
+        by_problem[r["problem_id"]].append(r)
+    return [r for pid in sorted(by_problem) for r in by_problem[pid][:cap]]
+
+
+def _draw(pool: list[Row], n_tokens: int, seed: int, count: Callable[[Row], int]) -> list[Row]:
+    """Rows of `pool` in seeded random order, the pool again after each pass, until they hold
+    `n_tokens` tokens by `count`."""
     if not pool:
         return []
     rng = random.Random(seed)
@@ -256,7 +306,7 @@ def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) 
             if total >= n_tokens:
                 break
             chosen.append(r)
-            total += _loss_tokens(r)
+            total += count(r)
     return chosen
 
 
@@ -269,10 +319,10 @@ def n_tokens(rows: list[Row]) -> int:
     return sum(_loss_tokens(r) for r in rows)
 
 
-def write_selected(rows: list[Row], path: Path) -> None:
+def write_selected(rows: list[Row], path: Path, table: str = "traces") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}{TMP}"
-    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES["traces"].arrow_schema), tmp)
+    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES[table].arrow_schema), tmp)
     tmp.replace(path)
 
 

@@ -13,6 +13,15 @@ loss on kept tokens and backspaces only, `stream` or `erase` attention. Trainer 
 model is saved to a temporary directory and renamed to `train/model/`, with `halluc.json` (the
 attention mode, backspace token and unit that decoding must use). With `train.workers=N` the
 same function runs on N Ray Train workers (gloo on CPU, NCCL on GPU).
+
+`train.objective=dpo` is the same trainer with a second loss (`workers.preference`): it reads
+the round's `select/pairs.parquet` (else the `pairs` shards of its search), turns each row into
+chosen and rejected sequences (`search.pairs`), fits the backspace rows on the chosen ones
+(`train.token_warmup`), then computes the reference log-probabilities once with that model
+(`train/reference.json`, read back on resume) and trains on `train.batch_size // 2` pairs a
+step.
+
+    halluc train --preset arith-tiny --set train.objective=dpo --set train.dpo_beta=0.1
 """
 
 from __future__ import annotations
@@ -29,6 +38,14 @@ from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
 from pipeline.config import Config
+from pipeline.dpo import (
+    REFERENCE,
+    chosen_rows,
+    load_pairs,
+    load_preferences,
+    pair_compute,
+    with_reference,
+)
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
@@ -36,6 +53,7 @@ from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
 from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, pick_device
+from workers.preference import REF_CHOSEN, PairCollator, preference_loss
 from workers.tokens import add_backspace_token, fit_token_rows, untie_output
 
 log = logging.getLogger(__name__)
@@ -69,8 +87,8 @@ def train(
         "backspace": backspace,
         "max_steps": max_steps if max_steps > 0 else cfg.train.max_steps,
     }
-    if cfg.train.workers > 0:
-        load_traces(cfg, rnd)  # fail on bad shards before any worker starts
+    if cfg.train.workers > 0:  # fail on bad shards before any worker starts
+        load_pairs(rnd) if cfg.train.objective == "dpo" else load_traces(cfg, rnd)
         _run_ray_train(job)
     else:
         set_threads(cfg)
@@ -101,9 +119,10 @@ def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
 
 def prepare(
     cfg: Config, base: Path, rnd: RoundLayout, backspace: bool = True
-) -> tuple[Any, Any, BacktrackCollator, Dataset]:
+) -> tuple[Any, Any, BacktrackCollator | PairCollator, Dataset]:
     """Model (with the backspace token when `backspace`), tokenizer, collator, and checked
-    training rows."""
+    training rows: traces for `train.objective=sft`, preference rows and a `PairCollator` for
+    dpo."""
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
     if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
         log.info("train: untied the output layer from the input embeddings")
@@ -116,8 +135,6 @@ def prepare(
     delimiter = task_from_config(cfg.task).step_delimiter
     delim = tok.encode(delimiter, add_special_tokens=False)
     check_attention(model, cfg.train.mode)
-    ds = load_traces(cfg, rnd)
-    _check_same_tokenizer(ds, tok)
     collate = BacktrackCollator(
         cfg.train.mode,
         cfg.trace.unit,
@@ -126,6 +143,10 @@ def prepare(
         tok.pad_token_id or 0,
         error_weight=cfg.train.error_weight,
     )
+    if cfg.train.objective == "dpo":
+        return model, tok, PairCollator(collate), load_preferences(cfg, rnd, tok, collate)
+    ds = load_traces(cfg, rnd)
+    _check_same_tokenizer(ds, tok)
     return model, tok, collate, ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
 
 
@@ -144,10 +165,22 @@ def check_attention(model: Any, mode: str) -> None:
 
 class WeightedTrainer(Trainer):
     """Trainer whose loss is `workers.collate.loss` when the collator sends per-target weights
-    (otherwise the Trainer's own), and that reads the rows in order when `sequential` is set (a
-    curriculum)."""
+    (otherwise the Trainer's own), `workers.preference.preference_loss` with `dpo` (β, SFT
+    weight) on a `PairCollator` batch (its mean reward margin logged as `dpo_margin`), and that
+    reads the rows in order when `sequential` is set (a curriculum)."""
 
     sequential = False
+    dpo = (0.1, 1.0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.margins: list[float] = []
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.margins:
+            logs = logs | {"dpo_margin": sum(self.margins) / len(self.margins)}
+            self.margins = []
+        super().log(logs, start_time)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.sequential:
@@ -161,6 +194,10 @@ class WeightedTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        if REF_CHOSEN in inputs:
+            value, margins = preference_loss(model, inputs, *self.dpo)
+            self.margins.append(margins.mean().item())
+            return (value, {"margins": margins}) if return_outputs else value
         if LOSS_WEIGHTS not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         value, outputs = loss(model, inputs)
@@ -186,9 +223,47 @@ def train_worker(config: dict[str, Any]) -> None:
     backspace = config.get("backspace", True)
     model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd, backspace)
     out = rnd.train
-    args = TrainingArguments(
+    dpo = isinstance(collate, PairCollator)
+    args = training_arguments(cfg, out, config, dpo)
+    trainer: Trainer = WeightedTrainer(
+        model=model, args=args, train_dataset=ds, data_collator=collate
+    )
+    trainer.sequential = cfg.select.curriculum  # type: ignore[attr-defined]
+    trainer.dpo = (t.dpo_beta, t.dpo_sft_weight)  # type: ignore[attr-defined]
+    if config.get("ray"):
+        from ray.train.huggingface.transformers import prepare_trainer
+
+        trainer = prepare_trainer(trainer)
+    resume = any((out / "checkpoints").glob("checkpoint-*"))
+    if t.token_warmup and backspace and not resume:  # a resumed run loads weights that had it
+        if isinstance(collate, PairCollator):  # the backspace rows are fitted on the chosen side
+            warm_token_rows(model, collate.inner, chosen_rows(ds), cfg)
+        else:
+            warm_token_rows(model, collate, ds, cfg)
+    if isinstance(collate, PairCollator):  # the reference: the model as dpo training starts
+        trainer.train_dataset = with_reference(model, collate, ds, cfg, out / REFERENCE)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    if trainer.is_world_process_zero():
+        meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
+        save_model(trainer.model, tok, rnd.model, extra={META: meta | {"backspace": backspace}})
+        compute = {
+            "objective": t.objective,
+            "optimizer_steps": trainer.state.global_step,
+            "batch_size": t.batch_size,
+            "token_warmup_batches": t.token_warmup if backspace else 0,
+            "backspace_token": backspace,
+        }
+        write_json(out / "compute.json", compute | (pair_compute(ds) if dpo else _sft(ds)))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def training_arguments(cfg: Config, out: Path, config: dict[str, Any], dpo: bool) -> Any:
+    """The Trainer's arguments for the round's `train/` directory `out`."""
+    t = cfg.train
+    return TrainingArguments(
         output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
+        # a dpo batch holds as many sequences as an sft one: half as many pairs
+        per_device_train_batch_size=max(1, t.batch_size // 2) if dpo else t.batch_size,
         num_train_epochs=t.epochs,
         max_steps=config.get("max_steps", t.max_steps),
         learning_rate=t.lr,
@@ -205,33 +280,12 @@ def train_worker(config: dict[str, Any]) -> None:
         dataloader_num_workers=0,
         ddp_backend="gloo" if config.get("ray") and not torch.cuda.is_available() else None,
     )
-    trainer: Trainer = WeightedTrainer(
-        model=model, args=args, train_dataset=ds, data_collator=collate
-    )
-    trainer.sequential = cfg.select.curriculum  # type: ignore[attr-defined]
-    if config.get("ray"):
-        from ray.train.huggingface.transformers import prepare_trainer
 
-        trainer = prepare_trainer(trainer)
-    resume = any((out / "checkpoints").glob("checkpoint-*"))
-    if t.token_warmup and backspace and not resume:  # a resumed run loads weights that had it
-        warm_token_rows(model, collate, ds, cfg)
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    if trainer.is_world_process_zero():
-        meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
-        save_model(trainer.model, tok, rnd.model, extra={META: meta | {"backspace": backspace}})
-        compute = {
-            "rows": len(ds),
-            "loss_tokens": sum(
-                sum(m[p:]) for m, p in zip(ds["loss_mask"], ds["prompt_len"], strict=True)
-            ),
-            "optimizer_steps": trainer.state.global_step,
-            "batch_size": t.batch_size,
-            "token_warmup_batches": t.token_warmup if backspace else 0,
-            "backspace_token": backspace,
-        }
-        write_json(out / "compute.json", compute)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+def _sft(ds: Dataset) -> dict[str, int]:
+    """An sft training set's rows and loss-bearing tokens."""
+    masks = zip(ds["loss_mask"], ds["prompt_len"], strict=True)
+    return {"rows": len(ds), "loss_tokens": sum(sum(m[p:]) for m, p in masks)}
 
 
 def warm_token_rows(model: Any, collate: BacktrackCollator, ds: Dataset, cfg: Config) -> None:

@@ -70,7 +70,8 @@ def _side(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
 
 def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
     """Round `r` over the seeds. Each item of `seeds`: {"backtrack": {"eval", "tune"} per round,
-    "baseline": ..., "controls": per round} as `pipeline.run` keeps them."""
+    "baseline": ..., "controls": per round} as `pipeline.run` keeps them, and any other arm
+    (dpo) like the backtrack one: it goes to `arms`, each compared with the baseline."""
     bt = [s["backtrack"][r] for s in seeds]
     bl = [s["baseline"][r] for s in seeds]
     # each seed is read at its own chosen setting
@@ -108,7 +109,25 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         for arm, side in (("backtrack", bt), ("baseline", bl))
     }
     out["precision"] = precision([x["eval"] for x in bt], chosen["backtrack"])
+    others = [k for k in seeds[0] if k not in ("backtrack", "baseline", "controls")]
+    if others:
+        out["arms"] = {arm: against_baseline([s[arm][r] for s in seeds], b) for arm in others}
     return out
+
+
+def against_baseline(side: list[dict[str, Any]], baseline: list[list[float]]) -> dict[str, Any]:
+    """One more arm over the seeds (its {"eval", "tune"} per seed), each seed read at its own
+    chosen setting: accuracy, the paired difference with the baseline's per-problem figures
+    `baseline` (at its chosen settings), detector AUC and erase precision."""
+    evals = [x["eval"] for x in side]
+    chosen = [choose(x["tune"]) for x in side]
+    mine = [e["settings"][k]["per_problem"] for e, k in zip(evals, chosen, strict=True)]
+    return _side(evals, chosen) | {
+        "chosen": chosen,
+        "difference": paired(mine, baseline),
+        "detector_auc": _mean_auc(evals),
+        "precision": precision(evals, chosen),
+    }
 
 
 def _mean_auc(evals: list[dict[str, Any]]) -> float | None:
@@ -161,5 +180,12 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
             f"; against best-of-N at equal generated tokens (N={n:.1f} on average, sampled at "
             f"T={last['best_of_n'].get('temperature', '?')}): "
             f"{100 * b['mean']:+.1f} points ({blo:+.1f} to {bhi:+.1f})"
+        )
+    for arm, other in (last.get("arms") or {}).items():
+        o = other["difference"]
+        olo, ohi = (100 * x for x in o["ci95"])
+        text += (
+            f"; the {arm} arm ({other['setting']}) against the baseline: "
+            f"{100 * o['mean']:+.1f} points ({olo:+.1f} to {ohi:+.1f})"
         )
     return text + "."

@@ -128,6 +128,7 @@ def _branches(tree: Tree) -> list[FailingBranch]:
                     wrong_continuation=wrong.tokens if wrong else (),
                     error_mc=0.0,
                     error_n=1 if child.terminal else child.n_rollouts,
+                    wrong_finished=wrong.finished if wrong else False,
                 )
             )
     return found

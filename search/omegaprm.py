@@ -55,6 +55,7 @@ class _PoolItem:
     node: Node
     steps: Steps  # visible steps the wrong rollout adds after node
     length: int  # its length in tokens
+    finished: bool  # it ended with end-of-sequence
 
 
 def omegaprm(tree: Tree, params: OmegaParams, seed: int) -> Gen:
@@ -98,7 +99,7 @@ def _pool_items(
     for rollout, ok in zip(rollouts, verdicts, strict=True):
         steps = None if ok else tree.rollout_steps(node, rollout)
         if steps:
-            yield _PoolItem(node, steps, len(rollout.tokens))
+            yield _PoolItem(node, steps, len(rollout.tokens), rollout.finished)
 
 
 def _score(item: _PoolItem, p: OmegaParams, total_visits: int) -> float:
@@ -116,6 +117,7 @@ def _branch(tree: Tree, item: _PoolItem, left: int, right_node: Node | None) -> 
         wrong_continuation=flatten(item.steps[left + 1 :]),
         error_mc=error_mc,
         error_n=error_n,
+        wrong_finished=item.finished,
     )
 
 

@@ -19,7 +19,8 @@ config hash, seed, schema version) and writes them with an explicit schema (pipe
   erased a step the exact checker calls wrong; None without a checker).
 - steps: one row per probed prefix: its last step, mc, rollouts, and the exact label.
 - pairs: chosen = wrong step + backspaces + correction, rejected = wrong step + the model's own
-  continuation of the error.
+  continuation of the error (with end-of-sequence when that rollout ended, as the correction
+  has it; search/pairs.py turns a row into training sequences).
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def _pair_row(tree: Tree, branch: FailingBranch, fix: tuple[int, ...], unit: Uni
     )
     chosen = erase.input_ids[len(prompt) :] + list(fix)
     rejected = list(branch.wrong_step + branch.wrong_continuation)
+    if branch.wrong_finished:  # the model's own continuation ended here, as the fix does
+        rejected.append(tok.eos_id)
     return {
         "prompt_ids": list(prompt),
         "chosen_ids": chosen,

@@ -176,13 +176,16 @@ class Tree:
 @dataclass(frozen=True)
 class FailingBranch:
     """A located first error: from `parent` (mc > 0) the model took `wrong_step`, after which it
-    fails. `wrong_continuation` is the rest of the rollout that made the error."""
+    fails. `wrong_continuation` is the rest of the rollout that made the error (visible steps,
+    without end-of-sequence); `wrong_finished` is whether that rollout ended with
+    end-of-sequence (False: it ran out of tokens, or the search does not know)."""
 
     parent: Steps
     wrong_step: tuple[int, ...]
     wrong_continuation: tuple[int, ...]
     error_mc: float
     error_n: int
+    wrong_finished: bool = False
 
 
 @dataclass

@@ -106,6 +106,21 @@ def test_out_dir_does_not_change_the_hash():
         (["select.bksp_share=1"], r"select.bksp_share: must be in \[0, 1\) \(0: off\) or -1"),
         (["select.bksp_share=-0.5"], r"select.bksp_share: must be in \[0, 1\)"),
         (["select.bksp_share=auto"], r"select.bksp_share: expected float, got 'auto'"),
+        (
+            ["train.objective=ppo"],
+            r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo'\]",
+        ),
+        (["train.dpo_beta=0"], r"train.dpo_beta must be > 0 and dpo_sft_weight >= 0"),
+        (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0 .*dpo_sft_weight=-1.0"),
+        (["train.dpo_right_pairs=maybe"], r"train.dpo_right_pairs: expected bool, got 'maybe'"),
+        (
+            ["run.arms=[baseline,backtrack,rl]"],
+            r"run.arms\[2\]: 'rl' is not allowed; choose one of \['backtrack', 'baseline', 'dpo'\]",
+        ),
+        (["run.arms=[baseline,dpo]"], r"run.arms: each arm once, baseline and backtrack always"),
+        (["run.arms=[baseline,backtrack,backtrack]"], r"run.arms: each arm once"),
+        (["run.arms=dpo"], r"run.arms: expected a list"),
+        (["select.arm=rl"], r"select.arm: 'rl' is not allowed"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -154,6 +169,38 @@ def test_cleaner_selection_options_key_a_run_and_older_configs_resume(tmp_path, 
     assert other.hash != cfg.hash
     with pytest.raises(ConfigError, match=rf"{option.split('=')[0]}: .* there, .* now"):
         check_resumable(other, tmp_path / "config.yaml")
+
+
+def test_arms_default_to_todays_two_and_adding_one_resumes_a_run(tmp_path):
+    from pipeline.config import check_resumable, save_config
+    from pipeline.layout import arms
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    assert cfg.run.arms == ["baseline", "backtrack"] and arms(cfg) == ("backtrack", "baseline")
+    assert cfg.train.objective == "sft"
+    save_config(cfg, tmp_path / "config.yaml")
+    more = load_config(
+        "arith-tiny", [f"run.out_dir={tmp_path}", "run.arms=[dpo,baseline,backtrack]"]
+    )
+    assert arms(more) == ("backtrack", "baseline", "dpo")  # backtrack first: it sets the budget
+    assert more.hash == cfg.hash  # which arms run shapes no arm's rows
+    check_resumable(more, tmp_path / "config.yaml")
+
+
+def test_halluc_run_sets_each_arms_objective_itself(tmp_path):
+    from pipeline import run
+    from pipeline.config import ConfigError
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.objective=dpo"])
+    with pytest.raises(ConfigError, match=r"run.arms=\[baseline,backtrack,dpo\]"):
+        run.main(cfg)
+    assert not (tmp_path / "config.yaml").exists()
+    base = load_config("arith-tiny", ["run.arms=[baseline,backtrack,dpo]"])
+    assert [run.arm_config(base, a, 1).train.objective for a in ("backtrack", "dpo")] == [
+        "sft",
+        "dpo",
+    ]
+    assert run.arm_config(base, "dpo", 1).run.round == 1
 
 
 def test_placement_shapes_the_traces_not_the_evaluation():

@@ -317,5 +317,29 @@ def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
     )
     assert last[5].startswith(f"{100 * bon['mean']:+.1f} pts")
     assert markers(svgs(html)["accuracy"], "seeds-best_of_n") == 2 * 2  # rounds 1 and 2
+    assert "id='arms'" not in html  # two arms: no table of the others
+
+
+def test_a_dpo_arm_gets_its_table_and_its_figures(tmp_path, cfg):
+    from pipeline.verdict import verdict
+
+    runs = {str(s): evals_of(s) for s in (0, 1)}
+    seeds = []
+    for evals in runs.values():
+        evals["dpo"] = [an_eval(0.4 + 0.02 * r) for r in range(3)]
+        seeds.append({arm: [{"eval": e, "tune": e} for e in es] for arm, es in evals.items()})
+    v = verdict(seeds, [0, 1]) | {"per_seed_evals": runs}
+    md = report.write_verdict(RunLayout(tmp_path), cfg, v)
+    html = (tmp_path / "report.html").read_text()
+    dpo = v["rounds"][-1]["arms"]["dpo"]
+    d = dpo["difference"]
+    last = md.splitlines()[-1].split(" | ")
+    assert last[:2] == ["| 2", "dpo"]
+    assert last[3] == (
+        f"{100 * d['mean']:+.1f} pts ({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f})"
+    )
+    assert "id='arms'" in html
+    figures = report.figure_rows(runs)
+    assert sum(r[1] == "dpo" for r in figures) == sum(r[1] == "baseline" for r in figures) > 0
     with pytest.raises(KeyError, match="per_seed_evals"):
         report.write_verdict(RunLayout(tmp_path), cfg, {k: v[k] for k in ("seeds", "rounds")})

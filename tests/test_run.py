@@ -10,19 +10,21 @@ import pytest
 
 from pipeline import run, search_stage, train
 from pipeline.config import load_config
+from pipeline.layout import ARMS
+from search.pairs import pair_loss_tokens
 from tests.conftest import TINY
 
 SETS = [*TINY, "run.rounds=1"]
 
 
-def cfg_at(out):
-    return load_config("arith-tiny", [f"run.out_dir={out}", *SETS])
+def cfg_at(out, *extra):
+    return load_config("arith-tiny", [f"run.out_dir={out}", *SETS, *extra])
 
 
 def outputs(root):
     """Everything a run decides: selections, evaluations, the report table."""
     got = {}
-    for arm in run.ARMS:
+    for arm in ARMS:
         d = root / arm / "round-0"
         got[arm] = (
             json.loads((d / "eval.json").read_text())["settings"],
@@ -44,7 +46,7 @@ def whole(tmp_path_factory, trained):
 
 
 def test_both_arms_and_the_report(whole):
-    for arm in run.ARMS:
+    for arm in ARMS:
         assert (whole / arm / "round-0" / "train" / "model" / "halluc.json").exists()
     md = (whole / "report.md").read_text()
     assert "| 0 |" in md and "| 1 |" in md and "pts" in md
@@ -80,6 +82,29 @@ def test_killed_in_search_and_in_training_resumes_to_the_same_outputs(
     monkeypatch.setattr(train, "train_worker", real_train)
     run.main(cfg_at(out))
     assert outputs(out) == outputs(whole)
+
+
+def test_a_dpo_arm_added_to_a_finished_run_runs_alone_at_the_backtrack_arms_budget(whole, tmp_path):
+    out = tmp_path / "more"
+    shutil.copytree(whole, out)
+    before = outputs(out)
+    run.main(cfg_at(out, "run.arms=[baseline,backtrack,dpo]"))
+    after = outputs(out)
+    assert {arm: after[arm] for arm in ARMS} == {arm: before[arm] for arm in ARMS}
+    d = out / "dpo" / "round-0"
+    assert (d / "train" / "model" / "halluc.json").exists() and (d / "eval.json").exists()
+    bt = json.loads((out / "backtrack" / "round-0" / "train" / "compute.json").read_text())
+    dpo = json.loads((d / "train" / "compute.json").read_text())
+    assert dpo["objective"] == "dpo" and dpo["optimizer_steps"] == bt["optimizer_steps"]
+    assert dpo["batch_size"] == bt["batch_size"]  # sequences per step: half as many pairs
+    pairs = pq.read_table(d / "select" / "pairs.parquet").to_pylist()
+    drawn = sum(map(pair_loss_tokens, pairs))
+    assert bt["loss_tokens"] <= drawn < bt["loss_tokens"] + max(map(pair_loss_tokens, pairs))
+    assert dpo["loss_tokens"] == drawn  # no right-step pairs by default
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert set(verdict["rounds"][1]["arms"]) == {"dpo"} and "dpo" in verdict["compute"][0]
+    assert "the dpo arm" in verdict["sentence"]
+    assert "| 1 | dpo |" in (out / "report.md").read_text()
 
 
 def test_report_renders_in_a_headless_browser(whole):

@@ -235,9 +235,13 @@ def test_every_trace_ends_with_end_of_sequence_under_loss(add8, tok):
     assert {r["kind"] for r in rows} == {"correction", "clean", "self_correction"}
     for r in rows:
         assert r["input_ids"][-1] == tok.eos_id and r["loss_mask"][-1] == 1
-    for res in results:
-        for pair in table_rows(res)["pairs"]:
-            assert pair["chosen_ids"][-1] == tok.eos_id
+    pairs = [p for res in results for p in table_rows(res)["pairs"]]
+    assert pairs
+    for pair in pairs:
+        assert pair["chosen_ids"][-1] == tok.eos_id
+        # the scripted rollouts all finish: the model's own wrong continuation ends as it did
+        assert pair["rejected_ids"][-1] == tok.eos_id
+        assert tok.eos_id not in pair["rejected_ids"][:-1]
 
 
 def runs_of(ids, bksp):

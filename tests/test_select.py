@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from pipeline.config import SelectConfig
-from pipeline.select import SelectError, n_tokens, select_backtrack, select_baseline
+from pipeline.select import SelectError, n_tokens, select_backtrack, select_baseline, select_pairs
+from search.pairs import pair_loss_tokens
 
 
 def row(pid, kind, parent_mc=None, error_n=None, length=10, nb=0):
@@ -176,3 +177,27 @@ def test_bksp_share_auto_reads_the_model_error_rate():
         assert chosen == select_backtrack(rows, dataclasses.replace(s, bksp_share=rate), 0)
     with pytest.raises(SelectError, match="per-step error rate"):
         select_backtrack(rows, s, seed=0, error_rate=None)
+
+
+def pair(pid, wrong=3, fix=5, on=4):
+    """A pairs row: a wrong step of `wrong` tokens, one backspace and a fix; or `on` tokens."""
+    return {
+        "problem_id": pid,
+        "prompt_ids": [9] * 6,
+        "chosen_ids": [7] * wrong + [2] + [5] * fix,
+        "rejected_ids": [7] * wrong + [8] * on,
+    }
+
+
+def test_dpo_pairs_are_capped_per_problem_and_drawn_to_the_token_count():
+    rows = [pair("a"), pair("a", fix=9), pair("a", fix=1), pair("b", on=20), pair("c")]
+    assert pair_loss_tokens(rows[0]) == 1 + 5 + 4  # backspace, fix; the continuation
+    s = SelectConfig(corrections_per_problem=2)
+    chosen = select_pairs(rows, s, n_tokens=100, seed=0)
+    assert rows[2] not in chosen  # problem a's third pair is past the cap
+    total = sum(map(pair_loss_tokens, chosen))
+    assert 100 <= total < 100 + max(map(pair_loss_tokens, rows))
+    assert {r["problem_id"] for r in chosen} == {"a", "b", "c"}
+    assert select_pairs(rows, s, 100, 0) == chosen  # seeded
+    few = select_pairs(rows, s, n_tokens=20, seed=0)
+    assert sum(map(pair_loss_tokens, few)) < 20 + 25 and len(few) < len(rows)

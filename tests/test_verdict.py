@@ -115,3 +115,22 @@ def test_controls_enter_the_verdict_only_when_every_seed_has_them():
     assert last["best_of_n"]["mean_n"] == 2.0 and last["majority"]["per_seed"] == [0.5, 0.5]
     one_missing = [seed_run([1.0] * 4, [0.0] * 4, control), seed_run([1.0] * 4, [0.0] * 4)]
     assert "best_of_n" not in v.verdict(one_missing, [0, 1])["rounds"][1]
+
+
+def test_another_arm_is_compared_with_the_baseline_and_named_in_the_sentence():
+    seeds = []
+    for dpo in ([1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]):
+        run = seed_run([1.0] * 4, [0.0, 1.0, 0.0, 0.0])
+        start = run["backtrack"][0]
+        run["dpo"] = [start, {"eval": ev(dpo, auc=0.7, backtrack_rate=0.2), "tune": tune("T=1.0")}]
+        seeds.append(run)
+    out = v.verdict(seeds, [0, 1])
+    last = out["rounds"][1]
+    dpo = last["arms"]["dpo"]
+    assert dpo["per_seed"] == [0.5, 0.5] and dpo["chosen"] == ["T=1.0", "T=1.0"]
+    assert dpo["difference"]["mean"] == pytest.approx(0.5 - 0.25)
+    assert dpo["detector_auc"] == pytest.approx(0.7)
+    assert dpo["precision"]["backtrack_rate"] == pytest.approx(0.2)
+    assert last["difference"]["mean"] == pytest.approx(1.0 - 0.25)  # backtrack − baseline as before
+    assert "the dpo arm (T=1.0) against the baseline: +25.0 points" in out["sentence"]
+    assert "arms" not in v.verdict([seed_run([1.0] * 4, [0.0] * 4)], [0])["rounds"][1]
