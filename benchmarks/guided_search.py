@@ -126,7 +126,7 @@ def _diff(d: dict[str, Any] | None) -> str:
 def table(summary: dict[str, Any], command: str, n_seeds: int) -> str:
     b = summary["baseline"]
     lines = [
-        f"Command: `{command}` ({n_seeds} seeds)",
+        f"Command: `{command}` ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
         "",
         f"Baseline at its best decoding (chosen on training problems: "
         f"{', '.join(b['setting'])}): {_pct(_mean(b['accuracy']))}.",
