@@ -108,7 +108,7 @@ def test_out_dir_does_not_change_the_hash():
         (["select.bksp_share=auto"], r"select.bksp_share: expected float, got 'auto'"),
         (
             ["train.objective=ppo"],
-            r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo'\]",
+            r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo', 'rl'\]",
         ),
         (["train.dpo_beta=0"], r"train.dpo_beta must be > 0 and dpo_sft_weight >= 0"),
         (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0 .*dpo_sft_weight=-1.0"),
