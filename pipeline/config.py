@@ -36,7 +36,8 @@ class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
-Arm = Literal["backtrack", "baseline", "dpo"]
+Arm = Literal["backtrack", "baseline", "dpo", "rl"]
+SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,7 @@ class SelectConfig:
     agree: bool = False
     precise_only: bool = False
     bksp_share: float = 0.0
-    arm: Arm = "backtrack"
+    arm: SelectArm = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
@@ -465,7 +466,10 @@ class RunConfig:
     compares them and the backtrack arm sets the training budget; `dpo` optionally (train.
     objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens,
     right-step pairs on top, and trained for its optimizer steps), compared with the baseline in
-    the verdict and the report.
+    the verdict and the report; `rl` optionally (train.objective=rl on the training problems,
+    from its own model like every arm, searching like every arm: its search gives the values of
+    rl_credit=tree and the traces of the token warm-up; trained for the backtrack arm's
+    optimizer steps with as many sampled streams per step as the backtrack arm's sequences).
     Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"
