@@ -205,6 +205,9 @@ def test_halluc_run_sets_each_arms_objective_itself(tmp_path):
     assert [run.arm_config(base, a, 1).train.objective for a in arms] == ["sft", "sft", "dpo", "rl"]
     assert run.arm_config(base, "dpo", 1).run.round == 1
     assert run.arms(base) == arms  # backtrack first: it sets the budget
+    ray = load_config("arith-tiny", ["run.arms=[baseline,backtrack,rl]", "train.workers=2"])
+    assert run.arm_config(ray, "backtrack", 0).train.workers == 2
+    assert run.arm_config(ray, "rl", 0).train.workers == 0  # rl trains in-process
 
 
 def test_placement_shapes_the_traces_not_the_evaluation():

@@ -369,3 +369,28 @@ def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
 def test_bad_rl_options_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("arith-tiny", override)
+
+
+def test_the_tree_credit_reads_the_searchs_steps_table(searched):
+    """On a real search's `steps` rows: erasing a probed step whose prefix was probed too is
+    credited with the prefix's value minus the step's, through the keys the table gives."""
+    from pipeline.shards import read_table
+    from search.tree import split_steps
+
+    rnd = RunLayout(searched).round(0)
+    values = rl.step_values(rnd)
+    rows = read_table(rnd.search, "steps").to_pylist()
+    assert len(values) == len({(*r["prefix_ids"], *r["step_ids"]) for r in rows}) > 0
+    _, hf = load_checkpoint(searched / "bootstrap" / "model", "cpu")
+    tok = SearchTokenizer.wrap(hf, "\n", BKSP)
+    checked = 0
+    for r in rows:
+        prefix, step = tuple(r["prefix_ids"]), tuple(r["step_ids"])
+        if prefix not in values or step[-1] != tok.delim_id:
+            continue  # the prefix was not probed, or the step is the unfinished answer
+        prompt = split_steps(prefix, tok.delim_id)[0]  # an arithmetic prompt is one line
+        stream = [*prefix[len(prompt) :], *step, tok.bksp_id, *step]
+        got = erase_credits(prompt, stream, "step", tok.bksp_id, tok.delim_id, values)
+        assert [c.value for c in got] == [pytest.approx(values[prefix] - r["mc"])]
+        checked += 1
+    assert checked > 0
