@@ -17,8 +17,9 @@ second loop; pipeline/train.py prepares the model and calls `train_rl`). The los
                   rl_credit=tree), KL (k3) to the reference; one AdamW step
         every save_steps steps: model, optimizer, scheduler, step, RNG and totals to
         train/rl-checkpoints/step-NNNNNN.pt (atomic); a rerun resumes from the newest
-    save train/model/ (halluc.json), train/compute.json (steps, streams, generated tokens,
-    loss-bearing tokens, the reference pass's tokens, reward by step); checkpoints removed
+    write train/compute.json (steps, streams, generated tokens, loss-bearing tokens, the
+    reference pass's tokens, figures by step), then train/model/ (halluc.json); checkpoints and
+    reference removed
 
 A killed run, rerun, ends at the weights of an unkilled one: sampling seeds depend on the step and
 the problem only, and the checkpoint holds everything else that changes (tests/test_rl.py).
@@ -88,6 +89,7 @@ def train_rl(
     training problems for `max_steps` steps (<= 0: `train.epochs` passes over them), resuming
     from the newest checkpoint in `rnd.train`; save it to `rnd.model` with `compute.json`."""
     t, out = cfg.train, rnd.train
+    values = step_values(rnd) if t.rl_credit == "tree" else {}
     task = task_from_config(cfg.task)
     problems = task.problems("train", cfg.task.n_train)
     per_step = max(1, t.batch_size // t.rl_group)
@@ -99,7 +101,6 @@ def train_rl(
     state = _resume(out, model, optimizer, scheduler)
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
     policy = _policy(model, hf, tok, cfg)
-    values = step_values(rnd) if t.rl_credit == "tree" else {}
     for step in tqdm(range(state["step"], steps), desc="rl", initial=state["step"], total=steps):
         todo = step_problems(problems, step, per_step, t.seed)
         streams = sample(policy, model, task, tok, todo, step, cfg, values)
@@ -344,10 +345,9 @@ def _finish(
     steps: int,
     per_step: int,
 ) -> None:
-    """Save the model and what training cost; remove the checkpoints and the reference."""
+    """Save what training cost, then the model (whose existence marks the round trained), then
+    remove the checkpoints and the reference."""
     t = cfg.train
-    meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
-    save_model(model, hf, rnd.model, extra={META: meta | {"backspace": True}})
     compute = {
         "objective": "rl",
         "optimizer_steps": steps,
@@ -359,5 +359,7 @@ def _finish(
         "backspace_token": True,
     }
     write_json(rnd.train / "compute.json", compute | {k: state[k] for k in (*TOTALS, "history")})
+    meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
+    save_model(model, hf, rnd.model, extra={META: meta | {"backspace": True}})
     shutil.rmtree(rnd.train / CHECKPOINTS, ignore_errors=True)
     (rnd.train / REFERENCE).unlink(missing_ok=True)
