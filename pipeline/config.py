@@ -36,7 +36,8 @@ class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
-Arm = Literal["backtrack", "baseline", "dpo"]
+Arm = Literal["backtrack", "baseline", "dpo", "rl"]
+SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,30 @@ class TrainConfig:
     reasoning preference optimisation: the NLL term was needed on GSM8K); 0 is plain DPO.
     `dpo_right_pairs` adds a pair at each fix's first step, which lies on a path that ended
     right: carrying on is chosen, erasing that step is rejected, so unneeded backspaces are
-    pushed down too. In `halluc run` each arm sets `objective` itself (run.arms)."""
+    pushed down too.
+
+    `objective=rl`: on-policy RL, GRPO-style (pipeline/rl.py, workers/grpo.py). Each optimizer
+    step takes `batch_size // rl_group` training problems (at least one; `task.n_train` of them,
+    in a seeded order) and samples `rl_group` streams per problem from the current model at
+    temperature 1 with backspaces allowed (the project's sampler, `mode` attention, `trace.unit`,
+    `trace.backspace_at`, `eval.max_backspaces`, the evaluation's token budget). Reward: 1 when
+    the task's exact check accepts the stream (`Judge.correct`), else 0, minus `rl_token_cost`
+    per generated token. Advantage: (r − mean) / (std + 1e-4) within each group (std with
+    Bessel's correction, as TRL's GRPO). Loss: −A · log p on every generated token, erased
+    tokens, backspaces and end-of-sequence included (each was an action of the policy), none on
+    the prompt, recomputed through the collator so erase attention holds; plus `rl_kl` times
+    the k3 estimate of KL to the round's starting model (with the backspace rows as training
+    gets them, `init` then `token_warmup` batches on the round's traces), frozen; the mean over
+    the batch's loss-bearing tokens. One gradient step per batch of samples, so the importance
+    ratio is 1 and nothing is clipped. `rl_credit=tree`: a backspace run that erases whole
+    finished steps, from a visible prefix P+S back to P, takes the advantage v(P) − v(P+S) on
+    its backspaces, the values from the round's `steps` table (its search's Monte Carlo
+    values); where either prefix was not probed (the prompt alone never is), the outcome
+    advantage. Steps: `max_steps`, else `epochs` passes over the training problems. A
+    checkpoint every `save_steps` steps; a killed run resumes from the newest. `error_weight`
+    does not apply; `workers` must be 0 (no Ray Train for rl yet).
+
+    In `halluc run` each arm sets `objective` itself (run.arms)."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -251,12 +275,27 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     untie: bool = False
-    objective: Literal["sft", "dpo"] = "sft"
+    objective: Literal["sft", "dpo", "rl"] = "sft"
     dpo_beta: float = 0.1
     dpo_sft_weight: float = 1.0
     dpo_right_pairs: bool = False
+    rl_group: int = 8
+    rl_kl: float = 0.04
+    rl_token_cost: float = 0.001
+    rl_credit: Literal["outcome", "tree"] = "outcome"
 
     def __post_init__(self) -> None:
+        if self.rl_group < 2 or self.rl_kl < 0 or self.rl_token_cost < 0:
+            raise ConfigError(
+                f"rl_group must be >= 2 (a group of one has no spread to normalise by), rl_kl and "
+                f"rl_token_cost >= 0; got rl_group={self.rl_group}, rl_kl={self.rl_kl}, "
+                f"rl_token_cost={self.rl_token_cost}"
+            )
+        if self.objective == "rl" and self.workers > 0:
+            raise ConfigError(
+                f"workers={self.workers} with objective=rl: rl training runs in-process only "
+                "(no Ray Train for it yet); set train.workers=0"
+            )
         if self.dpo_beta <= 0 or self.dpo_sft_weight < 0:
             raise ConfigError(
                 f"dpo_beta must be > 0 and dpo_sft_weight >= 0 (0: plain DPO), got dpo_beta="
@@ -305,7 +344,7 @@ class SelectConfig:
     agree: bool = False
     precise_only: bool = False
     bksp_share: float = 0.0
-    arm: Arm = "backtrack"
+    arm: SelectArm = "backtrack"
 
     def __post_init__(self) -> None:
         if not 0 <= self.clean_share < 1:
@@ -427,7 +466,10 @@ class RunConfig:
     compares them and the backtrack arm sets the training budget; `dpo` optionally (train.
     objective=dpo on its own search's pairs, drawn to the backtrack arm's loss-bearing tokens,
     right-step pairs on top, and trained for its optimizer steps), compared with the baseline in
-    the verdict and the report.
+    the verdict and the report; `rl` optionally (train.objective=rl on the training problems,
+    from its own model like every arm, searching like every arm: its search gives the values of
+    rl_credit=tree and the traces of the token warm-up; trained for the backtrack arm's
+    optimizer steps with as many sampled streams per step as the backtrack arm's sequences).
     Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"

@@ -1,7 +1,7 @@
 """Writing outputs so that a reader never sees half a file and a kill loses nothing finished:
-every JSON, YAML and model directory goes to a temporary name in the same directory and is renamed
-into place. Temporaries a kill left behind start with `.` and hold `.tmp`; `remove_stale` clears
-them on the next run."""
+every JSON, YAML, torch state file and model directory goes to a temporary name in the same
+directory and is renamed into place. Temporaries a kill left behind start with `.` and hold
+`.tmp`; `remove_stale` clears them on the next run."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """`torch.save(obj)` to `path` atomically (temporary sibling, then rename)."""
+    import torch  # here, not at import: the config and the CLI import this module
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

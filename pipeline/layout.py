@@ -13,6 +13,8 @@
         train/model/            the trained model (halluc.json: how decoding must treat it)
         train/compute.json      what training cost (rows, loss-bearing tokens, steps)
         train/reference.json    (dpo) the reference model's log-probabilities of the pairs
+        train/rl-checkpoints/   (rl, while training) the newest checkpoint, and
+        train/rl-reference.pt   the frozen reference model; both removed once trained
         eval.json  tune.json    that model's figures, held out and on training problems
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
@@ -31,7 +33,7 @@ from pathlib import Path
 from pipeline.config import Config
 
 ARMS = ("backtrack", "baseline")  # every run has them: the verdict compares them
-ALL_ARMS = (*ARMS, "dpo")  # the order arms run in: the backtrack arm sets the others' budget
+ALL_ARMS = (*ARMS, "dpo", "rl")  # the order arms run in: the backtrack arm sets the budget
 
 
 def arms(cfg: Config) -> tuple[str, ...]:

@@ -11,11 +11,12 @@ measured so that it can carry a verdict.
         search   with the arm's current model (same search config for every arm)
         select   backtrack: corrections, self-corrections, clean; baseline: clean only, drawn to
                  the same loss-bearing tokens as the backtrack arm's set; dpo: pairs, drawn to
-                 the same loss-bearing tokens
+                 the same loss-bearing tokens; rl: nothing (it samples its own streams)
         train    from the arm's current model on its selection, the others for the backtrack
                  arm's number of optimizer steps: the baseline without the backspace token, the
                  dpo arm with train.objective=dpo (as many sequences per step: half as many
-                 pairs)
+                 pairs), the rl arm with train.objective=rl on the training problems
+                 (batch_size // rl_group problems a step, rl_group streams each)
         evaluate the decoding sweep on the held-out problems, and on `eval.n_tune` training
                  problems to choose the arm's setting; then the baseline's best-of-N and majority
                  vote at the backtrack arm's generated tokens per problem
@@ -52,8 +53,9 @@ def main(cfg: Config) -> dict[str, Any]:
     if cfg.train.objective != "sft":
         raise ConfigError(
             f"train.objective={cfg.train.objective}: `halluc run` sets each arm's objective (sft "
-            "for backtrack and baseline, dpo for the dpo arm); leave train.objective=sft and add "
-            "the arm: run.arms=[baseline,backtrack,dpo]"
+            "for backtrack and baseline, dpo and rl for the arms of those names); leave "
+            "train.objective=sft and add the arm: run.arms=[baseline,backtrack,dpo] or "
+            "run.arms=[baseline,backtrack,rl]"
         )
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)
@@ -109,7 +111,8 @@ def run_seed(cfg: Config) -> dict[str, Any]:
             acfg = arm_config(cfg, arm, r)
             rnd, model = layout.round(r, arm), layout.model(r, arm)
             search_stage.search(acfg, model, rnd.search)
-            _, n = select.select(acfg, arm, rnd, tokens)
+            if arm != "rl":  # the rl arm samples its own streams: nothing to select
+                _, n = select.select(acfg, arm, rnd, tokens)
             backspace = arm != "baseline" or cfg.run.baseline_backspace
             train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
             if arm == "backtrack":
@@ -127,11 +130,14 @@ def cfg_round(cfg: Config, r: int) -> Config:
 
 
 def arm_config(cfg: Config, arm: str, r: int) -> Config:
-    """Round `r` of `arm`: the dpo arm trains with `train.objective=dpo`, the others with sft."""
-    objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
-    return dataclasses.replace(
-        cfg_round(cfg, r), train=dataclasses.replace(cfg.train, objective=objective)
-    )
+    """Round `r` of `arm`: the dpo and rl arms train with the objective of their name, the
+    others with sft; the rl arm in-process (`train.workers` 0: no Ray Train for rl yet)."""
+    if arm == "rl":
+        training = dataclasses.replace(cfg.train, objective="rl", workers=0)
+    else:
+        objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
+        training = dataclasses.replace(cfg.train, objective=objective)
+    return dataclasses.replace(cfg_round(cfg, r), train=training)
 
 
 def _evaluate(
@@ -178,6 +184,7 @@ def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
                 if (rnd.train / "compute.json").exists()
                 else {}
             )
+            trained.pop("history", None)  # the rl arm's figures by step stay in compute.json
             searched = read_json(rnd.search / "summary.json")
             figures = read_json(rnd.eval)["settings"]
             out[arm].append(

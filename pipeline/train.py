@@ -22,6 +22,12 @@ chosen and rejected sequences (`search.pairs`), fits the backspace rows on the c
 step.
 
     halluc train --preset arith-tiny --set train.objective=dpo --set train.dpo_beta=0.1
+
+`train.objective=rl` prepares the model the same way (backspace token, dropout, attention check,
+`train.token_warmup` batches on the round's traces) and hands it to `pipeline.rl`, its own loop
+with its own checkpoints (on-policy sampling does not fit the Trainer's data loader).
+
+    halluc train --preset arith-tiny --set train.objective=rl --set train.rl_group=8
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from datasets import Dataset
 from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
+from pipeline import rl
 from pipeline.config import Config
 from pipeline.dpo import (
     REFERENCE,
@@ -122,7 +129,7 @@ def prepare(
 ) -> tuple[Any, Any, BacktrackCollator | PairCollator, Dataset]:
     """Model (with the backspace token when `backspace`), tokenizer, collator, and checked
     training rows: traces for `train.objective=sft`, preference rows and a `PairCollator` for
-    dpo."""
+    dpo, for rl the traces of the token warm-up (none when `train.token_warmup` is 0)."""
     model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
     if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
         log.info("train: untied the output layer from the input embeddings")
@@ -145,6 +152,8 @@ def prepare(
     )
     if cfg.train.objective == "dpo":
         return model, tok, PairCollator(collate), load_preferences(cfg, rnd, tok, collate)
+    if cfg.train.objective == "rl" and not (backspace and cfg.train.token_warmup):
+        return model, tok, collate, Dataset.from_dict({"input_ids": [], "loss_mask": []})
     ds = load_traces(cfg, rnd)
     _check_same_tokenizer(ds, tok)
     return model, tok, collate, ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
@@ -223,6 +232,12 @@ def train_worker(config: dict[str, Any]) -> None:
     backspace = config.get("backspace", True)
     model, tok, collate, ds = prepare(cfg, Path(config["base"]), rnd, backspace)
     out = rnd.train
+    if t.objective == "rl":
+        assert isinstance(collate, BacktrackCollator)  # prepare gives a pair collator to dpo only
+        if len(ds) and not rl.has_checkpoint(out):  # a resumed run loads weights that had it
+            warm_token_rows(model, collate, ds, cfg)
+        rl.train_rl(model, tok, collate, cfg, rnd, config.get("max_steps", t.max_steps))
+        return
     dpo = isinstance(collate, PairCollator)
     args = training_arguments(cfg, out, config, dpo)
     trainer: Trainer = WeightedTrainer(

@@ -108,15 +108,17 @@ def test_out_dir_does_not_change_the_hash():
         (["select.bksp_share=auto"], r"select.bksp_share: expected float, got 'auto'"),
         (
             ["train.objective=ppo"],
-            r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo'\]",
+            r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo', 'rl'\]",
         ),
         (["train.dpo_beta=0"], r"train.dpo_beta must be > 0 and dpo_sft_weight >= 0"),
         (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0 .*dpo_sft_weight=-1.0"),
         (["train.dpo_right_pairs=maybe"], r"train.dpo_right_pairs: expected bool, got 'maybe'"),
         (
-            ["run.arms=[baseline,backtrack,rl]"],
-            r"run.arms\[2\]: 'rl' is not allowed; choose one of \['backtrack', 'baseline', 'dpo'\]",
+            ["run.arms=[baseline,backtrack,ppo]"],
+            r"run.arms\[2\]: 'ppo' is not allowed; choose one of \['backtrack', 'baseline', 'dpo', "
+            r"'rl'\]",
         ),
+        (["run.arms=[baseline,rl]"], r"run.arms: each arm once, baseline and backtrack always"),
         (["run.arms=[baseline,dpo]"], r"run.arms: each arm once, baseline and backtrack always"),
         (["run.arms=[baseline,backtrack,backtrack]"], r"run.arms: each arm once"),
         (["run.arms=dpo"], r"run.arms: expected a list"),
@@ -195,12 +197,17 @@ def test_halluc_run_sets_each_arms_objective_itself(tmp_path):
     with pytest.raises(ConfigError, match=r"run.arms=\[baseline,backtrack,dpo\]"):
         run.main(cfg)
     assert not (tmp_path / "config.yaml").exists()
-    base = load_config("arith-tiny", ["run.arms=[baseline,backtrack,dpo]"])
-    assert [run.arm_config(base, a, 1).train.objective for a in ("backtrack", "dpo")] == [
-        "sft",
-        "dpo",
-    ]
+    rl = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.objective=rl"])
+    with pytest.raises(ConfigError, match=r"run.arms=\[baseline,backtrack,rl\]"):
+        run.main(rl)
+    base = load_config("arith-tiny", ["run.arms=[rl,baseline,backtrack,dpo]"])
+    arms = ("backtrack", "baseline", "dpo", "rl")
+    assert [run.arm_config(base, a, 1).train.objective for a in arms] == ["sft", "sft", "dpo", "rl"]
     assert run.arm_config(base, "dpo", 1).run.round == 1
+    assert run.arms(base) == arms  # backtrack first: it sets the budget
+    ray = load_config("arith-tiny", ["run.arms=[baseline,backtrack,rl]", "train.workers=2"])
+    assert run.arm_config(ray, "backtrack", 0).train.workers == 2
+    assert run.arm_config(ray, "rl", 0).train.workers == 0  # rl trains in-process
 
 
 def test_placement_shapes_the_traces_not_the_evaluation():

@@ -107,6 +107,33 @@ def test_a_dpo_arm_added_to_a_finished_run_runs_alone_at_the_backtrack_arms_budg
     assert "| 1 | dpo |" in (out / "report.md").read_text()
 
 
+def test_an_rl_arm_trains_for_the_backtrack_arms_steps_and_is_judged_like_the_others(
+    whole, tmp_path
+):
+    out = tmp_path / "rl"
+    shutil.copytree(whole, out)
+    before = outputs(out)
+    run.main(cfg_at(out, "run.arms=[baseline,backtrack,rl]"))
+    after = outputs(out)
+    assert {arm: after[arm] for arm in ARMS} == {arm: before[arm] for arm in ARMS}
+    d = out / "rl" / "round-0"
+    assert (d / "search" / "summary.json").exists() and not (d / "select").exists()
+    assert json.loads((d / "train" / "model" / "halluc.json").read_text())["mode"] == "erase"
+    bt = json.loads((out / "backtrack" / "round-0" / "train" / "compute.json").read_text())
+    rl = json.loads((d / "train" / "compute.json").read_text())
+    assert rl["objective"] == "rl" and rl["optimizer_steps"] == bt["optimizer_steps"]
+    assert rl["batch_size"] == bt["batch_size"] // rl["group"] * rl["group"]  # streams per step
+    assert rl["rows"] == rl["optimizer_steps"] * rl["batch_size"]
+    assert rl["token_warmup_batches"] == 5 and len(rl["history"]) == rl["optimizer_steps"]
+    assert 0 < rl["generated_tokens"] < rl["loss_tokens"]
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert set(verdict["rounds"][1]["arms"]) == {"rl"}
+    assert verdict["compute"][0]["rl"][0]["generated_tokens"] == rl["generated_tokens"]
+    assert "history" not in verdict["compute"][0]["rl"][0]
+    assert "the rl arm" in verdict["sentence"]
+    assert "| 1 | rl |" in (out / "report.md").read_text()
+
+
 def test_report_renders_in_a_headless_browser(whole):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
