@@ -18,13 +18,14 @@ search samples are the same whichever values guide it, and two modes differ only
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import itertools
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from search.errors import ParamError, check_params
 from search.tree import Node, Tree
-from search.types import Answer, Ask, Request, Rollout, ValueAsk
+from search.types import Answer, Ask, Request, Rollout, ValueAsk, Valuer
 
 ValueMode = Literal["mc", "model", "mix"]
 MODES: tuple[ValueMode, ...] = ("mc", "model", "mix")
@@ -104,3 +105,19 @@ def estimate(
         nd.value = v
     tree.values_used += len(learn)
     return [(nd, got, tree.add_rollouts(nd, got)) for nd, got in zip(todo, rollouts, strict=True)]
+
+
+def least_values(
+    valuer: Valuer, samples: Sequence[tuple[tuple[int, ...], Sequence[Sequence[int]]]]
+) -> list[float]:
+    """Per sample (prompt ids, visible steps): the least value over its step prefixes, the prompt
+    with its first i steps for each i (the prompt alone for a sample without a step). Every
+    distinct prefix is valued once, all in one `valuer` call. What value best-of-N ranks by: a
+    solution is only as good as its worst step (Math-Shepherd's min)."""
+    prefixes = []
+    for prompt, steps in samples:
+        ends = list(itertools.accumulate((tuple(s) for s in steps), initial=prompt))
+        prefixes.append(ends[1:] or ends)
+    unique = list(dict.fromkeys(p for mine in prefixes for p in mine))
+    value = dict(zip(unique, valuer.values(unique), strict=True))
+    return [min(value[p] for p in mine) for mine in prefixes]
