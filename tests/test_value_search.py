@@ -166,3 +166,29 @@ def test_value_params_and_a_missing_valuer_say_what_is_wrong(add8, tok):
     search = Search(mcts(make_tree(task, problems[0], tok), MctsParams(), 1, ValueParams("model")))
     with pytest.raises(HallucError, match="search.value_model"):
         run_batched([search], policy)
+
+
+def test_the_benchmark_counts_rollouts_per_correct_location(add8, tok):
+    """benchmarks/value_search.py's core on the scripted policy: a valuer that knows the script
+    locates every error right without a rollout past the screening; MC pays for its locations."""
+    from benchmarks.value_search import compare, methods
+    from pipeline.config import load_config
+
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.0, trap_rate=0.5)
+    cfg = load_config("arith-tiny", ["search.omegaprm.budget=4", "search.mcts.simulations=10"])
+    chosen = methods([0.0, 0.5], mix=0.5)
+    result = compare(cfg, task, tok, problems, policy, ScriptedValuer(policy), chosen)
+    rows = result["methods"]
+    assert len(rows) == len(chosen)
+    exhaustive, binary = rows["omegaprm exhaustive mc"], rows["omegaprm binary mc"]
+    assert exhaustive["vs_exhaustive"] == 1.0 and binary["vs_exhaustive"] < 1.0
+    model = rows["omegaprm model@0"]
+    assert model["accuracy"] == 1.0 and model["rollouts"] == 0 and model["values"] > 0
+    assert rows["omegaprm mix@0"]["rollouts"] > 0  # the probes' rollouts, as MC
+    for name, row in rows.items():
+        assert row["correct"] <= row["located"], name
+        assert row["screening_rollouts"] == len(problems) * (32 if "mcts" in name else 16)
+    m = result["matched"]["omegaprm"]
+    assert m["equal_accuracy"] and m["rollout_ratio"] == 0.0
+    assert result["matched"]["mcts"]["value"].startswith("mcts ")

@@ -134,3 +134,26 @@ def test_value_best_of_n_picks_by_the_least_step_value(trained):
     assert right["value_best_of_n"]["accuracy"] > wrong["value_best_of_n"]["accuracy"]
     assert right["value_best_of_n"]["accuracy"] >= right["best_of_n"]["accuracy"]
     assert right["best_of_n"] == wrong["best_of_n"]  # the same samples, whatever the valuer
+
+
+def test_the_benchmark_runs_on_a_tiny_run(searched, trained_value, tmp_path):
+    """benchmarks/value_search.py end to end: the run's model and the value model trained on its
+    search, on the training problems the value model held out."""
+    from benchmarks.value_search import main
+    from pipeline.config import save_config
+    from pipeline.value_data import split
+
+    small = ["omegaprm.budget=2", "omegaprm.n_mc=2", "mcts.simulations=2", "mcts.n_mc=2"]
+    cfg = tiny_cfg(searched, *(f"search.{s}" for s in small), "search.mcts.n_screen=16")
+    save_config(cfg, tmp_path / "config.yaml")
+    args = ["--run", str(tmp_path), "--value-model", str(trained_value), "--thresholds", "0.3"]
+    result = main(args)
+    problems = task_from_config(cfg.task).problems("train", cfg.task.n_train)
+    share = json.loads((trained_value / "value.json").read_text())["split"]["val_share"]
+    assert result["problems"] == sum(split([p.id for p in problems], share))
+    rows = result["methods"]
+    assert rows["omegaprm model@0.3"]["rollouts"] == 0 < rows["omegaprm model@0.3"]["values"]
+    assert rows["omegaprm exhaustive mc"]["rollouts"] >= rows["omegaprm binary mc"]["rollouts"]
+    saved = json.loads((tmp_path / "value_search.json").read_text())
+    assert saved["methods"] == rows and "benchmarks/value_search.py --run" in saved["command"]
+    assert "| omegaprm binary mc |" in (tmp_path / "value_search.md").read_text()
