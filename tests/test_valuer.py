@@ -157,3 +157,34 @@ def test_the_benchmark_runs_on_a_tiny_run(searched, trained_value, tmp_path):
     saved = json.loads((tmp_path / "value_search.json").read_text())
     assert saved["methods"] == rows and "benchmarks/value_search.py --run" in saved["command"]
     assert "| omegaprm binary mc |" in (tmp_path / "value_search.md").read_text()
+
+
+def test_the_inference_benchmark_runs_on_a_tiny_run(trained, trained_value, tmp_path):
+    """benchmarks/value_inference.py end to end on a run whose round-0 models are the bootstrap
+    model (the backtrack arm's with the backspace token and halluc.json, as training leaves it)."""
+    from benchmarks.value_inference import main
+    from pipeline.config import save_config
+    from workers.hf import load_checkpoint
+    from workers.tokens import add_backspace_token
+
+    boot = trained[0] / "bootstrap" / "model"
+    run = tmp_path / "run"
+    for arm in ("backtrack", "baseline"):
+        model, hf = load_checkpoint(boot, "cpu")
+        if arm == "backtrack":
+            add_backspace_token(model, hf, "<|bksp|>")
+        where = run / arm / "round-0" / "train" / "model"
+        model.save_pretrained(where, safe_serialization=True)
+        hf.save_pretrained(where)
+    meta = {"mode": "erase", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}
+    (run / "backtrack" / "round-0" / "train" / "model" / "halluc.json").write_text(json.dumps(meta))
+    save_config(tiny_cfg(run, "eval.n_problems=6", "trace.unit=step"), run / "config.yaml")
+    args = ["--run", str(run), "--value-model", str(trained_value), "--round", "0"]
+    result = main([*args, "--m", "2", "--drops", "0.05"])
+    guided = result["guided"]
+    assert set(guided) == {"own", "value 0.05"}
+    assert guided["value 0.05"]["value_drop"] == 0.05 and "value_drop" not in guided["own"]
+    controls = result["controls"]
+    assert {"best_of_n", "majority", "value_best_of_n"} <= set(controls)
+    assert controls["value_best_of_n"]["mean_n"] == controls["best_of_n"]["mean_n"]
+    assert "| T=1.0 | value 0.05 |" in (run / "value_inference.md").read_text()
