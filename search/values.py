@@ -98,7 +98,7 @@ def estimate(
     asks = [ask(nd, n - nd.n_rollouts) for nd in todo]  # numbered even when not sent
     if p.mode == "model":
         todo, asks = [], []
-    learn = [nd for nd in dict.fromkeys(nodes) if p.mode != "mc"]
+    learn = [] if p.mode == "mc" else list(dict.fromkeys(nodes))
     learn = [nd for nd in learn if nd.value is None and not nd.terminal]
     rollouts, values = yield from request(asks, [ValueAsk(tree.prefix(nd)) for nd in learn])
     for nd, v in zip(learn, values, strict=True):

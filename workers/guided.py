@@ -173,7 +173,8 @@ class GuidedPolicy:
 
     @torch.inference_mode()
     def _erase(self, live: list[_Row]) -> list[bool]:
-        """Per live row: whether the model erases its last step now."""
+        """Per live row: whether the erase rule (the model's own, or the value model's) erases its
+        last step now."""
         can = [
             r.steps > 0 and r.erases < self.max_backspaces and len(r.stream) < self.max_new_tokens
             for r in live

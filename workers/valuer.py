@@ -13,6 +13,7 @@ not a vLLM pooling model).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,4 @@ def check_tokenizer(
 
 
 def _config(path: Path) -> dict[str, Any]:
-    import json
-
     return dict(json.loads((path / "config.json").read_text()))
