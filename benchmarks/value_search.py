@@ -3,7 +3,7 @@ and wall time per correctly located first error, at equal location accuracy wher
 
     .venv/bin/python benchmarks/value_search.py --run runs/arith-tiny-verdict/seed-0 \\
         [--value-model RUN/value/model] [--model PATH] [--problems 64] [--all-problems] \\
-        [--thresholds 0.1,0.2,0.3,0.5] [--mix 0.5] [--set K=V ...]
+        [--thresholds 0.1,0.2,0.3,0.5] [--mix 0.5] [--modes model,mix] [--set K=V ...]
 
 RUN holds the run's config.yaml (a seed directory of a verdict run holds its own), whose
 `run.out_dir` is where the run's models are, and by default the value model `halluc value` wrote
@@ -14,17 +14,18 @@ training problems (`task.n_train`, the ones its search covered) that the value m
 the value model learned from by default), or `--model`. Search parameters: the run's,
 overridden by `--set`.
 
-Methods, each on the same problems with the run's seeds (the same screening rollouts):
-OmegaPRM with exhaustive per-step MC (the baseline of BENCHMARKS.md), with its binary search on
-MC, and with the binary search's probes valued by the model (`model@t`: failing at value <= t,
-for each threshold t: the `--thresholds`, and the value model's own best-accuracy threshold from
-its label_quality.json) or by both (`mix@t`, model weight `--mix`); MCTS with MC leaf values and
-with the same value modes. Per method: failing branches located, correct ones (the exact checker
-puts the first error of parent + step on the step), location accuracy, rollouts beyond the
-screening, rollouts per correct location (and against exhaustive MC's), prefixes valued, wall
-seconds (in the policy, in the value model). `matched`: per algorithm, the value-guided method
-with the fewest rollouts per correct location among those at least as accurate as the
-algorithm's MC method (OmegaPRM: binary), or, when none is, the most accurate (flagged).
+Methods, each on the same problems with the run's seeds (the same screening rollouts): OmegaPRM
+with exhaustive per-step MC (the baseline of BENCHMARKS.md), with its binary search on MC, and with
+the binary search's probes valued by the model (`model@t`: failing at value <= t, for each
+threshold t: the `--thresholds`, and the value model's own best-accuracy threshold from its
+label_quality.json) or by both (`mix@t`, model weight `--mix`; as many rollouts as MC, so `--modes
+model` leaves it out); MCTS with MC leaf values and with the same value modes. Per method: failing
+branches located, correct ones (the exact checker puts the first error of parent + step on the
+step), location accuracy, rollouts beyond the screening, rollouts per correct location (and against
+exhaustive MC's), prefixes valued, wall seconds (in the policy, in the value model). `matched`: per
+algorithm, the value-guided method with the fewest rollouts per correct location among those at
+least as accurate as the algorithm's MC method (OmegaPRM: binary), or, when none is, the most
+accurate (flagged).
 
 Writes RUN/value_search.json and RUN/value_search.md.
 """
@@ -63,14 +64,16 @@ class Method:
     value: ValueParams
 
 
-def methods(thresholds: Sequence[float], mix: float) -> list[Method]:
+def methods(
+    thresholds: Sequence[float], mix: float, modes: Sequence[str] = ("model", "mix")
+) -> list[Method]:
     out = [
         Method("omegaprm exhaustive mc", "omegaprm", "exhaustive", ValueParams()),
         Method("omegaprm binary mc", "omegaprm", "binary", ValueParams()),
         Method("mcts mc", "mcts", "binary", ValueParams()),
     ]
     for algorithm in ("omegaprm", "mcts"):
-        for mode in ("model", "mix"):
+        for mode in modes:
             out += [
                 Method(f"{algorithm} {mode}@{t:g}", algorithm, "binary", ValueParams(mode, mix, t))
                 for t in thresholds
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--all-problems", action="store_true")
     ap.add_argument("--thresholds", default="0.1,0.2,0.3,0.5")
     ap.add_argument("--mix", type=float, default=0.5)
+    ap.add_argument("--modes", default="model,mix", help="value modes to run (mix costs as MC)")
     ap.add_argument("--set", action="append", default=[], dest="sets")
     args = ap.parse_args(argv)
     from pipeline.runtime import set_threads
@@ -275,7 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     state = build_state(cfg, model, problems)  # the run's search policy, mc (no value model)
     m = cfg.model
     valuer = load_valuer(value_model, m.device, m.dtype, m.trust_remote_code, cfg.search.max_batch)
-    chosen = methods(thresholds_of(args.thresholds, value_model), args.mix)
+    modes = [m for m in args.modes.split(",") if m]
+    chosen = methods(thresholds_of(args.thresholds, value_model), args.mix, modes)
     result = compare(cfg, task, state.tokenizer, chosen_problems, state.policy, valuer, chosen)
     result |= {
         "problems": len(chosen_problems),
