@@ -29,6 +29,7 @@ from search.fake import FakeParams
 from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
 from search.traces import Placement
+from search.values import ValueMode
 from workers.policy import check_deliberate
 
 
@@ -106,7 +107,19 @@ class TaskConfig:
 class SearchConfig:
     """Tree search (DESIGN §5): `algorithm` with its parameters in `omegaprm` or `mcts`.
     `policy=fake` is the scripted policy with known mistakes (no model), set in `fake`;
-    `policy=vllm` samples with vLLM on one GPU per worker (`gpu_memory` is its share of it)."""
+    `policy=vllm` samples with vLLM on one GPU per worker (`gpu_memory` is its share of it).
+
+    Value-guided search (search/values.py; issue 16): `value` says where a node's value comes
+    from. `mc` (default): k Monte Carlo rollouts, the search as before. `model`: the value model
+    at `value_model` (a `halluc value` checkpoint directory, e.g. RUN/value/model, trained on
+    searches of this model's tokenizer) instead of the rollouts: MCTS values each new child by
+    it, OmegaPRM each binary-search probe (its screening stays K rollouts). `mix`:
+    (1 - `value_mix`) * mc + `value_mix` * the model's value, with the rollouts. In model and
+    mix modes a step whose value is at most `value_threshold` counts as failing (mc: mc == 0).
+    The value model runs on transformers on `model.device`, beside a vLLM policy too. A node
+    valued by the model alone has no rollouts, so no correction trace starts from it (its
+    `steps` row has n_rollouts 0). The four keys enter the config hash only when `value` is not
+    `mc`."""
 
     algorithm: Literal["omegaprm", "mcts"] = "omegaprm"
     policy: Literal["fake", "transformers", "vllm"] = "transformers"
@@ -121,8 +134,29 @@ class SearchConfig:
     max_batch: int = 256
     workers: int = 1
     address: str = ""
+    value: ValueMode = "mc"
+    value_model: str = ""
+    value_mix: float = 0.5
+    value_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.value != "mc" and not self.value_model:
+            raise ConfigError(
+                f"value: {self.value} needs a value model; give search.value_model=PATH (the "
+                "model/ directory `halluc value` wrote, e.g. RUN/value/model) or set "
+                "search.value=mc"
+            )
+        if self.value != "mc" and self.policy == "fake":
+            raise ConfigError(
+                f"value: {self.value} needs a real policy: a value model reads the token ids of "
+                "the tokenizer it was trained with, and the scripted policy has none; set "
+                "search.policy=transformers (or vllm), or search.value=mc"
+            )
+        if not 0 <= self.value_mix <= 1 or not 0 <= self.value_threshold < 1:
+            raise ConfigError(
+                f"value_mix must be in [0, 1] and value_threshold in [0, 1), got "
+                f"value_mix={self.value_mix}, value_threshold={self.value_threshold}"
+            )
         for name in ("batch_size", "max_new_tokens", "max_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -376,7 +410,17 @@ class EvalConfig:
     `bksp_search` m > 0 (transformers only): backspace-guided search (`workers.guided`): decoding
     goes a step at a time; where the model erases its last step (the backspace sampled at a step
     end, or by `bksp_threshold`), m candidates for the step are drawn and the likeliest kept. Its
-    generated tokens count the candidates thrown away (compare with best-of-N at those tokens)."""
+    generated tokens count the candidates thrown away (compare with best-of-N at those tokens).
+
+    Value model (issue 16, item 4; a `halluc value` checkpoint directory at `value_model`,
+    trained on searches of the evaluated models' tokenizer). With `value_model` set, the
+    controls (`halluc run`, benchmarks/value_inference.py) add `value_best_of_n`: of the same N
+    samples as best-of-N, the one whose least value over its step prefixes is highest (a
+    solution is as good as its worst step). `value_drop` d > 0 (with `bksp_search` m > 0, no
+    `bksp_threshold`): guided search's erase rule becomes the value model's, erasing the last
+    step where its value fell by more than d from the prefix before it to the prefix after it,
+    so it can be set against the model's own backspace. Both keys enter the config hash only
+    when set, and `value_model` enters the evaluation's key only with `value_drop`."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -390,9 +434,22 @@ class EvalConfig:
     bksp_threshold: float = 0.0
     bksp_random: float = 0.0
     bksp_search: int = 0
+    value_model: str = ""
+    value_drop: float = 0.0
 
     def __post_init__(self) -> None:
         check_deliberate(self.bksp_threshold, self.bksp_random)
+        if self.value_drop and (
+            not self.value_model
+            or not self.bksp_search
+            or self.bksp_threshold
+            or not 0 < self.value_drop <= 1
+        ):
+            raise ConfigError(
+                f"value_drop: {self.value_drop} is the value-triggered erase of guided search; "
+                "it needs eval.value_model=PATH (a `halluc value` model), eval.bksp_search=m > 0, "
+                "no eval.bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
+            )
         if self.policy == "vllm" and (self.bksp_threshold or self.bksp_random or self.bksp_search):
             raise ConfigError(
                 "bksp_threshold, bksp_random and bksp_search: the vLLM policy does not implement "
@@ -561,6 +618,12 @@ class Config:
             del d[section][key]
         for section in OWN_SECTIONS:
             del d[section]
+        if self.search.value == "mc":  # they shape nothing then: the hash they had before
+            for key in SEARCH_VALUE_KEYS:
+                del d["search"][key]
+        for key in EVAL_VALUE_KEYS:  # likewise, unless set
+            if not d["eval"][key]:
+                del d["eval"][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -578,6 +641,10 @@ NOT_HASHED = [
     ("value", "init"),
     ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
 ]
+
+# value-guided search (SearchConfig): hashed only when search.value is not mc
+SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
+EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -780,6 +847,8 @@ def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
     # the deliberate-backspace options enter only when set, so the keys of evaluations made
     # before they existed still match
     off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
+    if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
+        off |= {"value_model", "value_drop"}
     shaping = {
         "task": d["task"],
         "eval": {

@@ -12,7 +12,10 @@ were wrong beside chance (the share of all written finished steps that were wron
 uses the attention mode the model was trained with (`halluc.json` in its directory). Sampling goes
 through `workers.policy` with `eval.policy` (transformers or vLLM). With `eval.bksp_threshold` or
 `eval.bksp_random` every setting that allows the backspace emits it by that rule (the settings keep
-their names; the figures record both values and the table's title names the one set).
+their names; the figures record both values and the table's title names the one set). With
+`eval.value_drop` guided search (`eval.bksp_search`) erases by the value model at
+`eval.value_model` instead of by the model's own backspace. With `eval.value_model` the controls
+add value best-of-N.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pipeline.loading import load_model
 from pipeline.verdict import interval
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
-from search.types import Ask, Policy, Problem, Rollout, Task
+from search.types import Ask, Policy, Problem, Rollout, Task, Valuer
+from search.values import least_values
 from workers.policy import Decoding, Loaded, make_policy
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,12 @@ def evaluate_model(
         "bksp_search": cfg.eval.bksp_search,
         "settings": {},
     }
+    valuer = None
+    if cfg.eval.value_drop:
+        out |= {"value_drop": cfg.eval.value_drop, "value_model": cfg.eval.value_model}
+        valuer = load_value_model(cfg)
     for name, (temperature, samples, ban) in settings(cfg, banned).items():
-        policy = make_policy(loaded, _decoding(cfg, temperature, ban))
+        policy = make_policy(loaded, _decoding(cfg, temperature, ban), valuer)
         drawn = _sample_rollouts(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
         reports = [report for _, report in drawn]
         solved = per_problem(reports, samples)
@@ -151,7 +159,16 @@ def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False
         bksp_threshold=cfg.eval.bksp_threshold,
         bksp_random=cfg.eval.bksp_random,
         bksp_search=cfg.eval.bksp_search,
+        value_drop=cfg.eval.value_drop,
     )
+
+
+def load_value_model(cfg: Config) -> Valuer:
+    """The value model at `eval.value_model`, on `model.device`."""
+    from workers.valuer import load_valuer
+
+    m = cfg.model
+    return load_valuer(cfg.eval.value_model, m.device, m.dtype, m.trust_remote_code)
 
 
 def per_problem(reports: list[StreamReport], k: int) -> list[float]:
@@ -188,25 +205,39 @@ def controls(
     cfg: Config,
     setting: tuple[float, int, bool],
     budget: list[float],
+    valuer: Valuer | None = None,
 ) -> dict[str, Any]:
     """What a user would do instead of backtracking, at the same generated tokens per problem:
     sample N times at `setting` (temperature) and keep the sample the model finds most likely
     (mean log-probability per token: best-of-N) or the most common final step (majority vote,
     its likeliest member). N per problem is the smallest count whose expected tokens (this
-    model's mean tokens per sample on that problem, from a first draw) reach `budget` tokens."""
+    model's mean tokens per sample on that problem, from a first draw) reach `budget` tokens.
+
+    With a value model (`valuer`, else the one at `eval.value_model` when set) also value
+    best-of-N: of the same N samples, the one whose least value over its visible step prefixes is
+    highest (`search.values.least_values`; the first such on a tie). Its value model's forward
+    passes are not generated tokens and are not counted."""
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     temperature = setting[0] or 1.0  # greedy gives one answer: vote among samples at T=1
     policy = make_policy(loaded, _decoding(cfg, temperature, setting[2], logprobs=True))
     n_max = max(1, min(32, round(max(budget) / 4)))
     drawn = _sample_rollouts(policy, loaded, task, problems, n_max, temperature, cfg.run.seed + 1)
-    best, vote, tokens, ns = [], [], [], []
+    if valuer is None and cfg.eval.value_model:
+        valuer = load_value_model(cfg)
+    scores = _value_scores(valuer, loaded, task, problems, drawn) if valuer else None
+    picks: dict[str, list[float]] = {"best_of_n": [], "majority": [], "value_best_of_n": []}
+    tokens, ns = [], []
     for i, problem in enumerate(problems):
         mine = drawn[i * n_max : (i + 1) * n_max]
         per_sample = sum(len(r.tokens) for r, _ in mine) / n_max
         n = max(1, min(n_max, math.ceil(budget[i] / max(per_sample, 1.0))))
         chosen = mine[:n]
-        best.append(float(max(chosen, key=lambda x: _mean_logprob(x[0]))[1].correct))
-        vote.append(float(_majority(chosen, loaded, problem).correct))
+        picks["best_of_n"].append(float(max(chosen, key=lambda x: _mean_logprob(x[0]))[1].correct))
+        picks["majority"].append(float(_majority(chosen, loaded, problem).correct))
+        if scores is not None:
+            mine_scores = scores[i * n_max : i * n_max + n]
+            top = max(range(n), key=mine_scores.__getitem__)
+            picks["value_best_of_n"].append(float(chosen[top][1].correct))
         tokens.append(sum(len(r.tokens) for r, _ in chosen))
         ns.append(n)
     common = {
@@ -215,9 +246,31 @@ def controls(
         "generated_tokens": sum(tokens),
     }
     return {
-        "best_of_n": common | {"accuracy": sum(best) / len(best), "per_problem": best},
-        "majority": common | {"accuracy": sum(vote) / len(vote), "per_problem": vote},
+        name: common | {"accuracy": sum(got) / len(got), "per_problem": got}
+        for name, got in picks.items()
+        if got
     }
+
+
+def _value_scores(
+    valuer: Valuer,
+    loaded: Loaded,
+    task: Task,
+    problems: list[Problem],
+    drawn: list[tuple[Rollout, StreamReport]],
+) -> list[float]:
+    """Each drawn sample's least value over its visible step prefixes, -inf for a stream whose
+    backspaces reach into the prompt (`drawn` holds the same number of samples per problem, in
+    the order of `problems`)."""
+    tok, k = loaded.tokenizer, len(drawn) // len(problems)
+    judges = [Judge(task, p, tok, tuple(tok.encode(p.prompt)), loaded.unit) for p in problems]
+    steps = [judges[i // k].visible_steps(r.tokens) for i, (r, _) in enumerate(drawn)]
+    valid = [i for i, s in enumerate(steps) if s is not None]
+    scores = [float("-inf")] * len(drawn)
+    got = least_values(valuer, [(judges[i // k].prompt, steps[i] or []) for i in valid])
+    for i, v in zip(valid, got, strict=True):
+        scores[i] = v
+    return scores
 
 
 def _mean_logprob(rollout: Rollout) -> float:
@@ -297,6 +350,7 @@ def format_table(result: dict[str, Any]) -> str:
             ("bksp_threshold", "backspace threshold"),
             ("bksp_random", "random eraser"),
             ("bksp_search", "guided search, candidates"),
+            ("value_drop", "value-triggered erase, drop"),
         )
         if result.get(key)
     )

@@ -2,6 +2,8 @@
 
     halluc search --preset arith-tiny                       # CPU, in-process
     halluc search --preset arith-tiny --set search.omegaprm.n_mc=4   # any key=value override
+    halluc search --preset arith-tiny --set search.algorithm=mcts --set search.value=model \
+        --set search.value_model=runs/arith-tiny/value/model      # values from a value model
     ray job submit --working-dir . -- halluc search --preset countdown-gpu \
         --set search.policy=vllm --set search.workers=4 --set run.out_dir=/mnt/shared/runs/cd
 
@@ -40,7 +42,8 @@ from search.metrics import analyze
 from search.omegaprm import omegaprm
 from search.traces import table_rows
 from search.tree import Judge, SearchResult, Tree, derive_seed
-from search.types import Policy, Problem, Task, Tokenizer
+from search.types import Policy, Problem, Task, Tokenizer, Valuer
+from search.values import ValueParams
 from workers.policy import Decoding, load_fake, make_policy
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,11 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
         from workers.hf import check_checkpoint_dir
 
         check_checkpoint_dir(model)  # fail before any worker starts
+        if cfg.search.value != "mc":
+            from workers.valuer import check_tokenizer
+
+            trust = cfg.model.trust_remote_code
+            check_tokenizer(cfg.search.value_model, model, problems[0].prompt, trust)
     stage_config(cfg, out, only=("task", "search", "trace", "run", "model"))
     remove_stale(out)
     remove_stale(out / "stats")
@@ -145,7 +153,13 @@ def build_state(cfg: Config, model: Path, problems: list[Problem]) -> State:
         backspace_at=cfg.trace.backspace_at,
     )
     policy = make_policy(loaded, decoding)
-    return State(task, loaded.tokenizer, policy, cfg.run.model_id or loaded.name)
+    valuer = None
+    if s.value != "mc":
+        from workers.valuer import load_valuer
+
+        m = cfg.model
+        valuer = load_valuer(s.value_model, m.device, m.dtype, m.trust_remote_code, s.max_batch)
+    return State(task, loaded.tokenizer, policy, cfg.run.model_id or loaded.name, valuer)
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ class State:
     tokenizer: Tokenizer
     policy: Policy
     model_id: str
+    valuer: Valuer | None = None
 
 
 def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) -> Search:
@@ -161,9 +176,11 @@ def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) 
     prompt = tuple(tokenizer.encode(problem.prompt))
     tree = Tree(Judge(task, problem, tokenizer, prompt, cfg.trace.unit))
     seed = derive_seed(cfg.run.seed, cfg.run.round, problem.id)
-    if cfg.search.algorithm == "mcts":
-        return Search(mcts(tree, cfg.search.mcts, seed))
-    return Search(omegaprm(tree, cfg.search.omegaprm, seed))
+    s = cfg.search
+    value = ValueParams(s.value, s.value_mix, s.value_threshold)
+    if s.algorithm == "mcts":
+        return Search(mcts(tree, s.mcts, seed, value))
+    return Search(omegaprm(tree, s.omegaprm, seed, value))
 
 
 def search_batch(
@@ -173,7 +190,7 @@ def search_batch(
     task, tokenizer = state.task, state.tokenizer
     searches = [new_search(cfg, task, tokenizer, p) for p in problems]
     before = getattr(state.policy, "tokens_generated", 0)
-    results = run_batched(searches, state.policy)
+    results = run_batched(searches, state.policy, valuer=state.valuer)
     tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
     for problem, result in zip(problems, results, strict=True):
         prov = {
@@ -196,6 +213,8 @@ def search_batch(
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
     } | screen_counts(results)
+    if cfg.search.value != "mc":
+        stats["values"] = sum(r.tree.values_used for r in results)  # prefixes the model valued
     write_json(out / "stats" / f"batch-{batch:05d}.json", stats)
     write_batch(out, batch, tables)
     return stats
@@ -213,6 +232,7 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
         "batches": n_batches,
         "problems": sum(s["problems"] for s in stats),
         "rollouts": sum(s["rollouts"] for s in stats),
+        **_values(stats),
         "generated_tokens": sum(s.get("generated_tokens", 0) for s in stats),
         "failing_branches": sum(s["failing_branches"] for s in stats),
         "screened_out": sum(s["screened_out"] for s in stats),
@@ -223,6 +243,12 @@ def summarize(out: Path, n_batches: int, has_checker: bool) -> dict[str, Any]:
         "wrong_step_share": _share(stats, "screen_wrong_steps", "screen_steps"),
         "step_error_rate": _share(stats, "screen_errors_made", "screen_fresh_steps"),
     }
+
+
+def _values(stats: list[dict[str, Any]]) -> dict[str, int]:
+    """The prefixes the value model valued, where the search used one."""
+    valued = [s["values"] for s in stats if "values" in s]
+    return {"values": sum(valued)} if valued else {}
 
 
 def screen_counts(results: list[SearchResult]) -> dict[str, int | None]:

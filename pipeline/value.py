@@ -40,8 +40,8 @@ Loading and scoring anywhere (transformers, CPU or GPU; nothing of Halluc needed
     ids = torch.tensor([prefix_ids + step_ids])            # token ids, as the search wrote them
     value = torch.sigmoid(model(input_ids=ids).logits[0, -1, 0]).item()
 
-or `score(model, [ids, ...])` below, which batches (right padding, the value at each row's own
-last token).
+or `score(model, [ids, ...])` (workers/valuer.py), which batches (right padding, the value at
+each row's own last token); `workers.valuer.load_valuer(path)` gives the search's `Valuer`.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.value_data import TARGETS, Rows, ValueModelError, load_rows, split, targets
 from search.errors import HallucError
 from workers.hf import check_checkpoint_dir, load_tokenizer, pick_device
+from workers.valuer import logits, score
 
 log = logging.getLogger(__name__)
 META = "value.json"
@@ -196,38 +197,6 @@ def check_ids(rows: Rows, tok: Any, model: Any, init: Path) -> None:
             f"value.init: {init} takes {limit} positions but a steps row holds {longest} tokens; "
             "give value.init a model with more positions"
         )
-
-
-def batch(sequences: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any, Any]:
-    """Right-padded `input_ids`, `attention_mask` [B, L] and each row's last index [B]."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    last = torch.tensor([len(s) - 1 for s in sequences])
-    return ids.to(device), mask.to(device), last.to(device)
-
-
-def logits(model: Any, sequences: list[list[int]]) -> torch.Tensor:
-    """The value logit at each sequence's last token, [B] (float32)."""
-    device = next(model.parameters()).device
-    pad = model.config.pad_token_id
-    ids, mask, last = batch(sequences, 0 if pad is None else pad, device)
-    out = model(input_ids=ids, attention_mask=mask).logits[..., 0]  # [B, L]
-    return out[torch.arange(len(sequences), device=device), last].float()
-
-
-@torch.no_grad()
-def score(model: Any, sequences: list[list[int]], batch_size: int = 32) -> np.ndarray:
-    """The value (sigmoid of the logit at the last token) of each token-id sequence, [N]."""
-    model.eval()
-    parts = [
-        torch.sigmoid(logits(model, sequences[i : i + batch_size])).cpu()
-        for i in range(0, len(sequences), batch_size)
-    ]
-    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
 
 
 def fit(model: Any, sequences: list[list[int]], y: np.ndarray, v: ValueConfig) -> list[float]:

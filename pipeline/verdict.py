@@ -95,7 +95,9 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
     }
     controls = [s["controls"][r] for s in seeds if s.get("controls") and s["controls"][r]]
     if len(controls) == len(seeds):
-        for name in ("best_of_n", "majority"):
+        for name in ("best_of_n", "majority", "value_best_of_n"):
+            if not all(name in x for x in controls):  # value best-of-N: with eval.value_model
+                continue
             c = [x[name]["per_problem"] for x in controls]
             out[name] = {
                 "accuracy": sum(map(sum, c)) / sum(map(len, c)),

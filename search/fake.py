@@ -9,6 +9,10 @@ erases it with backspaces and writes the right one (what a trained model should 
 
 Every ask is answered from `random.Random(ask.seed)` alone, so the answer does not depend on what
 else is in the batch: batched and one-at-a-time search give the same trees.
+
+`ScriptedValuer` is the value model that goes with it: the true value of a prefix under the
+script, with noise of a known size, so value-guided search can be tested against a value model
+of known quality.
 """
 
 from __future__ import annotations
@@ -82,6 +86,19 @@ class ScriptedPolicy:
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
         return [self._answer(ask) for ask in asks]
 
+    def true_value(self, prefix: tuple[int, ...]) -> float:
+        """The probability that a rollout from `prefix` (prompt and whole steps) ends correct:
+        the product of 1 - p over the reference steps still to write when every step so far is
+        the reference's, else 0 (with `fix_rate` 0; a fix would lift it)."""
+        script, gen = self._lookup(prefix)
+        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.delim_id)]
+        if steps != script.reference[: len(steps)]:
+            return 0.0
+        value = 1.0
+        for p in script.p_error[len(steps) :]:
+            value *= 1 - p
+        return value
+
     def _answer(self, ask: Ask) -> list[Rollout]:
         script, gen = self._lookup(ask.prefix)
         steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.delim_id)]
@@ -130,3 +147,23 @@ def _perturb(step: str, rng: random.Random) -> str:
     i = rng.choice(digits)
     new = rng.choice([d for d in "0123456789" if d != step[i]])
     return step[:i] + new + step[i + 1 :]
+
+
+class ScriptedValuer:
+    """`values(prefixes)`: the `policy`'s true value of each prefix plus Gaussian noise of standard
+    deviation `noise`, clipped to [0, 1], drawn from (seed, prefix) alone (the same prefix always
+    gets the same value, whatever else is in the batch). `calls` counts the batches."""
+
+    def __init__(self, policy: ScriptedPolicy, noise: float = 0.0, seed: int = 0) -> None:
+        self.policy, self.noise, self.seed = policy, noise, seed
+        self.calls = 0
+
+    def values(self, prefixes: Sequence[tuple[int, ...]]) -> list[float]:
+        self.calls += 1
+        out = []
+        for prefix in prefixes:
+            value = self.policy.true_value(prefix)
+            if self.noise:
+                value += random.Random(derive_seed(self.seed, *prefix)).gauss(0.0, self.noise)
+            out.append(min(1.0, max(0.0, value)))
+        return out

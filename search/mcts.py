@@ -3,10 +3,12 @@
 screen:     K rollouts from the root (its MC value); all right or all wrong -> stop
 simulate:   up to S times: descend by PUCT (Q + c * P * sqrt(N_parent) / (1 + N_child), uniform
             prior P over the sampled children) to a leaf; expand it with `width` sampled steps
-            (identical steps merge); value each new child by k MC rollouts (a child that ends
-            the solution is terminal and its value exact); back the mean value up the path
-branches:   every edge parent -> child with mc(parent) > 0 and mc(child) == 0 (a terminal wrong
-            child, or one whose k rollouts all failed) is a failing branch
+            (identical steps merge); value each new child by k MC rollouts, the value model, or
+            both (`search/values.py`; a child that ends the solution is terminal and its value
+            exact); back the mean value up the path
+branches:   every edge parent -> child with value(parent) > cut and value(child) <= cut (mc mode:
+            cut 0, so a terminal wrong child, or one whose k rollouts all failed) is a failing
+            branch
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from dataclasses import dataclass
 
 from search.errors import check_params
 from search.tree import FailingBranch, Node, SearchResult, Tree, derive_seed
-from search.types import Ask, Rollout
+from search.types import Answer, Ask, Request, Rollout
+from search.values import MC, ValueParams, estimate, request
 
-Gen = Generator[list[Ask], list[list[Rollout]], SearchResult]
+Gen = Generator[list[Request], list[Answer], SearchResult]
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class MctsParams:
         check_params(self, ("n_screen", "n_mc", "simulations", "width"), ())
 
 
-def mcts(tree: Tree, params: MctsParams, seed: int) -> Gen:
-    """Search one problem; yields batches of asks, receives their rollouts, returns the result."""
+def mcts(tree: Tree, params: MctsParams, seed: int, value: ValueParams = MC) -> Gen:
+    """Search one problem; yields batches of requests (rollout asks, and value asks unless
+    `value.mode` is mc), receives their answers, returns the result."""
     counter = itertools.count()
     delim = tree.judge.tokenizer.delim_id
 
@@ -47,8 +51,7 @@ def mcts(tree: Tree, params: MctsParams, seed: int) -> Gen:
         return Ask(tree.prefix(node), n, until, derive_seed(seed, next(counter)))  # type: ignore[arg-type]
 
     root = tree.root
-    [screen] = yield [ask(root, params.n_screen)]
-    tree.add_rollouts(root, screen)
+    yield from estimate(tree, [root], params.n_screen, MC, ask)  # screening: always rollouts
     root.n, root.w = 1, root.mc
     if not 0 < root.mc < 1:
         return SearchResult(tree, [])
@@ -59,24 +62,20 @@ def mcts(tree: Tree, params: MctsParams, seed: int) -> Gen:
             path.append(_select(path[-1], params.c_puct))
         leaf = path[-1]
         if leaf.terminal or leaf.expanded:
-            value = leaf.mc  # nothing left to expand below: revisit its value
+            backup = value.of(leaf)  # nothing left to expand below: revisit its value
         else:
-            [samples] = yield [ask(leaf, params.width, "step")]
+            [samples], _ = yield from request([ask(leaf, params.width, "step")], [])
             tree.rollouts_used += len(samples)
             leaf.expanded = True
             new = _expand(tree, leaf, samples, delim)
-            need = [c for c in new if not c.terminal and c.n_rollouts < params.n_mc]
-            if need:
-                results = yield [ask(c, params.n_mc - c.n_rollouts) for c in need]
-                for child, rollouts in zip(need, results, strict=True):
-                    tree.add_rollouts(child, rollouts)
+            yield from estimate(tree, [c for c in new if not c.terminal], params.n_mc, value, ask)
             for child in new:
-                child.n, child.w = 1, child.mc
-            value = sum(c.mc for c in new) / len(new) if new else leaf.mc
+                child.n, child.w = 1, value.of(child)
+            backup = sum(value.of(c) for c in new) / len(new) if new else value.of(leaf)
         for node in path:
             node.n += 1
-            node.w += value
-    return SearchResult(tree, _branches(tree))
+            node.w += backup
+    return SearchResult(tree, _branches(tree, value))
 
 
 def _select(node: Node, c_puct: float) -> Node:
@@ -110,13 +109,13 @@ def _expand(tree: Tree, leaf: Node, samples: list[Rollout], delim: int) -> list[
     return new
 
 
-def _branches(tree: Tree) -> list[FailingBranch]:
+def _branches(tree: Tree, value: ValueParams) -> list[FailingBranch]:
     found = []
     for parent in tree.nodes.values():
-        if parent.mc <= 0:
+        if value.of(parent) <= value.cut:
             continue
         for child in parent.children:
-            if child.mc > 0 or not (child.terminal or child.n_rollouts):
+            if not value.failing(child):
                 continue
             wrong = next(
                 (r for r, ok in zip(child.rollouts, child.correct, strict=True) if not ok), None
@@ -126,7 +125,7 @@ def _branches(tree: Tree) -> list[FailingBranch]:
                     parent=parent.steps,
                     wrong_step=child.steps[-1],
                     wrong_continuation=wrong.tokens if wrong else (),
-                    error_mc=0.0,
+                    error_mc=value.of(child),
                     error_n=1 if child.terminal else child.n_rollouts,
                     wrong_finished=wrong.finished if wrong else False,
                 )

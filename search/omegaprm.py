@@ -6,6 +6,12 @@
             then locate the rollout's first wrong step by binary search over its steps, estimating
             MC(probe) with k rollouts (mc > 0: the error is to the right; mc == 0: to the left)
 
+With a value model (`value`, search/values.py) the probes are valued by the model instead of
+(model) or as well as (mix) their k rollouts, and a probe is failing when its value is at most the
+threshold. The screening stays K rollouts in every mode: its wrong rollouts are what the loop
+locates errors in, and no value can make them. In model mode probes make no rollouts, so the pool
+holds the screening's wrong rollouts only.
+
 The screening rollouts are the root's MC estimate (no separate k rollouts at the root): they are
 rollouts from the same prefix, and K > k makes the estimate better for free.
 
@@ -23,11 +29,12 @@ from typing import Literal
 
 from search.errors import ParamError, check_params
 from search.tree import FailingBranch, Node, SearchResult, Steps, Tree, derive_seed, flatten
-from search.types import Ask, Rollout
+from search.types import Answer, Ask, Request, Rollout
+from search.values import MC, ValueParams, estimate
 
-Gen = Generator[list[Ask], list[list[Rollout]], SearchResult]
-Locate = Generator[list[Ask], list[list[Rollout]], FailingBranch]
-Estimate = Callable[[list[Node], int], Generator[list[Ask], list[list[Rollout]], None]]
+Gen = Generator[list[Request], list[Answer], SearchResult]
+Locate = Generator[list[Request], list[Answer], FailingBranch]
+Estimate = Callable[[list[Node], int], Generator[list[Request], list[Answer], None]]
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ class _PoolItem:
     finished: bool  # it ended with end-of-sequence
 
 
-def omegaprm(tree: Tree, params: OmegaParams, seed: int) -> Gen:
-    """Search one problem; yields batches of asks, receives their rollouts, returns the result."""
+def omegaprm(tree: Tree, params: OmegaParams, seed: int, value: ValueParams = MC) -> Gen:
+    """Search one problem; yields batches of requests (rollout asks, and value asks unless
+    `value.mode` is mc), receives their answers, returns the result."""
     counter = itertools.count()
     pool: list[_PoolItem] = []
     branches: dict[tuple[Steps, tuple[int, ...]], FailingBranch] = {}
@@ -67,17 +75,15 @@ def omegaprm(tree: Tree, params: OmegaParams, seed: int) -> Gen:
     def ask(node: Node, n: int) -> Ask:
         return Ask(tree.prefix(node), n, "end", derive_seed(seed, next(counter)))
 
-    def estimate(nodes: list[Node], n: int) -> Generator[list[Ask], list[list[Rollout]], None]:
-        todo = [nd for nd in nodes if nd.n_rollouts < n]  # merged prefixes reuse rollouts
-        if not todo:
-            return
-        results = yield [ask(nd, n - nd.n_rollouts) for nd in todo]
-        for nd, rollouts in zip(todo, results, strict=True):
-            verdicts = tree.add_rollouts(nd, rollouts)
+    def assess(
+        nodes: list[Node], n: int, p: ValueParams = value
+    ) -> Generator[list[Request], list[Answer], None]:
+        # merged prefixes reuse their rollouts and values
+        for nd, rollouts, verdicts in (yield from estimate(tree, nodes, n, p, ask)):
             if 0 < nd.mc < 1:
                 pool.extend(_pool_items(tree, nd, rollouts, verdicts))
 
-    yield from estimate([tree.root], params.n_screen)
+    yield from assess([tree.root], params.n_screen, MC)
     if not 0 < tree.root.mc < 1:
         return SearchResult(tree, [])
 
@@ -88,7 +94,7 @@ def omegaprm(tree: Tree, params: OmegaParams, seed: int) -> Gen:
         pool.remove(item)
         item.node.visits += 1
         locate = _binary if params.locate == "binary" else _exhaustive
-        branch = yield from locate(tree, item, params.n_mc, estimate)
+        branch = yield from locate(tree, item, params.n_mc, assess, value)
         branches.setdefault((branch.parent, branch.wrong_step), branch)
     return SearchResult(tree, list(branches.values()))
 
@@ -108,9 +114,14 @@ def _score(item: _PoolItem, p: OmegaParams, total_visits: int) -> float:
     return q + u
 
 
-def _branch(tree: Tree, item: _PoolItem, left: int, right_node: Node | None) -> FailingBranch:
-    """The error is step `left` of the rollout: after left steps mc > 0, after left+1 it is 0."""
-    error_mc, error_n = (0.0, 1) if right_node is None else (right_node.mc, right_node.n_rollouts)
+def _branch(
+    item: _PoolItem, left: int, right_node: Node | None, value: ValueParams
+) -> FailingBranch:
+    """The error is step `left` of the rollout: after left steps the value is above the cut
+    (mc > 0), after left+1 it is at most the cut (mc == 0)."""
+    error_mc, error_n = (
+        (0.0, 1) if right_node is None else (value.of(right_node), right_node.n_rollouts)
+    )
     return FailingBranch(
         parent=item.node.steps + item.steps[:left],
         wrong_step=item.steps[left],
@@ -121,24 +132,26 @@ def _branch(tree: Tree, item: _PoolItem, left: int, right_node: Node | None) -> 
     )
 
 
-def _binary(tree: Tree, item: _PoolItem, k: int, estimate: Estimate) -> Locate:
-    left, right = 0, len(item.steps)  # mc(prefix of `left` steps) > 0, mc(`right`) == 0
+def _binary(tree: Tree, item: _PoolItem, k: int, assess: Estimate, value: ValueParams) -> Locate:
+    left, right = 0, len(item.steps)  # value(prefix of `left` steps) > cut, value(`right`) <= cut
     right_node: Node | None = None
     while right - left > 1:
         mid = (left + right) // 2
         probe = tree.node(item.node.steps + item.steps[:mid])
-        yield from estimate([probe], k)
-        if probe.mc > 0:
+        yield from assess([probe], k)
+        if value.of(probe) > value.cut:
             left = mid
         else:
             right, right_node = mid, probe
-    return _branch(tree, item, left, right_node)
+    return _branch(item, left, right_node, value)
 
 
-def _exhaustive(tree: Tree, item: _PoolItem, k: int, estimate: Estimate) -> Locate:
+def _exhaustive(
+    tree: Tree, item: _PoolItem, k: int, assess: Estimate, value: ValueParams
+) -> Locate:
     probes = [tree.node(item.node.steps + item.steps[:i]) for i in range(1, len(item.steps))]
-    yield from estimate(probes, k)
+    yield from assess(probes, k)
     for i, probe in enumerate(probes):
-        if probe.mc == 0:
-            return _branch(tree, item, i, probe)
-    return _branch(tree, item, len(item.steps) - 1, None)
+        if value.of(probe) <= value.cut:
+            return _branch(item, i, probe, value)
+    return _branch(item, len(item.steps) - 1, None, value)

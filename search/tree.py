@@ -108,7 +108,8 @@ class Judge:
 @dataclass(eq=False)
 class Node:
     """A visible prefix with its rollouts. `visits` counts OmegaPRM selections; `n`/`w` are the
-    MCTS visit count and value sum; `terminal` marks a finished solution (its value is exact)."""
+    MCTS visit count and value sum; `terminal` marks a finished solution (its value is exact);
+    `value` is the value model's estimate where the search asked for one (search/values.py)."""
 
     steps: Steps
     rollouts: list[Rollout] = field(default_factory=list)
@@ -120,6 +121,7 @@ class Node:
     expanded: bool = False
     terminal: bool = False
     terminal_correct: bool = False
+    value: float | None = None
 
     @property
     def mc(self) -> float:
@@ -141,6 +143,7 @@ class Tree:
         self.root = Node(steps=())
         self.nodes: dict[Steps, Node] = {(): self.root}
         self.rollouts_used = 0
+        self.values_used = 0  # prefixes the value model valued
 
     def node(self, steps: Steps) -> Node:
         """The node of `steps`, created on first use (identical prefixes merge)."""

@@ -1,7 +1,8 @@
 """The vocabulary shared by tasks, search, traces and policies (DESIGN §3).
 
 Everything here is plain data or a Protocol: the search never calls a model itself, it asks for
-rollouts (`Ask`) and is told the results (`Rollout`). Token ids in, token ids out.
+rollouts (`Ask`) and is told the results (`Rollout`), or asks for a learned value (`ValueAsk`)
+and is told a number. Token ids in, token ids out.
 """
 
 from __future__ import annotations
@@ -117,3 +118,23 @@ class Policy(Protocol):
     """Samples continuations for a batch of asks: `sample(asks)[i]` has `asks[i].n` rollouts."""
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]: ...
+
+
+@dataclass(frozen=True)
+class ValueAsk:
+    """A request for the learned value of `prefix` (prompt and whole visible steps, token ids):
+    the value model's estimate of the probability that a rollout from there ends correct."""
+
+    prefix: tuple[int, ...]
+
+
+Request = Ask | ValueAsk
+Answer = list[Rollout] | float  # to an Ask its `n` rollouts, to a ValueAsk its value in [0, 1]
+
+
+class Valuer(Protocol):
+    """Values a batch of prefixes: `values(prefixes)[i]` in [0, 1] is the estimated probability
+    that a rollout from `prefixes[i]` ends correct (the value model of `halluc value`, or a
+    scripted one in tests)."""
+
+    def values(self, prefixes: Sequence[tuple[int, ...]]) -> list[float]: ...

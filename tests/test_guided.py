@@ -1,4 +1,5 @@
-"""Backspace-guided search (`workers.guided`, `eval.bksp_search`).
+"""Backspace-guided search (`workers.guided`, `eval.bksp_search`), with the model's own erase rule
+or the value model's (`eval.value_drop`, a scripted valuer here).
 
 On a tiny model whose backspace probability is set by hand (`FixedBackspace`): high after the
 step delimiter, so the model wants to erase at every step end, or low everywhere, so it never
@@ -8,8 +9,9 @@ does. What the candidates were is recorded by wrapping the candidate sampler.
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from search.backspace import apply_backspaces
+from search.backspace import apply_backspaces, pop_count
 from search.errors import ParamError
+from search.tree import derive_seed
 from search.types import Ask
 from tests.models import FixedBackspace, tiny_checkpoint
 from workers.guided import GuidedPolicy
@@ -144,3 +146,72 @@ def test_the_options_are_checked_and_route_to_the_guided_policy(base):
     assert isinstance(banned, TransformersPolicy)
     untrained = Loaded("transformers", "m", tok, model, "stream", "step", False)
     assert isinstance(make_policy(untrained, Decoding(bksp_search=4)), TransformersPolicy)
+
+
+class HashValuer:
+    """A value for every prefix, fixed by its ids (so drops over a step are large or small at
+    random); `seen` collects what it was asked."""
+
+    def __init__(self):
+        self.seen = []
+
+    def values(self, prefixes):
+        self.seen += prefixes
+        return [derive_seed("value", *p) % 1000 / 1000 for p in prefixes]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_value_rule_erases_exactly_where_the_value_drops_more_than_the_threshold(
+    base, temperature
+):
+    """The model wants to erase at every step end (P = 0.999) and is not listened to: a step is
+    erased where, and only where, the value fell by more than 0.3 over it."""
+    valuer, drop, budget = HashValuer(), 0.3, 3
+    policy, tok = guided(
+        base,
+        after_delim=0.999,
+        temperature=temperature,
+        max_backspaces=budget,
+        valuer=valuer,
+        value_drop=drop,
+    )
+    batch = asks(tok)
+    got = policy.sample(batch)
+    value = dict(zip(valuer.seen, valuer.values(valuer.seen), strict=True))
+    decisions = {True: 0, False: 0}
+    for a, rs in zip(batch, got, strict=True):
+        for r in rs:
+            erases = 0
+            for k, t in enumerate(r.tokens):
+                if t != tok.delim_id or erases >= budget or k + 1 >= policy.max_new_tokens:
+                    continue  # no step ended here, or no erase allowed any more
+                after = visible(a.prefix, r.tokens[: k + 1], tok)
+                before = after[: len(after) - pop_count(after, len(a.prefix), "step", tok.delim_id)]
+                erased = k + 1 < len(r.tokens) and r.tokens[k + 1] == tok.bksp_id
+                assert erased == (value[before] - value[after] > drop)
+                decisions[erased] += 1
+                erases += erased
+    assert decisions[True] >= 2 and decisions[False] >= 2
+
+
+def visible(prompt, stream, tok):
+    ids = [*prompt, *stream]
+    return tuple(apply_backspaces(ids, len(prompt), "step", tok.bksp_id, tok.delim_id))
+
+
+def test_the_value_rule_needs_a_value_model_and_is_one_rule(base):
+    with pytest.raises(ConfigError, match="value_drop"):
+        load_config("arith-tiny", ["eval.bksp_search=4", "eval.value_drop=0.2"])
+    with pytest.raises(ConfigError, match="value_drop"):
+        load_config("arith-tiny", ["eval.value_model=v", "eval.value_drop=0.2"])
+    sets = ["eval.value_model=v", "eval.value_drop=0.2", "eval.bksp_search=4"]
+    with pytest.raises(ConfigError, match="value_drop"):
+        load_config("arith-tiny", [*sets, "eval.bksp_threshold=0.5"])
+    cfg = load_config("arith-tiny", sets)
+    assert cfg.hash != load_config("arith-tiny").hash
+    model, tok = base
+    loaded = Loaded("transformers", "m", tok, model, "erase", "step", True)
+    with pytest.raises(ParamError, match="value model"):
+        make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2))
+    policy = make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2), HashValuer())
+    assert isinstance(policy, GuidedPolicy) and policy.value_drop == 0.2

@@ -11,6 +11,12 @@ most likely (mean log-probability per token) is kept, a candidate equal to the e
 when every candidate is. Where the model does not erase, the step is drawn as usual with the
 backspace banned, which is exactly ordinary sampling with backspaces at step ends.
 
+With a `valuer` and `value_drop` d > 0 the erase rule is the value model's instead of the model's
+own backspace (issue 16, item 4b: the reference detector): the last step is erased where its
+value fell by more than d, from the visible prefix before the step to the one after it (before
+the first step: from the prompt); the redraw is the same. The model's own backspace probability
+is then not read at all.
+
 Rollouts keep the raw stream (erased step, backspaces, chosen step), so evaluation judges them
 like any other; `generated[i][j]` counts every token the search drew for sample j of ask i,
 the candidates it threw away included (each up to the row's token budget), which is what
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 
 from search.backspace import Unit, apply_backspaces, pop_count
-from search.types import Ask, Rollout
+from search.types import Ask, Rollout, Valuer
 from workers.sampler import TransformersPolicy, erase_seeds, splitmix64, uniforms
 
 
@@ -48,7 +54,8 @@ class _Row:
 
 class GuidedPolicy:
     """`sample(asks)` like any policy over the causal LM `model`, with the erase-and-redraw rule
-    above. `ban_ids` are never sampled (the backspace is emitted only by the rule)."""
+    above (the value model's with `valuer` and `value_drop` > 0). `ban_ids` are never sampled
+    (the backspace is emitted only by the rule)."""
 
     def __init__(
         self,
@@ -65,9 +72,16 @@ class GuidedPolicy:
         pad_id: int = 0,
         max_backspaces: int = 4,
         bksp_threshold: float = 0.0,
+        valuer: Valuer | None = None,
+        value_drop: float = 0.0,
     ) -> None:
         if m < 1:
             raise ValueError(f"bksp_search: m must be at least 1 candidate, got {m}")
+        if value_drop and (valuer is None or bksp_threshold or not 0 < value_drop <= 1):
+            raise ValueError(
+                f"value_drop={value_drop}: the value-triggered erase needs a value model, a "
+                "drop in (0, 1], and no bksp_threshold (one erase rule at a time)"
+            )
         banned = sorted({*ban_ids, bksp_id})
 
         def steps(temperature: float) -> TransformersPolicy:
@@ -89,11 +103,14 @@ class GuidedPolicy:
         self.m, self.temperature = m, temperature
         self.max_new_tokens, self.max_backspaces = max_new_tokens, max_backspaces
         self.bksp_threshold = bksp_threshold
+        self.valuer, self.value_drop = valuer, value_drop
+        self._values: dict[tuple[int, ...], float] = {}  # per `sample` call: prefix -> value
         self.generated: list[list[int]] = []
         self.tokens_generated = 0
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
         rows = [_Row(a.prefix, _mix(a.seed, j)) for a in asks for j in range(a.n)]
+        self._values = {}
         while live := [r for r in rows if not r.done]:
             erase = self._erase(live)
             plain = [(r, False) for r, e in zip(live, erase, strict=True) if not e]
@@ -156,7 +173,8 @@ class GuidedPolicy:
 
     @torch.inference_mode()
     def _erase(self, live: list[_Row]) -> list[bool]:
-        """Per live row: whether the model erases its last step now."""
+        """Per live row: whether the erase rule (the model's own, or the value model's) erases its
+        last step now."""
         can = [
             r.steps > 0 and r.erases < self.max_backspaces and len(r.stream) < self.max_new_tokens
             for r in live
@@ -166,6 +184,10 @@ class GuidedPolicy:
         if not idx:
             return out
         seqs = [self._visible(live[i]) for i in idx]
+        if self.value_drop > 0:
+            for i, drop in zip(idx, self._drops([live[i] for i in idx], seqs), strict=True):
+                out[i] = drop > self.value_drop
+            return out
         logp = self._bksp_logprob(seqs)
         seeds = np.array([_mix(live[i].seed, 10_000 + live[i].steps) for i in idx], np.uint64)
         u = uniforms(erase_seeds(seeds), 0)
@@ -178,6 +200,19 @@ class GuidedPolicy:
             else:
                 out[i] = bool(u[k] < math.exp(lp_t))
         return out
+
+    def _drops(self, rows: list[_Row], seqs: list[tuple[int, ...]]) -> list[float]:
+        """Per row: the value of its visible prefix without its last step minus the value with
+        it (each prefix valued once per `sample` call)."""
+        before = [
+            q[: len(q) - pop_count(q, len(r.prompt), "step", self.delim_id)]
+            for r, q in zip(rows, seqs, strict=True)
+        ]
+        todo = list(dict.fromkeys(q for q in [*before, *seqs] if q not in self._values))
+        if todo:
+            assert self.valuer is not None  # checked at construction
+            self._values.update(zip(todo, self.valuer.values(todo), strict=True))
+        return [self._values[b] - self._values[a] for b, a in zip(before, seqs, strict=True)]
 
     def _bksp_logprob(self, seqs: list[tuple[int, ...]]) -> list[tuple[float, float, bool]]:
         """Per sequence: the backspace's log-probability next, the same under the temperature,

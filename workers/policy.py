@@ -24,7 +24,7 @@ from typing import Any, Literal
 from search.backspace import Unit
 from search.errors import ParamError
 from search.fake import FakeParams
-from search.types import Policy, Problem, Task, Tokenizer
+from search.types import Policy, Problem, Task, Tokenizer, Valuer
 
 Kind = Literal["transformers", "vllm", "fake"]
 Mode = Literal["stream", "erase"]
@@ -43,7 +43,9 @@ class Decoding:
     probability, whatever the model (the random-eraser control). Elsewhere the backspace is
     banned and the token drawn among the rest as usual. `bksp_search` m > 0 (transformers, a
     model trained on backspaces, backspace not banned): backspace-guided search
-    (`workers.guided`), with `bksp_threshold` as its erase rule when set."""
+    (`workers.guided`), with `bksp_threshold` as its erase rule when set, or with `value_drop`
+    d > 0 the value model's: erase a step whose value fell by more than d (`make_policy` is given
+    the value model)."""
 
     temperature: float = 1.0
     max_new_tokens: int = 64
@@ -55,9 +57,15 @@ class Decoding:
     bksp_threshold: float = 0.0
     bksp_random: float = 0.0
     bksp_search: int = 0
+    value_drop: float = 0.0
 
     def __post_init__(self) -> None:
         check_deliberate(self.bksp_threshold, self.bksp_random)
+        if self.value_drop and (not self.bksp_search or self.bksp_threshold):
+            raise ParamError(
+                f"value_drop={self.value_drop}: the value-triggered erase is an erase rule of "
+                "guided search; give bksp_search=m > 0 and no bksp_threshold"
+            )
         if self.bksp_search < 0 or (self.bksp_search and self.bksp_random):
             raise ParamError(
                 f"bksp_search: m >= 0 candidates (0: off), got {self.bksp_search}, and not with "
@@ -155,9 +163,12 @@ def load_fake(
     return Loaded("fake", name, tok, (task, list(problems), params, seed), "stream", unit, True)
 
 
-def make_policy(loaded: Loaded, d: Decoding) -> Policy:
-    """A policy of `loaded.kind` over `loaded` with decoding options `d`."""
+def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Policy:
+    """A policy of `loaded.kind` over `loaded` with decoding options `d` (`valuer`: the value
+    model `d.value_drop` needs)."""
     tok = loaded.tokenizer
+    if d.value_drop and valuer is None:
+        raise ParamError(f"value_drop={d.value_drop} needs a value model; give eval.value_model")
     if loaded.kind == "fake":
         from search.fake import ScriptedPolicy
 
@@ -214,6 +225,8 @@ def make_policy(loaded: Loaded, d: Decoding) -> Policy:
             pad_id=loaded.pad_id,
             max_backspaces=d.max_backspaces,
             bksp_threshold=d.bksp_threshold,
+            valuer=valuer if d.value_drop else None,
+            value_drop=d.value_drop,
         )
     from workers.sampler import TransformersPolicy
 
