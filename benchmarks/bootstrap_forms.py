@@ -35,6 +35,7 @@ COMPARABLE = [
     "eval.temperatures=[1.0]",
     "eval.samples=2",
     "eval.banned=false",  # a model without the backspace token: banning it changes nothing
+    "bootstrap.retry_rate=0",  # the forms of the data alone (retries are a lever of their own)
 ]
 SETTINGS = ["greedy", "T=1.0"]  # the backspace form also has them with the backspace banned
 
