@@ -36,7 +36,7 @@ import torch
 
 from search.backspace import Unit, apply_backspaces, pop_count
 from search.types import Ask, Rollout, Valuer
-from workers.sampler import TransformersPolicy, erase_seeds, splitmix64, uniforms
+from workers.sampler import TransformersPolicy, _row_seed, erase_seeds, uniforms
 
 
 @dataclass
@@ -109,7 +109,7 @@ class GuidedPolicy:
         self.tokens_generated = 0
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
-        rows = [_Row(a.prefix, _mix(a.seed, j)) for a in asks for j in range(a.n)]
+        rows = [_Row(a.prefix, _row_seed(a.seed, j)) for a in asks for j in range(a.n)]
         self._values = {}
         while live := [r for r in rows if not r.done]:
             erase = self._erase(live)
@@ -122,9 +122,11 @@ class GuidedPolicy:
                     continue
                 # no row needs more than its room (a longer draw is cut at the row's end)
                 policy.max_new_tokens = max(self.max_new_tokens - len(r.stream) for r, _ in group)
-                got = policy.sample(
-                    [Ask(self._visible(r), n, "step", _mix(r.seed, 1 + r.steps)) for r, _ in group]
-                )
+                step_asks = [
+                    Ask(self._visible(r), n, "step", _row_seed(r.seed, 1 + r.steps))
+                    for r, _ in group
+                ]
+                got = policy.sample(step_asks)
                 for (r, erased), drawn in zip(group, got, strict=True):
                     self._extend(r, drawn, erased)
         out: list[list[Rollout]] = [[] for _ in asks]
@@ -189,7 +191,7 @@ class GuidedPolicy:
                 out[i] = drop > self.value_drop
             return out
         logp = self._bksp_logprob(seqs)
-        seeds = np.array([_mix(live[i].seed, 10_000 + live[i].steps) for i in idx], np.uint64)
+        seeds = np.array([_row_seed(live[i].seed, 10_000 + live[i].steps) for i in idx], np.uint64)
         u = uniforms(erase_seeds(seeds), 0)
         for k, i in enumerate(idx):
             lp, lp_t, top = logp[k]
@@ -240,12 +242,6 @@ class GuidedPolicy:
             top = logits.argmax(-1) == self.bksp_id
             out += list(zip(lp.tolist(), lp_t.tolist(), top.tolist(), strict=True))
         return out
-
-
-def _mix(seed: int, k: int) -> int:
-    """A seed for draw `k` of the row with seed `seed`."""
-    x = np.array([(seed ^ (k * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
-    return int(splitmix64(x)[0])
 
 
 def _mean_logprob(r: Rollout) -> float:
