@@ -37,7 +37,7 @@ class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
 
 
-Arm = Literal["backtrack", "baseline", "dpo", "rl"]
+Arm = Literal["backtrack", "baseline", "dpo", "rl", "sft_rl"]
 SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
 
 
@@ -526,7 +526,10 @@ class RunConfig:
     the verdict and the report; `rl` optionally (train.objective=rl on the training problems,
     from its own model like every arm, searching like every arm: its search gives the values of
     rl_credit=tree and the traces of the token warm-up; trained for the backtrack arm's
-    optimizer steps with as many sampled streams per step as the backtrack arm's sequences).
+    optimizer steps with as many sampled streams per step as the backtrack arm's sequences);
+    `sft_rl` optionally (SFT then RL: each round, train.objective=rl from the backtrack arm's
+    model of that round, for as many steps again; it searches nothing, so rl_credit=outcome
+    only, and its compute is the backtrack arm's plus its own).
     Adding an arm to a finished run resumes it: only the new arm runs."""
 
     out_dir: str = "runs/default"

@@ -33,7 +33,8 @@ from pathlib import Path
 from pipeline.config import Config
 
 ARMS = ("backtrack", "baseline")  # every run has them: the verdict compares them
-ALL_ARMS = (*ARMS, "dpo", "rl")  # the order arms run in: the backtrack arm sets the budget
+# the order arms run in: the backtrack arm sets the budget, and sft_rl starts from its model
+ALL_ARMS = (*ARMS, "dpo", "rl", "sft_rl")
 
 
 def arms(cfg: Config) -> tuple[str, ...]:
@@ -129,7 +130,10 @@ class RunLayout:
         return RoundLayout(base / f"round-{r}")
 
     def model(self, r: int, arm: str = "") -> Path:
-        """The model round `r` searches with and trains from."""
+        """The model round `r` searches with and trains from (the sft_rl arm: the backtrack
+        arm's model of round `r`, which it trains further with rl)."""
+        if arm == "sft_rl":
+            return self.round(r, "backtrack").model
         return self.start_model if r == 0 else self.round(r - 1, arm).model
 
     def adhoc_eval(self, model: str | Path, config_hash: str) -> Path:

@@ -11,12 +11,14 @@ measured so that it can carry a verdict.
         search   with the arm's current model (same search config for every arm)
         select   backtrack: corrections, self-corrections, clean; baseline: clean only, drawn to
                  the same loss-bearing tokens as the backtrack arm's set; dpo: pairs, drawn to
-                 the same loss-bearing tokens; rl: nothing (it samples its own streams)
+                 the same loss-bearing tokens; rl: nothing (it samples its own streams);
+                 sft_rl neither searches nor selects
         train    from the arm's current model on its selection, the others for the backtrack
                  arm's number of optimizer steps: the baseline without the backspace token, the
                  dpo arm with train.objective=dpo (as many sequences per step: half as many
                  pairs), the rl arm with train.objective=rl on the training problems
-                 (batch_size // rl_group problems a step, rl_group streams each)
+                 (batch_size // rl_group problems a step, rl_group streams each), the sft_rl
+                 arm likewise but from the backtrack arm's model of this round (SFT then RL)
         evaluate the decoding sweep on the held-out problems, and on `eval.n_tune` training
                  problems to choose the arm's setting; then the baseline's best-of-N and majority
                  vote at the backtrack arm's generated tokens per problem
@@ -56,6 +58,11 @@ def main(cfg: Config) -> dict[str, Any]:
             "for backtrack and baseline, dpo and rl for the arms of those names); leave "
             "train.objective=sft and add the arm: run.arms=[baseline,backtrack,dpo] or "
             "run.arms=[baseline,backtrack,rl]"
+        )
+    if "sft_rl" in cfg.run.arms and cfg.train.rl_credit == "tree":
+        raise ConfigError(
+            "run.arms has sft_rl with train.rl_credit=tree: the sft_rl arm searches nothing, so "
+            "it has no step values to credit erases with; use rl_credit=outcome, or the rl arm"
         )
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)
@@ -110,8 +117,9 @@ def run_seed(cfg: Config) -> dict[str, Any]:
         for arm in arms(cfg):
             acfg = arm_config(cfg, arm, r)
             rnd, model = layout.round(r, arm), layout.model(r, arm)
-            search_stage.search(acfg, model, rnd.search)
-            if arm != "rl":  # the rl arm samples its own streams: nothing to select
+            if arm != "sft_rl":  # it trains the backtrack arm's model further: no search
+                search_stage.search(acfg, model, rnd.search)
+            if arm not in ("rl", "sft_rl"):  # they sample their own streams: nothing to select
                 _, n = select.select(acfg, arm, rnd, tokens)
             backspace = arm != "baseline" or cfg.run.baseline_backspace
             train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
@@ -131,9 +139,12 @@ def cfg_round(cfg: Config, r: int) -> Config:
 
 def arm_config(cfg: Config, arm: str, r: int) -> Config:
     """Round `r` of `arm`: the dpo and rl arms train with the objective of their name, the
-    others with sft; the rl arm in-process (`train.workers` 0: no Ray Train for rl yet)."""
+    others with sft; the rl arms in-process (`train.workers` 0: no Ray Train for rl yet); the
+    sft_rl arm without the token warm-up (its model's backspace rows were trained by sft)."""
     if arm == "rl":
         training = dataclasses.replace(cfg.train, objective="rl", workers=0)
+    elif arm == "sft_rl":
+        training = dataclasses.replace(cfg.train, objective="rl", workers=0, token_warmup=0)
     else:
         objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
         training = dataclasses.replace(cfg.train, objective=objective)
@@ -173,7 +184,8 @@ def _controls(
 
 def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
     """Per arm and round: rows, loss-bearing tokens, optimizer steps, generated tokens in search
-    and in evaluation (what each arm cost; equal compute is stated, not assumed)."""
+    and in evaluation (what each arm cost; equal compute is stated, not assumed). The sft_rl
+    arm's figures are its rl stage's: the backtrack arm's round comes before it."""
     out: dict[str, list[dict[str, Any]]] = {}
     for arm in arms(cfg):
         out[arm] = []
@@ -185,7 +197,10 @@ def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
                 else {}
             )
             trained.pop("history", None)  # the rl arm's figures by step stay in compute.json
-            searched = read_json(rnd.search / "summary.json")
+            if arm == "sft_rl":
+                trained["after"] = "the backtrack arm's round (its compute comes on top)"
+            summary = rnd.search / "summary.json"
+            searched = read_json(summary) if summary.exists() else {}
             figures = read_json(rnd.eval)["settings"]
             out[arm].append(
                 trained

@@ -7,12 +7,14 @@ import subprocess
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from pipeline import run, search_stage, train
-from pipeline.config import load_config
+from pipeline import rl, run, search_stage, train
+from pipeline.config import ConfigError, load_config
 from pipeline.layout import ARMS
 from search.pairs import pair_loss_tokens
 from tests.conftest import TINY
+from workers.hf import load_checkpoint
 
 SETS = [*TINY, "run.rounds=1"]
 
@@ -132,6 +134,38 @@ def test_an_rl_arm_trains_for_the_backtrack_arms_steps_and_is_judged_like_the_ot
     assert "history" not in verdict["compute"][0]["rl"][0]
     assert "the rl arm" in verdict["sentence"]
     assert "| 1 | rl |" in (out / "report.md").read_text()
+
+
+def test_an_sft_rl_arm_trains_the_backtrack_arms_model_further_without_searching(
+    whole, tmp_path, monkeypatch
+):
+    out = tmp_path / "sft_rl"
+    shutil.copytree(whole, out)
+    before = outputs(out)
+    started = {}
+    real = rl.train_rl
+
+    def record(model, *a, **kw):
+        started["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real(model, *a, **kw)
+
+    monkeypatch.setattr(rl, "train_rl", record)
+    run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]"))
+    after = outputs(out)
+    assert {arm: after[arm] for arm in ARMS} == {arm: before[arm] for arm in ARMS}
+    d = out / "sft_rl" / "round-0"
+    assert not (d / "search").exists() and not (d / "select").exists()
+    backtrack = load_checkpoint(out / "backtrack" / "round-0" / "train" / "model", "cpu")[0]
+    assert all(torch.equal(v, started["weights"][k]) for k, v in backtrack.state_dict().items())
+    bt = json.loads((out / "backtrack" / "round-0" / "train" / "compute.json").read_text())
+    got = json.loads((d / "train" / "compute.json").read_text())
+    assert got["objective"] == "rl" and got["optimizer_steps"] == bt["optimizer_steps"]
+    assert got["token_warmup_batches"] == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert set(verdict["rounds"][1]["arms"]) == {"sft_rl"}
+    assert "after" in verdict["compute"][0]["sft_rl"][0]
+    with pytest.raises(ConfigError, match="sft_rl"):
+        run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]", "train.rl_credit=tree"))
 
 
 def test_report_renders_in_a_headless_browser(whole):
