@@ -844,9 +844,29 @@ def save_config(cfg: Config, path: Path) -> None:
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def eval_key(cfg: Config, n_problems: int, banned: bool | None = None) -> str:
-    """A hash of what shapes an evaluation's figures (not the model: that is its path)."""
+# task keys added after evaluations were cached under protocol 2, with the default that leaves
+# every task as it was: a file cached before one existed holds the same evaluation
+LATE_TASK_KEYS = {("countdown", "heldout_sos_seed"): None}
+
+
+def eval_keys(cfg: Config, n_problems: int, banned: bool | None = None) -> set[str]:
+    """The keys a cached evaluation of these settings may carry: `eval_key`'s, and where every
+    late task key is at its default, the key made before those keys existed (so a run evaluated
+    then still resumes)."""
+    keys = {eval_key(cfg, n_problems, banned)}
+    task = cfg.to_dict()["task"]
+    if all(task[s][k] == default for (s, k), default in LATE_TASK_KEYS.items()):
+        keys.add(eval_key(cfg, n_problems, banned, late=False))
+    return keys
+
+
+def eval_key(cfg: Config, n_problems: int, banned: bool | None = None, late: bool = True) -> str:
+    """A hash of what shapes an evaluation's figures (not the model: that is its path); without
+    the `LATE_TASK_KEYS` when not `late`."""
     d = cfg.to_dict()
+    if not late:
+        for section, key in LATE_TASK_KEYS:
+            del d["task"][section][key]
     # the deliberate-backspace options enter only when set, so the keys of evaluations made
     # before they existed still match
     off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ConfigError, eval_key
+from pipeline.config import Config, ConfigError, eval_key, eval_keys
 from pipeline.detector import detector_figures
 from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
@@ -63,7 +63,7 @@ def evaluate_to(
     key = eval_key(cfg, len(problems), banned)
     if out.exists():
         cached = dict(read_json(out))
-        if cached.get("eval_key") != key:
+        if cached.get("eval_key") not in eval_keys(cfg, len(problems), banned):
             raise ConfigError(
                 f"{out} holds figures made with other task, eval or decoding settings; delete it "
                 "to evaluate again, or evaluate on its own with --set eval.model=PATH"

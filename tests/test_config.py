@@ -116,7 +116,7 @@ def test_out_dir_does_not_change_the_hash():
         (
             ["run.arms=[baseline,backtrack,ppo]"],
             r"run.arms\[2\]: 'ppo' is not allowed; choose one of \['backtrack', 'baseline', 'dpo', "
-            r"'rl'\]",
+            r"'rl', 'sft_rl'\]",
         ),
         (["run.arms=[baseline,rl]"], r"run.arms: each arm once, baseline and backtrack always"),
         (["run.arms=[baseline,dpo]"], r"run.arms: each arm once, baseline and backtrack always"),
@@ -221,6 +221,29 @@ def test_placement_shapes_the_traces_not_the_evaluation():
     assert eval_key(load_config("arith-tiny", ["trace.unit=token"]), 40) != eval_key(base, 40)
     token = ["trace.unit=token", "trace.backspace_at=step_end", "trace.placement=at_token"]
     assert load_config("arith-tiny", token).trace.placement == "at_token"  # step_end is moot
+
+
+def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_path):
+    from pathlib import Path
+
+    from pipeline.config import eval_key, eval_keys
+    from pipeline.evaluation import evaluate_to
+    from pipeline.files import write_json
+    from pipeline.loading import task_from_config
+
+    base = load_config("arith-tiny")
+    old = eval_key(base, 40, late=False)  # as keyed before task.countdown.heldout_sos_seed
+    assert old != eval_key(base, 40) and eval_keys(base, 40) == {eval_key(base, 40), old}
+    seeded = load_config("countdown-tiny", ["task.countdown.heldout_sos_seed=1"])
+    assert eval_keys(seeded, 40) == {eval_key(seeded, 40)}  # not the default: no older key
+    path = tmp_path / "eval.json"
+    write_json(path, {"eval_key": old, "settings": {}})
+    task = task_from_config(base.task)
+    problems = task.problems("test", 40)
+    assert evaluate_to(path, Path("no-model"), task, problems, base)["settings"] == {}
+    write_json(path, {"eval_key": eval_key(seeded, 40), "settings": {}})
+    with pytest.raises(ConfigError, match="other task, eval or decoding settings"):
+        evaluate_to(path, Path("no-model"), task, problems, base)
 
 
 def test_deliberate_backspaces_key_the_evaluation_and_refuse_bad_combinations():
