@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from benchmarks import arms_table
 from pipeline import rl, run, search_stage, train
 from pipeline.config import ConfigError, load_config
 from pipeline.layout import ARMS
@@ -164,6 +165,9 @@ def test_an_sft_rl_arm_trains_the_backtrack_arms_model_further_without_searching
     verdict = json.loads((out / "verdict.json").read_text())
     assert set(verdict["rounds"][1]["arms"]) == {"sft_rl"}
     assert "after" in verdict["compute"][0]["sft_rl"][0]
+    rows = {row.split(" | ")[1]: row for row in arms_table.table(out).splitlines()[4:]}
+    assert {"backtrack", "baseline", "sft_rl"} <= set(rows)
+    assert f"| {got['optimizer_steps']} | {got['loss_tokens']:,} |" in rows["sft_rl"]
     with pytest.raises(ConfigError, match="sft_rl"):
         run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]", "train.rl_credit=tree"))
 
