@@ -288,7 +288,9 @@ class TrainConfig:
     finished steps, from a visible prefix P+S back to P, takes the advantage v(P) − v(P+S) on
     its backspaces, the values from the round's `steps` table (its search's Monte Carlo
     values); where either prefix was not probed (the prompt alone never is), the outcome
-    advantage. Steps: `max_steps`, else `epochs` passes over the training problems. A
+    advantage. `rl_lr`: the rl objective's learning rate (0: `lr`, the SFT one; policy-gradient
+    steps on 32 streams are far noisier than SFT's). Steps: `max_steps`, else `epochs` passes
+    over the training problems. A
     checkpoint every `save_steps` steps; a killed run resumes from the newest. `error_weight`
     does not apply; `workers` must be 0 (no Ray Train for rl yet).
 
@@ -317,13 +319,14 @@ class TrainConfig:
     rl_kl: float = 0.04
     rl_token_cost: float = 0.001
     rl_credit: Literal["outcome", "tree"] = "outcome"
+    rl_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.rl_group < 2 or self.rl_kl < 0 or self.rl_token_cost < 0:
+        if self.rl_group < 2 or self.rl_kl < 0 or self.rl_token_cost < 0 or self.rl_lr < 0:
             raise ConfigError(
-                f"rl_group must be >= 2 (a group of one has no spread to normalise by), rl_kl and "
-                f"rl_token_cost >= 0; got rl_group={self.rl_group}, rl_kl={self.rl_kl}, "
-                f"rl_token_cost={self.rl_token_cost}"
+                f"rl_group must be >= 2 (a group of one has no spread to normalise by), rl_kl, "
+                f"rl_token_cost and rl_lr >= 0; got rl_group={self.rl_group}, rl_kl="
+                f"{self.rl_kl}, rl_token_cost={self.rl_token_cost}, rl_lr={self.rl_lr}"
             )
         if self.objective == "rl" and self.workers > 0:
             raise ConfigError(

@@ -96,7 +96,7 @@ def train_rl(
     steps = max_steps if max_steps > 0 else math.ceil(t.epochs * len(problems) / per_step)
     model.to(pick_device(cfg.model.device))
     reference = _reference(model, out / REFERENCE)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.rl_lr or t.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup, steps)
     state = _resume(out, model, optimizer, scheduler)
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)

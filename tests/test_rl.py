@@ -350,6 +350,20 @@ def test_killed_rl_training_resumes_to_the_same_weights(rl_trained, tiny, tmp_pa
     assert ours == theirs
 
 
+@pytest.mark.parametrize("sets, lr", [([], 3e-3), (["train.rl_lr=1e-4"], 1e-4)])
+def test_the_rl_learning_rate_is_rl_lr_else_lr(tiny, tmp_path, monkeypatch, sets, lr):
+    seen = []
+
+    def stop(model, reference, optimizer, *a, **kw):
+        seen.append(optimizer.param_groups[0]["initial_lr"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl, "train_step", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(rl_cfg(tiny, tmp_path, "train.lr=3e-3", *sets))
+    assert seen == [lr]
+
+
 def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
     match = r"rl_credit=tree reads the round's steps table.*halluc search"
     with pytest.raises(ShardError, match=match):
@@ -360,7 +374,8 @@ def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
     "override, message",
     [
         (["train.rl_group=1"], r"train.rl_group must be >= 2"),
-        (["train.rl_kl=-0.1"], r"rl_kl and rl_token_cost >= 0.*rl_kl=-0.1"),
+        (["train.rl_kl=-0.1"], r"rl_kl, rl_token_cost and rl_lr >= 0.*rl_kl=-0.1"),
+        (["train.rl_lr=-1e-4"], r"rl_lr=-0.0001"),
         (["train.rl_token_cost=-1"], r"rl_token_cost=-1.0"),
         (["train.rl_credit=value"], r"train.rl_credit: 'value' is not allowed"),
         (["train.objective=rl", "train.workers=2"], r"rl training runs in-process only"),
