@@ -6,13 +6,14 @@ decoding and against the backtrack arm, with what each arm cost.
 
 RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-runs when it
 has `run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per
-seed), its difference with the baseline and with the backtrack arm (95% paired interval,
-`verdict.paired`: the same seeds and problems on both sides), backtrack rate, erased steps that
-were wrong against chance, detector ROC-AUC, tokens per solved problem (at the chosen setting),
-and the compute of its training stage
-summed over seeds: optimizer steps, loss-bearing tokens, tokens generated in search and in
-training (the rl arms sample their own streams). Then the baseline's best-of-N at the backtrack
-arm's generated tokens, against the baseline. Prints Markdown and writes RUN/arms.md.
+seed); its difference with the baseline, with the backtrack arm and with the start model
+(bootstrap/, each seed at its chosen setting), as 95% paired intervals (`verdict.paired`: the
+same seeds and problems on both sides); backtrack rate, erased steps that were wrong against
+chance, detector ROC-AUC, tokens per solved problem (at the chosen setting); and the compute of
+its training stage summed over seeds: optimizer steps, loss-bearing tokens, tokens generated in
+search and in training (the rl arms sample their own streams). Then the baseline's best-of-N at
+the backtrack arm's generated tokens, against the baseline. Prints Markdown and writes
+RUN/arms.md.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ def mean(xs: list[float | None]) -> float | None:
     return None if not xs or any(x is None for x in xs) else sum(xs) / len(xs)  # type: ignore[arg-type]
 
 
-def chosen(run: Path, seeds: list[int], arm: str, r: int) -> list[dict[str, Any]] | None:
-    """Per seed, the arm's held-out figures at the setting chosen on training problems (None
-    when any seed lacks the round), with the detector's AUC."""
+def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | None:
+    """Per seed, the held-out figures in `where` (ARM/round-R, or bootstrap for the start
+    model) at the setting chosen on training problems (None when any seed lacks them), with the
+    detector's AUC."""
     out = []
     for s in seeds:
         sub = run / f"seed-{s}"  # a run of one seed without run.seeds has no seed directory
-        d = (sub if sub.exists() else run) / arm / f"round-{r}"
+        d = (sub if sub.exists() else run) / where
         if not (d / "eval.json").exists() or not (d / "tune.json").exists():
             return None
         held = json.loads((d / "eval.json").read_text())
@@ -67,13 +69,20 @@ def table(run: Path) -> str:
     lines = [
         f"Run `{run}`, seeds {seeds}; each arm at its setting chosen on training problems.",
         "",
-        "| round | arm | accuracy (setting) | per seed | − baseline | − backtrack | backtrack "
-        "rate | erased wrong (chance) | detector AUC | tokens/solved | opt. steps | loss tokens "
-        "| generated (search + train) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | arm | accuracy (setting) | per seed | − baseline | − backtrack | − start | "
+        "backtrack rate | erased wrong (chance) | detector AUC | tokens/solved | opt. steps | "
+        "loss tokens | generated (search + train) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    start = chosen(run, seeds, "bootstrap")  # round 0: every arm is the start model
+    if start:
+        lines.append(
+            f"| 0 | start model | {pct(mean([f['accuracy'] for f in start]))} "
+            f"({' / '.join(sorted({f['setting'] for f in start}))}) | "
+            f"{' · '.join(pct(f['accuracy']) for f in start)} |" + " |" * 10
+        )
     for r in range(rounds):
-        figures = {a: chosen(run, seeds, a, r) for a in ALL_ARMS}
+        figures = {a: chosen(run, seeds, f"{a}/round-{r}") for a in ALL_ARMS}
         per = {a: [f["per_problem"] for f in fs] for a, fs in figures.items() if fs}
         for arm, fs in figures.items():
             if not fs:
@@ -91,6 +100,7 @@ def table(run: Path) -> str:
                 " · ".join(pct(f["accuracy"]) for f in fs),
                 "–" if arm == "baseline" else pts(paired(per[arm], per["baseline"])),
                 "–" if arm == "backtrack" else pts(paired(per[arm], per["backtrack"])),
+                pts(paired(per[arm], [f["per_problem"] for f in start])) if start else "–",
                 pct(mean([f.get("backtrack_rate") for f in fs])),
                 f"{pct(mean([f.get('step_erase_precision') for f in fs]))} "
                 f"({pct(mean([f.get('chance_precision') for f in fs]))})",
@@ -107,7 +117,7 @@ def table(run: Path) -> str:
             lines.append(
                 f"| {r + 1} | baseline best-of-N (N≈{n:.1f}) | {acc} "
                 f"| {' · '.join(pct(x) for x in best['per_seed'])} | – | backtrack − it: "
-                f"{pts(best['difference'])} | | | | | | | |"
+                f"{pts(best['difference'])} | | | | | | | | |"
             )
     return "\n".join(lines) + "\n"
 
