@@ -269,7 +269,7 @@ class TrainConfig:
     reasoning preference optimisation: the NLL term was needed on GSM8K); 0 is plain DPO.
     `dpo_right_pairs` adds a pair at each fix's first step, which lies on a path that ended
     right: carrying on is chosen, erasing that step is rejected, so unneeded backspaces are
-    pushed down too.
+    pushed down too. `dpo_lr`: the dpo objective's learning rate (0: `lr`, the SFT one).
 
     `objective=rl`: on-policy RL, GRPO-style (pipeline/rl.py, workers/grpo.py). Each optimizer
     step takes `batch_size // rl_group` training problems (at least one; `task.n_train` of them,
@@ -315,6 +315,7 @@ class TrainConfig:
     dpo_beta: float = 0.1
     dpo_sft_weight: float = 1.0
     dpo_right_pairs: bool = False
+    dpo_lr: float = 0.0
     rl_group: int = 8
     rl_kl: float = 0.04
     rl_token_cost: float = 0.001
@@ -333,10 +334,11 @@ class TrainConfig:
                 f"workers={self.workers} with objective=rl: rl training runs in-process only "
                 "(no Ray Train for it yet); set train.workers=0"
             )
-        if self.dpo_beta <= 0 or self.dpo_sft_weight < 0:
+        if self.dpo_beta <= 0 or self.dpo_sft_weight < 0 or self.dpo_lr < 0:
             raise ConfigError(
-                f"dpo_beta must be > 0 and dpo_sft_weight >= 0 (0: plain DPO), got dpo_beta="
-                f"{self.dpo_beta}, dpo_sft_weight={self.dpo_sft_weight}"
+                f"dpo_beta must be > 0, dpo_sft_weight >= 0 (0: plain DPO) and dpo_lr >= 0, got "
+                f"dpo_beta={self.dpo_beta}, dpo_sft_weight={self.dpo_sft_weight}, dpo_lr="
+                f"{self.dpo_lr}"
             )
         allowed = {"correction", "self_correction", "clean"}
         bad = set(self.kinds.split(",")) - allowed

@@ -281,7 +281,7 @@ def training_arguments(cfg: Config, out: Path, config: dict[str, Any], dpo: bool
         per_device_train_batch_size=max(1, t.batch_size // 2) if dpo else t.batch_size,
         num_train_epochs=t.epochs,
         max_steps=config.get("max_steps", t.max_steps),
-        learning_rate=t.lr,
+        learning_rate=(t.dpo_lr or t.lr) if dpo else t.lr,
         lr_scheduler_type="cosine",
         warmup_steps=t.warmup,
         weight_decay=0.0,

@@ -110,8 +110,9 @@ def test_out_dir_does_not_change_the_hash():
             ["train.objective=ppo"],
             r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo', 'rl'\]",
         ),
-        (["train.dpo_beta=0"], r"train.dpo_beta must be > 0 and dpo_sft_weight >= 0"),
-        (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0 .*dpo_sft_weight=-1.0"),
+        (["train.dpo_beta=0"], r"train.dpo_beta must be > 0, dpo_sft_weight >= 0"),
+        (["train.dpo_lr=-1"], r"train.dpo_beta must be > 0.*dpo_lr=-1.0"),
+        (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0.*dpo_sft_weight=-1.0"),
         (["train.dpo_right_pairs=maybe"], r"train.dpo_right_pairs: expected bool, got 'maybe'"),
         (
             ["run.arms=[baseline,backtrack,ppo]"],
@@ -221,6 +222,16 @@ def test_placement_shapes_the_traces_not_the_evaluation():
     assert eval_key(load_config("arith-tiny", ["trace.unit=token"]), 40) != eval_key(base, 40)
     token = ["trace.unit=token", "trace.backspace_at=step_end", "trace.placement=at_token"]
     assert load_config("arith-tiny", token).trace.placement == "at_token"  # step_end is moot
+
+
+def test_the_dpo_learning_rate_is_dpo_lr_else_lr(tmp_path):
+    from pipeline.train import training_arguments
+
+    cfg = load_config("arith-tiny", ["train.lr=3e-4"])
+    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-4
+    cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.dpo_lr=3e-5"])
+    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-5
+    assert training_arguments(cfg, tmp_path, {}, dpo=False).learning_rate == 3e-4
 
 
 def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_path):
