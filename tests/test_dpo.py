@@ -375,3 +375,18 @@ def test_killed_dpo_training_resumes_to_the_same_weights(dpo_trained, tiny, tmp_
     whole = AutoModelForCausalLM.from_pretrained(dpo_trained[1])
     for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), n
+
+
+@pytest.mark.ray
+def test_dpo_under_ray_train_with_two_workers(tiny, tmp_path):
+    import ray
+
+    try:
+        path = train.main(dpo_run(tiny, tmp_path, "train.workers=2"))
+    finally:
+        ray.shutdown()
+    rnd = RunLayout(tmp_path).round(0)
+    compute = json.loads((rnd.train / "compute.json").read_text())
+    assert compute["objective"] == "dpo" and compute["optimizer_steps"] == 12
+    got, _ = margins(path, dpo_run(tiny, tmp_path), rnd)
+    assert got.mean().item() > 0  # it learned the preferences, across two processes
