@@ -292,7 +292,9 @@ class TrainConfig:
     steps on 32 streams are far noisier than SFT's). Steps: `max_steps`, else `epochs` passes
     over the training problems. A
     checkpoint every `save_steps` steps; a killed run resumes from the newest. `error_weight`
-    does not apply; `workers` must be 0 (no Ray Train for rl yet).
+    does not apply. With `workers` N > 0 it runs under Ray Train: each worker samples its share of
+    a step's problems (whole groups) and DDP averages the gradients, weighted so that the step
+    is the same mean over all loss-bearing tokens.
 
     In `halluc run` each arm sets `objective` itself (run.arms)."""
 
@@ -329,10 +331,11 @@ class TrainConfig:
                 f"rl_token_cost and rl_lr >= 0; got rl_group={self.rl_group}, rl_kl="
                 f"{self.rl_kl}, rl_token_cost={self.rl_token_cost}, rl_lr={self.rl_lr}"
             )
-        if self.objective == "rl" and self.workers > 0:
+        if self.objective == "rl" and self.workers > max(1, self.batch_size // self.rl_group):
             raise ConfigError(
-                f"workers={self.workers} with objective=rl: rl training runs in-process only "
-                "(no Ray Train for it yet); set train.workers=0"
+                f"workers={self.workers} with objective=rl: each worker samples whole groups, "
+                f"and a step has batch_size // rl_group = {self.batch_size // self.rl_group} "
+                "problems; use at most that many workers, or a larger batch_size"
             )
         if self.dpo_beta <= 0 or self.dpo_sft_weight < 0 or self.dpo_lr < 0:
             raise ConfigError(

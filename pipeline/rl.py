@@ -89,27 +89,49 @@ def train_rl(
     training problems for `max_steps` steps (<= 0: `train.epochs` passes over them), resuming
     from the newest checkpoint in `rnd.train`; save it to `rnd.model` with `compute.json`."""
     t, out = cfg.train, rnd.train
+    rank, world = _world()
     values = step_values(rnd) if t.rl_credit == "tree" else {}
     task = task_from_config(cfg.task)
     problems = task.problems("train", cfg.task.n_train)
     per_step = max(1, t.batch_size // t.rl_group)
     steps = max_steps if max_steps > 0 else math.ceil(t.epochs * len(problems) / per_step)
     model.to(pick_device(cfg.model.device))
-    reference = _reference(model, out / REFERENCE)
+    # under Ray Train: DDP averages the workers' gradients (and starts them from rank 0's weights)
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    reference = _reference(model, out / REFERENCE, write=rank == 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.rl_lr or t.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup, steps)
     state = _resume(out, model, optimizer, scheduler)
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
     policy = _policy(model, hf, tok, cfg)
-    for step in tqdm(range(state["step"], steps), desc="rl", initial=state["step"], total=steps):
-        todo = step_problems(problems, step, per_step, t.seed)
+    bar = tqdm(range(state["step"], steps), desc="rl", initial=state["step"], total=steps)
+    for step in bar if rank == 0 else range(state["step"], steps):
+        todo = step_problems(problems, step, per_step, t.seed)[rank::world]  # whole groups each
         streams = sample(policy, model, task, tok, todo, step, cfg, values)
-        figures = train_step(model, reference, optimizer, collate, streams, cfg)
+        figures = train_step(trained, reference, optimizer, collate, streams, cfg)
         scheduler.step()
-        _count(state, streams, figures, step)
-        if (step + 1) % t.save_steps == 0 and step + 1 < steps:
+        _count(state, _gathered(streams, world), figures, step)
+        if rank == 0 and (step + 1) % t.save_steps == 0 and step + 1 < steps:
             _checkpoint(out, model, optimizer, scheduler, state | {"step": step + 1})
-    _finish(model, hf, cfg, rnd, state, steps, per_step)
+    if rank == 0:
+        _finish(model, hf, cfg, rnd, state, steps, per_step)
+
+
+def _world() -> tuple[int, int]:
+    """This process's rank and the number of training processes (Ray Train's process group)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gathered(streams: list[list[Stream]], world: int) -> list[list[Stream]]:
+    """Every worker's groups of this step (each worker samples its share of the problems)."""
+    if world == 1:
+        return streams
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, streams)
+    return [group for part in parts for group in part]
 
 
 def step_problems(problems: list[Problem], step: int, per_step: int, seed: int) -> list[Problem]:
@@ -232,7 +254,14 @@ def train_step(
     adv = advantage_targets(streams, batch["input_ids"].shape[1]).to(device)
     loss, figures = policy_loss(logp, ref, adv, mask, cfg.train.rl_kl)
     optimizer.zero_grad()
-    loss.backward()
+    _, world = _world()
+    if world > 1:  # DDP averages over workers: weigh each by its share of the loss-bearing tokens
+        n = mask.sum().to(torch.float64)
+        total = n.clone()
+        torch.distributed.all_reduce(total)
+        (loss * (n * world / total).to(loss.dtype)).backward()
+    else:
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer's default, as sft
     optimizer.step()
     return figures | {"loss": loss.item(), "logp_gap": _gap(logp.detach(), flat)}
@@ -259,13 +288,14 @@ def step_values(rnd: RoundLayout) -> dict[tuple[int, ...], float]:
     return {(*r["prefix_ids"], *r["step_ids"]): float(r["mc"]) for r in rows}
 
 
-def _reference(model: Any, path: Path) -> Any:
-    """A frozen copy of `model` as rl starts: saved to `path` on the first run, read back from
-    it on a resumed one (whose `model` is about to load a later checkpoint)."""
+def _reference(model: Any, path: Path, write: bool = True) -> Any:
+    """A frozen copy of `model` as rl starts: saved to `path` on the first run (by one process
+    when `write`), read back from it on a resumed one (whose `model` is about to load a later
+    checkpoint)."""
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    if path.exists():
+    if _latest(path.parent) is not None:
         reference.load_state_dict(torch.load(path, weights_only=True))
-    else:
+    elif write:
         save_torch(path, reference.state_dict())
     return reference
 

@@ -139,12 +139,12 @@ def cfg_round(cfg: Config, r: int) -> Config:
 
 def arm_config(cfg: Config, arm: str, r: int) -> Config:
     """Round `r` of `arm`: the dpo and rl arms train with the objective of their name, the
-    others with sft; the rl arms in-process (`train.workers` 0: no Ray Train for rl yet); the
-    sft_rl arm without the token warm-up (its model's backspace rows were trained by sft)."""
+    others with sft; the sft_rl arm without the token warm-up (its model's backspace rows were
+    trained by sft)."""
     if arm == "rl":
-        training = dataclasses.replace(cfg.train, objective="rl", workers=0)
+        training = dataclasses.replace(cfg.train, objective="rl")
     elif arm == "sft_rl":
-        training = dataclasses.replace(cfg.train, objective="rl", workers=0, token_warmup=0)
+        training = dataclasses.replace(cfg.train, objective="rl", token_warmup=0)
     else:
         objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
         training = dataclasses.replace(cfg.train, objective=objective)

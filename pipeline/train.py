@@ -95,7 +95,10 @@ def train(
         "max_steps": max_steps if max_steps > 0 else cfg.train.max_steps,
     }
     if cfg.train.workers > 0:  # fail on bad shards before any worker starts
-        load_pairs(rnd) if cfg.train.objective == "dpo" else load_traces(cfg, rnd)
+        if cfg.train.objective == "dpo":
+            load_pairs(rnd)
+        elif cfg.train.objective == "sft" or (backspace and cfg.train.token_warmup):
+            load_traces(cfg, rnd)
         _run_ray_train(job)
     else:
         set_threads(cfg)

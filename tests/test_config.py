@@ -208,7 +208,7 @@ def test_halluc_run_sets_each_arms_objective_itself(tmp_path):
     assert run.arms(base) == arms  # backtrack first: it sets the budget
     ray = load_config("arith-tiny", ["run.arms=[baseline,backtrack,rl]", "train.workers=2"])
     assert run.arm_config(ray, "backtrack", 0).train.workers == 2
-    assert run.arm_config(ray, "rl", 0).train.workers == 0  # rl trains in-process
+    assert run.arm_config(ray, "rl", 0).train.workers == 2  # rl under Ray Train too
 
 
 def test_placement_shapes_the_traces_not_the_evaluation():

@@ -378,7 +378,7 @@ def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
         (["train.rl_lr=-1e-4"], r"rl_lr=-0.0001"),
         (["train.rl_token_cost=-1"], r"rl_token_cost=-1.0"),
         (["train.rl_credit=value"], r"train.rl_credit: 'value' is not allowed"),
-        (["train.objective=rl", "train.workers=2"], r"rl training runs in-process only"),
+        (["train.objective=rl", "train.workers=5"], r"each worker samples whole groups"),
     ],
 )
 def test_bad_rl_options_name_the_key(override, message):
@@ -409,3 +409,25 @@ def test_the_tree_credit_reads_the_searchs_steps_table(searched):
         assert [c.value for c in got] == [pytest.approx(values[prefix] - r["mc"])]
         checked += 1
     assert checked > 0
+
+
+@pytest.mark.ray
+def test_rl_under_ray_train_with_two_workers_reaches_the_in_process_weights(
+    rl_trained, tiny, tmp_path
+):
+    import ray
+
+    try:
+        path = train.main(rl_cfg(tiny, tmp_path, "train.workers=2"))
+    finally:
+        ray.shutdown()
+    ours = json.loads((tmp_path / "round-0" / "train" / "compute.json").read_text())
+    theirs = json.loads((rl_trained[2].train / "compute.json").read_text())
+    # the same streams, sampled by two workers instead of one: the same totals
+    for key in ("rows", "generated_tokens", "loss_tokens", "reference_tokens", "correct"):
+        assert ours[key] == theirs[key], key
+    # and the same steps: DDP's weighted mean of the workers' gradients is the whole batch's
+    whole = AutoModelForCausalLM.from_pretrained(rl_trained[1])
+    split = AutoModelForCausalLM.from_pretrained(path)
+    for (n, a), (_, b) in zip(whole.named_parameters(), split.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), n
