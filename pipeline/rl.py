@@ -17,6 +17,10 @@ second loop; pipeline/train.py prepares the model and calls `train_rl`). The los
                   rl_credit=tree), KL (k3) to the reference; one AdamW step
         every save_steps steps: model, optimizer, scheduler, step, RNG and totals to
         train/rl-checkpoints/step-NNNNNN.pt (atomic); a rerun resumes from the newest
+    under Ray Train (train.workers N): each worker samples its share of a step's problems (whole
+    groups) on its own copy of the weights; DDP averages the gradients, each worker's weighted by
+    its share of the loss-bearing tokens (the step is the one-process mean); rank 0 counts every
+    worker's streams, checkpoints and saves
     write train/compute.json (steps, streams, generated tokens, loss-bearing tokens, the
     reference pass's tokens, figures by step), then train/model/ (halluc.json); checkpoints and
     reference removed
