@@ -88,16 +88,15 @@ class Timed:
         self.inner, self.seconds = inner, 0.0
 
     def sample(self, asks: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return self.inner.sample(asks)
-        finally:
-            self.seconds += time.perf_counter() - t
+        return self._timed(self.inner.sample, asks)
 
     def values(self, prefixes: Any) -> Any:
+        return self._timed(self.inner.values, prefixes)
+
+    def _timed(self, call: Any, arg: Any) -> Any:
         t = time.perf_counter()
         try:
-            return self.inner.values(prefixes)
+            return call(arg)
         finally:
             self.seconds += time.perf_counter() - t
 

@@ -97,7 +97,7 @@ def train(
     if cfg.train.workers > 0:  # fail on bad shards before any worker starts
         if cfg.train.objective == "dpo":
             load_pairs(rnd)
-        elif cfg.train.objective == "sft" or (backspace and cfg.train.token_warmup):
+        elif reads_traces(cfg, backspace):
             load_traces(cfg, rnd)
         _run_ray_train(job)
     else:
@@ -105,6 +105,14 @@ def train(
         train_worker(job)
     log.info("train: model saved to %s", rnd.model)
     return rnd.model
+
+
+def reads_traces(cfg: Config, backspace: bool) -> bool:
+    """Whether training reads the round's traces: sft trains on them, rl only warms the
+    backspace rows up on them (`train.token_warmup`), dpo reads pairs instead."""
+    if cfg.train.objective == "rl":
+        return backspace and cfg.train.token_warmup > 0
+    return cfg.train.objective == "sft"
 
 
 def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
@@ -155,7 +163,7 @@ def prepare(
     )
     if cfg.train.objective == "dpo":
         return model, tok, PairCollator(collate), load_preferences(cfg, rnd, tok, collate)
-    if cfg.train.objective == "rl" and not (backspace and cfg.train.token_warmup):
+    if not reads_traces(cfg, backspace):
         return model, tok, collate, Dataset.from_dict({"input_ids": [], "loss_mask": []})
     ds = load_traces(cfg, rnd)
     _check_same_tokenizer(ds, tok)
