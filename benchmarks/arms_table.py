@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.files import write_text
 from pipeline.layout import ALL_ARMS
-from pipeline.verdict import choose, paired
+from pipeline.measure.verdict import choose, paired
 
 
 def pct(x: float | None) -> str:

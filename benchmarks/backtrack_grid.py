@@ -14,9 +14,11 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline import bootstrap, evaluation, search_stage, train
 from pipeline.config import load_config
 from pipeline.loading import task_from_config
+from pipeline.measure import evaluation
+from pipeline.stages import bootstrap, train
+from pipeline.stages import search as search_stage
 
 
 def main() -> None:

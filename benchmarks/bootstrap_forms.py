@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import bootstrap
 from pipeline.config import load_config
-from pipeline.verdict import interval, paired
+from pipeline.measure.verdict import interval, paired
+from pipeline.stages import bootstrap
 
 COMPARABLE = [
     "bootstrap.batch_tokens=1024",  # about 64 optimal solutions of countdown-tiny

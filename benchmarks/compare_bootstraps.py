@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.verdict import paired
+from pipeline.measure.verdict import paired
 
 
 def load(dirs: list[str]) -> list[dict]:

@@ -11,7 +11,7 @@ For each seed directory `run/seed-S` (with its saved config) it takes both arms'
 on the held-out problems (nothing is tuned: every m is reported). The baseline at its best
 decoding is read from the round's own figures (its setting chosen on training problems by the
 run); best-of-N samples the baseline at T=1.0 up to the guided search's tokens at T=1.0, per
-problem (`pipeline.evaluation.controls`). Differences are paired per problem over seeds.
+problem (`pipeline.measure.evaluation.controls`). Differences are paired per problem over seeds.
 
 Writes `run/guided.md` (table and command) and `run/guided.json`; figures are cached per seed in
 `run/seed-S/guided/`, so a killed sweep resumes.
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.evaluation import controls, evaluate_to
 from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
-from pipeline.verdict import choose, paired
+from pipeline.measure.evaluation import controls, evaluate_to
+from pipeline.measure.verdict import choose, paired
 
 SAMPLED = "T=1.0"
 

@@ -24,10 +24,10 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from pipeline.bootstrap import encode_examples
 from pipeline.config import load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
+from pipeline.stages.bootstrap import encode_examples
 from search.types import Ask
 from workers.collate import BacktrackCollator
 from workers.hf import SearchTokenizer, load_checkpoint

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from pipeline import bootstrap, search_stage
 from pipeline.config import BootstrapConfig, load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
+from pipeline.stages import bootstrap
+from pipeline.stages import search as search_stage
 from search.types import Ask
 from workers.sampler import TransformersPolicy
 

@@ -4,7 +4,7 @@ backspace allowed minus banned, and the backtrack arm minus the baseline at the 
     .venv/bin/python benchmarks/sweep_diffs.py --run runs/arith-tiny-verdict
 
 Reads every `seed-S/ARM/round-R/eval.json` (`per_problem` lists over the same held-out problems)
-and pairs them per problem over seeds (`pipeline.verdict.paired`). Round numbers are the
+and pairs them per problem over seeds (`pipeline.measure.verdict.paired`). Round numbers are the
 verdict's: round r is the model trained in round r-1. Prints two Markdown tables.
 """
 
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.verdict import paired
+from pipeline.measure.verdict import paired
 
 BANNED = ", backspace banned"
 

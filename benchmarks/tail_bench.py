@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from pipeline import bootstrap
 from pipeline.config import BootstrapConfig
+from pipeline.stages import bootstrap
 from search.types import Ask
 from workers.sampler import TransformersPolicy
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, load_config
-from pipeline.evaluation import evaluate_to
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
-from pipeline.verdict import paired
+from pipeline.measure.evaluation import evaluate_to
+from pipeline.measure.verdict import paired
 
 
 def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:

@@ -13,7 +13,7 @@ of both arms, on the held-out problems (`eval.n_problems`), nothing tuned (every
   where the model emits its own backspace (`own`) and where the value fell by more than d over
   the last step (`value d`, `eval.value_drop`); per row: accuracy, backtrack rate, erased steps
   that were wrong (chance: written steps that were wrong), generated tokens per problem;
-- the controls (`pipeline.evaluation.controls`) on the baseline arm's model at T=1.0, up to the
+- the controls (`measure.evaluation.controls`) on the baseline arm's model at T=1.0, up to the
   own-backspace guided search's generated tokens per problem at T=1.0: best-of-N by likelihood,
   majority vote, and value best-of-N (the least step value), on the same samples.
 
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.evaluation import controls, evaluate_to
 from pipeline.files import read_json, write_json, write_text
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import controls, evaluate_to
 
 SAMPLED = "T=1.0"
 

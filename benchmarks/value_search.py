@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--set", action="append", default=[], dest="sets")
     args = ap.parse_args(argv)
     from pipeline.runtime import set_threads
-    from pipeline.search_stage import build_state
+    from pipeline.stages.search import build_state
     from workers.valuer import check_tokenizer, load_valuer
 
     cfg = load_config(str(args.run / "config.yaml"), args.sets)

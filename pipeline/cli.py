@@ -15,32 +15,8 @@ import logging
 import sys
 
 from pipeline.config import load_config, presets
+from pipeline.stages import BY_NAME, STAGES
 from search.errors import HallucError
-
-STAGES: dict[str, str] = {
-    "bootstrap": "train a small model from scratch on the task's reference solutions",
-    "search": "tree search for failing branches; writes traces/steps/pairs shards",
-    "select": "pick the next training set from the shards",
-    "train": "fine-tune on selected traces with backspaces",
-    "eval": "accuracy, backtrack rate, erase precision and recovery on held-out problems",
-    "run": "the expert-iteration loop with a no-backtrack baseline",
-    "value": "train a value model (a PRM) on the search's steps table and measure its labels",
-    "grid": "`halluc run` for each row of a grid file of overrides, and one table of verdicts",
-    "release": "write a dataset release (and push it to the Hub)",
-}
-
-
-# the module whose main(cfg) runs each config-driven stage (imported only when it runs)
-# a runner module may also define describe(result) -> str, which the CLI prints
-RUNNERS: dict[str, str] = {
-    "run": "pipeline.run",
-    "bootstrap": "pipeline.bootstrap",
-    "search": "pipeline.search_stage",
-    "select": "pipeline.select",
-    "train": "pipeline.train",
-    "eval": "pipeline.evaluate",
-    "value": "pipeline.value",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Teach a causal LM to erase its own mistakes with a backspace token.",
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, help_text in STAGES.items():
+    for stage in STAGES:
+        name, help_text = stage.name, stage.help
         if name == "release":
             _release_parser(sub.add_parser(name, help=help_text, description=help_text))
             continue
@@ -122,7 +99,7 @@ def _release_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from pipeline import release
+    from pipeline.stages import release
 
     folder = release.main(
         args.run_dir,
@@ -139,7 +116,7 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from pipeline import grid
+    from pipeline.stages import grid
 
     result = grid.main(args.grid, args.preset, _overrides(args), args.seeds)
     print(grid.describe(result))
@@ -155,12 +132,16 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _stage(args: argparse.Namespace) -> int:
     cfg = load_config(args.preset, _overrides(args))
-    module = importlib.import_module(RUNNERS[args.stage])
+    module = importlib.import_module(BY_NAME[args.stage].module)
     result = module.main(cfg)
     describe = getattr(module, "describe", None)
     if describe is not None:
         print(describe(result))
     return 0
+
+
+# stages with arguments of their own; every other stage runs main(load_config(...))
+SPECIAL = {"release": _release, "grid": _grid}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(presets()))
         return 0
     try:
-        return {"release": _release, "grid": _grid}.get(args.stage, _stage)(args)
+        return SPECIAL.get(args.stage, _stage)(args)
     except HallucError as err:  # bad input: one line that says what to do, no traceback
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The rows a value model learns from: the `steps` table of finished searches (pipeline/value.py).
+"""The rows a value model learns from: the `steps` table of finished searches (stages/value.py).
 
 `load_rows(runs)` gathers every `steps` row of every finished search stage under the given run
 directories (or search stage directories), identical rows once, rows never rolled out left out,

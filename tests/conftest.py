@@ -74,7 +74,7 @@ def tiny_cfg(out, *extra):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A bootstrap model that is right about half the time, and its evaluation."""
-    from pipeline import bootstrap
+    from pipeline.stages import bootstrap
 
     out = tmp_path_factory.mktemp("boot")
     return out, bootstrap.main(tiny_cfg(out))
@@ -83,7 +83,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def searched(trained):
     """The trained fixture's run directory after a search (token unit)."""
-    from pipeline import search_stage
+    from pipeline.stages import search as search_stage
 
     out, _ = trained
     search_stage.main(tiny_cfg(out))

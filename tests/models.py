@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config, MistralConfig, Qwen2Config
 
-from pipeline.bootstrap import build_model, build_tokenizer
 from pipeline.config import BootstrapConfig
+from pipeline.stages.bootstrap import build_model, build_tokenizer
 
 ALPHABET = "0123456789+-*/=?:# ans\n"
 # architectures the bootstrap does not build; 4 query heads share 2 key/value heads (grouped query)

@@ -5,7 +5,8 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipeline import bootstrap, cli
+from pipeline import cli
+from pipeline.stages import bootstrap
 from search.errors import HallucError
 from tests.conftest import tiny_cfg
 

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.layout import RunLayout
+from pipeline.stages import BY_NAME, STAGES
 from tests.conftest import TINY
 
 
@@ -21,15 +22,16 @@ def stage_args(stage, out, *sets):
 
 
 def test_every_listed_stage_dispatches(tmp_path, monkeypatch, capsys):
-    assert set(cli.STAGES) == set(cli.RUNNERS) | {"release", "grid"}  # grid: tests/test_grid.py
+    plain = [s for s in STAGES if s.name not in cli.SPECIAL]  # grid: tests/test_grid.py
+    assert {s.name for s in STAGES} - {s.name for s in plain} == set(cli.SPECIAL)
     called = []
-    for stage, name in cli.RUNNERS.items():
-        module = importlib.import_module(name)
+    for stage in (s.name for s in plain):
+        module = importlib.import_module(BY_NAME[stage].module)
         monkeypatch.setattr(module, "main", lambda cfg, stage=stage: called.append(stage) or {})
         monkeypatch.setattr(module, "describe", lambda result, stage=stage: f"{stage} done", False)
         assert cli.main([stage, "--set", f"run.out_dir={tmp_path}"]) == 0
         assert f"{stage} done" in capsys.readouterr().out
-    assert called == list(cli.RUNNERS)
+    assert called == [s.name for s in plain]
 
 
 def test_select_on_its_own(searched, tmp_path, capsys):
@@ -56,7 +58,7 @@ def test_select_on_its_own(searched, tmp_path, capsys):
 
 
 def test_eval_policy_reaches_the_factory(trained, tmp_path, monkeypatch, capsys):
-    from pipeline import evaluation
+    from pipeline.measure import evaluation
 
     seen = []
     real = evaluation.load_model

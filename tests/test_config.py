@@ -191,8 +191,8 @@ def test_arms_default_to_todays_two_and_adding_one_resumes_a_run(tmp_path):
 
 
 def test_halluc_run_sets_each_arms_objective_itself(tmp_path):
-    from pipeline import run
     from pipeline.config import ConfigError
+    from pipeline.stages import run
 
     cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.objective=dpo"])
     with pytest.raises(ConfigError, match=r"run.arms=\[baseline,backtrack,dpo\]"):
@@ -225,7 +225,7 @@ def test_placement_shapes_the_traces_not_the_evaluation():
 
 
 def test_the_dpo_learning_rate_is_dpo_lr_else_lr(tmp_path):
-    from pipeline.train import training_arguments
+    from pipeline.stages.train import training_arguments
 
     cfg = load_config("arith-tiny", ["train.lr=3e-4"])
     assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-4
@@ -238,9 +238,9 @@ def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_p
     from pathlib import Path
 
     from pipeline.config import eval_key, eval_keys
-    from pipeline.evaluation import evaluate_to
     from pipeline.files import write_json
     from pipeline.loading import task_from_config
+    from pipeline.measure.evaluation import evaluate_to
 
     base = load_config("arith-tiny")
     old = eval_key(base, 40, late=False)  # as keyed before task.countdown.heldout_sos_seed
@@ -282,7 +282,7 @@ def test_deliberate_backspaces_key_the_evaluation_and_refuse_bad_combinations():
 
 
 def test_evaluation_decodes_with_the_configured_threshold():
-    from pipeline.evaluation import _decoding
+    from pipeline.measure.evaluation import _decoding
 
     cfg = load_config("arith-tiny", ["eval.bksp_threshold=0.25"])
     d = _decoding(cfg, 0.7, ban=False)

@@ -1,7 +1,7 @@
-"""Best-of-N and majority vote at the backtrack arm's generated tokens (pipeline.evaluation)."""
+"""Best-of-N and majority vote at the backtrack arm's generated tokens (measure.evaluation)."""
 
-from pipeline.evaluation import _majority, controls
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import _majority, controls
 from search.types import Rollout
 from tests.conftest import tiny_cfg
 

@@ -1,4 +1,4 @@
-"""The detector measure (pipeline/detector.py): ranking figures against hand-computed cases and
+"""The detector measure (measure/detector.py): ranking figures against hand-computed cases and
 brute force; decision points against a hand-checked stream; the batched teacher-forced
 probabilities against one sequence at a time, and the whole figure against a direct computation
 that labels and positions the samples on its own."""
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.detector import (
+from pipeline.measure.detector import (
     average_precision,
     backspace_probs,
     decision_points,

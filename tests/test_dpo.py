@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Trainer
 
-from pipeline import train
 from pipeline.config import load_config
 from pipeline.layout import RunLayout
 from pipeline.shards import SCHEMA_VERSION, write_shard
+from pipeline.stages import train
 from search.pairs import preferences
 from search.tasks.arithmetic import ArithmeticTask
 from tests.models import tiny_checkpoint

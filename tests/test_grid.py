@@ -2,7 +2,7 @@
 `halluc run` into its own directory, finished rows are skipped, a killed grid resumes to the same
 table, rows with the same task and bootstrap share the bootstrap model, and the command written in
 grid.md makes the same table again. `run.main` is replaced by a fake that writes what the real
-one writes (verdict.json from `pipeline.verdict`, the evals and the bootstrap model where the
+one writes (verdict.json from `measure.verdict`, the evals and the bootstrap model where the
 layout puts them); one case runs the real thing on the tiny config."""
 
 import json
@@ -13,12 +13,14 @@ import shutil
 
 import pytest
 
-from pipeline import bootstrap, cli, grid, report, run
+from pipeline import cli
 from pipeline.config import ConfigError
 from pipeline.files import write_json, write_text
 from pipeline.layout import ARMS, RunLayout
+from pipeline.measure import report
+from pipeline.measure.verdict import verdict
 from pipeline.runtime import stage_config
-from pipeline.verdict import verdict
+from pipeline.stages import bootstrap, grid, run
 from tests.conftest import TINY
 
 LEVERS = """\
@@ -63,7 +65,7 @@ def figures(cfg, seed, r):
 class FakeRun:
     """`run.main` that writes a finished run's files (dying after seed `dies` of row `dies_in`
     when told): per seed the bootstrap model (trained here unless there), its eval, each round's
-    evals and compute; then verdict.json from `pipeline.verdict` and the report."""
+    evals and compute; then verdict.json from `pipeline.measure.verdict` and the report."""
 
     def __init__(self):
         self.calls, self.trained, self.found = [], [], {}

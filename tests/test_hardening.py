@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import cli, train
+from pipeline import cli
 from pipeline.config import ConfigError, load_config
 from pipeline.files import TMP, remove_stale, write_json
 from pipeline.layout import RunLayout
 from pipeline.runtime import set_threads, stage_config
+from pipeline.stages import train
 from tests.conftest import TINY
 from tests.test_search_stage import read_all, run
 

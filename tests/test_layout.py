@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.stages import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["torch", "transformers", "ray", "vllm"]
 
@@ -68,37 +70,68 @@ def test_the_cpu_path_never_imports_vllm():
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
 
 
-STAGES = ["bootstrap", "search_stage", "select", "train", "evaluate", "value", "release"]
+STAGE_NAMES = [s.name for s in STAGES]
+TRAINERS = sorted(
+    p.stem for p in (ROOT / "pipeline" / "trainers").glob("*.py") if p.stem != "__init__"
+)
 
 
-def _pipeline_imports(module: str) -> set[str]:
-    """The `pipeline.*` modules `module` imports, at any depth of its code."""
+def _pipeline_imports(path: Path) -> set[str]:
+    """The `pipeline.*` modules the file at `path` imports, at any depth of its code, as dotted
+    names under `pipeline` (`stages.train`, `layout`, ...)."""
     import ast
 
-    tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
+    tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "pipeline":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("pipeline."):
-                found.add(node.module.removeprefix("pipeline."))
+            if node.module.startswith("pipeline"):
+                base = node.module.removeprefix("pipeline").lstrip(".")
+                found |= {f"{base}.{a.name}".lstrip(".") for a in node.names}
+                found.add(base)
         elif isinstance(node, ast.Import):
             found |= {a.name.removeprefix("pipeline.") for a in node.names if "pipeline." in a.name}
-    return found
+    return found - {""}
+
+
+def _stages_imported(path: Path) -> set[str]:
+    return {name for name in STAGE_NAMES if f"stages.{name}" in _pipeline_imports(path)}
+
+
+def test_the_stage_list_is_the_stage_folder():
+    on_disk = {p.stem for p in (ROOT / "pipeline" / "stages").glob("*.py")} - {"__init__"}
+    assert on_disk == set(STAGE_NAMES)
 
 
 def test_stages_are_siblings():
-    """A stage module never imports another stage module: what several stages share lives in
-    modules of its own (layout, files, loading, runtime, evaluation, shards, config)."""
+    """A stage never imports another stage, except the loop stages (run, grid) importing the ones
+    they compose: what several stages share lives in library modules of its own."""
     for stage in STAGES:
-        others = _pipeline_imports(stage) & (set(STAGES) - {stage})
-        assert not others, f"pipeline/{stage}.py imports the stage(s) {sorted(others)}"
+        found = _stages_imported(ROOT / "pipeline" / "stages" / f"{stage.name}.py")
+        others = found - {stage.name} - set(stage.composes)
+        assert not others, f"pipeline/stages/{stage.name}.py imports the stage(s) {sorted(others)}"
 
 
-def test_the_sibling_check_sees_imports():
-    assert {"layout", "evaluation"} <= _pipeline_imports("bootstrap")
-    assert {"bootstrap", "search_stage", "select", "train"} <= _pipeline_imports("run")
+def test_trainers_and_library_modules_import_no_stage():
+    library = [p for p in (ROOT / "pipeline").rglob("*.py") if "stages" not in p.parts]
+    assert any("trainers" in p.parts for p in library) and TRAINERS
+    for path in library:
+        if path.name == "cli.py":
+            continue  # the CLI dispatches to the stages
+        found = _stages_imported(path)
+        assert not found, f"{path.relative_to(ROOT)} imports the stage(s) {sorted(found)}"
+
+
+def test_the_sibling_check_sees_imports(tmp_path):
+    assert {"layout", "measure.evaluation"} <= _pipeline_imports(
+        ROOT / "pipeline" / "stages" / "bootstrap.py"
+    )
+    assert {"bootstrap", "search", "select", "train"} <= _stages_imported(
+        ROOT / "pipeline" / "stages" / "run.py"
+    )
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from pipeline.stages import select\n")
+    assert _stages_imported(bad) == {"select"}
 
 
 def test_the_fake_policy_path_imports_no_model_or_cluster_library():
@@ -106,7 +139,7 @@ def test_the_fake_policy_path_imports_no_model_or_cluster_library():
     code = (
         "import sys, tempfile\n"
         "from pipeline.config import load_config\n"
-        "from pipeline import search_stage, select, cli\n"
+        "from pipeline import cli\nfrom pipeline.stages import search as search_stage, select\n"
         "d = tempfile.mkdtemp()\n"
         "cfg = load_config('arith-tiny', ['search.policy=fake', 'search.workers=0',\n"
         "    'task.n_train=4', 'search.batch_size=4', f'run.out_dir={d}'])\n"

@@ -200,7 +200,7 @@ def test_the_batched_sampler_refuses_a_sliding_window_in_erase_mode(tmp_path):
 
 
 def test_training_refuses_a_sliding_window_in_erase_mode(tmp_path):
-    from pipeline.train import check_attention
+    from pipeline.stages.train import check_attention
 
     model, _ = load_checkpoint(tiny_checkpoint(tmp_path, "mistral", sliding_window=8), "cpu")
     check_attention(model, "stream")  # stream mode needs no mask: allowed

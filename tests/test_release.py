@@ -12,9 +12,9 @@ import yaml
 from huggingface_hub import constants
 
 from pipeline import cli
-from pipeline.release import ReleaseError, size_category
-from pipeline.release import main as release
 from pipeline.shards import FEATURES, shard_files
+from pipeline.stages.release import ReleaseError, size_category
+from pipeline.stages.release import main as release
 from tests.test_search_stage import SMALL as FAKE
 
 
@@ -197,8 +197,8 @@ def test_a_release_includes_the_value_model_and_its_label_quality_only_when_aske
     import numpy as np
     from transformers import AutoModelForTokenClassification
 
-    from pipeline.value import score
-    from pipeline.value_quality import markdown
+    from pipeline.measure.value_quality import markdown
+    from pipeline.stages.value import score
 
     plain = release(run_dir, "plain", out=tmp_path)
     assert not (plain / "value-model").exists()

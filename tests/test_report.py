@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pipeline import report
 from pipeline.config import load_config
 from pipeline.layout import RunLayout
+from pipeline.measure import report
 
 N = 40  # held-out problems
 TEMPS = {"greedy": 0.0, "T=0.5": 0.5, "T=0.7": 0.7, "T=1.0": 1.0}
@@ -69,7 +69,7 @@ def an_eval(acc, full=True):
         settings[name] = setting(a, t, full)
         settings[f"{name}, backspace banned"] = setting(a - 0.1, t, full)
     e = {"model": "m", "mode": "causal", "unit": "token", "n_problems": N, "settings": settings}
-    if full:  # the controls as pipeline.evaluation.controls writes them, and a 95% interval
+    if full:  # the controls as pipeline.measure.evaluation.controls writes them, and a 95% interval
         common = {"temperature": 1.0, "mean_n": 3.5, "generated_tokens": 9000}
         bon, vote = per_problem(acc + 0.05), per_problem(acc)
         e["controls"] = {
@@ -293,9 +293,9 @@ def test_trace_viewer_filters_with_css_only():
 
 
 def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
-    """The producer's own verdict (`pipeline.verdict`, controls kept beside the evals as
-    `pipeline.run` keeps them) renders, its differences in the comparison table."""
-    from pipeline.verdict import verdict
+    """The producer's own verdict (`pipeline.measure.verdict`, controls kept beside the evals as
+    `pipeline.stages.run` keeps them) renders, its differences in the comparison table."""
+    from pipeline.measure.verdict import verdict
 
     runs = {str(s): evals_of(s) for s in (0, 1)}
     seeds = []
@@ -321,7 +321,7 @@ def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
 
 
 def test_a_dpo_arm_gets_its_table_and_its_figures(tmp_path, cfg):
-    from pipeline.verdict import verdict
+    from pipeline.measure.verdict import verdict
 
     runs = {str(s): evals_of(s) for s in (0, 1)}
     seeds = []

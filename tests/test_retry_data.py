@@ -9,9 +9,9 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from pipeline import bootstrap
 from pipeline.config import ConfigError, load_config
 from pipeline.loading import task_from_config
+from pipeline.stages import bootstrap
 from search.backspace import apply_backspaces
 from search.errors import HallucError
 from search.tasks import countdown

@@ -12,11 +12,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pipeline import rl, train
 from pipeline.config import ConfigError, load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.shards import ShardError
+from pipeline.stages import train
+from pipeline.trainers import rl
 from tests.models import tiny_checkpoint
 from workers.collate import BacktrackCollator
 from workers.grpo import erase_credits, group_advantages, k3, policy_loss

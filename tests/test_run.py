@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from benchmarks import arms_table
-from pipeline import rl, run, search_stage, train
 from pipeline.config import ConfigError, load_config
 from pipeline.layout import ARMS
+from pipeline.stages import run, train
+from pipeline.stages import search as search_stage
+from pipeline.trainers import rl
 from search.pairs import pair_loss_tokens
 from tests.conftest import TINY
 from workers.hf import load_checkpoint

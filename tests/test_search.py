@@ -283,7 +283,7 @@ def erases_a_finished_step(row, tok):
 
 def test_precise_only_keeps_the_self_correction_that_erased_a_wrong_step(add8, tok):
     from pipeline.config import SelectConfig
-    from pipeline.select import select_backtrack
+    from pipeline.stages.select import select_backtrack
 
     task, problems = add8
     problem = problems[0]

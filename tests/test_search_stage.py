@@ -134,8 +134,8 @@ def test_placement_reaches_the_traces_and_a_changed_one_is_refused(tmp_path, cap
 
 
 def test_summary_has_the_model_step_error_rate_and_select_can_match_it(tmp_path, caplog):
-    from pipeline import select
-    from pipeline.select import read_selected
+    from pipeline.stages import select
+    from pipeline.stages.select import read_selected
 
     def rate(name, *extra):
         assert run(tmp_path / name, *extra) == 0
@@ -145,7 +145,7 @@ def test_summary_has_the_model_step_error_rate_and_select_can_match_it(tmp_path,
     assert rate("never", "search.fake.error_rate=0", "search.fake.trap_rate=0") == 0.0
     low, high = rate("low"), rate("high", "search.fake.error_rate=0.2")
     assert 0 < low < high < 1
-    caplog.set_level("INFO", logger="pipeline.select")
+    caplog.set_level("INFO", logger="pipeline.stages.select")
     cfg = load_config(
         "arith-tiny", [*SMALL, f"run.out_dir={tmp_path / 'low'}", "select.bksp_share=-1"]
     )

@@ -12,8 +12,8 @@ from ray import cloudpickle
 from pipeline import cli
 from pipeline.config import load_config
 from pipeline.layout import RunLayout
-from pipeline.search_stage import build_state, search_batch
 from pipeline.shards import FEATURES, shard_files
+from pipeline.stages.search import build_state, search_batch
 from workers.actors import ClusterError, init_ray, run_pool
 
 pytestmark = pytest.mark.ray

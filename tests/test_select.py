@@ -6,7 +6,13 @@ import dataclasses
 import pytest
 
 from pipeline.config import SelectConfig
-from pipeline.select import SelectError, n_tokens, select_backtrack, select_baseline, select_pairs
+from pipeline.stages.select import (
+    SelectError,
+    n_tokens,
+    select_backtrack,
+    select_baseline,
+    select_pairs,
+)
 from search.pairs import pair_loss_tokens
 
 

@@ -176,7 +176,7 @@ def test_a_write_removes_what_a_killed_write_left(tmp_path, tables):
 def test_train_refuses_a_damaged_search_directory(tmp_path, tables):
     from pipeline.config import load_config
     from pipeline.layout import RunLayout
-    from pipeline.train import load_traces
+    from pipeline.stages.train import load_traces
 
     rnd = RunLayout(tmp_path).round(0)
     write_batch(rnd.search, 0, tables)
@@ -199,9 +199,9 @@ def test_resumed_search_names_a_foreign_file_instead_of_a_traceback(tmp_path, ca
 def test_a_shard_from_before_the_added_columns_still_loads(tmp_path, tables):
     from pipeline.config import load_config
     from pipeline.layout import RunLayout
-    from pipeline.select import read_selected, write_selected
     from pipeline.shards import ADDED
-    from pipeline.train import load_traces
+    from pipeline.stages.select import read_selected, write_selected
+    from pipeline.stages.train import load_traces
 
     rnd = RunLayout(tmp_path).round(0)
     write_batch(rnd.search, 0, tables)

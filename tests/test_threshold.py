@@ -174,7 +174,7 @@ def test_the_eraser_draws_apart_from_the_token_draw(base):
 
 
 def test_the_table_title_names_the_rule():
-    from pipeline.evaluation import format_table
+    from pipeline.measure.evaluation import format_table
 
     result = {"model": "m", "mode": "erase", "unit": "step", "n_problems": 5, "settings": {}}
     assert "threshold" not in format_table(result)  # figures made before the options existed

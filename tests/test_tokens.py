@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from pipeline.bootstrap import build_tokenizer
+from pipeline.stages.bootstrap import build_tokenizer
 from tests.models import ALPHABET, tiny_checkpoint
 from workers.hf import load_checkpoint
 from workers.tokens import WORDS, add_backspace_token

@@ -7,9 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from pipeline import evaluate, train
 from pipeline.layout import RunLayout
 from pipeline.shards import ShardError
+from pipeline.stages import eval as evaluate
+from pipeline.stages import train
 from tests.conftest import tiny_cfg
 from workers.hf import CheckpointError, load_checkpoint
 

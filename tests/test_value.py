@@ -13,12 +13,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from pipeline import cli, value
-from pipeline.bootstrap import build_model, build_tokenizer
+from pipeline import cli
 from pipeline.config import BootstrapConfig, ConfigError, load_config
+from pipeline.measure.value_quality import best_accuracy, ece, label_quality
 from pipeline.shards import SCHEMA_VERSION, write_shard
+from pipeline.stages import value
+from pipeline.stages.bootstrap import build_model, build_tokenizer
 from pipeline.value_data import Rows, ValueModelError, load_rows, split, targets
-from pipeline.value_quality import best_accuracy, ece, label_quality
 from tests.models import tiny_checkpoint
 
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import search_stage, value
 from pipeline.config import ConfigError, load_config
-from pipeline.evaluation import controls
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import controls
+from pipeline.stages import search as search_stage
+from pipeline.stages import value
 from search.tree import Judge, split_steps
 from tests.conftest import tiny_cfg
 from tests.models import tiny_checkpoint
@@ -48,7 +49,7 @@ def test_a_causal_lm_or_another_tokenizer_is_refused(value_dir, tmp_path):
         load_valuer(value_dir / "init", device="cpu")
     other = tiny_checkpoint(tmp_path / "other")
     check_tokenizer(value_dir / "model", other, "12+34=?\n")  # the same alphabet: accepted
-    from pipeline.bootstrap import build_tokenizer
+    from pipeline.stages.bootstrap import build_tokenizer
 
     build_tokenizer(["xyz\n"]).save_pretrained(other)
     with pytest.raises(ValuerError, match="tokenizer"):

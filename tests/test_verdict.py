@@ -4,7 +4,7 @@ paired interval, the aggregation over seeds, and the sentence."""
 import numpy as np
 import pytest
 
-from pipeline import verdict as v
+from pipeline.measure import verdict as v
 
 
 def ev(per_problem, setting="T=1.0", tokens=None, auc=None, **more):
@@ -75,7 +75,7 @@ def test_paired_refuses_unpaired_sides():
 
 
 def seed_run(bt, bl, controls=None, auc=(None, None)):
-    """One seed as pipeline.run keeps it: round 0 (the start model) and round 1."""
+    """One seed as pipeline.stages.run keeps it: round 0 (the start model) and round 1."""
     start = {"eval": ev([0.5, 0.5, 0.5, 0.5]), "tune": tune("T=1.0")}
     return {
         "backtrack": [start, {"eval": ev(bt, auc=auc[0]), "tune": tune("T=1.0")}],

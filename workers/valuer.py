@@ -3,7 +3,7 @@
     valuer = load_valuer("runs/arith-tiny/value/model", device="cpu")
     valuer.values([prompt_ids + step_ids, ...])        # one value in [0, 1] per prefix
 
-The checkpoint is an `AutoModelForTokenClassification` with one label (pipeline/value.py trains
+The checkpoint is an `AutoModelForTokenClassification` with one label (stages/value.py trains
 it); the value of a token-id sequence is the sigmoid of the logit at its last token, the estimated
 probability that a rollout from there ends correct. `score` is the one batched reading of it
 (right padding, each row read at its own last token), for training, the search, evaluation and

@@ -8,7 +8,7 @@ scripts, no network), a table of every figure and a trace viewer filtered with p
     write(layout, cfg, evals)            evals alone (no tuning figures): a descriptive page
 
 `evals` is `{"backtrack": [eval_round0, ...], "baseline": [...]}` (eval.json dicts,
-`pipeline.evaluation`, with the optional keys `pass_at_k, generated_tokens, truncation_rate,
+`pipeline.measure.evaluation`, with the optional keys `pass_at_k, generated_tokens, truncation_rate,
 per_problem` and the optional blocks `controls` and `detector`); a missing figure shows as "–".
 `verdict` holds `seeds`, `rounds` (per round: each arm's setting, mean accuracy and per-seed
 accuracies, the paired difference with its 95% interval, the best-of-N control, mean detector AUC
@@ -73,7 +73,7 @@ def write(layout: RunLayout, cfg: Config, evals: Evals) -> str:
     """A page for evals without tuning figures; returns the Markdown table. It reads each arm
     at its most accurate held-out setting: an optimistic reading for both arms and not a verdict
     (no setting may be chosen on held-out problems for that). `halluc run` writes its report
-    with `write_verdict`, whose settings `pipeline.verdict` chose on training problems."""
+    with `write_verdict`, whose settings `pipeline.measure.verdict` chose on training problems."""
     return _write(layout, cfg, one_seed_verdict(cfg, evals), layout)
 
 
@@ -130,7 +130,7 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
 
 def one_seed_verdict(cfg: Config, evals: Evals) -> dict[str, Any]:
     """The verdict of one seed without tuning evals: each arm at its most accurate held-out
-    setting (the same rule for both; `pipeline.verdict` chooses on training problems instead),
+    setting (the same rule for both; `measure.verdict` chooses on training problems instead),
     with its Wilson interval; the difference's paired interval comes from per-problem accuracies
     when both arms have them (else it is None). Best-of-N: the baseline eval's
     `controls.best_of_n`, else the backtrack eval's; majority vote alike."""

@@ -29,10 +29,10 @@ from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
 from pipeline.config import BootstrapConfig, Config
-from pipeline.evaluation import evaluate_to, format_table
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import evaluate_to, format_table
 from pipeline.runtime import record_environment, set_threads, stage_config
 from search.backspace import serialize_stream
 from search.errors import HallucError

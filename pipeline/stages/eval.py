@@ -1,4 +1,4 @@
-"""The eval stage: a model's figures on held-out problems (what they are: `pipeline.evaluation`).
+"""The eval stage: a model's figures on held-out problems (see `pipeline.measure.evaluation`).
 
     halluc eval --preset arith-tiny                     # round run.round's trained model
     halluc eval --preset arith-tiny --set eval.model=runs/x/model --set eval.samples=4
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.evaluation import evaluate_to, format_table
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import evaluate_to, format_table
 from pipeline.runtime import record_environment, set_threads
 
 

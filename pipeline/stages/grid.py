@@ -42,11 +42,12 @@ from typing import Any
 
 import yaml
 
-from pipeline import report, run
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
 from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import ARMS, RunLayout
-from pipeline.verdict import precision
+from pipeline.measure import report
+from pipeline.measure.verdict import precision
+from pipeline.stages import run
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def finished(row: Row, seeds: list[int]) -> bool:
 
 def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
     """Give `row`, seed by seed, a copy of the bootstrap model of the first other row whose saved
-    bootstrap config has the same task and bootstrap sections (what `pipeline.bootstrap` compares
+    bootstrap config has the same task and bootstrap sections (what the bootstrap stage compares
     when it resumes) and the same backspace token (which the backspace data forms train with).
     Copies the model directory only (not its eval.json and tune.json, which depend on the eval
     and trace sections); never replaces or deletes anything."""

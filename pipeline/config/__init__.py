@@ -271,7 +271,7 @@ class TrainConfig:
     right: carrying on is chosen, erasing that step is rejected, so unneeded backspaces are
     pushed down too. `dpo_lr`: the dpo objective's learning rate (0: `lr`, the SFT one).
 
-    `objective=rl`: on-policy RL, GRPO-style (pipeline/rl.py, workers/grpo.py). Each optimizer
+    `objective=rl`: on-policy RL, GRPO-style (trainers/rl.py, workers/grpo.py). Each optimizer
     step takes `batch_size // rl_group` training problems (at least one; `task.n_train` of them,
     in a seeded order) and samples `rl_group` streams per problem from the current model at
     temperature 1 with backspaces allowed (the project's sampler, `mode` attention, `trace.unit`,
@@ -358,7 +358,7 @@ AUTO_SHARE = -1.0  # select.bksp_share: the searched model's own per-step error 
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """What each arm trains on next (DESIGN §6; pipeline/select.py). `arm` is the arm that
+    """What each arm trains on next (DESIGN §6; pipeline/stages/select.py). `arm` is the arm that
     `halluc select` selects for on its own (the loop selects for each of `run.arms`); the dpo
     arm's selection is pairs, at most `corrections_per_problem` per problem.
 
@@ -565,7 +565,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class ValueConfig:
-    """The value model (`halluc value`, pipeline/value.py): a process reward model trained on the
+    """The value model (`halluc value`, stages/value.py): a process reward model trained on the
     `steps` rows of the finished search stages under each of `runs` (a run directory, or one
     ROUND/search directory; empty: `run.out_dir`), written to `out_dir` (empty:
     `run.out_dir/value`), its model in `model/`.

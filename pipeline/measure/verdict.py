@@ -70,7 +70,7 @@ def _side(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
 
 def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
     """Round `r` over the seeds. Each item of `seeds`: {"backtrack": {"eval", "tune"} per round,
-    "baseline": ..., "controls": per round} as `pipeline.run` keeps them, and any other arm
+    "baseline": ..., "controls": per round} as `pipeline.stages.run` keeps them, and any other arm
     (dpo) like the backtrack one: it goes to `arms`, each compared with the baseline."""
     bt = [s["backtrack"][r] for s in seeds]
     bl = [s["baseline"][r] for s in seeds]

@@ -24,7 +24,7 @@ measured so that it can carry a verdict.
                  vote at the backtrack arm's generated tokens per problem
 
 With `run.seeds`, each seed is a sub-run (`out_dir/seed-S/`, resumable on its own) and
-`verdict.json` compares the arms over all of them (`pipeline.verdict`). Where everything goes:
+`verdict.json` compares the arms over all of them (`measure.verdict`). Where everything goes:
 `pipeline.layout`. Every stage skips what it finished, so rerunning the same command after a kill
 resumes at the first unfinished stage.
 """
@@ -36,14 +36,16 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline import bootstrap, report, search_stage, select, train
 from pipeline.config import Config, ConfigError
-from pipeline.evaluation import controls, evaluate_to, format_table, settings
 from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout, arms
 from pipeline.loading import task_from_config
+from pipeline.measure import report
+from pipeline.measure.evaluation import controls, evaluate_to, format_table, settings
+from pipeline.measure.verdict import choose, verdict
 from pipeline.runtime import record_environment, set_threads, stage_config
-from pipeline.verdict import choose, verdict
+from pipeline.stages import bootstrap, select, train
+from pipeline.stages import search as search_stage
 from search.types import Problem, Task
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import value_quality
+from pipeline.measure import value_quality
 from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files, read_table
 from search.errors import HallucError
 

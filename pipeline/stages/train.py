@@ -24,7 +24,7 @@ step.
     halluc train --preset arith-tiny --set train.objective=dpo --set train.dpo_beta=0.1
 
 `train.objective=rl` prepares the model the same way (backspace token, dropout, attention check,
-`train.token_warmup` batches on the round's traces) and hands it to `pipeline.rl`, its own loop
+`train.token_warmup` batches on the round's traces) and hands it to `trainers.rl`, its own loop
 with its own checkpoints (on-policy sampling does not fit the Trainer's data loader).
 
     halluc train --preset arith-tiny --set train.objective=rl --set train.rl_group=8
@@ -43,9 +43,14 @@ from datasets import Dataset
 from datasets import logging as ds_logging
 from transformers import Trainer, TrainingArguments
 
-from pipeline import rl
 from pipeline.config import Config
-from pipeline.dpo import (
+from pipeline.files import remove_stale, save_model, write_json
+from pipeline.layout import RoundLayout, RunLayout
+from pipeline.loading import task_from_config
+from pipeline.runtime import record_environment, set_threads, stage_config
+from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
+from pipeline.trainers import rl
+from pipeline.trainers.dpo import (
     REFERENCE,
     chosen_rows,
     load_pairs,
@@ -53,11 +58,6 @@ from pipeline.dpo import (
     pair_compute,
     with_reference,
 )
-from pipeline.files import remove_stale, save_model, write_json
-from pipeline.layout import RoundLayout, RunLayout
-from pipeline.loading import task_from_config
-from pipeline.runtime import record_environment, set_threads, stage_config
-from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
 from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, pick_device
 from workers.preference import REF_CHOSEN, PairCollator, preference_loss

@@ -1,5 +1,5 @@
 """`train.objective=rl`: on-policy RL, GRPO-style, on the training problems (the train stage's
-second loop; pipeline/train.py prepares the model and calls `train_rl`). The loss pieces are in
+second loop; stages/train.py prepares the model and calls `train_rl`). The loss pieces are in
 `workers.grpo`; what each option means is in `TrainConfig`'s docstring.
 
     halluc train --preset arith-tiny --set train.objective=rl --set train.rl_group=8
@@ -45,10 +45,10 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.config import Config
-from pipeline.evaluation import max_new_tokens
 from pipeline.files import save_model, save_torch, write_json
 from pipeline.layout import RoundLayout
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import max_new_tokens
 from pipeline.shards import ShardError, checked_shard_files, read_table
 from search.metrics import analyze
 from search.tree import Judge, derive_seed

@@ -8,7 +8,7 @@ These figures say how well each recovers it, on the rows of the problems `halluc
 
 Definitions (every figure None where its rows are missing or hold one class only):
 
-- `roc_auc`: `pipeline.detector.roc_auc` (the Mann-Whitney probability that a right step outscores
+- `roc_auc`: `detector.roc_auc` (the Mann-Whitney probability that a right step outscores
   a wrong one, ties counting half).
 - `accuracy`, `threshold`: the best accuracy of the rule "right when score >= t" over every
   distinct score t (and a t above all scores: every step called wrong), with the lowest t that
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.detector import roc_auc
+from pipeline.measure.detector import roc_auc
 
 Scores = Sequence[float] | np.ndarray  # a 1-d list or array of floats
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, ConfigError, eval_key, eval_keys
-from pipeline.detector import detector_figures
 from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
-from pipeline.verdict import interval
+from pipeline.measure.detector import detector_figures
+from pipeline.measure.verdict import interval
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Rollout, Task, Valuer
@@ -99,7 +99,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Every setting's figures for the checkpoint at `path` (`settings`), and with `detector`
     how well its backspace probability tells its own wrong steps from right ones under teacher
-    forcing (`detector`: `pipeline.detector`; transformers and an exact step checker only)."""
+    forcing (`pipeline.measure.detector`; transformers and an exact step checker only)."""
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),

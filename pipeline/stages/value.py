@@ -28,7 +28,7 @@ Outputs, under `value.out_dir` (default `run.out_dir/value`): `config.yaml`, and
 ordinary checkpoint directory (safetensors, tokenizer) plus `value.json` (that it is a value
 model, how to read it, where its labels came from: runs, rounds, policies, rows, a fingerprint of
 the rows; the split; the training curve) and `label_quality.json` / `label_quality.md`
-(`pipeline.value_quality`: ROC-AUC, best-threshold accuracy and calibration of the MC labels and
+(`measure.value_quality`: ROC-AUC, best-threshold accuracy and calibration of the MC labels and
 of the model against the exact labels). A rerun with the same config and the same rows does
 nothing; other rows (more rounds searched) or another init retrain; another config is refused.
 
@@ -55,10 +55,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import value_quality
 from pipeline.config import Config, ValueConfig
 from pipeline.files import read_json, remove_stale, save_model, write_text
 from pipeline.layout import RunLayout
+from pipeline.measure import value_quality
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.value_data import TARGETS, Rows, ValueModelError, load_rows, split, targets
 from search.errors import HallucError

@@ -1,5 +1,5 @@
 """The data of `train.objective=dpo`: the round's pairs as preference rows, and the reference
-model's log-probabilities of them, computed once (pipeline/train.py trains on them with
+model's log-probabilities of them, computed once (pipeline/stages/train.py trains on them with
 `workers.preference`).
 
     load_pairs(rnd)                      the round's dpo selection, else its search's `pairs` rows
