@@ -269,28 +269,10 @@ def card(
     """The dataset card of the release folder `folder`: YAML metadata the Hub and `load_dataset`
     read, a usage snippet that loads `folder`, then provenance (and `value_section`, a released
     value model's, before the evaluation)."""
-    configs = "".join(
-        f"- config_name: {t}\n  data_files:\n  - split: train\n    path: data/{t}-*.parquet\n"
-        + ("  default: true\n" if t == "traces" else "")
-        for t in CONFIGS
-    )
     t = counts["traces"]
     kinds = ", ".join(f"{k}: {v:,}" for k, v in sorted(t["kinds"].items())) or "none"
     rows = "\n".join(f"| `{c}` | {counts[c]['rows']:,} |" for c in CONFIGS)
-    return f"""---
-license: {license}
-task_categories:
-- text-generation
-tags:
-- self-correction
-- backtracking
-- process-supervision
-- synthetic
-size_categories:
-- {size_category(t["rows"])}
-configs:
-{configs}---
-
+    return f"""{_metadata(license, t["rows"])}
 # {folder.name}
 
 Stream-of-search traces in which a language model erases its own wrong step with a backspace
@@ -321,6 +303,30 @@ traces = load_dataset({json.dumps(str(folder))}, "traces", split="train")  # or 
 - Schema version {SCHEMA_VERSION}; every row also carries `problem_id`, `round` and `seed`.
 
 {value_section}{_eval_table(run)}
+"""
+
+
+def _metadata(license: str, n_traces: int) -> str:
+    """The card's YAML front matter: what the Hub and `load_dataset` read (one config per table,
+    `traces` the default)."""
+    configs = "".join(
+        f"- config_name: {t}\n  data_files:\n  - split: train\n    path: data/{t}-*.parquet\n"
+        + ("  default: true\n" if t == "traces" else "")
+        for t in CONFIGS
+    )
+    return f"""---
+license: {license}
+task_categories:
+- text-generation
+tags:
+- self-correction
+- backtracking
+- process-supervision
+- synthetic
+size_categories:
+- {size_category(n_traces)}
+configs:
+{configs}---
 """
 
 
