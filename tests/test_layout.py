@@ -1,4 +1,4 @@
-"""The layout rules of DESIGN §2."""
+"""The layout rules of docs/design.md §2."""
 
 import subprocess
 import sys
