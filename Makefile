@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 demo: $(BIN)/.installed
 	$(BIN)/halluc run --preset $(PRESET)
 
-# the full verdict protocol: three seeds, the decoding sweep, the controls (README: its time)
+# the full verdict protocol: three seeds, the decoding sweep, the controls (RESULTS.md §1.1: its time)
 verdict: $(BIN)/.installed
 	$(BIN)/halluc run --preset $(PRESET) --set 'run.seeds=[0,1,2]' --set run.out_dir=runs/$(PRESET)-verdict
 

@@ -1,4 +1,4 @@
-"""`halluc`: one subcommand per stage (DESIGN §11).
+"""`halluc`: one subcommand per stage (docs/design.md §11).
 
 halluc search --preset arith-tiny --set search.omegaprm.n_mc=4
 halluc value --preset arith-tiny --set value.targets=exact

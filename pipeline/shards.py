@@ -1,4 +1,4 @@
-"""Parquet shards of the three tables, safe to re-run (DESIGN §6, STYLE §4).
+"""Parquet shards of the three tables, safe to re-run (docs/design.md §6).
 
 Layout under a shard directory:
 

@@ -1,4 +1,4 @@
-"""The backspace token: what it erases, and traces that use it (DESIGN §4).
+"""The backspace token: what it erases, and traces that use it (docs/design.md §4).
 
 `apply_backspaces` is the one definition of what is visible. Traces, decoding, evaluation and the
 trace viewer all go through `pop_count` (one backspace) or `apply_backspaces` (a whole stream).

@@ -1,4 +1,4 @@
-"""Drive ask/tell searches against a policy, and a valuer (DESIGN §5).
+"""Drive ask/tell searches against a policy, and a valuer (docs/design.md §5).
 
 A search is a generator that yields a list of requests and is sent their answers: rollouts for an
 `Ask`, a value for a `ValueAsk`; `Search` wraps one with `ask()` / `tell()`. `run_batched`

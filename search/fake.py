@@ -1,4 +1,4 @@
-"""A scripted policy that makes known mistakes, for tests and benchmarks (STYLE §1).
+"""A scripted policy that makes known mistakes, for tests and benchmarks (docs/design.md §12).
 
 It knows each problem's reference solution. From a prefix still on the reference path it writes
 the next reference step, except that step i goes wrong with probability `p[i]` (a digit changed);

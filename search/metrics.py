@@ -1,5 +1,6 @@
 """What one generated stream did: right or wrong, backspaces, and whether each erase was deserved
-(DESIGN §8). Pure Python over token ids, with the task's exact step checker where it has one.
+(docs/design.md §8; docs/measurement.md). Pure Python over token ids, with the task's exact step
+checker where it has one.
 
 Definitions, all on *whole* steps:
 

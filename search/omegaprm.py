@@ -1,4 +1,4 @@
-"""OmegaPRM adapted to step-delimited tasks, as an ask/tell generator (DESIGN §5).
+"""OmegaPRM adapted to step-delimited tasks, as an ask/tell generator (docs/design.md §5).
 
     screen: K rollouts from the root; all right or all wrong -> no failing branch, stop
     pool:   every wrong rollout from a node with 0 < mc < 1

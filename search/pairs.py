@@ -1,4 +1,4 @@
-"""Preference pairs as training sequences, from rows of the `pairs` table (DESIGN §6, §7).
+"""Preference pairs as training sequences, from rows of the `pairs` table (docs/design.md §6, §7).
 
 A `pairs` row (search/traces.py) holds `prompt_ids` P (the problem's prompt and the good steps),
 `chosen_ids` (the wrong step W, the backspaces that erase it, the fix F: the model's own correct

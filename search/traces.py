@@ -1,4 +1,5 @@
-"""Rows of the three tables (`traces`, `steps`, `pairs`) from one problem's search (DESIGN §6).
+"""Rows of the three tables (`traces`, `steps`, `pairs`) from one problem's search
+(docs/design.md §6).
 
 Plain dicts with the columns every shard has; the pipeline adds provenance (round, model id,
 config hash, seed, schema version) and writes them with an explicit schema (pipeline/shards.py).

@@ -1,4 +1,4 @@
-"""Search trees over steps, and judging rollouts against a problem (DESIGN §3, §5).
+"""Search trees over steps, and judging rollouts against a problem (docs/design.md §3, §5).
 
 A node is a visible prefix: the prompt plus whole steps (token ids, each step ending with the step
 delimiter). Identical prefixes are one node, so rollouts from a prefix are counted once however the

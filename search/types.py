@@ -1,4 +1,4 @@
-"""The vocabulary shared by tasks, search, traces and policies (DESIGN §3).
+"""The vocabulary shared by tasks, search, traces and policies (docs/design.md §3).
 
 Everything here is plain data or a Protocol: the search never calls a model itself, it asks for
 rollouts (`Ask`) and is told the results (`Rollout`), or asks for a learned value (`ValueAsk`)

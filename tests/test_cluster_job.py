@@ -1,4 +1,5 @@
-"""`ray job submit --working-dir . -- halluc run ...` on a local head at 127.0.0.1 (DESIGN §10).
+"""`ray job submit --working-dir . -- halluc run ...` on a local head at 127.0.0.1
+(docs/design.md §10, docs/cluster.md).
 
 Starts a head with `ray start --head`, submits a small run, stops it once its bootstrap is done,
 submits it again, and checks the second job resumed (the bootstrap model is not retrained) and

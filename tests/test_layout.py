@@ -1,5 +1,6 @@
-"""The layout rules of DESIGN §2."""
+"""The layout rules of docs/design.md §2."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,41 @@ def test_the_fake_policy_path_imports_no_model_or_cluster_library():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def _text_files() -> list[Path]:
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", "*.md", "*.yaml", "Makefile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [ROOT / name for name in tracked if (ROOT / name).is_file()]
+
+
+def test_nothing_points_outside_the_repository():
+    """The design is docs/design.md: no file cites notes that live outside the repository."""
+    outside = re.compile(r"\.\./shared|(DESIGN|STYLE) §")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in _text_files()
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert not found, found
+
+
+def test_design_citations_name_sections_that_exist():
+    """`docs/design.md §N` in a docstring names a section of that file (the numbers are stable)."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\. ", design, flags=re.M))
+    cited = re.compile(r"docs/design\.md (§\d+(?:, §\d+)*)")
+    missing = [
+        f"{path.relative_to(ROOT)}: {number}"
+        for path in _text_files()
+        for match in cited.finditer(path.read_text())
+        for number in re.findall(r"§(\d+)", match.group(1))
+        if number not in sections
+    ]
+    assert not missing, missing

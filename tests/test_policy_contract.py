@@ -1,4 +1,4 @@
-"""One contract, every policy backend (DESIGN §10): the same tests run against
+"""One contract, every policy backend (docs/design.md §10): the same tests run against
 
 - `transformers`: `TransformersPolicy`, batched decoding with a KV cache;
 - `segments`: `SegmentPolicy` (the logic the vLLM backend runs) over a CPU reference engine;

@@ -1,4 +1,5 @@
-"""Ray actors that each own one policy backend, and a pool that feeds them jobs (DESIGN §10).
+"""Ray actors that each own one policy backend, and a pool that feeds them jobs
+(docs/design.md §10).
 
     state = make_state(*args)      # once per actor (and again after a restart): load the model
     result = fn(state, *job)       # per job, e.g. search one batch and write its shards

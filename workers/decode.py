@@ -1,4 +1,4 @@
-"""Single-sequence decoding that crops its KV cache at each backspace run (DESIGN §8).
+"""Single-sequence decoding that crops its KV cache at each backspace run (docs/design.md §8).
 
 The batched sampler hides erased positions with a per-row mask; one sequence can instead drop
 them from its `DynamicCache`: when a non-backspace token follows a backspace run, the cache is

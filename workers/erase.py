@@ -1,4 +1,4 @@
-"""Erase-mode attention as tensors, for training and for batched decoding (DESIGN §7, §8).
+"""Erase-mode attention as tensors, for training and for batched decoding (docs/design.md §7, §8).
 
 Both are built from `search.backspace.attention_views` / `pop_count`, the one definition of what a
 backspace erases:

@@ -1,4 +1,4 @@
-"""The transformers policy backend: batched sampling with a KV cache (DESIGN §3, §10).
+"""The transformers policy backend: batched sampling with a KV cache (docs/design.md §3, §10).
 
 `TransformersPolicy.sample(asks)` expands every ask into `n` rows, sorts rows by prefix length (less
 padding), and decodes them in chunks of up to `max_batch` rows: one left-padded prefill, then one

@@ -1,4 +1,5 @@
-"""A Policy over an engine that decodes until a stop token: how the vLLM backend samples (§8, §10).
+"""A Policy over an engine that decodes until a stop token: how the vLLM backend samples
+(docs/design.md §8, §10).
 
 An `Engine` takes token-id prompts and returns, per prompt, `n` continuations that end at the first
 stop token (included) or after `max_tokens`. `SegmentPolicy` turns that into the same Policy the
@@ -13,7 +14,8 @@ transformers backend implements, backspaces included:
 - in `erase` mode the new prompt is what the next token attends to, by `attention_views`, the rule
   training uses: during a backspace run the erased tokens and the run (one token per call, since
   the next token may end the run), after it the surviving prefix and the token that ended it. The
-  engine's prefix cache makes these re-prompts cheap: this is the cropped KV cache of §8;
+  engine's prefix cache makes these re-prompts cheap: this is the cropped KV cache
+  (docs/design.md §8);
 - in `stream` mode the new prompt is the raw stream.
 
 Seeds: the first call of an ask uses `ask.seed` for its `n` samples (the engine derives one seed per

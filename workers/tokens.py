@@ -1,4 +1,4 @@
-"""Adding the backspace token to any causal LM (DESIGN §4).
+"""Adding the backspace token to any causal LM (docs/design.md §4).
 
 `add_backspace_token(model, tokenizer, token, init)` adds `token` as a special token, grows the
 embeddings only when the tokenizer outgrew them (a checkpoint with spare rows keeps its size: never

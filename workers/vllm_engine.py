@@ -1,4 +1,4 @@
-"""The vLLM engine behind `SegmentPolicy`: GPU rollouts with prefix caching (DESIGN §10).
+"""The vLLM engine behind `SegmentPolicy`: GPU rollouts with prefix caching (docs/design.md §10).
 
     engine = VllmEngine(path)                       # one GPU per search actor
     policy = SegmentPolicy(engine, eos_id, delim_id, ...)  # same contract as TransformersPolicy

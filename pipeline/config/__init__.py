@@ -105,7 +105,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Tree search (DESIGN §5): `algorithm` with its parameters in `omegaprm` or `mcts`.
+    """Tree search (docs/design.md §5): `algorithm` with its parameters in `omegaprm` or `mcts`.
     `policy=fake` is the scripted policy with known mistakes (no model), set in `fake`;
     `policy=vllm` samples with vLLM on one GPU per worker (`gpu_memory` is its share of it).
 
@@ -181,7 +181,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """A small decoder trained from scratch on the task's reference solutions (DESIGN §9).
+    """A small decoder trained from scratch on the task's reference solutions (docs/design.md §9).
 
     `data` (Countdown: a task with search streams): `optimal` (the solver's path), `stream` (a
     Stream-of-Search stream of the heuristic search in `search_order`, dead ends and "back" lines
@@ -243,8 +243,8 @@ class BootstrapConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning on traces (DESIGN §7), from the model the round searched with, on the round's
-    selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
+    """Fine-tuning on traces (docs/design.md §7), from the model the round searched with, on the
+    round's selection (or its search traces). `kinds`: comma-separated trace kinds to train on.
     `workers` > 0 runs under Ray Train with that many workers. `token_warmup` > 0 first fits only
     the new token's embedding rows for that many batches (learning rate 10 × `lr`), the rest
     frozen. `error_weight` scales the loss of the two targets that see a wrong step. `untie`: a
@@ -358,7 +358,7 @@ AUTO_SHARE = -1.0  # select.bksp_share: the searched model's own per-step error 
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """What each arm trains on next (DESIGN §6; pipeline/stages/select.py). `arm` is the arm that
+    """What each arm trains on next (docs/design.md §6; stages/select.py). `arm` is the arm that
     `halluc select` selects for on its own (the loop selects for each of `run.arms`); the dpo
     arm's selection is pairs, at most `corrections_per_problem` per problem.
 
@@ -400,7 +400,7 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation (DESIGN §8), a decoding sweep: greedy and each of `temperatures`, with
+    """Held-out evaluation (docs/design.md §8): greedy and each of `temperatures`, with
     `samples` samples per problem (pass@1 over them, and pass@k), each also with the backspace
     banned when `banned`. Each arm's decoding setting is chosen on `n_tune` training problems
     (never on the held-out ones). `max_new_tokens` 0: twice the search's, room for the erase
@@ -483,7 +483,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TraceConfig:
-    """The backspace token and what one backspace erases (DESIGN §4). `backspace_at=step_end`
+    """The backspace token and what a backspace erases (docs/design.md §4). `backspace_at=step_end`
     (step unit only): decoding may emit a backspace only right after a step delimiter or another
     backspace, where the traces have them, never inside a step.
 

@@ -1,4 +1,5 @@
-"""The detector measure (DESIGN §13): does the model know when it is wrong, whatever it samples?
+"""The detector measure (docs/design.md §13): does the model know when it is wrong, whatever it
+samples?
 
 The model writes its own solutions (temperature 1, backspace banned); the task's exact step
 checker labels every finished step; each solution is then teacher-forced through the model and

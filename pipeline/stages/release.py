@@ -1,4 +1,5 @@
-"""`halluc release`: a run's search tables as a Hugging Face dataset repo folder (DESIGN §6, §10).
+"""`halluc release`: a run's search tables as a Hugging Face dataset repo folder (docs/releases.md;
+docs/design.md §6, §10).
 
     halluc release runs/arith-tiny --name arith-tiny-backtracks            # datasets/NAME/
     halluc release runs/arith-tiny --name arith-tiny-backtracks --push me/arith-tiny-backtracks

@@ -1,4 +1,4 @@
-"""The main job: expert iteration with a no-backtrack baseline at equal compute (DESIGN §9),
+"""The main job: expert iteration with a no-backtrack baseline at equal compute (docs/design.md §9),
 measured so that it can carry a verdict.
 
     halluc run --preset arith-tiny                            # the demo: one seed

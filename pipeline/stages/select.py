@@ -1,4 +1,4 @@
-"""The select stage: the next training set of each arm, from a round's `traces` (DESIGN §6).
+"""The select stage: the next training set of each arm, from a round's `traces` (docs/design.md §6).
 
     backtrack arm: per problem, the most confident corrections (parent mc high, then the error's
                    mc estimated from more rollouts), at most `select.corrections_per_problem`,

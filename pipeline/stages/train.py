@@ -1,4 +1,4 @@
-"""The train stage: fine-tune a checkpoint on backspace traces (DESIGN §7).
+"""The train stage: fine-tune a checkpoint on backspace traces (docs/design.md §7).
 
     halluc train --preset arith-tiny --set train.mode=erase        # CPU, in-process
     halluc train --preset arith-tiny --set train.workers=2          # Ray Train, 2 workers (gloo)
