@@ -42,7 +42,10 @@ def erase_vectors(
     erased_at, positions = [], []
     for ids, n_prompt in zip(rows, prompt_lens, strict=True):
         if len(ids) > width:
-            raise ValueError(f"a row of {len(ids)} tokens does not fit in width {width}")
+            raise ValueError(
+                f"a row of {len(ids)} tokens does not fit in width {width}: pass a width of at "
+                "least the longest row"
+            )
         e, p = erase_schedule(ids, n_prompt, unit, bksp_id, delim_id)
         erased_at.append(e + list(range(len(ids) + 1, width + 1)))
         positions.append(p + [0] * (width - len(ids)))
@@ -78,9 +81,10 @@ def erase_mask(erased_at: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
 
 def erase_block_mask(erased_at: torch.Tensor, block_size: int = 128) -> Any:
     """A FlexAttention `BlockMask` (`torch.nn.attention.flex_attention`) of the same rule as
-    `erase_mask`, built on `erased_at`'s device; for `flex_attention(..., block_mask=...)` or a
-    transformers model loaded with `attn_implementation="flex_attention"` (it takes the
-    `BlockMask` as its `attention_mask`). Raises `ImportError` on a torch without FlexAttention.
+    `erase_mask`, built on `erased_at`'s device; for `flex_attention(..., block_mask=...)`, a
+    model on `register_flex_attention`'s implementation (GPT-2 included), or one whose own
+    `attn_implementation="flex_attention"` takes the `BlockMask` as its `attention_mask` (Llama).
+    Raises `ImportError` on a torch without FlexAttention.
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -162,7 +166,8 @@ def erase_attention(
     delim_id: int,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask `[B, 1, width, width]` (`erase_mask` of `dtype`) and position ids `[B, width]` for
+    """Mask `[B, 1, width, width]` (`erase_mask` of `dtype`: float additive by default, for
+    eager and SDPA alike; `torch.bool` for SDPA only) and position ids `[B, width]` for
     right-padded rows. Padding attends to itself only, with position id 0."""
     erased_at, positions = erase_vectors(rows, prompt_lens, width, unit, bksp_id, delim_id)
     return erase_mask(erased_at, dtype), positions
