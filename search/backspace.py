@@ -49,16 +49,19 @@ def _walk(
     ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
 ) -> Iterator[tuple[int, list[int], list[int]]]:
     """For each position: (position, visible non-backspace positions after it, positions it
-    erased). The one loop that applies backspaces; the visible list is live, copy to keep it."""
+    erased). The one loop that applies backspaces; the visible list is live, copy to keep it.
+    Amortised O(len(ids)): `pop_count` reads only the tail it removes."""
     visible: list[int] = []
+    tokens: list[int] = []  # ids[p] for p in visible, kept beside it for pop_count
     for pos, tok in enumerate(ids):
         if tok != bksp_id:
             visible.append(pos)
+            tokens.append(tok)
             yield pos, visible, []
             continue
         if pos < prompt_len:
             raise BackspaceError(f"the prompt contains a backspace token at position {pos}")
-        n = pop_count([ids[p] for p in visible], prompt_len, unit, delim_id)
+        n = pop_count(tokens, prompt_len, unit, delim_id)
         if n == 0:
             raise BackspaceError(
                 f"backspace at position {pos} would delete into the prompt "
@@ -66,6 +69,7 @@ def _walk(
             )
         gone = visible[-n:]
         del visible[-n:]
+        del tokens[-n:]
         yield pos, visible, gone
 
 
@@ -217,3 +221,36 @@ def attention_views(
         run.append(j)
         views.append(base + run)
     return views
+
+
+def erase_schedule(
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+) -> tuple[list[int], list[int]]:
+    """Erase mode as two vectors, `attention_views` in O(len(ids)): (`erased_at`, `positions`).
+
+    Position q attends to position k exactly when `k <= q < erased_at[k]`, and `positions[q]`
+    is its position id (`len(attention_views(...)[q]) - 1`). `erased_at[k]` is the first
+    non-backspace position after the backspace run that erases k; a backspace counts as erased
+    from the first non-backspace token after its own run (the run's backspaces see each other,
+    later tokens see none of them). A token that nothing erases gets `len(ids)`: visible to the
+    end of the stream. Raises `BackspaceError` where `attention_views` does.
+    """
+    n = len(ids)
+    erased_at = [n] * n
+    positions = [0] * n
+    pending: list[int] = []  # erased by the current run (its own backspaces included)
+    base = run = 0  # visible before the current run started; backspaces in it so far
+    for j, visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+        if ids[j] != bksp_id:
+            for k in pending:
+                erased_at[k] = j
+            pending, run = [], 0
+            positions[j] = len(visible) - 1
+            continue
+        if not run:
+            base = len(visible) + len(gone)
+        run += 1
+        pending.extend(gone)
+        pending.append(j)
+        positions[j] = base + run - 1
+    return erased_at, positions

@@ -1,10 +1,14 @@
 """Erase-mode attention as tensors, for training and for batched decoding (docs/design.md §7, §8).
 
-Both are built from `search.backspace.attention_views` / `pop_count`, the one definition of what a
-backspace erases:
+Both are built from `search.backspace`, the one definition of what a backspace erases:
 
-- `erase_attention(rows, ...)`: the 4D float mask `[B, 1, L, L]` (0 where a position attends,
-  the dtype's minimum elsewhere) and `position_ids` `[B, L]` for a training batch.
+- `erase_vectors(rows, ...)`: per row, `erased_at` `[B, L]` (`search.backspace.erase_schedule`)
+  and `position_ids` `[B, L]`, in one O(L) pass per row. Position q attends to k exactly when
+  `k <= q < erased_at[k]`, so every mask below is one tensor comparison:
+  - `erase_mask(erased_at, dtype)`: the dense 4D mask `[B, 1, L, L]` for SDPA or eager attention;
+  - `erase_block_mask(erased_at)`: a FlexAttention `BlockMask` (torch >= 2.5) from the same rule,
+    which a model registered with `register_flex_attention` takes (GPT-2 included).
+- `erase_attention(rows, ...)`: the mask and position ids of a training batch (both of the above).
 - `RowState`: one decoding row's visibility, updated token by token; when a backspace run ends it
   names the cache columns to hide, which is what cropping the cache does for a single sequence.
 
@@ -14,10 +18,143 @@ In `stream` mode none of this applies: plain causal attention, erased tokens sta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from search.backspace import BackspaceError, Unit, attention_views, pop_count
+from search.backspace import BackspaceError, Unit, erase_schedule, pop_count
+
+
+def erase_vectors(
+    rows: Sequence[Sequence[int]],
+    prompt_lens: Sequence[int],
+    width: int,
+    unit: Unit,
+    bksp_id: int,
+    delim_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`erased_at` and `position_ids`, both `[B, width]` long, for right-padded `rows`.
+
+    Row i's first `len(rows[i])` entries are `erase_schedule`'s: a token nothing erases gets
+    `len(rows[i])`, so it is hidden from the padding after the row. Padding column j gets
+    `j + 1` (seen by itself only: no query row is all masked) and position id 0.
+    """
+    erased_at, positions = [], []
+    for ids, n_prompt in zip(rows, prompt_lens, strict=True):
+        if len(ids) > width:
+            raise ValueError(
+                f"a row of {len(ids)} tokens does not fit in width {width}: pass a width of at "
+                "least the longest row"
+            )
+        e, p = erase_schedule(ids, n_prompt, unit, bksp_id, delim_id)
+        erased_at.append(e + list(range(len(ids) + 1, width + 1)))
+        positions.append(p + [0] * (width - len(ids)))
+    shape = (len(rows), width)
+    return (
+        torch.tensor(erased_at, dtype=torch.long).reshape(shape),
+        torch.tensor(positions, dtype=torch.long).reshape(shape),
+    )
+
+
+def erase_mask(erased_at: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 4D mask `[B, 1, L, L]` of `erased_at` `[B, L]`: query q sees key k iff
+    `k <= q < erased_at[b, k]`.
+
+    `dtype=torch.bool` gives True where a position attends, which SDPA takes as it is (4x less
+    memory than float32, and nothing to overflow under bf16 autocast). Any float dtype gives the
+    additive form (0 where a position attends, the dtype's minimum elsewhere), which eager
+    attention needs: it adds the mask to the scores, so a boolean mask there would be silently
+    wrong. The float form is the default because `pipeline.train.check_attention` lets erase mode
+    train with eager attention too; under SDPA both give bit-identical logits on the tiny test
+    models (tests/test_erase_mask.py).
+    """
+    width = erased_at.shape[-1]
+    idx = torch.arange(width, device=erased_at.device)
+    allow = idx[:, None] < erased_at[:, None, :]  # [B, q, k]: q before k's erasure
+    allow &= idx[None, :] <= idx[:, None]  # causal
+    allow = allow[:, None]
+    if dtype == torch.bool:
+        return allow
+    mask = torch.full(allow.shape, torch.finfo(dtype).min, dtype=dtype, device=erased_at.device)
+    return mask.masked_fill_(allow, 0.0)
+
+
+def erase_block_mask(erased_at: torch.Tensor, block_size: int = 128) -> Any:
+    """A FlexAttention `BlockMask` (`torch.nn.attention.flex_attention`) of the same rule as
+    `erase_mask`, built on `erased_at`'s device; for `flex_attention(..., block_mask=...)`, a
+    model on `register_flex_attention`'s implementation (GPT-2 included), or one whose own
+    `attn_implementation="flex_attention"` takes the `BlockMask` as its `attention_mask` (Llama).
+    Raises `ImportError` on a torch without FlexAttention.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, width = erased_at.shape
+
+    def mask_mod(bi: Any, h: Any, q: Any, k: Any) -> Any:
+        return (k <= q) & (q < erased_at[bi, k])
+
+    return create_block_mask(
+        mask_mod, b, None, width, width, device=erased_at.device, BLOCK_SIZE=block_size
+    )
+
+
+FLEX_ATTENTION = "halluc_erase_flex"  # the attention implementation `register_flex_attention` adds
+_compiled_flex: list[Any] = []
+
+
+def register_flex_attention() -> str:
+    """Register `flex_erase_attention` with transformers' `AttentionInterface` and return its
+    name (`FLEX_ATTENTION`), to build a model with `attn_implementation=` that name. Such a
+    model attends through FlexAttention with the `erase_block_mask` given to its forward as the
+    keyword `erase_block_mask=`, `attention_mask` left unset: transformers' own
+    "flex_attention" refuses GPT-2, whose forward cannot take a `BlockMask` as `attention_mask`.
+    """
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FLEX_ATTENTION, flex_erase_attention)
+    return FLEX_ATTENTION
+
+
+def flex_erase_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A transformers attention function: `[B, H, L, D]` query/key/value to `[B, L, H, D]`, with
+    the `BlockMask` in `kwargs["erase_block_mask"]`. Compiled (fused kernel) on CUDA, unfused
+    elsewhere (small shapes, tests). No attention dropout: FlexAttention has none."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    block_mask = kwargs.get("erase_block_mask")
+    if block_mask is None:
+        raise ValueError(
+            f"attn_implementation={FLEX_ATTENTION!r} needs the forward keyword erase_block_mask= "
+            "(workers.erase.erase_block_mask); without it every position would see every other"
+        )
+    if dropout > 0:
+        raise ValueError(
+            f"{FLEX_ATTENTION} has no attention dropout (got {dropout}): set the model's "
+            "attention dropout to 0 (GPT-2: attn_pdrop=0.0)"
+        )
+    attend = flex_attention
+    if query.is_cuda:
+        if not _compiled_flex:
+            _compiled_flex.append(torch.compile(flex_attention))
+        attend = _compiled_flex[0]
+    out = attend(
+        query,
+        key,
+        value,
+        block_mask=block_mask,
+        scale=scaling,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
 
 
 def erase_attention(
@@ -29,20 +166,11 @@ def erase_attention(
     delim_id: int,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask `[B, 1, width, width]` and position ids `[B, width]` for right-padded rows."""
-    b = len(rows)
-    allow = torch.zeros((b, width, width), dtype=torch.bool)
-    positions = torch.zeros((b, width), dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(zip(rows, prompt_lens, strict=True)):
-        views = attention_views(ids, n_prompt, unit, bksp_id, delim_id)
-        for j, view in enumerate(views):
-            allow[i, j, view] = True
-            positions[i, j] = len(view) - 1
-        for j in range(len(ids), width):  # padding attends to itself only (no all-masked rows)
-            allow[i, j, j] = True
-    mask = torch.zeros((b, 1, width, width), dtype=dtype)
-    mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
-    return mask, positions
+    """Mask `[B, 1, width, width]` (`erase_mask` of `dtype`: float additive by default, for
+    eager and SDPA alike; `torch.bool` for SDPA only) and position ids `[B, width]` for
+    right-padded rows. Padding attends to itself only, with position id 0."""
+    erased_at, positions = erase_vectors(rows, prompt_lens, width, unit, bksp_id, delim_id)
+    return erase_mask(erased_at, dtype), positions
 
 
 class RowState:
