@@ -54,7 +54,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, GPT2Config
 
-from pipeline.evaluation import wilson
+from pipeline.measure.evaluation import wilson
 from search.tasks.countdown import CountdownTask, _moves  # the task's own move rule
 from search.tokenizer import CharTokenizer
 from search.tree import Judge

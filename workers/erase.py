@@ -64,8 +64,8 @@ def erase_mask(erased_at: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     memory than float32, and nothing to overflow under bf16 autocast). Any float dtype gives the
     additive form (0 where a position attends, the dtype's minimum elsewhere), which eager
     attention needs: it adds the mask to the scores, so a boolean mask there would be silently
-    wrong. The float form is the default because `pipeline.train.check_attention` lets erase mode
-    train with eager attention too; under SDPA both give bit-identical logits on the tiny test
+    wrong. The float form is the default because the train stage's `check_attention` lets erase
+    mode train with eager attention too; under SDPA both give bit-identical logits on the tiny test
     models (tests/test_erase_mask.py).
     """
     width = erased_at.shape[-1]
