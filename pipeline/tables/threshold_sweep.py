@@ -40,6 +40,7 @@ from pipeline.tables.common import (
     run_dir,
     seed_dirs,
 )
+from search.types import Problem
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -91,6 +92,9 @@ def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
 def sweep_seed(
     seed_dir: Path, sets: list[str], thresholds: list[float], round_: int | None
 ) -> dict[str, Any]:
+    """One seed: every threshold on the training problems; on the held-out problems, per setting
+    the threshold chosen there, the random eraser at its rate, and (once) the model's own
+    sampling and the backspace banned. Each evaluation is cached in SEED/threshold/."""
     preset = config_of(seed_dir)  # the seed's own config: its seeds, its settings
     base = ["eval.banned=false", *sets]
     cfg = load_config(preset, base)
@@ -98,16 +102,15 @@ def sweep_seed(
     model = model_of(seed_dir, cfg, round_)
     tune = task.problems("train", cfg.eval.n_tune)
     test = task.problems("test", cfg.eval.n_problems)
-    out_dir = seed_dir / "threshold"
+
+    def evaluate(
+        file: str, problems: list[Problem], extra: Sequence[str] = (), banned: bool | None = None
+    ) -> dict[str, Any]:
+        config = load_config(preset, [*base, *extra])
+        return evaluate_to(seed_dir / "threshold" / file, model, task, problems, config, banned)
+
     tuned = {
-        h: evaluate_to(
-            out_dir / f"tune-{h}.json",
-            model,
-            task,
-            tune,
-            load_config(preset, [*base, f"eval.bksp_threshold={h}"]),
-            banned=False,
-        )
+        h: evaluate(f"tune-{h}.json", tune, [f"eval.bksp_threshold={h}"], banned=False)
         for h in thresholds
     }
     names = list(next(iter(tuned.values()))["settings"])
@@ -115,27 +118,17 @@ def sweep_seed(
         name: max(thresholds, key=lambda h: (tuned[h]["settings"][name]["accuracy"], -h))
         for name in names
     }
-    own = evaluate_to(out_dir / "own.json", model, task, test, cfg)
-    banned = evaluate_to(
-        out_dir / "banned.json", model, task, test, load_config(preset, base), banned=True
-    )
+    own, banned = evaluate("own.json", test), evaluate("banned.json", test, banned=True)
     held: dict[str, Any] = {"own": own, "banned": banned, "threshold": {}, "random": {}}
     for name in names:
         h = chosen[name]
-        at = evaluate_to(
-            out_dir / f"test-{h}.json",
-            model,
-            task,
-            test,
-            load_config(preset, [*base, f"eval.bksp_threshold={h}"]),
-        )
+        at = evaluate(f"test-{h}.json", test, [f"eval.bksp_threshold={h}"])
         held["threshold"][name] = at
         s = at["settings"][name]
         rate = s["erase_events"] / s["generated_tokens"] if s["generated_tokens"] else 0.0
         rate = min(max(rate, 1e-9), 1.0)
-        rcfg = load_config(preset, [*base, f"eval.bksp_random={rate:.6g}"])
         slug = name.replace("=", "").replace(" ", "")
-        random_eval = evaluate_to(out_dir / f"random-{slug}.json", model, task, test, rcfg)
+        random_eval = evaluate(f"random-{slug}.json", test, [f"eval.bksp_random={rate:.6g}"])
         held["random"][name] = random_eval | {"rate": rate}
     return {"model": str(model), "tuned": tuned, "chosen": chosen, "held": held, "names": names}
 
