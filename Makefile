@@ -21,7 +21,7 @@ verdict: $(BIN)/.installed
 	$(BIN)/halluc run --preset $(PRESET) --set 'run.seeds=[0,1,2]' --set run.out_dir=runs/$(PRESET)-verdict
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check search pipeline workers tests benchmarks
+	$(BIN)/ruff check search pipeline workers tests benchmarks experiments
 	$(BIN)/mypy
 
 test: lint

@@ -4,6 +4,7 @@ halluc search --preset arith-tiny --set search.omegaprm.n_mc=4
 halluc value --preset arith-tiny --set value.targets=exact
 halluc grid --preset arith-tiny --grid levers.yaml --seeds 0,1,2
 halluc release runs/arith-tiny --name arith-tiny-backtracks [--push user/repo]
+halluc table arms --run runs/arith-arms        # `halluc table --help`: every table
 halluc presets
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 
 from pipeline.config import load_config, presets
 from pipeline.stages import BY_NAME, STAGES
+from pipeline.tables import TABLES
 from search.errors import HallucError
 
 
@@ -29,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         name, help_text = stage.name, stage.help
         if name == "release":
             _release_parser(sub.add_parser(name, help=help_text, description=help_text))
+            continue
+        if name == "table":
+            _table_parser(sub.add_parser(name, help=help_text, description=help_text))
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
@@ -98,6 +104,28 @@ def _release_parser(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _table_parser(p: argparse.ArgumentParser) -> None:
+    tables = p.add_subparsers(dest="table", metavar="TABLE", required=True)
+    for table in TABLES:
+        module = importlib.import_module(table.module)
+        t = tables.add_parser(
+            table.name,
+            help=table.help,
+            description=module.__doc__ or table.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.arguments(t)
+
+
+def _table(args: argparse.Namespace) -> int:
+    from pipeline.stages import table
+
+    options = {k: v for k, v in vars(args).items() if k not in ("stage", "table", "argv")}
+    command = shlex.join(["halluc", *args.argv])
+    print(table.describe(table.main(args.table, options, command)))
+    return 0
+
+
 def _release(args: argparse.Namespace) -> int:
     from pipeline.stages import release
 
@@ -141,12 +169,14 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 # stages with arguments of their own; every other stage runs main(load_config(...))
-SPECIAL = {"release": _release, "grid": _grid}
+SPECIAL = {"release": _release, "grid": _grid, "table": _table}
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, which a table records beside its figures
     if args.stage == "presets":
         print("\n".join(presets()))
         return 0

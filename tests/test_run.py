@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from benchmarks import arms_table
 from pipeline.config import ConfigError, load_config
 from pipeline.layout import ARMS
 from pipeline.stages import run, train
 from pipeline.stages import search as search_stage
+from pipeline.tables import arms
 from pipeline.trainers import rl
 from search.pairs import pair_loss_tokens
 from tests.conftest import TINY
@@ -167,7 +167,7 @@ def test_an_sft_rl_arm_trains_the_backtrack_arms_model_further_without_searching
     verdict = json.loads((out / "verdict.json").read_text())
     assert set(verdict["rounds"][1]["arms"]) == {"sft_rl"}
     assert "after" in verdict["compute"][0]["sft_rl"][0]
-    rows = {row.split(" | ")[1]: row for row in arms_table.table(out).splitlines()[4:]}
+    rows = {row.split(" | ")[1]: row for row in arms.render(arms.compute(out)).splitlines()[4:]}
     assert {"backtrack", "baseline", "sft_rl"} <= set(rows)
     assert f"| {got['optimizer_steps']} | {got['loss_tokens']:,} |" in rows["sft_rl"]
     with pytest.raises(ConfigError, match="sft_rl"):

@@ -169,9 +169,9 @@ def test_value_params_and_a_missing_valuer_say_what_is_wrong(add8, tok):
 
 
 def test_the_benchmark_counts_rollouts_per_correct_location(add8, tok):
-    """benchmarks/value_search.py's core on the scripted policy: a valuer that knows the script
+    """experiments/value_search.py's core on the scripted policy: a valuer that knows the script
     locates every error right without a rollout past the screening; MC pays for its locations."""
-    from benchmarks.value_search import compare, methods
+    from experiments.value_search import compare, methods
     from pipeline.config import load_config
 
     task, problems = add8

@@ -138,9 +138,9 @@ def test_value_best_of_n_picks_by_the_least_step_value(trained):
 
 
 def test_the_benchmark_runs_on_a_tiny_run(searched, trained_value, tmp_path):
-    """benchmarks/value_search.py end to end: the run's model and the value model trained on its
+    """experiments/value_search.py end to end: the run's model and the value model trained on its
     search, on the training problems the value model held out."""
-    from benchmarks.value_search import main
+    from experiments.value_search import main
     from pipeline.config import save_config
     from pipeline.value_data import split
 
@@ -156,14 +156,14 @@ def test_the_benchmark_runs_on_a_tiny_run(searched, trained_value, tmp_path):
     assert rows["omegaprm model@0.3"]["rollouts"] == 0 < rows["omegaprm model@0.3"]["values"]
     assert rows["omegaprm exhaustive mc"]["rollouts"] >= rows["omegaprm binary mc"]["rollouts"]
     saved = json.loads((tmp_path / "value_search.json").read_text())
-    assert saved["methods"] == rows and "benchmarks/value_search.py --run" in saved["command"]
+    assert saved["methods"] == rows and "experiments/value_search.py --run" in saved["command"]
     assert "| omegaprm binary mc |" in (tmp_path / "value_search.md").read_text()
 
 
-def test_the_inference_benchmark_runs_on_a_tiny_run(trained, trained_value, tmp_path):
-    """benchmarks/value_inference.py end to end on a run whose round-0 models are the bootstrap
+def test_the_inference_table_runs_on_a_tiny_run(trained, trained_value, tmp_path, capsys):
+    """`halluc table value-inference` end to end on a run whose round-0 models are the bootstrap
     model (the backtrack arm's with the backspace token and halluc.json, as training leaves it)."""
-    from benchmarks.value_inference import main
+    from pipeline import cli
     from pipeline.config import save_config
     from workers.hf import load_checkpoint
     from workers.tokens import add_backspace_token
@@ -181,7 +181,10 @@ def test_the_inference_benchmark_runs_on_a_tiny_run(trained, trained_value, tmp_
     (run / "backtrack" / "round-0" / "train" / "model" / "halluc.json").write_text(json.dumps(meta))
     save_config(tiny_cfg(run, "eval.n_problems=6", "trace.unit=step"), run / "config.yaml")
     args = ["--run", str(run), "--value-model", str(trained_value), "--round", "0"]
-    result = main([*args, "--m", "2", "--drops", "0.05"])
+    argv = ["table", "value-inference", *args, "--m", "2", "--drops", "0.05"]
+    assert cli.main(argv) == 0
+    result = json.loads((run / "value_inference.json").read_text())
+    assert result["command"] == "halluc " + " ".join(argv) and result["m"] == 2
     guided = result["guided"]
     assert set(guided) == {"own", "value 0.05"}
     assert guided["value 0.05"]["value_drop"] == 0.05 and "value_drop" not in guided["own"]
@@ -189,3 +192,4 @@ def test_the_inference_benchmark_runs_on_a_tiny_run(trained, trained_value, tmp_
     assert {"best_of_n", "majority", "value_best_of_n"} <= set(controls)
     assert controls["value_best_of_n"]["mean_n"] == controls["best_of_n"]["mean_n"]
     assert "| T=1.0 | value 0.05 |" in (run / "value_inference.md").read_text()
+    assert capsys.readouterr().out == (run / "value_inference.md").read_text() + "\n"

@@ -422,7 +422,7 @@ class EvalConfig:
 
     Value model (issue 16, item 4; a `halluc value` checkpoint directory at `value_model`,
     trained on searches of the evaluated models' tokenizer). With `value_model` set, the
-    controls (`halluc run`, benchmarks/value_inference.py) add `value_best_of_n`: of the same N
+    controls (`halluc run`, `halluc table value-inference`) add `value_best_of_n`: of the same N
     samples as best-of-N, the one whose least value over its step prefixes is highest (a
     solution is as good as its worst step). `value_drop` d > 0 (with `bksp_search` m > 0, no
     `bksp_threshold`): guided search's erase rule becomes the value model's, erasing the last

@@ -50,6 +50,9 @@ STAGES: tuple[Stage, ...] = (
         composes=("run",),
     ),
     Stage("release", "write a dataset release (and push it to the Hub)", config=False),
+    Stage(
+        "table", "a research table over finished runs (`halluc table --help`: which)", config=False
+    ),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

@@ -1,8 +1,8 @@
-"""Deliberate decoding on a finished run: the backspace emitted only where the model's own
-probability of it reaches a threshold, chosen on training problems, against the model's own
-sampling, the backspace banned, and a random eraser at the same rate.
+"""`halluc table threshold-sweep`: deliberate decoding on a finished run: the backspace emitted
+only where the model's own probability of it reaches a threshold, chosen on training problems,
+against the model's own sampling, the backspace banned, and a random eraser at the same rate.
 
-    .venv/bin/python benchmarks/threshold_sweep.py --run runs/arith-tiny-verdict \\
+    halluc table threshold-sweep --run runs/arith-tiny-verdict \\
         [--round 1] [--thresholds 0.05,0.1,0.2,0.3,0.5] [--set K=V ...]
 
 For each seed directory `run/seed-S` (with the config saved there) it takes the backtrack
@@ -13,15 +13,14 @@ evaluates that threshold, the model's own sampling (`eval.bksp_threshold=0`), th
 banned, and the random eraser (`eval.bksp_random` = the chosen threshold's backspaces per
 generated token there). Differences are paired per problem over seeds (`verdict.paired`).
 
-Writes `run/threshold.md` (table and command) and `run/threshold.json`.
+Writes `run/threshold.md` (table and command) and `run/threshold.json` (the summary and the
+command); each evaluation is cached in `run/seed-S/threshold/`, so a killed sweep resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,51 @@ from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to
 from pipeline.measure.verdict import paired
+from pipeline.tables.common import (
+    TableError,
+    add_sets,
+    config_of,
+    diff,
+    floats,
+    mean_known,
+    pct,
+    run_dir,
+    seed_dirs,
+)
+from search.types import Problem
+
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, type=run_dir, help="a finished run's out_dir")
+    parser.add_argument(
+        "--round",
+        dest="round_",
+        metavar="R",
+        type=int,
+        default=None,
+        help="the round whose backtrack model is swept (default: the last)",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=floats,
+        default=list(THRESHOLDS),
+        metavar="H,H,...",
+        help="backspace probability thresholds (default: 0.05,0.1,0.2,0.3,0.5)",
+    )
+    add_sets(parser)
+
+
+def compute(
+    run: Path,
+    round_: int | None = None,
+    thresholds: Sequence[float] = THRESHOLDS,
+    sets: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Every seed's sweep (evaluations cached under it), summarized per setting (`settings`)."""
+    seeds = [sweep_seed(d, list(sets), list(thresholds), round_) for d in seed_dirs(run)]
+    return {"settings": summarize(seeds)}
 
 
 def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
@@ -38,30 +82,35 @@ def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
     r = round_ if round_ is not None else cfg.run.rounds - 1
     path = layout.round(r, "backtrack").model
     if not path.exists():
-        raise SystemExit(f"{seed_dir}: no backtrack model of round {r} at {path}")
+        raise TableError(
+            f"{seed_dir}: no backtrack model of round {r} at {path}; give --round of a trained "
+            "round, or finish the run"
+        )
     return path
 
 
 def sweep_seed(
     seed_dir: Path, sets: list[str], thresholds: list[float], round_: int | None
 ) -> dict[str, Any]:
-    preset = str(seed_dir / "config.yaml")  # the seed's own config: its seeds, its settings
+    """One seed: every threshold on the training problems; on the held-out problems, per setting
+    the threshold chosen there, the random eraser at its rate, and (once) the model's own
+    sampling and the backspace banned. Each evaluation is cached in SEED/threshold/."""
+    preset = config_of(seed_dir)  # the seed's own config: its seeds, its settings
     base = ["eval.banned=false", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
     model = model_of(seed_dir, cfg, round_)
     tune = task.problems("train", cfg.eval.n_tune)
     test = task.problems("test", cfg.eval.n_problems)
-    out_dir = seed_dir / "threshold"
+
+    def evaluate(
+        file: str, problems: list[Problem], extra: Sequence[str] = (), banned: bool | None = None
+    ) -> dict[str, Any]:
+        config = load_config(preset, [*base, *extra])
+        return evaluate_to(seed_dir / "threshold" / file, model, task, problems, config, banned)
+
     tuned = {
-        h: evaluate_to(
-            out_dir / f"tune-{h}.json",
-            model,
-            task,
-            tune,
-            load_config(preset, [*base, f"eval.bksp_threshold={h}"]),
-            banned=False,
-        )
+        h: evaluate(f"tune-{h}.json", tune, [f"eval.bksp_threshold={h}"], banned=False)
         for h in thresholds
     }
     names = list(next(iter(tuned.values()))["settings"])
@@ -69,27 +118,17 @@ def sweep_seed(
         name: max(thresholds, key=lambda h: (tuned[h]["settings"][name]["accuracy"], -h))
         for name in names
     }
-    own = evaluate_to(out_dir / "own.json", model, task, test, cfg)
-    banned = evaluate_to(
-        out_dir / "banned.json", model, task, test, load_config(preset, base), banned=True
-    )
+    own, banned = evaluate("own.json", test), evaluate("banned.json", test, banned=True)
     held: dict[str, Any] = {"own": own, "banned": banned, "threshold": {}, "random": {}}
     for name in names:
         h = chosen[name]
-        at = evaluate_to(
-            out_dir / f"test-{h}.json",
-            model,
-            task,
-            test,
-            load_config(preset, [*base, f"eval.bksp_threshold={h}"]),
-        )
+        at = evaluate(f"test-{h}.json", test, [f"eval.bksp_threshold={h}"])
         held["threshold"][name] = at
         s = at["settings"][name]
         rate = s["erase_events"] / s["generated_tokens"] if s["generated_tokens"] else 0.0
         rate = min(max(rate, 1e-9), 1.0)
-        rcfg = load_config(preset, [*base, f"eval.bksp_random={rate:.6g}"])
         slug = name.replace("=", "").replace(" ", "")
-        random_eval = evaluate_to(out_dir / f"random-{slug}.json", model, task, test, rcfg)
+        random_eval = evaluate(f"random-{slug}.json", test, [f"eval.bksp_random={rate:.6g}"])
         held["random"][name] = random_eval | {"rate": rate}
     return {"model": str(model), "tuned": tuned, "chosen": chosen, "held": held, "names": names}
 
@@ -103,6 +142,8 @@ def _figures(seed: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
 
 
 def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per setting: the thresholds chosen, held-out figures of each decoding over the seeds, the
+    threshold's paired differences, and the curve on the training problems."""
     out: dict[str, Any] = {}
     for name in seeds[0]["names"]:
 
@@ -110,7 +151,7 @@ def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             return [_figures(s, kind, name)[key] for s in seeds]
 
         def tuned(h: float, key: str, name: str = name) -> float | None:
-            return _mean([s["tuned"][h]["settings"][name][key] for s in seeds])
+            return mean_known([s["tuned"][h]["settings"][name][key] for s in seeds])
 
         three = ("threshold", "own", "random")
         out[name] = {
@@ -144,21 +185,8 @@ def _banned(name: str) -> str:
     return f"{name}, backspace banned"
 
 
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _diff(d: dict[str, Any]) -> str:
-    lo, hi = d["ci95"]
-    return f"{100 * d['mean']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
-
-
-def table(summary: dict[str, Any], command: str) -> str:
+def render(result: dict[str, Any], command: str) -> str:
+    summary = result["settings"]
     lines = [
         f"Command: `{command}`",
         "",
@@ -168,18 +196,18 @@ def table(summary: dict[str, Any], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
-        acc = {k: _pct(_mean(v)) for k, v in s["accuracy"].items()}
+        acc = {k: pct(mean_known(v)) for k, v in s["accuracy"].items()}
         rates = ", ".join(
-            _pct(_mean(s["backtrack_rate"][k])) for k in ("threshold", "own", "random")
+            pct(mean_known(s["backtrack_rate"][k])) for k in ("threshold", "own", "random")
         )
         prec = ", ".join(
-            _pct(_mean(s["step_erase_precision"][k])) for k in ("threshold", "own", "random")
+            pct(mean_known(s["step_erase_precision"][k])) for k in ("threshold", "own", "random")
         )
         lines.append(
             f"| {name} | {', '.join(map(str, s['chosen']))} | {acc['threshold']} | {acc['own']} "
-            f"| {acc['banned']} | {acc['random']} | {_diff(s['threshold_minus']['own'])} | "
-            f"{_diff(s['threshold_minus']['banned'])} | {_diff(s['threshold_minus']['random'])} "
-            f"| {rates} | {prec} ({_pct(_mean(s['chance_precision']))}) |"
+            f"| {acc['banned']} | {acc['random']} | {diff(s['threshold_minus']['own'])} | "
+            f"{diff(s['threshold_minus']['banned'])} | {diff(s['threshold_minus']['random'])} "
+            f"| {rates} | {prec} ({pct(mean_known(s['chance_precision']))}) |"
         )
     lines += [
         "",
@@ -191,30 +219,7 @@ def table(summary: dict[str, Any], command: str) -> str:
     for name, s in summary.items():
         for h, c in s["tune_curve"].items():
             lines.append(
-                f"| {name} | {h} | {_pct(c['accuracy'])} | {_pct(c['backtrack_rate'])} | "
-                f"{_pct(c['step_erase_precision'])} ({_pct(c['chance_precision'])}) |"
+                f"| {name} | {h} | {pct(c['accuracy'])} | {pct(c['backtrack_rate'])} | "
+                f"{pct(c['step_erase_precision'])} ({pct(c['chance_precision'])}) |"
             )
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--round", type=int, default=None)
-    ap.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.5")
-    ap.add_argument("--set", dest="sets", action="append", default=[])
-    args = ap.parse_args()
-    run = Path(args.run)
-    thresholds = [float(h) for h in args.thresholds.split(",")]
-    seed_dirs = sorted(run.glob("seed-*")) or [run]
-    seeds = [sweep_seed(d, args.sets, thresholds, args.round) for d in seed_dirs]
-    summary = summarize(seeds)
-    command = " ".join(shlex.quote(a) for a in ["benchmarks/threshold_sweep.py", *sys.argv[1:]])
-    text = table(summary, command)
-    (run / "threshold.md").write_text(text)
-    (run / "threshold.json").write_text(json.dumps(summary, indent=2))
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
-"""The value model at inference on a finished run (issue 16, item 4): value best-of-N beside
-best-of-N and majority vote, and guided search erasing by the value model against the same search
-erasing by the model's own backspace.
+"""`halluc table value-inference`: the value model at inference on a finished run (issue 16,
+item 4): value best-of-N beside best-of-N and majority vote, and guided search erasing by the
+value model against the same search erasing by the model's own backspace.
 
-    .venv/bin/python benchmarks/value_inference.py --run runs/arith-tiny-verdict/seed-0 \\
+    halluc table value-inference --run runs/arith-tiny-verdict/seed-0 \\
         [--value-model RUN/value/model] [--round 1] [--m 4] [--drops 0.1,0.2,0.3] [--set K=V ...]
 
 RUN holds the run's config.yaml (a seed directory of a verdict run) and by default the value model
@@ -24,29 +24,55 @@ and RUN/value_inference.json.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.files import read_json, write_json, write_text
+from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
+from pipeline.tables.common import TableError, add_sets, config_of, floats, pct, run_dir
 
 SAMPLED = "T=1.0"
 
 
-def measure(
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", required=True, type=run_dir, help="a finished run's (or seed's) out_dir"
+    )
+    parser.add_argument("--value-model", type=Path, default=None, help="default: RUN's value/model")
+    parser.add_argument(
+        "--round",
+        dest="round_",
+        metavar="R",
+        type=int,
+        default=None,
+        help="the round whose models are used (default: the last)",
+    )
+    parser.add_argument("--m", type=int, default=4, help="guided search candidates (default: 4)")
+    parser.add_argument(
+        "--drops",
+        type=floats,
+        default=[0.1, 0.2, 0.3],
+        metavar="D,D,...",
+        help="value drops that erase (default: 0.1,0.2,0.3)",
+    )
+    add_sets(parser)
+
+
+def compute(
     run: Path,
-    value_model: Path | None,
-    m: int,
-    drops: list[float],
-    round_: int | None,
-    sets: list[str],
+    value_model: Path | None = None,
+    round_: int | None = None,
+    m: int = 4,
+    drops: Sequence[float] = (0.1, 0.2, 0.3),
+    sets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    preset = str(run / "config.yaml")
+    """The guided searches per erase rule and the controls, evaluated (and cached in
+    RUN/value_inference/) on the held-out problems."""
+    preset = config_of(run)
     base = ["eval.banned=false", "eval.temperatures=[1.0]", f"eval.bksp_search={m}", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
@@ -56,7 +82,10 @@ def measure(
     value_model = value_model or layout.value / "model"
     for path in (backtrack, baseline, value_model):
         if not path.exists():
-            raise SystemExit(f"{run}: no {path}")
+            raise TableError(
+                f"{run}: no {path}; give --round of a finished round, and --value-model or run "
+                f"`halluc value --preset {preset}` first"
+            )
     test = task.problems("test", cfg.eval.n_problems)
     out = run / "value_inference"
     # banned=False: no banned settings, and no detector figures (not what is compared here)
@@ -76,11 +105,7 @@ def measure(
     return {"round": r, "m": m, "guided": rows, "controls": dict(read_json(path))}
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def markdown(result: dict[str, Any], command: str) -> str:
+def render(result: dict[str, Any], command: str) -> str:
     lines = [
         f"`{command}`",
         "",
@@ -95,8 +120,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
             s = figures["settings"][name]
             tokens = sum(s["tokens_per_problem"]) / len(s["tokens_per_problem"])
             lines.append(
-                f"| {name} | {rule} | {_pct(s['accuracy'])} | {_pct(s['backtrack_rate'])} | "
-                f"{_pct(s.get('step_erase_precision'))} ({_pct(s.get('chance_precision'))}) | "
+                f"| {name} | {rule} | {pct(s['accuracy'])} | {pct(s['backtrack_rate'])} | "
+                f"{pct(s.get('step_erase_precision'))} ({pct(s.get('chance_precision'))}) | "
                 f"{tokens:.1f} |"
             )
     c = result["controls"]
@@ -108,33 +133,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "| control | accuracy |",
         "|---|---|",
         *(
-            f"| {k} | {_pct(c[k]['accuracy'])} |"
+            f"| {k} | {pct(c[k]['accuracy'])} |"
             for k in ("best_of_n", "majority", "value_best_of_n")
             if k in c
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, type=Path)
-    ap.add_argument("--value-model", type=Path)
-    ap.add_argument("--round", type=int, default=None)
-    ap.add_argument("--m", type=int, default=4)
-    ap.add_argument("--drops", default="0.1,0.2,0.3")
-    ap.add_argument("--set", action="append", default=[], dest="sets")
-    args = ap.parse_args(argv)
-    drops = [float(d) for d in args.drops.split(",") if d]
-    result = measure(args.run, args.value_model, args.m, drops, args.round, args.sets)
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "benchmarks/value_inference.py", *map(str, given)])
-    text = markdown(result, command)
-    write_json(args.run / "value_inference.json", result | {"command": command})
-    write_text(args.run / "value_inference.md", text)
-    print(text)
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The Stream-of-Search comparison at small scale: bootstraps on optimal paths, on search streams
 and on backspace streams, at equal optimizer steps and loss-bearing tokens, over seeds.
 
-    .venv/bin/python benchmarks/bootstrap_forms.py --preset countdown-tiny --seeds 0,1,2 \\
+    .venv/bin/python experiments/bootstrap_forms.py --preset countdown-tiny --seeds 0,1,2 \\
         --root runs/bootstrap-forms [--forms optimal,stream,backspace] [--set KEY=VALUE ...]
 
 Each form and seed is one `halluc bootstrap` run (`bootstrap.data=FORM`, `bootstrap.seed=S`) in
@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.config import load_config
 from pipeline.measure.verdict import interval, paired
 from pipeline.stages import bootstrap
+from pipeline.tables.common import diff, mean_known, num, pct
 
 COMPARABLE = [
     "bootstrap.batch_tokens=1024",  # about 64 optimal solutions of countdown-tiny
@@ -65,20 +66,15 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             row[name] = {
                 "accuracy": interval([f["per_problem"] for f in figs]),
                 "per_seed": [f["accuracy"] for f in figs],
-                "tokens_per_solved": _mean([f["tokens_per_solved"] for f in figs]),
-                "backtrack_rate": _mean([f["backtrack_rate"] for f in figs]),
-                "truncation_rate": _mean([f["truncation_rate"] for f in figs]),
+                "tokens_per_solved": mean_known([f["tokens_per_solved"] for f in figs]),
+                "backtrack_rate": mean_known([f["backtrack_rate"] for f in figs]),
+                "truncation_rate": mean_known([f["truncation_rate"] for f in figs]),
             }
             if form != forms[0]:
                 base = [s["settings"][name]["per_problem"] for s in results[forms[0]]]
                 row[name]["minus_first"] = paired([f["per_problem"] for f in figs], base)
         out[form] = row
     return out
-
-
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
 
 
 def table(summary: dict[str, Any], command: str, seeds: list[int]) -> str:
@@ -95,32 +91,15 @@ def table(summary: dict[str, Any], command: str, seeds: list[int]) -> str:
         for name in SETTINGS:
             r = row[name]
             acc = r["accuracy"]
-            diff = r.get("minus_first")
             lines.append(
-                f"| {form} | {name} | {_pct(acc['mean'])} ({_pct(acc['ci95'][0])}–"
-                f"{_pct(acc['ci95'][1])}) | {', '.join(_pct(a) for a in r['per_seed'])} | "
-                + (
-                    f"{_pts(diff['mean'])} ({_pts(diff['ci95'][0])} to {_pts(diff['ci95'][1])})"
-                    if diff
-                    else "–"
-                )
-                + f" | {_num(r['tokens_per_solved'])} | {_pct(r['backtrack_rate'])} | "
-                f"{_pct(r['truncation_rate'])} | {compute['loss_tokens']:,}, "
+                f"| {form} | {name} | {pct(acc['mean'])} ({pct(acc['ci95'][0])}–"
+                f"{pct(acc['ci95'][1])}) | {', '.join(pct(a) for a in r['per_seed'])} | "
+                f"{diff(r.get('minus_first'))} | {num(r['tokens_per_solved'], 0)} | "
+                f"{pct(r['backtrack_rate'])} | "
+                f"{pct(r['truncation_rate'])} | {compute['loss_tokens']:,}, "
                 f"{compute['optimizer_steps']} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.0f}"
 
 
 def main() -> None:
@@ -138,7 +117,7 @@ def main() -> None:
         for form in args.forms.split(",")
     }
     summary = summarize(results)
-    command = " ".join(shlex.quote(a) for a in ["benchmarks/bootstrap_forms.py", *sys.argv[1:]])
+    command = " ".join(shlex.quote(a) for a in ["experiments/bootstrap_forms.py", *sys.argv[1:]])
     text = table(summary, command, seeds)
     root.mkdir(parents=True, exist_ok=True)
     (root / "forms.md").write_text(text)

@@ -1,7 +1,7 @@
 """Fine-tune the arith-tiny bootstrap model on its own search traces in both attention modes and
 both backspace units, and evaluate each beside the bootstrap model (issue 4's evidence).
 
-    .venv/bin/python benchmarks/backtrack_grid.py [--root runs/grid] [--out grid.md]
+    .venv/bin/python experiments/backtrack_grid.py [--root runs/grid] [--out grid.md]
 
 Uses the arith-tiny preset throughout: bootstrap once, search once per unit (the unit decides how
 traces are serialized), train four models (stream/erase x token/step), evaluate five.

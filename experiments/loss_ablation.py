@@ -1,6 +1,6 @@
 """Which training targets hurt: the ablations in RESULTS.md (issue 5), on the arith-tiny run.
 
-    .venv/bin/python benchmarks/loss_ablation.py [--run runs/arith-tiny]
+    .venv/bin/python experiments/loss_ablation.py [--run runs/arith-tiny]
 
 Needs a finished `make demo` run (its bootstrap model and its backtrack arm's round-0 selection).
 Each variant fine-tunes the bootstrap model the way `halluc train` does (Trainer, erase

@@ -1,6 +1,6 @@
 """Where the fine-tuning loss sits when the backspace is new, and what fitting its rows alone does.
 
-    .venv/bin/python benchmarks/token_probe.py [--run runs/arith-tiny] [--batches 50 100]
+    .venv/bin/python experiments/token_probe.py [--run runs/arith-tiny] [--batches 50 100]
 
 Needs a finished `make demo` run (its bootstrap model and its backtrack arm's round-0 selection).
 Adds `<|bksp|>` to the bootstrap model as `halluc train` does (`mean` init), then reports, on 512

@@ -1,10 +1,10 @@
-"""Backspace-guided search on a finished run: the backtrack arm's model decoding with
-`eval.bksp_search=m` (erase at a step end, m candidates, keep the likeliest), against the same
-model's own sampling, the baseline arm at its best decoding, and the baseline's best-of-N at the
-guided search's generated tokens per problem (candidates thrown away included).
+"""`halluc table guided-search`: backspace-guided search on a finished run: the backtrack arm's
+model decoding with `eval.bksp_search=m` (erase at a step end, m candidates, keep the likeliest),
+against the same model's own sampling, the baseline arm at its best decoding, and the baseline's
+best-of-N at the guided search's generated tokens per problem (candidates thrown away included).
 
-    .venv/bin/python benchmarks/guided_search.py --run runs/arith-tiny-verdict [--m 2,4] \\
-        [--round 1] [--set K=V ...]
+    halluc table guided-search --run runs/arith-tiny-verdict [--m 2,4] [--round 1] \\
+        [--seeds 0,1] [--set K=V ...]
 
 For each seed directory `run/seed-S` (with its saved config) it takes both arms' models of
 `--round` (the last by default). Guided search and own sampling are evaluated at greedy and T=1.0
@@ -13,16 +13,15 @@ decoding is read from the round's own figures (its setting chosen on training pr
 run); best-of-N samples the baseline at T=1.0 up to the guided search's tokens at T=1.0, per
 problem (`pipeline.measure.evaluation.controls`). Differences are paired per problem over seeds.
 
-Writes `run/guided.md` (table and command) and `run/guided.json`; figures are cached per seed in
+Writes `run/guided.md` (table and command) and `run/guided.json` (the summary and the
+command); figures are cached per seed in
 `run/seed-S/guided/`, so a killed sweep resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,59 @@ from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
 from pipeline.measure.verdict import choose, paired
+from pipeline.tables.common import (
+    TableError,
+    add_sets,
+    config_of,
+    diff,
+    ints,
+    mean_known,
+    pct,
+    run_dir,
+    seed_dirs,
+)
 
 SAMPLED = "T=1.0"
 
 
-def sweep_seed(seed_dir: Path, sets: list[str], ms: list[int], round_: int | None) -> dict:
-    preset = str(seed_dir / "config.yaml")
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, type=run_dir, help="a finished run's out_dir")
+    parser.add_argument(
+        "--round",
+        dest="round_",
+        metavar="R",
+        type=int,
+        default=None,
+        help="the round whose models are compared (default: the last)",
+    )
+    parser.add_argument(
+        "--m", type=ints, default=[4], metavar="M,M,...", help="candidates per erase (default: 4)"
+    )
+    parser.add_argument(
+        "--seeds", type=ints, default=None, metavar="S,S,...", help="default: every seed-S"
+    )
+    add_sets(parser)
+
+
+def compute(
+    run: Path,
+    round_: int | None = None,
+    m: Sequence[int] = (4,),
+    seeds: Sequence[int] | None = None,
+    sets: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Every seed's evaluations (cached under it), summarized per decoding; `n_seeds`: how many."""
+    dirs = seed_dirs(run, list(seeds) if seeds else None)
+    per_seed = [sweep_seed(d, list(sets), list(m), round_) for d in dirs]
+    return summarize(per_seed, list(m)) | {"n_seeds": len(per_seed)}
+
+
+def sweep_seed(
+    seed_dir: Path, sets: list[str], ms: list[int], round_: int | None
+) -> dict[str, Any]:
+    """One seed's figures: own sampling and guided search per m (backtrack arm), the baseline at
+    its chosen setting, and best-of-N at each guided search's tokens (cached under the seed)."""
+    preset = config_of(seed_dir)
     base = ["eval.banned=false", "eval.temperatures=[1.0]", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
@@ -46,7 +92,10 @@ def sweep_seed(seed_dir: Path, sets: list[str], ms: list[int], round_: int | Non
     bt, bl = layout.round(r, "backtrack"), layout.round(r, "baseline")
     for path in (bt.model, bl.model, bl.eval, bl.tune):
         if not path.exists():
-            raise SystemExit(f"{seed_dir}: round {r} has no {path}")
+            raise TableError(
+                f"{seed_dir}: round {r} has no {path}; give --round of a finished round, or "
+                "finish the run"
+            )
     test = task.problems("test", cfg.eval.n_problems)
     out = seed_dir / "guided"
     own = evaluate_to(out / "own.json", bt.model, task, test, cfg)
@@ -70,6 +119,9 @@ def sweep_seed(seed_dir: Path, sets: list[str], ms: list[int], round_: int | Non
 
 
 def summarize(seeds: list[dict[str, Any]], ms: list[int]) -> dict[str, Any]:
+    """The baseline's accuracy per seed, then per decoding (greedy, T=1.0) and row (own
+    sampling, guided at each m): means over seeds and paired differences."""
+
     def pp(x: dict[str, Any]) -> list[float]:
         return list(x["per_problem"])
 
@@ -91,8 +143,8 @@ def summarize(seeds: list[dict[str, Any]], ms: list[int]) -> dict[str, Any]:
             }
             if name == SAMPLED:
                 row |= {
-                    "best_of_n": _mean([b["accuracy"] for b in bon]),
-                    "best_of_n_mean_n": _mean([b["mean_n"] for b in bon]),
+                    "best_of_n": mean_known([b["accuracy"] for b in bon]),
+                    "best_of_n_mean_n": mean_known([b["mean_n"] for b in bon]),
                     "minus_best_of_n": paired([pp(x) for x in g], [pp(b) for b in bon]),
                 }
             rows[f"m={m}"] = row
@@ -102,34 +154,18 @@ def summarize(seeds: list[dict[str, Any]], ms: list[int]) -> dict[str, Any]:
 
 def _figures(settings: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("accuracy", "backtrack_rate", "step_erase_precision", "chance_precision")
-    out = {k: _mean([s[k] for s in settings]) for k in keys}
+    out = {k: mean_known([s[k] for s in settings]) for k in keys}
     tokens = [sum(s["tokens_per_problem"]) / len(s["tokens_per_problem"]) for s in settings]
-    return out | {"tokens_per_problem": _mean(tokens)}
+    return out | {"tokens_per_problem": mean_known(tokens)}
 
 
-def _mean(values: list[Any]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _diff(d: dict[str, Any] | None) -> str:
-    if not d:
-        return "–"
-    lo, hi = d["ci95"]
-    return f"{100 * d['mean']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
-
-
-def table(summary: dict[str, Any], command: str, n_seeds: int) -> str:
-    b = summary["baseline"]
+def render(summary: dict[str, Any], command: str) -> str:
+    b, n_seeds = summary["baseline"], summary["n_seeds"]
     lines = [
         f"Command: `{command}` ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
         "",
         f"Baseline at its best decoding (chosen on training problems: "
-        f"{', '.join(b['setting'])}): {_pct(_mean(b['accuracy']))}.",
+        f"{', '.join(b['setting'])}): {pct(mean_known(b['accuracy']))}.",
         "",
         "| setting | decoding | accuracy | − own sampling | − baseline (best) | best-of-N at "
         "equal tokens (mean N) | − best-of-N | backtrack rate | erased steps wrong (chance) | "
@@ -139,40 +175,13 @@ def table(summary: dict[str, Any], command: str, n_seeds: int) -> str:
     for name in ("greedy", SAMPLED):
         for row_name, r in summary[name].items():
             bon = (
-                f"{_pct(r['best_of_n'])} ({r['best_of_n_mean_n']:.1f})" if "best_of_n" in r else "–"
+                f"{pct(r['best_of_n'])} ({r['best_of_n_mean_n']:.1f})" if "best_of_n" in r else "–"
             )
             lines.append(
                 f"| {name} | {'own sampling' if row_name == 'own' else 'guided, ' + row_name} | "
-                f"{_pct(r['accuracy'])} | {_diff(r.get('minus_own'))} | "
-                f"{_diff(r.get('minus_baseline'))} | {bon} | {_diff(r.get('minus_best_of_n'))} | "
-                f"{_pct(r['backtrack_rate'])} | {_pct(r['step_erase_precision'])} "
-                f"({_pct(r['chance_precision'])}) | {r['tokens_per_problem']:.1f} |"
+                f"{pct(r['accuracy'])} | {diff(r.get('minus_own'))} | "
+                f"{diff(r.get('minus_baseline'))} | {bon} | {diff(r.get('minus_best_of_n'))} | "
+                f"{pct(r['backtrack_rate'])} | {pct(r['step_erase_precision'])} "
+                f"({pct(r['chance_precision'])}) | {r['tokens_per_problem']:.1f} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--round", type=int, default=None)
-    ap.add_argument("--m", default="4")
-    ap.add_argument("--seeds", default="", help="comma-separated seeds (default: every seed-S)")
-    ap.add_argument("--set", dest="sets", action="append", default=[])
-    args = ap.parse_args()
-    run = Path(args.run)
-    ms = [int(m) for m in args.m.split(",")]
-    if args.seeds:
-        seed_dirs = [run / f"seed-{s}" for s in args.seeds.split(",")]
-    else:
-        seed_dirs = sorted(run.glob("seed-*")) or [run]
-    seeds = [sweep_seed(d, args.sets, ms, args.round) for d in seed_dirs]
-    summary = summarize(seeds, ms)
-    command = " ".join(shlex.quote(a) for a in ["benchmarks/guided_search.py", *sys.argv[1:]])
-    text = table(summary, command, len(seeds))
-    (run / "guided.md").write_text(text)
-    (run / "guided.json").write_text(json.dumps(summary, indent=2))
-    print(text)
-
-
-if __name__ == "__main__":
-    main()

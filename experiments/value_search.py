@@ -1,7 +1,7 @@
 """Value-guided search against Monte Carlo search on a finished run (issue 16, item 3): rollouts
 and wall time per correctly located first error, at equal location accuracy where possible.
 
-    .venv/bin/python benchmarks/value_search.py --run runs/arith-tiny-verdict/seed-0 \\
+    .venv/bin/python experiments/value_search.py --run runs/arith-tiny-verdict/seed-0 \\
         [--value-model RUN/value/model] [--model PATH] [--problems 64] [--all-problems] \\
         [--thresholds 0.1,0.2,0.3,0.5] [--mix 0.5] [--modes model,mix] [--set K=V ...]
 
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "value_model": str(value_model),
     }
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join([".venv/bin/python", "benchmarks/value_search.py", *map(str, given)])
+    command = shlex.join([".venv/bin/python", "experiments/value_search.py", *map(str, given)])
     write_json(args.run / "value_search.json", result | {"command": command})
     write_text(args.run / "value_search.md", markdown(result, command))
     print(markdown(result, command))

@@ -1,0 +1,104 @@
+"""What the tables share: cell formats, means over seeds, the seed directories of a run.
+
+Cells: a share as `12.3%`, a paired difference as `+1.2 (-0.4 to +2.9)` (percentage points, 95%
+interval), anything missing as `–`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from search.errors import HallucError
+
+MISSING = "–"
+
+
+class TableError(HallucError, ValueError):
+    """A table asked of directories that do not hold what it reads."""
+
+
+def pct(x: float | None) -> str:
+    """A share in percent, one decimal."""
+    return MISSING if x is None else f"{100 * x:.1f}%"
+
+
+def diff(d: dict[str, Any] | None) -> str:
+    """A paired difference (`verdict.paired`'s mean and ci95, shares) in percentage points."""
+    if not d:
+        return MISSING
+    lo, hi = d["ci95"]
+    return f"{100 * d['mean']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
+
+
+def num(x: float | None, digits: int) -> str:
+    return MISSING if x is None else f"{x:.{digits}f}"
+
+
+def mean_all(values: list[float | None]) -> float | None:
+    """The mean, or None when any value is missing (a figure some seed lacks is not averaged)."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None) / len(values)
+
+
+def mean_known(values: list[Any]) -> float | None:
+    """The mean of the values present (None when none is)."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def seed_dirs(run: Path, seeds: list[int] | None = None) -> list[Path]:
+    """The run's seed directories (`seed-S/`: the given seeds, else every one), or the run itself
+    when it has none (a run of one seed without `run.seeds`)."""
+    if seeds:
+        return [run / f"seed-{s}" for s in seeds]
+    return sorted(run.glob("seed-*")) or [run]
+
+
+def config_of(seed_dir: Path) -> str:
+    """The saved config of a run (or seed) directory, as a preset path for `load_config`."""
+    path = seed_dir / "config.yaml"
+    if not path.is_file():
+        raise TableError(
+            f"{seed_dir}: no config.yaml; give the out_dir of a finished `halluc run` (or one of "
+            "its seed-S directories)"
+        )
+    return str(path)
+
+
+def run_dir(text: str) -> Path:
+    """argparse type of `--run`: an existing directory."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    return path
+
+
+def floats(text: str) -> list[float]:
+    """argparse type of a comma-separated list of numbers."""
+    try:
+        return [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers as 0.1,0.2") from None
+
+
+def ints(text: str) -> list[int]:
+    """argparse type of a comma-separated list of integers."""
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers as 2,4") from None
+
+
+def add_sets(parser: argparse.ArgumentParser) -> None:
+    """`--set K=V` (repeatable): overrides of the run's saved config for the table's evaluations."""
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a value of the run's saved config (repeatable)",
+    )

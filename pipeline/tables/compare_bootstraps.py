@@ -1,0 +1,103 @@
+"""`halluc table compare-bootstraps`: two bootstraps of the same preset, seed by seed, paired per
+held-out problem: each one's `bootstrap/eval.json` (the run stage's figures of its start model) at
+every setting.
+
+    halluc table compare-bootstraps \\
+        --a runs/countdown-retry/seed-{0,1,2} --b runs/countdown-levers/defaults/seed-{0,1,2}
+
+`--a` and `--b` take one directory per seed, in the same seed order. Prints a Markdown table:
+per setting, each side's mean accuracy (and per seed), a − b with its 95% paired interval
+(`verdict.paired`), and for side a: the setting against the same one with the backspace banned
+(what erasing itself adds), its backtrack rate and erased steps wrong against chance.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pipeline.files import read_json
+from pipeline.measure.verdict import paired
+from pipeline.tables.common import TableError, diff, mean_known, pct, run_dir
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--a", nargs="+", required=True, type=run_dir, metavar="DIR", help="side a: one per seed"
+    )
+    parser.add_argument(
+        "--b", nargs="+", required=True, type=run_dir, metavar="DIR", help="side b, same seeds"
+    )
+
+
+def load(dirs: list[Path]) -> list[dict[str, Any]]:
+    """Each directory's start-model figures (`bootstrap/eval.json`)."""
+    missing = [str(d) for d in dirs if not (d / "bootstrap" / "eval.json").is_file()]
+    if missing:
+        raise TableError(
+            f"no bootstrap/eval.json in {', '.join(missing)}; give run (or seed) directories "
+            "whose bootstrap finished"
+        )
+    return [read_json(d / "bootstrap" / "eval.json") for d in dirs]
+
+
+def compute(a: list[Path], b: list[Path]) -> dict[str, Any]:
+    """Per setting of side a's first seed that every seed of both sides has: both sides' figures
+    and the paired differences (a − b; a − a with the backspace banned when a has that setting)."""
+    if len(a) != len(b):
+        raise TableError("--a and --b need one directory per seed each, in the same order")
+    ea, eb = load(a), load(b)
+    rows = []
+    for name in ea[0]["settings"]:
+        sa = [e["settings"].get(name) for e in ea]
+        sb = [e["settings"].get(name) for e in eb]
+        if any(s is None for s in sa + sb):
+            continue  # a setting some seed of either side was not evaluated at
+        banned = f"{name}, backspace banned"
+        own = None
+        if banned in ea[0]["settings"]:
+            own = paired(_per(sa), [x["settings"][banned]["per_problem"] for x in ea])
+        rows.append(
+            {
+                "setting": name,
+                "a": _side(sa),
+                "b": _side(sb),
+                "minus_b": paired(_per(sa), _per(sb)),
+                "minus_banned": own,
+                "backtrack_rate": mean_known([s["backtrack_rate"] for s in sa]),
+                "erased_wrong": mean_known([s.get("step_erase_precision") for s in sa]),
+                "chance": mean_known([s.get("chance_precision") for s in sa]),
+            }
+        )
+    return {"rows": rows}
+
+
+def _per(settings: list[dict[str, Any]]) -> list[list[float]]:
+    return [s["per_problem"] for s in settings]
+
+
+def _side(settings: list[dict[str, Any]]) -> dict[str, Any]:
+    accuracy = [s["accuracy"] for s in settings]
+    return {"accuracy": sum(accuracy) / len(accuracy), "per_seed": accuracy}
+
+
+def render(result: dict[str, Any], command: str = "") -> str:
+    lines = [
+        "| setting | a | b | a − b (95% paired) | a: allowed − banned | a: backtrack rate |"
+        " a: erased steps wrong (chance) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        a, b = r["a"], r["b"]
+        lines.append(
+            f"| {r['setting']} | {pct(a['accuracy'])} [{_each(a)}] | "
+            f"{pct(b['accuracy'])} [{_each(b)}] | {diff(r['minus_b'])} | "
+            f"{diff(r['minus_banned'])} | {pct(r['backtrack_rate'])} | "
+            f"{pct(r['erased_wrong'])} ({pct(r['chance'])}) |"
+        )
+    return "\n".join(lines)
+
+
+def _each(side: dict[str, Any]) -> str:
+    return " · ".join(pct(x) for x in side["per_seed"])

@@ -1,0 +1,182 @@
+"""`halluc table`: each table over a finished run (`pipeline.tables`), and its CLI.
+
+The tables that only read a run are checked on runs written by hand (`tests/tables_fixture.py`)
+against `tests/golden/`: the Markdown the scripts they replace (benchmarks/arms_table.py,
+sweep_diffs.py, compare_bootstraps.py at 88654bc) printed on the same figures, the run's path
+written as RUN. The tables that also evaluate the run's models run on tiny random checkpoints.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import save_config
+from pipeline.layout import RunLayout
+from pipeline.loading import task_from_config
+from pipeline.measure import evaluation
+from pipeline.stages import table
+from pipeline.tables import BY_NAME, TABLES, arms, compare_bootstraps, sweep_diffs
+from pipeline.tables.common import TableError
+from tests.conftest import tiny_cfg
+from tests.tables_fixture import bootstrap_pair, synthetic_run
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("tables") / "run")
+
+
+def test_arms_prints_what_the_script_printed_and_writes_it(run, capsys):
+    assert cli.main(["table", "arms", "--run", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.replace(str(run), "RUN") == (GOLDEN / "arms.md").read_text()
+    assert (run / "arms.md").read_text() + "\n" == printed
+
+
+def test_arms_reads_a_run_of_one_seed_without_a_seed_directory(tmp_path):
+    """`run.seeds` unset: the figures sit in the run directory itself, not under seed-0/."""
+    seeded = synthetic_run(tmp_path / "seeded", seeds=(0,))
+    flat = tmp_path / "flat"
+    shutil.copytree(seeded / "seed-0", flat)
+    shutil.copy(seeded / "verdict.json", flat)
+    a, b = arms.compute(seeded), arms.compute(flat)
+    assert a | {"run": b["run"]} == b and "| 0 | start model |" in arms.render(b)
+
+
+def test_sweep_diffs_prints_what_the_script_printed(run, capsys):
+    assert cli.main(["table", "sweep-diffs", "--run", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.replace(str(run), "RUN") == (GOLDEN / "sweep-diffs.md").read_text()
+    result = sweep_diffs.compute(run)
+    assert result["names"] == ["T=0.7", "T=1.0"]  # greedy and the banned twins left out
+    assert [r["round"] for r in result["tables"][0]["rows"]] == [1, 2]
+
+
+def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
+    a, b = bootstrap_pair(tmp_path)
+    argv = ["table", "compare-bootstraps", "--a", *map(str, a), "--b", *map(str, b)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == (GOLDEN / "compare-bootstraps.md").read_text()
+
+
+def test_compare_bootstraps_either_way_round(tmp_path):
+    """b − a is minus a − b, setting by setting; only a side with a backspace has a banned twin."""
+    a, b = bootstrap_pair(tmp_path)
+    ab = compare_bootstraps.compute(a, b)["rows"]
+    ba = compare_bootstraps.compute(b, a)["rows"]
+    assert [r["setting"] for r in ab] == [r["setting"] for r in ba] == ["greedy", "T=1.0"]
+    for x, y in zip(ab, ba, strict=True):
+        assert x["minus_b"]["mean"] == pytest.approx(-y["minus_b"]["mean"])
+        assert x["a"] == y["b"] and x["minus_banned"] and y["minus_banned"] is None
+    with pytest.raises(TableError, match="one directory per seed"):
+        compare_bootstraps.compute(a, b[:2])
+
+
+def test_table_help_lists_every_table_and_each_its_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["table", "--help"])
+    assert done.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(t.name in listing for t in TABLES)
+    for t in TABLES:
+        with pytest.raises(SystemExit) as done:
+            cli.main(["table", t.name, "--help"])
+        assert done.value.code == 0
+        assert ("--a" if t.name == "compare-bootstraps" else "--run") in capsys.readouterr().out
+
+
+def test_table_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["table", "arms", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("halluc table: ") and "verdict.json" in err and "\n" not in err
+    with pytest.raises(SystemExit):
+        cli.main(["table", "arms", "--run", str(tmp_path / "nowhere")])
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(TableError, match="the tables are arms"):
+        table.main("arm", {"run": tmp_path})
+
+
+def test_the_stage_and_the_modules_agree(run):
+    """`table.main` is the module's compute then render, with its outputs written under --run."""
+    result = table.main("arms", {"run": run}, "halluc table arms --run X")
+    assert result.text == arms.render(arms.compute(run))
+    assert result.written == [run / f for f in BY_NAME["arms"].outputs]
+    assert table.describe(result) == result.text
+
+
+# --- the tables that evaluate the run's models --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    """A run of one round whose models are tiny random checkpoints (the backtrack arm's with the
+    backspace token, as training leaves it), with the baseline's own figures of that round."""
+    from tests.models import tiny_checkpoint
+    from workers.hf import load_checkpoint
+    from workers.tokens import add_backspace_token
+
+    root = tmp_path_factory.mktemp("model-run")
+    init = tiny_checkpoint(root / "init")
+    run = root / "run"
+    layout = RunLayout(run)
+    for arm in ("backtrack", "baseline"):
+        model, hf = load_checkpoint(init, "cpu")
+        if arm == "backtrack":
+            add_backspace_token(model, hf, "<|bksp|>")
+        model.save_pretrained(layout.round(0, arm).model, safe_serialization=True)
+        hf.save_pretrained(layout.round(0, arm).model)
+    meta = {"mode": "erase", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}
+    (layout.round(0, "backtrack").model / "halluc.json").write_text(json.dumps(meta))
+    sets = ["eval.n_problems=4", "eval.n_tune=2", "eval.max_new_tokens=12", "eval.samples=1"]
+    cfg = tiny_cfg(run, "run.rounds=1", "trace.unit=step", *sets)
+    save_config(cfg, run / "config.yaml")
+    task = task_from_config(cfg.task)
+    base = layout.round(0, "baseline")
+    model = base.model
+    evaluation.evaluate_to(base.eval, model, task, task.problems("test", 4), cfg, banned=False)
+    evaluation.evaluate_to(base.tune, model, task, task.problems("train", 2), cfg, banned=False)
+    return run
+
+
+def no_model(*args, **kwargs):
+    raise AssertionError("a rerun evaluated a model instead of reading its cached figures")
+
+
+def test_threshold_sweep_on_a_tiny_run_and_again_from_its_cache(model_run, monkeypatch):
+    first = table.main("threshold-sweep", {"run": model_run, "thresholds": [0.2, 0.6]}, "cmd")
+    settings = first.figures["settings"]
+    assert set(settings) == {"greedy", "T=1.0"}
+    cached = model_run / "threshold"
+    for name, s in settings.items():
+        (h,) = s["chosen"]
+        assert h in (0.2, 0.6) and set(s["tune_curve"]) == {"0.2", "0.6"}
+        held = json.loads((cached / f"test-{h}.json").read_text())["settings"][name]
+        rate = held["erase_events"] / held["generated_tokens"] if held["generated_tokens"] else 0
+        assert s["random_rate"] == [min(max(rate, 1e-9), 1.0)]
+    saved = json.loads((model_run / "threshold.json").read_text())
+    assert saved == first.figures | {"command": "cmd"}
+    assert (model_run / "threshold.md").read_text() == first.text
+    assert first.text.startswith("Command: `cmd`") and "| T=1.0 | 0.2 |" in first.text
+    monkeypatch.setattr(evaluation, "evaluate_model", no_model)
+    again = table.main("threshold-sweep", {"run": model_run, "thresholds": [0.2, 0.6]}, "cmd")
+    assert again.figures == first.figures and again.text == first.text
+
+
+def test_guided_search_on_a_tiny_run_and_again_from_its_cache(model_run, monkeypatch, capsys):
+    argv = ["table", "guided-search", "--run", str(model_run), "--m", "2", "--round", "0"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((model_run / "guided.json").read_text())
+    assert saved["command"] == "halluc " + " ".join(argv) and saved["n_seeds"] == 1
+    assert set(saved["T=1.0"]) == {"own", "m=2"} and "best_of_n" in saved["T=1.0"]["m=2"]
+    assert "best_of_n" not in saved["greedy"]["m=2"]  # best-of-N samples: T=1.0 only
+    assert printed == (model_run / "guided.md").read_text() + "\n"
+    monkeypatch.setattr(evaluation, "evaluate_model", no_model)
+    monkeypatch.setattr("pipeline.tables.guided_search.controls", no_model)
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == printed
