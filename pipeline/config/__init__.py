@@ -24,18 +24,13 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.files import write_text
-from search.errors import HallucError, ParamError
+from search.errors import ConfigError, ParamError
 from search.fake import FakeParams
 from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
 from search.traces import Placement
 from search.values import ValueMode
-from workers.policy import check_deliberate
-
-
-class ConfigError(HallucError, ValueError):
-    """A preset or override that names an unknown key or gives a bad value."""
-
+from workers.options import check_decoding
 
 Arm = Literal["backtrack", "baseline", "dpo", "rl", "sft_rl"]
 SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
@@ -446,28 +441,14 @@ class EvalConfig:
     value_drop: float = 0.0
 
     def __post_init__(self) -> None:
-        check_deliberate(self.bksp_threshold, self.bksp_random)
-        if self.value_drop and (
-            not self.value_model
-            or not self.bksp_search
-            or self.bksp_threshold
-            or not 0 < self.value_drop <= 1
-        ):
-            raise ConfigError(
-                f"value_drop: {self.value_drop} is the value-triggered erase of guided search; "
-                "it needs eval.value_model=PATH (a `halluc value` model), eval.bksp_search=m > 0, "
-                "no eval.bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
-            )
-        if self.policy == "vllm" and (self.bksp_threshold or self.bksp_random or self.bksp_search):
-            raise ConfigError(
-                "bksp_threshold, bksp_random and bksp_search: the vLLM policy does not implement "
-                "deliberate backspaces or guided search; set eval.policy=transformers or them to 0"
-            )
-        if self.bksp_search < 0 or (self.bksp_search and self.bksp_random):
-            raise ConfigError(
-                f"bksp_search: m candidates >= 0 (0: off), got {self.bksp_search}; the random "
-                "eraser (bksp_random) does not combine with it"
-            )
+        check_decoding(
+            self.bksp_threshold,
+            self.bksp_random,
+            self.bksp_search,
+            self.value_drop,
+            kind=self.policy,
+            value_model=bool(self.value_model),
+        )
         if self.n_problems < 1 or self.samples < 1 or self.max_backspaces < 0:
             raise ConfigError("n_problems and samples must be >= 1, max_backspaces >= 0")
         if self.n_tune < 1 or self.max_new_tokens < 0:
