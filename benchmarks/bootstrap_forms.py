@@ -30,7 +30,7 @@ from pipeline.stages import bootstrap
 COMPARABLE = [
     "bootstrap.batch_tokens=1024",  # about 64 optimal solutions of countdown-tiny
     "bootstrap.n_positions=640",
-    "eval.max_new_tokens=600",
+    "sampling.stream_tokens=600",
     "eval.n_problems=200",
     "eval.temperatures=[1.0]",
     "eval.samples=2",
