@@ -31,7 +31,7 @@ from pipeline.tables.common import diff, mean_known, num, pct
 COMPARABLE = [
     "bootstrap.batch_tokens=1024",  # about 64 optimal solutions of countdown-tiny
     "bootstrap.n_positions=640",
-    "eval.max_new_tokens=600",
+    "sampling.stream_tokens=600",
     "eval.n_problems=200",
     "eval.temperatures=[1.0]",
     "eval.samples=2",

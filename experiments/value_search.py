@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_tokenizer(value_model, model, chosen_problems[0].prompt, cfg.model.trust_remote_code)
     state = build_state(cfg, model, problems)  # the run's search policy, mc (no value model)
     m = cfg.model
-    valuer = load_valuer(value_model, m.device, m.dtype, m.trust_remote_code, cfg.search.max_batch)
+    valuer = load_valuer(
+        value_model, m.device, m.dtype, m.trust_remote_code, cfg.sampling.max_batch
+    )
     modes = [m for m in args.modes.split(",") if m]
     chosen = methods(thresholds_of(args.thresholds, value_model), args.mix, modes)
     result = compare(cfg, task, state.tokenizer, chosen_problems, state.policy, valuer, chosen)

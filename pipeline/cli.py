@@ -154,7 +154,7 @@ def _grid(args: argparse.Namespace) -> int:
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if getattr(args, "address", None):
-        overrides.append(f"search.address={args.address}")
+        overrides.append(f"run.address={args.address}")
     return overrides
 
 

@@ -12,6 +12,12 @@ class ParamError(HallucError, ValueError):
     """An algorithm parameter out of its range (the config names the key it came from)."""
 
 
+class ConfigError(HallucError, ValueError):
+    """A preset or override that names an unknown key or gives a bad value, or options that do
+    not go together (the config raises it as it loads; `workers.options` for a policy built
+    without a config)."""
+
+
 def check_params(params: object, at_least_one: tuple[str, ...], shares: tuple[str, ...]) -> None:
     """Raise `ParamError` naming the first field of `params` below 1 or outside [0, 1]."""
     for name in at_least_one:

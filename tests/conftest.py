@@ -61,7 +61,7 @@ SMALL = [
     "eval.temperatures=[1.0]",
     "eval.samples=1",
     "eval.n_tune=2",
-    "eval.max_new_tokens=40",
+    "sampling.stream_tokens=40",
 ]
 
 

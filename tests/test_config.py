@@ -110,10 +110,13 @@ def test_out_dir_does_not_change_the_hash():
             ["train.objective=ppo"],
             r"train.objective: 'ppo' is not allowed; choose one of \['sft', 'dpo', 'rl'\]",
         ),
-        (["train.dpo_beta=0"], r"train.dpo_beta must be > 0, dpo_sft_weight >= 0"),
-        (["train.dpo_lr=-1"], r"train.dpo_beta must be > 0.*dpo_lr=-1.0"),
-        (["train.dpo_sft_weight=-1"], r"train.dpo_beta must be > 0.*dpo_sft_weight=-1.0"),
-        (["train.dpo_right_pairs=maybe"], r"train.dpo_right_pairs: expected bool, got 'maybe'"),
+        (["train.dpo.beta=0"], r"train.dpo.beta must be > 0, sft_weight >= 0"),
+        (["train.dpo.lr=-1"], r"train.dpo.beta must be > 0.*lr=-1.0"),
+        (["train.dpo.sft_weight=-1"], r"train.dpo.beta must be > 0.*sft_weight=-1.0"),
+        (["train.dpo.right_pairs=maybe"], r"train.dpo.right_pairs: expected bool, got 'maybe'"),
+        (["train.dpo_beta=0"], r"train.dpo.beta must be > 0"),  # the old name, read as the new
+        (["sampling.max_batch=0"], r"sampling.max_batch: must be at least 1"),
+        (["sampling.stream_tokens=-1"], r"sampling.stream_tokens .* must be >= 0"),
         (
             ["run.arms=[baseline,backtrack,ppo]"],
             r"run.arms\[2\]: 'ppo' is not allowed; choose one of \['backtrack', 'baseline', 'dpo', "
@@ -229,7 +232,7 @@ def test_the_dpo_learning_rate_is_dpo_lr_else_lr(tmp_path):
 
     cfg = load_config("arith-tiny", ["train.lr=3e-4"])
     assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-4
-    cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.dpo_lr=3e-5"])
+    cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.dpo.lr=3e-5"])
     assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-5
     assert training_arguments(cfg, tmp_path, {}, dpo=False).learning_rate == 3e-4
 
@@ -244,9 +247,11 @@ def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_p
 
     base = load_config("arith-tiny")
     old = eval_key(base, 40, late=False)  # as keyed before task.countdown.heldout_sos_seed
-    assert old != eval_key(base, 40) and eval_keys(base, 40) == {eval_key(base, 40), old}
+    assert old != eval_key(base, 40) and {eval_key(base, 40), old} <= eval_keys(base, 40)
+    assert len(eval_keys(base, 40)) == 2 * 3  # each also under the retired task.n_test's values
     seeded = load_config("countdown-tiny", ["task.countdown.heldout_sos_seed=1"])
-    assert eval_keys(seeded, 40) == {eval_key(seeded, 40)}  # not the default: no older key
+    assert eval_key(seeded, 40, late=False) not in eval_keys(seeded, 40)  # not the default
+    assert eval_key(seeded, 40) in eval_keys(seeded, 40) and len(eval_keys(seeded, 40)) == 3
     path = tmp_path / "eval.json"
     write_json(path, {"eval_key": old, "settings": {}})
     task = task_from_config(base.task)
@@ -302,3 +307,102 @@ def test_the_value_section_shapes_only_the_value_model(tmp_path):
     with pytest.raises(ConfigError, match=r"value.targets: 'mc' there, 'hard' now"):
         check_resumable(other, tmp_path / "config.yaml", only=("value",))  # the value stage
     assert load_config("arith-tiny", ["value.runs=[a, b]"]).value.runs == ["a", "b"]
+
+
+# what `pipeline.config.history.RENAMED` moved in issue 22, each with a value its type takes
+RENAMED_SETS = [
+    ("train.dpo_beta", "train.dpo.beta", "0.3"),
+    ("train.dpo_sft_weight", "train.dpo.sft_weight", "0.5"),
+    ("train.dpo_right_pairs", "train.dpo.right_pairs", "true"),
+    ("train.dpo_lr", "train.dpo.lr", "3e-5"),
+    ("train.rl_group", "train.rl.group", "4"),
+    ("train.rl_kl", "train.rl.kl", "0.1"),
+    ("train.rl_token_cost", "train.rl.token_cost", "0.01"),
+    ("train.rl_credit", "train.rl.credit", "tree"),
+    ("train.rl_lr", "train.rl.lr", "1e-4"),
+    ("search.max_batch", "sampling.max_batch", "32"),
+    ("search.max_new_tokens", "sampling.max_new_tokens", "40"),
+    ("eval.max_new_tokens", "sampling.stream_tokens", "90"),
+    ("eval.max_backspaces", "sampling.stream_backspaces", "4"),
+    ("search.address", "run.address", "10.0.0.5:6379"),
+    ("select.curriculum", "train.curriculum", "true"),
+]
+
+
+def test_the_renames_are_the_ones_tested():
+    from pipeline.config.history import RENAMED
+
+    assert {old: new for old, new, _ in RENAMED_SETS} == RENAMED
+
+
+@pytest.mark.parametrize("old, new, value", RENAMED_SETS)
+def test_a_renamed_key_is_read_at_its_new_place(old, new, value, tmp_path, caplog):
+    from pipeline.config.history import _warned
+
+    _warned.discard(old)
+    by_new = load_config("arith-tiny", [f"{new}={value}"])
+    assert by_new != load_config("arith-tiny")  # the value is not the preset's
+    assert load_config("arith-tiny", [f"{old}={value}"]) == by_new  # an old --set
+    assert f"{old} is now {new}" in caplog.text
+    section, key = old.split(".")
+    preset = tmp_path / "old.yaml"
+    preset.write_text(f"{section}:\n  {key}: {value}\n")  # an old preset
+    assert load_config(str(preset)) == load_config(str(preset), [f"{new}={value}"])
+    assert caplog.text.count(f"{old} is now") == 1  # once per key
+
+
+def test_a_key_given_under_both_names_fails(tmp_path):
+    preset = tmp_path / "both.yaml"
+    preset.write_text("search:\n  max_batch: 32\nsampling:\n  max_batch: 64\n")
+    with pytest.raises(ConfigError, match="search.max_batch and sampling.max_batch are both"):
+        load_config(str(preset))
+    preset.write_text("train:\n  dpo_beta: 0.2\n  dpo:\n    beta: 0.3\n")
+    with pytest.raises(ConfigError, match="train.dpo_beta and train.dpo.beta are both given"):
+        load_config(str(preset))
+
+
+def test_an_old_set_replaces_the_presets_value_under_the_new_name():
+    cfg = load_config("arith-tiny", ["search.max_new_tokens=40"])  # the preset sets sampling's
+    assert load_config("arith-tiny").sampling.max_new_tokens == 64
+    assert cfg.sampling.max_new_tokens == 40 and cfg.sampling.stream_length == 80
+
+
+def test_retired_keys_are_dropped_with_a_reason(caplog):
+    from pipeline.config.history import _warned
+
+    _warned.clear()
+    base = load_config("arith-tiny")
+    assert load_config("arith-tiny", ["task.n_test=77"]) == base
+    assert "task.n_test was removed and is ignored" in caplog.text
+    assert load_config("arith-tiny", ["bootstrap.retry_source=synthetic"]) == base
+    with pytest.raises(ConfigError, match=r"bootstrap.retry_source was removed .* 'model'"):
+        load_config("arith-tiny", ["bootstrap.retry_source=model"])
+
+
+def test_shipped_presets_keep_the_hashes_they_had_before_the_renames():
+    """Each row carries the config hash: the same config keeps it (values from commit 88654bc).
+    countdown-gpu and gsm8k set the retired task.n_test to 1000 and 1319, now hashed as 500."""
+    before = {"arith-tiny": "1db31368326a", "countdown-small": "5707da6815b8"}
+    before |= {"countdown-tiny": "8d441ad61e25"}
+    assert {name: load_config(name).hash for name in before} == before
+
+
+def test_a_run_made_before_the_renames_resumes_and_keeps_its_keys(tmp_path):
+    from pathlib import Path
+
+    from pipeline.config import check_resumable, eval_key, eval_keys
+
+    saved = Path(__file__).parent / "data" / "config-88654bc.yaml"  # old names, task.n_test
+    sets = ["train.dpo.beta=0.2", "train.dpo.lr=3e-5", "train.rl.group=4", "train.rl.lr=1e-4"]
+    sets += ["train.rl.credit=tree", "sampling.max_batch=64", "sampling.max_new_tokens=48"]
+    sets += ["sampling.stream_tokens=80", "sampling.stream_backspaces=8", "train.curriculum=true"]
+    cfg = load_config("arith-tiny", [*sets, f"run.out_dir={tmp_path}"])
+    check_resumable(cfg, saved)  # the same config under today's names
+    assert cfg.hash == "08a3a3a62953" and eval_key(cfg, 40) == "f4e4eae6ca29"  # as then
+    assert load_config(str(saved)).run.address == "10.0.0.5:6379"
+    other = load_config("arith-tiny", [*sets, f"run.out_dir={tmp_path}", "sampling.max_batch=32"])
+    with pytest.raises(ConfigError, match=r"sampling.max_batch: 64 there, 32 now"):
+        check_resumable(other, saved)
+    # gsm8k set task.n_test=1319: its hash changed, but an evaluation cached then still matches
+    gsm8k = load_config("gsm8k")
+    assert gsm8k.hash != "51a5f155b65e" and "01dc2c7c707b" in eval_keys(gsm8k, 40)

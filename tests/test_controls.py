@@ -47,4 +47,4 @@ def test_controls_spend_the_given_tokens(trained):
     assert one["best_of_n"]["per_problem"] == one["majority"]["per_problem"]
     big = controls(model, task, problems, cfg, (1.0, 2, False), budget=[60.0] * 6)
     assert big["best_of_n"]["mean_n"] > 1
-    assert big["best_of_n"]["generated_tokens"] <= 6 * 60 + 6 * 2 * cfg.search.max_new_tokens
+    assert big["best_of_n"]["generated_tokens"] <= 6 * 60 + 6 * 2 * cfg.sampling.max_new_tokens

@@ -297,7 +297,7 @@ DPO = [
     "train.lr=1e-3",
     "train.warmup=2",
     "train.token_warmup=4",
-    "train.dpo_beta=0.5",
+    "train.dpo.beta=0.5",
     "search.workers=0",
     "task.arithmetic.digits=2",
 ]
@@ -336,7 +336,7 @@ def test_halluc_train_dpo_raises_the_margin_of_chosen_over_rejected(
 ):
     cfg, path, rnd = dpo_trained
     if right:
-        cfg = dpo_run(tiny, tmp_path, "train.dpo_right_pairs=true")
+        cfg = dpo_run(tiny, tmp_path, "train.dpo.right_pairs=true")
         path, rnd = train.main(cfg), RunLayout(tmp_path).round(0)
     ref = json.loads((rnd.train / "reference.json").read_text())
     compute = json.loads((rnd.train / "compute.json").read_text())

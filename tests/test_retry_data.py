@@ -111,7 +111,7 @@ def test_retry_bootstrap_writes_an_erase_model(tmp_path):
     def cfg(out, *extra):
         return load_config("arith-tiny", [f"run.out_dir={out}", *SMALL, *extra])
 
-    bootstrap.main(cfg(tmp_path, "bootstrap.retry_rate=0.5", "eval.max_new_tokens=8"))
+    bootstrap.main(cfg(tmp_path, "bootstrap.retry_rate=0.5", "sampling.stream_tokens=8"))
     model = tmp_path / "bootstrap" / "model"
     meta = json.loads((model / "halluc.json").read_text())
     assert meta == {"mode": "erase", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}

@@ -208,16 +208,16 @@ RL = [
     "train.max_steps=12",
     "train.save_steps=6",
     "train.batch_size=16",
-    "train.rl_group=8",
+    "train.rl.group=8",
     "train.lr=1e-2",
     "train.warmup=0",
     "train.token_warmup=0",
-    "train.rl_token_cost=0.02",
-    "train.rl_kl=0.04",
+    "train.rl.token_cost=0.02",
+    "train.rl.kl=0.04",
     "search.workers=0",
     "task.arithmetic.digits=2",
     "task.n_train=16",
-    "eval.max_new_tokens=16",
+    "sampling.stream_tokens=16",
 ]
 
 
@@ -351,7 +351,7 @@ def test_killed_rl_training_resumes_to_the_same_weights(rl_trained, tiny, tmp_pa
     assert ours == theirs
 
 
-@pytest.mark.parametrize("sets, lr", [([], 3e-3), (["train.rl_lr=1e-4"], 1e-4)])
+@pytest.mark.parametrize("sets, lr", [([], 3e-3), (["train.rl.lr=1e-4"], 1e-4)])
 def test_the_rl_learning_rate_is_rl_lr_else_lr(tiny, tmp_path, monkeypatch, sets, lr):
     seen = []
 
@@ -366,19 +366,19 @@ def test_the_rl_learning_rate_is_rl_lr_else_lr(tiny, tmp_path, monkeypatch, sets
 
 
 def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
-    match = r"rl_credit=tree reads the round's steps table.*halluc search"
+    match = r"train.rl.credit=tree reads the round's steps table.*halluc search"
     with pytest.raises(ShardError, match=match):
-        train.main(rl_cfg(tiny, tmp_path, "train.rl_credit=tree"))
+        train.main(rl_cfg(tiny, tmp_path, "train.rl.credit=tree"))
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["train.rl_group=1"], r"train.rl_group must be >= 2"),
-        (["train.rl_kl=-0.1"], r"rl_kl, rl_token_cost and rl_lr >= 0.*rl_kl=-0.1"),
-        (["train.rl_lr=-1e-4"], r"rl_lr=-0.0001"),
-        (["train.rl_token_cost=-1"], r"rl_token_cost=-1.0"),
-        (["train.rl_credit=value"], r"train.rl_credit: 'value' is not allowed"),
+        (["train.rl.group=1"], r"train.rl.group must be >= 2"),
+        (["train.rl.kl=-0.1"], r"train.rl.group must be >= 2.*kl, token_cost and lr >= 0.*kl=-0.1"),
+        (["train.rl.lr=-1e-4"], r"train.rl.group.* lr=-0.0001"),
+        (["train.rl.token_cost=-1"], r"train.rl.group.* token_cost=-1.0"),
+        (["train.rl.credit=value"], r"train.rl.credit: 'value' is not allowed"),
         (["train.objective=rl", "train.workers=5"], r"each worker samples whole groups"),
     ],
 )

@@ -171,7 +171,7 @@ def test_an_sft_rl_arm_trains_the_backtrack_arms_model_further_without_searching
     assert {"backtrack", "baseline", "sft_rl"} <= set(rows)
     assert f"| {got['optimizer_steps']} | {got['loss_tokens']:,} |" in rows["sft_rl"]
     with pytest.raises(ConfigError, match="sft_rl"):
-        run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]", "train.rl_credit=tree"))
+        run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]", "train.rl.credit=tree"))
 
 
 def test_report_renders_in_a_headless_browser(whole):

@@ -76,14 +76,6 @@ def test_baseline_matches_the_token_count_with_clean_only():
     assert select_baseline(ROWS, SelectConfig(), 200, 0) == chosen  # seeded
 
 
-def test_curriculum_orders_short_erases_first():
-    rows = [dict(r, erase_spans=[[0, r["n_backspaces"] * 3]]) for r in ROWS]
-    s = SelectConfig(curriculum=True, corrections_per_problem=9, clean_share=0.5)
-    chosen = select_backtrack(rows, s, seed=0)
-    erased = [sum(b - a for a, b in r["erase_spans"]) for r in chosen]
-    assert erased == sorted(erased) and erased[-1] > erased[0]
-
-
 def located(pid, mc_step, exact_step, parent_mc=0.9):
     """A correction whose first error the search put at `mc_step` and the checker at
     `exact_step` (None: the checker finds no error on the good steps and the wrong step)."""

@@ -9,7 +9,7 @@ replay of each rollout says where a backspace was allowed (not into the prompt, 
 import numpy as np
 import pytest
 
-from search.errors import ParamError
+from search.errors import ConfigError
 from search.types import Ask
 from tests.models import FixedBackspace, tiny_checkpoint
 from workers.hf import SearchTokenizer, load_checkpoint
@@ -140,13 +140,15 @@ def test_rows_do_not_depend_on_the_batch(base, option):
 
 
 def test_bad_values_fail_naming_the_option(base):
+    """The config's rules (`workers.options`), for a policy built without a config."""
     model, tok = base
-    with pytest.raises(ParamError, match="exclusive"):
+    with pytest.raises(ConfigError, match="exclusive"):
         policy(model, tok, bksp_threshold=0.3, bksp_random=0.1)
-    with pytest.raises(ParamError, match=r"bksp_random: must be in \[0, 1\]"):
-        Decoding(bksp_random=1.5)
-    with pytest.raises(ParamError, match="bksp_threshold: must be in"):
-        Decoding(bksp_threshold=-0.1)
+    loaded = Loaded("transformers", "m", tok, model, "stream", "token", True)
+    with pytest.raises(ConfigError, match=r"bksp_random: must be in \[0, 1\]"):
+        make_policy(loaded, Decoding(bksp_random=1.5))
+    with pytest.raises(ConfigError, match="bksp_threshold: must be in"):
+        make_policy(loaded, Decoding(bksp_threshold=-0.1))
 
 
 @pytest.mark.parametrize("option", ["bksp_threshold", "bksp_random"])
@@ -154,7 +156,7 @@ def test_the_vllm_policy_refuses_deliberate_backspaces(base, option):
     _, tok = base
     loaded = Loaded("vllm", "m", tok, object(), "stream", "token", True)
     make_policy(loaded, Decoding())  # the engine itself is never called here
-    with pytest.raises(ParamError, match=f"{option}=0.2: the vLLM policy does not implement"):
+    with pytest.raises(ConfigError, match=f"{option}=0.2: the vLLM policy does not implement"):
         make_policy(loaded, Decoding(**{option: 0.2}))
 
 

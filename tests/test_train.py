@@ -166,8 +166,23 @@ def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched
     assert torch.isclose(trainer.compute_loss(model, plain), full)
     trainer.train_dataset = ds
     assert not isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
-    trainer.sequential = True  # select.curriculum: the selection's order is kept
+    trainer.sequential = True  # train.curriculum: the rows' order is kept
     assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+
+
+def test_the_curriculum_reads_short_erases_first(searched):
+    """The rows as `load_traces` reads them, stably sorted by the tokens each erases (counted
+    from the spans it sorts by, and here again from the loss mask: erased tokens carry none)."""
+    rnd = _round0(searched)[1]
+    shuffled = train.load_traces(cfg_for(searched), rnd)
+    ordered = train.load_traces(cfg_for(searched, "train.curriculum=true"), rnd)
+
+    def erased(row):
+        return row["loss_mask"][row["prompt_len"] :].count(0)
+
+    rows = [shuffled[i] for i in range(len(shuffled))]
+    assert [ordered[i] for i in range(len(ordered))] == sorted(rows, key=erased)
+    assert erased(ordered[0]) < erased(ordered[len(ordered) - 1])
 
 
 def test_untie_learns_the_backspace_output_row_apart_and_saves_an_ordinary_checkpoint(

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 
 from search.backspace import Unit, apply_backspaces, pop_count
+from search.errors import ConfigError
 from search.types import Ask, Rollout, Valuer
+from workers.options import check_decoding
 from workers.sampler import TransformersPolicy, _row_seed, erase_seeds, uniforms
 
 
@@ -75,13 +77,9 @@ class GuidedPolicy:
         valuer: Valuer | None = None,
         value_drop: float = 0.0,
     ) -> None:
-        if m < 1:
-            raise ValueError(f"bksp_search: m must be at least 1 candidate, got {m}")
-        if value_drop and (valuer is None or bksp_threshold or not 0 < value_drop <= 1):
-            raise ValueError(
-                f"value_drop={value_drop}: the value-triggered erase needs a value model, a "
-                "drop in (0, 1], and no bksp_threshold (one erase rule at a time)"
-            )
+        if m < 1:  # 0 is "off" to make_policy, which then builds no guided policy
+            raise ConfigError(f"bksp_search: m must be at least 1 candidate, got {m}")
+        check_decoding(bksp_threshold, 0.0, m, value_drop, value_model=valuer is not None)
         banned = sorted({*ban_ids, bksp_id})
 
         def steps(temperature: float) -> TransformersPolicy:

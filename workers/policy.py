@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search.backspace import Unit
-from search.errors import ParamError
 from search.fake import FakeParams
 from search.types import Policy, Problem, Task, Tokenizer, Valuer
+from workers.options import check_decoding
 
 Kind = Literal["transformers", "vllm", "fake"]
 Mode = Literal["stream", "erase"]
@@ -45,7 +45,7 @@ class Decoding:
     model trained on backspaces, backspace not banned): backspace-guided search
     (`workers.guided`), with `bksp_threshold` as its erase rule when set, or with `value_drop`
     d > 0 the value model's: erase a step whose value fell by more than d (`make_policy` is given
-    the value model)."""
+    the value model). `make_policy` checks these options (`workers.options.check_decoding`)."""
 
     temperature: float = 1.0
     max_new_tokens: int = 64
@@ -58,33 +58,6 @@ class Decoding:
     bksp_random: float = 0.0
     bksp_search: int = 0
     value_drop: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_deliberate(self.bksp_threshold, self.bksp_random)
-        if self.value_drop and (not self.bksp_search or self.bksp_threshold):
-            raise ParamError(
-                f"value_drop={self.value_drop}: the value-triggered erase is an erase rule of "
-                "guided search; give bksp_search=m > 0 and no bksp_threshold"
-            )
-        if self.bksp_search < 0 or (self.bksp_search and self.bksp_random):
-            raise ParamError(
-                f"bksp_search: m >= 0 candidates (0: off), got {self.bksp_search}, and not with "
-                "bksp_random"
-            )
-
-
-def check_deliberate(bksp_threshold: float, bksp_random: float) -> None:
-    """Raise `ParamError` unless `bksp_threshold` and `bksp_random` are in [0, 1] and at most one
-    of them is > 0."""
-    for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
-        if not 0 <= value <= 1:
-            raise ParamError(f"{name}: must be in [0, 1] (0: off), got {value}")
-    if bksp_threshold > 0 and bksp_random > 0:
-        raise ParamError(
-            f"bksp_threshold ({bksp_threshold}) and bksp_random ({bksp_random}) are exclusive: "
-            "the threshold emits the backspace by the model's probability, the random control "
-            "regardless of it; set one of them to 0"
-        )
 
 
 @dataclass(frozen=True)
@@ -167,8 +140,14 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
     """A policy of `loaded.kind` over `loaded` with decoding options `d` (`valuer`: the value
     model `d.value_drop` needs)."""
     tok = loaded.tokenizer
-    if d.value_drop and valuer is None:
-        raise ParamError(f"value_drop={d.value_drop} needs a value model; give eval.value_model")
+    check_decoding(
+        d.bksp_threshold,
+        d.bksp_random,
+        d.bksp_search,
+        d.value_drop,
+        kind=loaded.kind,
+        value_model=valuer is not None,
+    )
     if loaded.kind == "fake":
         from search.fake import ScriptedPolicy
 
@@ -199,13 +178,6 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
     }
     if loaded.kind == "vllm":
         from workers.segments import SegmentPolicy
-
-        for name in ("bksp_threshold", "bksp_random", "bksp_search"):
-            if getattr(d, name):
-                raise ParamError(
-                    f"{name}={getattr(d, name)}: the vLLM policy does not implement deliberate "
-                    f"backspaces; evaluate with the transformers policy or set {name}=0"
-                )
 
         return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
     if d.bksp_search and not (d.ban_backspace or not loaded.trained):

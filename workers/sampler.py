@@ -33,7 +33,7 @@ from search.backspace import Unit
 from search.types import Ask, Rollout
 from workers.erase import RowState
 from workers.hf import cache_kwarg, check_erase_support, forward_cached, select_rows
-from workers.policy import check_deliberate
+from workers.options import check_decoding
 
 Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -127,7 +127,7 @@ class TransformersPolicy:
         bksp_threshold: float = 0.0,
         bksp_random: float = 0.0,
     ) -> None:
-        check_deliberate(bksp_threshold, bksp_random)
+        check_decoding(bksp_threshold, bksp_random)
         self.model = model
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id

@@ -84,11 +84,6 @@ def settings(cfg: Config, banned: bool | None = None) -> dict[str, tuple[float, 
     return sweep
 
 
-def max_new_tokens(cfg: Config) -> int:
-    """`eval.max_new_tokens`, or twice the search's: room for erased steps and their redo."""
-    return cfg.eval.max_new_tokens or 2 * cfg.search.max_new_tokens
-
-
 def evaluate_model(
     path: Path,
     task: Task,
@@ -140,9 +135,9 @@ def evaluate_model(
             problems,
             cfg.run.seed,
             samples=cfg.eval.samples,
-            max_new_tokens=max_new_tokens(cfg),
+            max_new_tokens=cfg.sampling.stream_length,
             backspace_at=cfg.trace.backspace_at,
-            max_batch=cfg.search.max_batch,
+            max_batch=cfg.sampling.max_batch,
         )
     return out
 
@@ -150,10 +145,10 @@ def evaluate_model(
 def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:
     return Decoding(
         temperature=temperature,
-        max_new_tokens=max_new_tokens(cfg),
-        max_batch=cfg.search.max_batch,
+        max_new_tokens=cfg.sampling.stream_length,
+        max_batch=cfg.sampling.max_batch,
         ban_backspace=ban,
-        max_backspaces=cfg.eval.max_backspaces,
+        max_backspaces=cfg.sampling.stream_backspaces,
         backspace_at=cfg.trace.backspace_at,
         logprobs=logprobs,
         bksp_threshold=cfg.eval.bksp_threshold,

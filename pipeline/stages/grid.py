@@ -248,7 +248,7 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
         saved = layout.bootstrap / "config.yaml"
         if not (layout.bootstrap_model.exists() and saved.exists()):
             continue
-        made = load_config(str(saved))
+        made = load_config(str(saved), warn=False)  # a stage's own record, old names or new
         same = not config_diff(made, cfg, set(), ("task", "bootstrap"))
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model

@@ -17,7 +17,7 @@ measured so that it can carry a verdict.
                  arm's number of optimizer steps: the baseline without the backspace token, the
                  dpo arm with train.objective=dpo (as many sequences per step: half as many
                  pairs), the rl arm with train.objective=rl on the training problems
-                 (batch_size // rl_group problems a step, rl_group streams each), the sft_rl
+                 (batch_size // rl.group problems a step, rl.group streams each), the sft_rl
                  arm likewise but from the backtrack arm's model of this round (SFT then RL)
         evaluate the decoding sweep on the held-out problems, and on `eval.n_tune` training
                  problems to choose the arm's setting; then the baseline's best-of-N and majority
@@ -61,10 +61,11 @@ def main(cfg: Config) -> dict[str, Any]:
             "train.objective=sft and add the arm: run.arms=[baseline,backtrack,dpo] or "
             "run.arms=[baseline,backtrack,rl]"
         )
-    if "sft_rl" in cfg.run.arms and cfg.train.rl_credit == "tree":
+    if "sft_rl" in cfg.run.arms and cfg.train.rl.credit == "tree":
         raise ConfigError(
-            "run.arms has sft_rl with train.rl_credit=tree: the sft_rl arm searches nothing, so "
-            "it has no step values to credit erases with; use rl_credit=outcome, or the rl arm"
+            "run.arms has sft_rl with train.rl.credit=tree: the sft_rl arm searches nothing, so "
+            "it has no step values to credit erases with; use train.rl.credit=outcome, or the "
+            "rl arm"
         )
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)

@@ -99,7 +99,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
         else:
             from workers.actors import init_ray, run_pool
 
-            init_ray(cfg.search.address)
+            init_ray(cfg.run.address)
             run_pool(
                 build_state,
                 (cfg, model, problems),
@@ -148,8 +148,8 @@ def build_state(cfg: Config, model: Path, problems: list[Problem]) -> State:
         loaded = load_model(cfg, s.policy, model, task)
     decoding = Decoding(
         temperature=s.temperature,
-        max_new_tokens=s.max_new_tokens,
-        max_batch=s.max_batch,
+        max_new_tokens=cfg.sampling.max_new_tokens,
+        max_batch=cfg.sampling.max_batch,
         backspace_at=cfg.trace.backspace_at,
     )
     policy = make_policy(loaded, decoding)
@@ -158,7 +158,8 @@ def build_state(cfg: Config, model: Path, problems: list[Problem]) -> State:
         from workers.valuer import load_valuer
 
         m = cfg.model
-        valuer = load_valuer(s.value_model, m.device, m.dtype, m.trust_remote_code, s.max_batch)
+        batch = cfg.sampling.max_batch
+        valuer = load_valuer(s.value_model, m.device, m.dtype, m.trust_remote_code, batch)
     return State(task, loaded.tokenizer, policy, cfg.run.model_id or loaded.name, valuer)
 
 

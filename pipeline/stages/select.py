@@ -20,9 +20,8 @@ self-corrections whose every backspace run erased a wrong step, and `select.bksp
 clean rows (instead of `select.clean_share`) so that the backspace runs per finished step match a
 target, the searched model's own per-step error rate with -1.
 
-With `select.curriculum=true` the backtrack set is ordered by how much each trace erases, least
-first (clean traces first of all), and training reads it in that order. The chosen rows are
-written to the round's `select/selected.parquet` with the traces schema.
+The chosen rows are written, shuffled, to the round's `select/selected.parquet` with the traces
+schema (the order training reads them in is training's: `train.curriculum`).
 
     halluc select --preset arith-tiny                          # round run.round's search
     halluc select --preset arith-tiny --set select.arm=baseline
@@ -176,8 +175,6 @@ def select_backtrack(
         clean = clean[: round(len(fixes) * s.clean_share / max(1e-9, 1 - s.clean_share))]
     chosen = fixes + clean
     rng.shuffle(chosen)
-    if s.curriculum:  # short backtracks first; the trainer then reads the rows in this order
-        chosen.sort(key=lambda r: sum(b - a for a, b in r.get("erase_spans") or []))
     return chosen
 
 

@@ -4,7 +4,8 @@
     halluc train --preset arith-tiny --set train.workers=2          # Ray Train, 2 workers (gloo)
 
 Reads the round's `selected.parquet` (else the `traces` shards of its search; kinds from
-`train.kinds`) and starts from the model the round searched with, adds the backspace
+`train.kinds`; with `train.curriculum` in order of how much each trace erases, least first) and
+starts from the model the round searched with, adds the backspace
 token to the model (`train.init`), sets dropout to `train.dropout` (0 by default: on arith-tiny,
 fine-tuning on reference solutions with the bootstrap's dropout 0.1 left T=1.0 accuracy at 57%,
 with dropout 0 it rose to 71%), and trains with transformers' `Trainer` and `BacktrackCollator`:
@@ -21,13 +22,13 @@ chosen and rejected sequences (`search.pairs`), fits the backspace rows on the c
 (`train/reference.json`, read back on resume) and trains on `train.batch_size // 2` pairs a
 step.
 
-    halluc train --preset arith-tiny --set train.objective=dpo --set train.dpo_beta=0.1
+    halluc train --preset arith-tiny --set train.objective=dpo --set train.dpo.beta=0.1
 
 `train.objective=rl` prepares the model the same way (backspace token, dropout, attention check,
 `train.token_warmup` batches on the round's traces) and hands it to `trainers.rl`, its own loop
 with its own checkpoints (on-policy sampling does not fit the Trainer's data loader).
 
-    halluc train --preset arith-tiny --set train.objective=rl --set train.rl_group=8
+    halluc train --preset arith-tiny --set train.objective=rl --set train.rl.group=8
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def reads_traces(cfg: Config, backspace: bool) -> bool:
 
 def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
     """The training rows of the configured kinds: the round's selection, else every trace of
-    its search; checked for schema version."""
+    its search; checked for schema version. With `train.curriculum`, sorted by the tokens each
+    erases, least first (a stable sort: rows that erase as much keep their order)."""
     root = rnd.selected if rnd.selected.exists() else rnd.search
     files = [str(root)] if root.is_file() else checked_shard_files(root, "traces")
     if not files:
@@ -132,6 +134,9 @@ def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:
     ds = ds.filter(lambda k: k in kinds, input_columns="kind")
     if len(ds) == 0:
         raise ShardError(f"no traces of kinds {sorted(kinds)} under {root}")
+    if cfg.train.curriculum:  # short backtracks first; the trainer reads the rows in order
+        erased = [sum(b - a for a, b in spans or []) for spans in ds["erase_spans"]]
+        ds = ds.select(sorted(range(len(ds)), key=erased.__getitem__))
     return ds.select_columns(["input_ids", "loss_mask", "prompt_len", "raw_text", "prompt_text"])
 
 
@@ -254,8 +259,8 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer: Trainer = WeightedTrainer(
         model=model, args=args, train_dataset=ds, data_collator=collate
     )
-    trainer.sequential = cfg.select.curriculum  # type: ignore[attr-defined]
-    trainer.dpo = (t.dpo_beta, t.dpo_sft_weight)  # type: ignore[attr-defined]
+    trainer.sequential = t.curriculum  # type: ignore[attr-defined]
+    trainer.dpo = (t.dpo.beta, t.dpo.sft_weight)  # type: ignore[attr-defined]
     if config.get("ray"):
         from ray.train.huggingface.transformers import prepare_trainer
 
@@ -292,7 +297,7 @@ def training_arguments(cfg: Config, out: Path, config: dict[str, Any], dpo: bool
         per_device_train_batch_size=max(1, t.batch_size // 2) if dpo else t.batch_size,
         num_train_epochs=t.epochs,
         max_steps=config.get("max_steps", t.max_steps),
-        learning_rate=(t.dpo_lr or t.lr) if dpo else t.lr,
+        learning_rate=(t.dpo.lr or t.lr) if dpo else t.lr,
         lr_scheduler_type="cosine",
         warmup_steps=t.warmup,
         weight_decay=0.0,
@@ -343,7 +348,7 @@ def _run_ray_train(job: dict[str, Any]) -> None:
     from workers.actors import init_ray
 
     cfg: Config = job["cfg"]
-    init_ray(cfg.search.address)
+    init_ray(cfg.run.address)
     gpu = torch.cuda.is_available()
     trainer = TorchTrainer(
         train_worker,

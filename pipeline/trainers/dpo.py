@@ -55,7 +55,7 @@ def load_preferences(
     cfg: Config, rnd: RoundLayout, tok: Any, collate: BacktrackCollator
 ) -> Dataset:
     """The round's pairs as preference rows (`search.pairs.preferences`; right-step pairs with
-    `train.dpo_right_pairs`, each distinct one once): `chosen_ids`, `chosen_mask`,
+    `train.dpo.right_pairs`, each distinct one once): `chosen_ids`, `chosen_mask`,
     `rejected_ids`, `rejected_mask`, `prompt_len`, `kind`."""
     rows = load_pairs(rnd)
     prompt = tok.decode(rows[0]["prompt_ids"], skip_special_tokens=False)
@@ -67,7 +67,7 @@ def load_preferences(
     out, seen = [], set()
     for row in rows:
         for p in preferences(
-            row, cfg.trace.unit, collate.bksp_id, collate.delim_id, cfg.train.dpo_right_pairs
+            row, cfg.trace.unit, collate.bksp_id, collate.delim_id, cfg.train.dpo.right_pairs
         ):
             key = (tuple(p.chosen), tuple(p.rejected))
             if p.kind == "right_step" and key in seen:

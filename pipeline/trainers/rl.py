@@ -1,20 +1,20 @@
 """`train.objective=rl`: on-policy RL, GRPO-style, on the training problems (the train stage's
 second loop; stages/train.py prepares the model and calls `train_rl`). The loss pieces are in
-`workers.grpo`; what each option means is in `TrainConfig`'s docstring.
+`workers.grpo`; what each option means is in `RlConfig`'s docstring (`train.rl`).
 
-    halluc train --preset arith-tiny --set train.objective=rl --set train.rl_group=8
+    halluc train --preset arith-tiny --set train.objective=rl --set train.rl.group=8
     halluc run --preset arith-tiny --set 'run.arms=[baseline,backtrack,rl]'
 
     reference = the model as rl starts (backspace rows fitted), frozen (train/rl-reference.pt)
     for each step (`max_steps`, else `epochs` passes over the problems):
-        problems  batch_size // rl_group of them, in a seeded order
-        sample    rl_group streams each from the current model (the project's sampler, erase
+        problems  batch_size // rl.group of them, in a seeded order
+        sample    rl.group streams each from the current model (the project's sampler, erase
                   attention, backspaces allowed, temperature 1), seeds from (run seed, round,
                   step, problem id)
-        reward    1 if the task's exact check accepts the stream, minus rl_token_cost per token
+        reward    1 if the task's exact check accepts the stream, minus rl.token_cost per token
         loss      workers.grpo.policy_loss on the collator's batch of prompt + stream (+ eos):
                   group-normalised advantage (the tree's credit on credited backspaces with
-                  rl_credit=tree), KL (k3) to the reference; one AdamW step
+                  rl.credit=tree), KL (k3) to the reference; one AdamW step
         every save_steps steps: model, optimizer, scheduler, step, RNG and totals to
         train/rl-checkpoints/step-NNNNNN.pt (atomic); a rerun resumes from the newest
     under Ray Train (train.workers N): each worker samples its share of a step's problems (whole
@@ -48,7 +48,6 @@ from pipeline.config import Config
 from pipeline.files import save_model, save_torch, write_json
 from pipeline.layout import RoundLayout
 from pipeline.loading import task_from_config
-from pipeline.measure.evaluation import max_new_tokens
 from pipeline.shards import ShardError, checked_shard_files, read_table
 from search.metrics import analyze
 from search.tree import Judge, derive_seed
@@ -94,16 +93,16 @@ def train_rl(
     from the newest checkpoint in `rnd.train`; save it to `rnd.model` with `compute.json`."""
     t, out = cfg.train, rnd.train
     rank, world = _world()
-    values = step_values(rnd) if t.rl_credit == "tree" else {}
+    values = step_values(rnd) if t.rl.credit == "tree" else {}
     task = task_from_config(cfg.task)
     problems = task.problems("train", cfg.task.n_train)
-    per_step = max(1, t.batch_size // t.rl_group)
+    per_step = max(1, t.batch_size // t.rl.group)
     steps = max_steps if max_steps > 0 else math.ceil(t.epochs * len(problems) / per_step)
     model.to(pick_device(cfg.model.device))
     # under Ray Train: DDP averages the workers' gradients (and starts them from rank 0's weights)
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     reference = _reference(model, out / REFERENCE, write=rank == 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.rl_lr or t.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.rl.lr or t.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup, steps)
     state = _resume(out, model, optimizer, scheduler)
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
@@ -166,9 +165,9 @@ def _policy(model: Any, hf: Any, tok: SearchTokenizer, cfg: Config) -> Policy:
     )
     decoding = Decoding(
         temperature=1.0,
-        max_new_tokens=max_new_tokens(cfg),
-        max_batch=cfg.search.max_batch,
-        max_backspaces=cfg.eval.max_backspaces,
+        max_new_tokens=cfg.sampling.stream_length,
+        max_batch=cfg.sampling.max_batch,
+        max_backspaces=cfg.sampling.stream_backspaces,
         backspace_at=cfg.trace.backspace_at,
         logprobs=True,
     )
@@ -185,12 +184,12 @@ def sample(
     cfg: Config,
     values: dict[tuple[int, ...], float],
 ) -> list[list[Stream]]:
-    """`train.rl_group` streams per problem (one list per problem), judged and rewarded; with
-    `values` (rl_credit=tree), each with the tree's credit of its backspace runs."""
+    """`train.rl.group` streams per problem (one list per problem), judged and rewarded; with
+    `values` (rl.credit=tree), each with the tree's credit of its backspace runs."""
     t = cfg.train
     prompts = [tuple(tok.encode(p.prompt)) for p in problems]
     asks = [
-        Ask(pr, t.rl_group, "end", derive_seed(cfg.run.seed, "rl", cfg.run.round, step, p.id))
+        Ask(pr, t.rl.group, "end", derive_seed(cfg.run.seed, "rl", cfg.run.round, step, p.id))
         for p, pr in zip(problems, prompts, strict=True)
     ]
     model.eval()
@@ -209,7 +208,7 @@ def sample(
             group.append(
                 Stream(
                     row | {"prompt_len": len(pr)},
-                    float(report.correct) - t.rl_token_cost * len(r.tokens),
+                    float(report.correct) - t.rl.token_cost * len(r.tokens),
                     report.correct,
                     len(r.tokens),
                     report.n_backspaces,
@@ -256,7 +255,7 @@ def train_step(
         _, ref = sequence_logps(reference, batch)
     mask = batch["labels"][:, 1:] != -100
     adv = advantage_targets(streams, batch["input_ids"].shape[1]).to(device)
-    loss, figures = policy_loss(logp, ref, adv, mask, cfg.train.rl_kl)
+    loss, figures = policy_loss(logp, ref, adv, mask, cfg.train.rl.kl)
     optimizer.zero_grad()
     _, world = _world()
     if world > 1:  # DDP averages over workers: weigh each by its share of the loss-bearing tokens
@@ -285,8 +284,8 @@ def step_values(rnd: RoundLayout) -> dict[tuple[int, ...], float]:
     (prompt included): the `steps` table's prefix_ids + step_ids -> mc."""
     if not checked_shard_files(rnd.search, "steps"):
         raise ShardError(
-            f"train.rl_credit=tree reads the round's steps table, and there is none under "
-            f"{rnd.search}: run `halluc search` first, or set train.rl_credit=outcome"
+            f"train.rl.credit=tree reads the round's steps table, and there is none under "
+            f"{rnd.search}: run `halluc search` first, or set train.rl.credit=outcome"
         )
     rows = read_table(rnd.search, "steps").select(["prefix_ids", "step_ids", "mc"]).to_pylist()
     return {(*r["prefix_ids"], *r["step_ids"]): float(r["mc"]) for r in rows}
@@ -385,10 +384,10 @@ def _finish(
     compute = {
         "objective": "rl",
         "optimizer_steps": steps,
-        "batch_size": per_step * t.rl_group,  # streams per step
+        "batch_size": per_step * t.rl.group,  # streams per step
         "problems_per_step": per_step,
-        "group": t.rl_group,
-        "credit": t.rl_credit,
+        "group": t.rl.group,
+        "credit": t.rl.credit,
         "token_warmup_batches": t.token_warmup,
         "backspace_token": True,
     }

@@ -1,0 +1,126 @@
+"""The hashes a config is known by: `config_hash` (on every row a stage writes) and `eval_key`
+(on every cached evaluation), each of what shapes those outputs only, and each computed on the
+config laid out as before the renames (`history.legacy`), so a config that did not change keeps
+its hash and a run made before them still finds its cached evaluations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from itertools import product
+from typing import Any
+
+from pipeline.config.history import RETIRED, legacy
+
+if typing.TYPE_CHECKING:
+    from pipeline.config.sections import Config
+
+# where things are and how many workers make them; the model itself is named by each row's model_id
+NOT_HASHED = [
+    ("run", "out_dir"),
+    ("run", "threads"),
+    ("search", "workers"),
+    ("run", "address"),
+    ("model", "device"),
+    ("model", "path"),
+    ("eval", "model"),
+    ("value", "out_dir"),
+    ("value", "runs"),  # what they hold, and the init, are recorded beside the value model
+    ("value", "init"),
+    ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
+]
+
+# value-guided search (SearchConfig): hashed only when search.value is not mc
+SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
+EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set
+
+# sections that shape only their own stage's output (nothing the search, training or
+# evaluation writes): not hashed, and compared on resume only by a stage that names them
+OWN_SECTIONS = ("value",)
+
+# task keys added after evaluations were cached under protocol 2, with the default that leaves
+# every task as it was: a file cached before one existed holds the same evaluation
+LATE_TASK_KEYS = {("countdown", "heldout_sos_seed"): None}
+
+
+def config_hash(cfg: Config) -> str:
+    """A short hash of everything that shapes the outputs, not of where or on how many workers
+    they are made (`NOT_HASHED`: those must not change a row), nor of `OWN_SECTIONS`."""
+    d = cfg.to_dict()
+    for section, key in NOT_HASHED:
+        del d[section][key]
+    for section in OWN_SECTIONS:
+        del d[section]
+    if cfg.search.value == "mc":  # they shape nothing then: the hash they had before
+        for key in SEARCH_VALUE_KEYS:
+            del d["search"][key]
+    for key in EVAL_VALUE_KEYS:  # likewise, unless set
+        if not d["eval"][key]:
+            del d["eval"][key]
+    return _digest(legacy(d))
+
+
+def eval_keys(cfg: Config, n_problems: int, banned: bool | None = None) -> set[str]:
+    """The keys a cached evaluation of these settings may carry: `eval_key`'s, and where every
+    late task key is at its default, the key made before those keys existed (so a run evaluated
+    then still resumes); each also with every value a retired task key had in a shipped preset
+    (`history.Retired.seen`: it shaped the key then, though nothing read it)."""
+    task = cfg.to_dict()["task"]
+    lates = [True]
+    if all(task[s][k] == default for (s, k), default in LATE_TASK_KEYS.items()):
+        lates.append(False)
+    retired = [
+        [(key, value) for value in (r.hashed, *r.seen)]
+        for key, r in RETIRED.items()
+        if key.startswith("task.")
+    ]
+    return {
+        _eval_key(cfg, n_problems, banned, late, dict(values))
+        for late in lates
+        for values in product(*retired)
+    }
+
+
+def eval_key(cfg: Config, n_problems: int, banned: bool | None = None, late: bool = True) -> str:
+    """A hash of what shapes an evaluation's figures (not the model: that is its path); without
+    the `LATE_TASK_KEYS` when not `late`."""
+    return _eval_key(cfg, n_problems, banned, late)
+
+
+def _eval_key(
+    cfg: Config,
+    n_problems: int,
+    banned: bool | None,
+    late: bool,
+    retired: dict[str, Any] | None = None,
+) -> str:
+    d = legacy(cfg.to_dict(), retired)
+    if not late:
+        for section, key in LATE_TASK_KEYS:
+            del d["task"][section][key]
+    # the deliberate-backspace options enter only when set, so the keys of evaluations made
+    # before they existed still match
+    off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
+    if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
+        off |= {"value_model", "value_drop"}
+    shaping = {
+        "task": d["task"],
+        "eval": {
+            k: v for k, v in d["eval"].items() if k not in ("model", "policy", "n_problems", *off)
+        },
+        # where the search's traces put backspaces shapes the model, not how it is evaluated
+        "trace": {k: v for k, v in d["trace"].items() if k != "placement"},
+        "max_new_tokens": d["search"]["max_new_tokens"],
+        "seed": cfg.run.seed,
+        "dtype": cfg.model.dtype,
+        "n_problems": n_problems,
+        "banned": banned,
+        "protocol": 2,  # what an evaluation holds; raise it when that changes
+    }
+    return _digest(shaping)
+
+
+def _digest(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,61 @@
+"""The rules the deliberate-backspace options of decoding obey, in one place.
+
+The config checks `eval`'s options with `check_decoding` as it loads (`pipeline.config`), so a
+stage hands the workers a checked config; a policy built without a config (`make_policy` with a
+`Decoding` of its own, `TransformersPolicy` or `GuidedPolicy` called directly by tests and
+benchmarks) is checked by the same function. Light on purpose (no torch): the config imports it.
+"""
+
+from __future__ import annotations
+
+from search.errors import ConfigError
+
+
+def check_decoding(
+    bksp_threshold: float = 0.0,
+    bksp_random: float = 0.0,
+    bksp_search: int = 0,
+    value_drop: float = 0.0,
+    *,
+    kind: str = "transformers",
+    value_model: bool = False,
+) -> None:
+    """Raise `ConfigError` naming the option unless (0 is off everywhere): `bksp_threshold` and
+    `bksp_random` are in [0, 1] and at most one of them is > 0; `value_drop` d > 0 is in (0, 1]
+    and comes with a value model (`value_model`), `bksp_search` > 0 and no `bksp_threshold`; a
+    `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0, not with
+    `bksp_random`."""
+    for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{name}: must be in [0, 1] (0: off), got {value}")
+    if bksp_threshold > 0 and bksp_random > 0:
+        raise ConfigError(
+            f"bksp_threshold ({bksp_threshold}) and bksp_random ({bksp_random}) are exclusive: "
+            "the threshold emits the backspace by the model's probability, the random control "
+            "regardless of it; set one of them to 0"
+        )
+    if value_drop and (
+        not value_model or not bksp_search or bksp_threshold or not 0 < value_drop <= 1
+    ):
+        raise ConfigError(
+            f"value_drop: {value_drop} is the value-triggered erase of guided search; it needs a "
+            "value model (eval.value_model=PATH, a `halluc value` model), bksp_search=m > 0, no "
+            "bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
+        )
+    if kind == "vllm":
+        for name, value in (
+            ("bksp_threshold", bksp_threshold),
+            ("bksp_random", bksp_random),
+            ("bksp_search", bksp_search),
+        ):
+            if value:
+                raise ConfigError(
+                    f"{name}={value}: the vLLM policy does not implement deliberate backspaces "
+                    f"or guided search; sample with the transformers policy "
+                    f"(eval.policy=transformers) or set {name}=0"
+                )
+    if bksp_search < 0 or (bksp_search and bksp_random):
+        raise ConfigError(
+            f"bksp_search: m candidates >= 0 (0: off), got {bksp_search}; the random eraser "
+            "(bksp_random) does not combine with it"
+        )
