@@ -132,7 +132,7 @@ def model_run(tmp_path_factory):
         hf.save_pretrained(layout.round(0, arm).model)
     meta = {"mode": "erase", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}
     (layout.round(0, "backtrack").model / "halluc.json").write_text(json.dumps(meta))
-    sets = ["eval.n_problems=4", "eval.n_tune=2", "eval.max_new_tokens=12", "eval.samples=1"]
+    sets = ["eval.n_problems=4", "eval.n_tune=2", "sampling.stream_tokens=12", "eval.samples=1"]
     cfg = tiny_cfg(run, "run.rounds=1", "trace.unit=step", *sets)
     save_config(cfg, run / "config.yaml")
     task = task_from_config(cfg.task)
