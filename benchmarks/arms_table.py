@@ -7,24 +7,26 @@ decoding and against the backtrack arm, with what each arm cost.
 RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-runs when it
 has `run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per
 seed); its difference with the baseline, with the backtrack arm and with the start model
-(bootstrap/, each seed at its chosen setting), as 95% paired intervals (`verdict.paired`: the
-same seeds and problems on both sides); backtrack rate, erased steps that were wrong against
-chance, detector ROC-AUC, tokens per solved problem (at the chosen setting); and the compute of
-its training stage summed over seeds: optimizer steps, loss-bearing tokens, tokens generated in
-search and in training (the rl arms sample their own streams). Then the baseline's best-of-N at
-the backtrack arm's generated tokens, against the baseline. Prints Markdown and writes
-RUN/arms.md.
+(bootstrap/, each seed at its chosen setting), as 95% paired intervals
+(`verdict.paired`: the same seeds and problems on both sides); backtrack rate, erased
+steps that were wrong against chance, detector ROC-AUC, tokens per solved problem (at the chosen
+setting); and the compute of its training stage summed over seeds: optimizer steps,
+loss-bearing tokens, tokens generated in search and in training (the rl arms sample their own
+streams). Then the baseline's best-of-N at the backtrack arm's generated tokens, against the
+baseline. Prints Markdown and writes RUN/arms.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.arms import ARMS
 from pipeline.files import write_text
-from pipeline.layout import ALL_ARMS
+from pipeline.layout import RunLayout
 from pipeline.measure.verdict import choose, paired
 
 
@@ -45,25 +47,28 @@ def mean(xs: list[float | None]) -> float | None:
     return None if not xs or any(x is None for x in xs) else sum(xs) / len(xs)  # type: ignore[arg-type]
 
 
-def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | None:
-    """Per seed, the held-out figures in `where` (ARM/round-R, or bootstrap for the start
-    model) at the setting chosen on training problems (None when any seed lacks them), with the
+Where = Callable[[RunLayout], tuple[Path, Path]]  # a seed's (held-out, tuning) figures
+
+
+def chosen(run: Path, seeds: list[int], where: Where) -> list[dict[str, Any]] | None:
+    """Per seed, the held-out figures at `where` (a round of an arm, or the start model's) at
+    the setting chosen on training problems (None when any seed lacks them), with the
     detector's AUC."""
     out = []
     for s in seeds:
-        sub = run / f"seed-{s}"  # a run of one seed without run.seeds has no seed directory
-        d = (sub if sub.exists() else run) / where
-        if not (d / "eval.json").exists() or not (d / "tune.json").exists():
+        sub = RunLayout(run).seed(s)  # a run of one seed without run.seeds has no seed directory
+        held_path, tune_path = where(RunLayout(sub if sub.exists() else run))
+        if not held_path.exists() or not tune_path.exists():
             return None
-        held = json.loads((d / "eval.json").read_text())
-        name = choose(json.loads((d / "tune.json").read_text()))
+        held = json.loads(held_path.read_text())
+        name = choose(json.loads(tune_path.read_text()))
         auc = (held.get("detector") or {}).get("roc_auc")
         out.append(held["settings"][name] | {"setting": name, "auc": auc})
     return out
 
 
 def table(run: Path) -> str:
-    verdict = json.loads((run / "verdict.json").read_text())
+    verdict = json.loads(RunLayout(run).verdict.read_text())
     seeds, compute = verdict["seeds"], verdict["compute"]
     rounds = len(verdict["rounds"]) - 1
     lines = [
@@ -74,7 +79,8 @@ def table(run: Path) -> str:
         "loss tokens | generated (search + train) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    start = chosen(run, seeds, "bootstrap")  # round 0: every arm is the start model
+    # round 0: every arm is the start model (the bootstrap's: this reads no model.path)
+    start = chosen(run, seeds, lambda lay: (lay.start_eval, lay.start_tune))
     if start:
         lines.append(
             f"| 0 | start model | {pct(mean([f['accuracy'] for f in start]))} "
@@ -82,7 +88,7 @@ def table(run: Path) -> str:
             f"{' · '.join(pct(f['accuracy']) for f in start)} |" + " |" * 10
         )
     for r in range(rounds):
-        figures = {a: chosen(run, seeds, f"{a}/round-{r}") for a in ALL_ARMS}
+        figures = {a.name: chosen(run, seeds, _round(r, a.name)) for a in ARMS}
         per = {a: [f["per_problem"] for f in fs] for a, fs in figures.items() if fs}
         for arm, fs in figures.items():
             if not fs:
@@ -120,6 +126,10 @@ def table(run: Path) -> str:
                 f"{pts(best['difference'])} | | | | | | | | |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _round(r: int, arm: str) -> Where:
+    return lambda lay: (lay.round(r, arm).eval, lay.round(r, arm).tune)
 
 
 def main() -> None:

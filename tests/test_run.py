@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks import arms_table
+from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import ConfigError, load_config
-from pipeline.layout import ARMS
 from pipeline.stages import run, train
 from pipeline.stages import search as search_stage
 from pipeline.trainers import rl

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.arms import ArmName as Arm
+from pipeline.arms import SelectArm
 from pipeline.files import write_text
 from search.errors import HallucError, ParamError
 from search.fake import FakeParams
@@ -35,10 +37,6 @@ from workers.policy import check_deliberate
 
 class ConfigError(HallucError, ValueError):
     """A preset or override that names an unknown key or gives a bad value."""
-
-
-Arm = Literal["backtrack", "baseline", "dpo", "rl", "sft_rl"]
-SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
 
 
 @dataclass(frozen=True)

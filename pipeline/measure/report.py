@@ -45,9 +45,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator, PercentFormatter
 
+from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import Config
 from pipeline.files import write_text
-from pipeline.layout import ARMS, RunLayout
+from pipeline.layout import RunLayout
 
 Evals = dict[str, list[dict[str, Any]]]
 ARM_STYLE = {

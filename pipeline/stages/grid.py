@@ -42,9 +42,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.arms import REQUIRED
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
 from pipeline.files import copy_dir, read_json, write_json, write_text
-from pipeline.layout import ARMS, RunLayout
+from pipeline.layout import GridLayout, RunLayout
 from pipeline.measure import report
 from pipeline.measure.verdict import precision
 from pipeline.stages import run
@@ -77,14 +78,14 @@ def main(
     """Run (or resume) every row of the grid file `grid`, then write grid.json and grid.md in
     `run.out_dir`; returns their paths and the Markdown table."""
     base = load_config(preset, overrides)
-    root = Path(base.run.out_dir)
+    layout = GridLayout(Path(base.run.out_dir))
     seeds = seeds or base.run.seeds or [base.run.seed]
-    if (root / "config.yaml").exists():
+    if RunLayout(layout.root).config.exists():
         raise ConfigError(
-            f"{root} holds a run or a stage's outputs (config.yaml), not a grid; give the grid "
-            f"its own directory: --set run.out_dir=DIR"
+            f"{layout.root} holds a run or a stage's outputs (config.yaml), not a grid; give "
+            f"the grid its own directory: --set run.out_dir=DIR"
         )
-    rows = load_rows(Path(grid), preset, overrides, seeds, root)
+    rows = load_rows(Path(grid), preset, overrides, seeds, layout)
     for i, row in enumerate(rows, 1):
         if finished(row, seeds):
             log.info("grid row %d/%d %s: finished, skipped", i, len(rows), row.name)
@@ -94,10 +95,10 @@ def main(
         run.main(row.cfg)
     records = [record(row, seeds) for row in rows]
     command = command_line(str(grid), preset, overrides, seeds)
-    write_json(root / "grid.json", {"command": command, "seeds": seeds, "rows": records})
+    write_json(layout.json, {"command": command, "seeds": seeds, "rows": records})
     table = report.markdown(table_rows(records))
-    write_text(root / "grid.md", _page(command, seeds, records, table))
-    return {"table": table, "json": str(root / "grid.json"), "md": str(root / "grid.md")}
+    write_text(layout.md, _page(command, seeds, records, table))
+    return {"table": table, "json": str(layout.json), "md": str(layout.md)}
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -108,9 +109,9 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def load_rows(
-    path: Path, preset: str, overrides: list[str], seeds: list[int], root: Path
+    path: Path, preset: str, overrides: list[str], seeds: list[int], layout: GridLayout
 ) -> list[Row]:
-    """The rows of the grid file at `path`, each with its config (into `root/NAME/`), checked:
+    """The rows of the grid file at `path`, each with its config (into `layout.row(NAME)`), checked:
     the file's shape, the names (directory names, each once), each row's keys and values (as
     `--set` checks them), and that a row directory made earlier holds the same config. Raises
     `ConfigError` naming the file, the row and its line."""
@@ -124,9 +125,9 @@ def load_rows(
         if name in seen:
             raise ConfigError(f"{label}: the name {name!r} is already row {seen[name]}'s")
         seen[name] = i
-        cfg = _row_config(preset, overrides, sets, seeds, root / name, label)
+        cfg = _row_config(preset, overrides, sets, seeds, layout.row(name), label)
         try:
-            check_resumable(cfg, Path(cfg.run.out_dir) / "config.yaml")
+            check_resumable(cfg, RunLayout.of(cfg).config)
         except ConfigError as err:
             raise ConfigError(f"{label}: {err}, or give the row another name") from None
         rows.append(Row(name, sets, cfg))
@@ -214,10 +215,9 @@ def finished(row: Row, seeds: list[int]) -> bool:
     """Whether `halluc run` finished the row: its verdict over these seeds and every round, and
     its report (written after the verdict)."""
     layout = RunLayout.of(row.cfg)
-    path = layout.root / "verdict.json"
-    if not (path.exists() and layout.report_html.exists()):
+    if not (layout.verdict.exists() and layout.report_html.exists()):
         return False
-    verdict = read_json(path)
+    verdict = read_json(layout.verdict)
     return bool(verdict["seeds"] == seeds and len(verdict["rounds"]) == row.cfg.run.rounds + 1)
 
 
@@ -245,10 +245,9 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
     and bootstrap sections and backspace token, if any."""
     for row in rows:
         layout = RunLayout.of(run.seed_config(row.cfg, seed))
-        saved = layout.bootstrap / "config.yaml"
-        if not (layout.bootstrap_model.exists() and saved.exists()):
+        if not (layout.bootstrap_model.exists() and layout.bootstrap_config.exists()):
             continue
-        made = load_config(str(saved))
+        made = load_config(str(layout.bootstrap_config))
         same = not config_diff(made, cfg, set(), ("task", "bootstrap"))
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
@@ -264,7 +263,7 @@ def record(row: Row, seeds: list[int]) -> dict[str, Any]:
     arm's backtrack rate, share of erased finished steps that were wrong and chance's share at
     T=1.0 (mean over seeds; None where a seed lacks them), and `compute`, each arm's loss-bearing
     tokens and optimizer steps in that round's training (mean per seed; None in round 0)."""
-    verdict = read_json(row.root / "verdict.json")
+    verdict = read_json(RunLayout.of(row.cfg).verdict)
     layouts = [RunLayout.of(run.seed_config(row.cfg, s)) for s in seeds]
     rounds = [
         r | {"at_t1": _sampled(layouts, r["round"]), "compute": _compute(verdict, r["round"])}
@@ -298,7 +297,7 @@ def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | Non
     if i == 0 or not per_seed:
         return None
     out: dict[str, dict[str, float | None]] = {}
-    for arm in ARMS:
+    for arm in REQUIRED:
         figures = [seed[arm][i - 1] for seed in per_seed]
         out[arm] = {}
         for key in ("loss_tokens", "optimizer_steps"):
@@ -346,7 +345,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
-    values = [compute.get(arm, {}).get(key) for arm in ARMS]
+    values = [compute.get(arm, {}).get(key) for arm in REQUIRED]
     whole = [int(v) if v is not None and float(v).is_integer() else v for v in values]
     return " / ".join(report.fmt(key, v) for v in whole)
 
@@ -367,7 +366,8 @@ def _sets(overrides: dict[str, Any]) -> str:
 
 def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: str) -> str:
     rows = "\n".join(
-        f"- `{r['name']}`: {_sets(r['overrides'])} ({r['out_dir']}/report.html)" for r in records
+        f"- `{r['name']}`: {_sets(r['overrides'])} ({RunLayout(Path(r['out_dir'])).report_html})"
+        for r in records
     )
     intro = (
         f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
