@@ -8,7 +8,7 @@ RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-
 has `run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per
 seed); its difference with the baseline, with the backtrack arm and with the start model
 (bootstrap/, each seed at its chosen setting), as 95% paired intervals
-(`verdict.paired`: the same seeds and problems on both sides); backtrack rate, erased
+(`stats.paired_bootstrap`: the same seeds and problems on both sides); backtrack rate, erased
 steps that were wrong against chance, detector ROC-AUC, tokens per solved problem (at the chosen
 setting); and the compute of its training stage summed over seeds: optimizer steps,
 loss-bearing tokens, tokens generated in search and in training (the rl arms sample their own
@@ -27,7 +27,8 @@ from typing import Any
 from pipeline.arms import ARMS
 from pipeline.files import write_text
 from pipeline.layout import RunLayout
-from pipeline.measure.verdict import choose, paired
+from pipeline.measure.stats import paired_bootstrap
+from pipeline.measure.verdict import choose
 
 
 def pct(x: float | None) -> str:
@@ -104,9 +105,11 @@ def table(run: Path) -> str:
                 arm,
                 f"{pct(mean([f['accuracy'] for f in fs]))} ({' / '.join(settings)})",
                 " · ".join(pct(f["accuracy"]) for f in fs),
-                "–" if arm == "baseline" else pts(paired(per[arm], per["baseline"])),
-                "–" if arm == "backtrack" else pts(paired(per[arm], per["backtrack"])),
-                pts(paired(per[arm], [f["per_problem"] for f in start])) if start else "–",
+                "–" if arm == "baseline" else pts(paired_bootstrap(per[arm], per["baseline"])),
+                "–" if arm == "backtrack" else pts(paired_bootstrap(per[arm], per["backtrack"])),
+                pts(paired_bootstrap(per[arm], [f["per_problem"] for f in start]))
+                if start
+                else "–",
                 pct(mean([f.get("backtrack_rate") for f in fs])),
                 f"{pct(mean([f.get('step_erase_precision') for f in fs]))} "
                 f"({pct(mean([f.get('chance_precision') for f in fs]))})",

@@ -6,21 +6,24 @@
 
 `--a` and `--b` take one directory per seed, in the same seed order. Prints a Markdown table:
 per setting, each side's mean accuracy (and per seed), a − b with its 95% paired interval
-(`verdict.paired`), and for side a: the setting against the same one with the backspace banned
-(what erasing itself adds), its backtrack rate and erased steps wrong against chance.
+(`stats.paired_bootstrap`), and for side a: the setting against the same one with the backspace
+banned (what erasing itself adds), its backtrack rate and erased steps wrong against chance.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
-from pipeline.measure.verdict import paired
+from pipeline.layout import RunLayout
+from pipeline.measure.settings import settings_of
+from pipeline.measure.stats import paired_bootstrap
 
 
 def load(dirs: list[str]) -> list[dict]:
-    return [json.loads((Path(d) / "bootstrap" / "eval.json").read_text()) for d in dirs]
+    return [json.loads(RunLayout(Path(d)).bootstrap_eval.read_text()) for d in dirs]
 
 
 def pct(x: float | None) -> str:
@@ -38,12 +41,12 @@ def main() -> None:
     head = "| setting | a | b | a − b (95% paired) | a: allowed − banned | a: backtrack rate |"
     print(head + " a: erased steps wrong (chance) |")
     print("|---|---|---|---|---|---|---|")
-    for name in a[0]["settings"]:
+    for name, setting in settings_of(a[0]).items():
         sa = [e["settings"][name] for e in a]
         sb = [e["settings"].get(name) for e in b]
         if any(s is None for s in sb):
             continue
-        d = paired([s["per_problem"] for s in sa], [s["per_problem"] for s in sb])  # type: ignore[index]
+        d = paired_bootstrap([s["per_problem"] for s in sa], [s["per_problem"] for s in sb])  # type: ignore[index]
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         each = lambda ss: " · ".join(pct(s["accuracy"]) for s in ss)  # noqa: E731
         prec = [
@@ -51,10 +54,10 @@ def main() -> None:
         ]
         chance = [s.get("chance_precision") for s in sa if s.get("chance_precision") is not None]
         lo, hi = d["ci95"]
-        banned = f"{name}, backspace banned"
+        banned = replace(setting, backspace_banned=True).name
         own = "–"
-        if banned in a[0]["settings"]:
-            e = paired(
+        if not setting.backspace_banned and banned in a[0]["settings"]:
+            e = paired_bootstrap(
                 [s["per_problem"] for s in sa], [x["settings"][banned]["per_problem"] for x in a]
             )
             own = f"{100 * e['mean']:+.1f} ({100 * e['ci95'][0]:+.1f} to {100 * e['ci95'][1]:+.1f})"

@@ -31,13 +31,15 @@ from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
-from pipeline.measure.verdict import choose, paired
+from pipeline.measure.settings import Setting
+from pipeline.measure.stats import paired_bootstrap
+from pipeline.measure.verdict import choose
 
 SAMPLED = "T=1.0"
 
 
 def sweep_seed(seed_dir: Path, sets: list[str], ms: list[int], round_: int | None) -> dict:
-    preset = str(seed_dir / "config.yaml")
+    preset = str(RunLayout(seed_dir).config)
     base = ["eval.banned=false", "eval.temperatures=[1.0]", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
@@ -64,7 +66,7 @@ def sweep_seed(seed_dir: Path, sets: list[str], ms: list[int], round_: int | Non
         path = out / f"best-of-n-m{m}.json"
         if not path.exists():
             budget = g["settings"][SAMPLED]["tokens_per_problem"]
-            write_json(path, controls(bl.model, task, test, cfg, (1.0, 1, False), budget))
+            write_json(path, controls(bl.model, task, test, cfg, Setting(1.0), budget))
         per_m[str(m)] = {"guided": g, "best_of_n": dict(read_json(path))["best_of_n"]}
     return {"own": own, "baseline": baseline | {"setting": best}, "m": per_m}
 
@@ -86,14 +88,16 @@ def summarize(seeds: list[dict[str, Any]], ms: list[int]) -> dict[str, Any]:
             g = [s["m"][str(m)]["guided"]["settings"][name] for s in seeds]
             bon = [s["m"][str(m)]["best_of_n"] for s in seeds]
             row = _figures(g) | {
-                "minus_own": paired([pp(x) for x in g], [pp(x) for x in own]),
-                "minus_baseline": paired([pp(x) for x in g], [pp(s["baseline"]) for s in seeds]),
+                "minus_own": paired_bootstrap([pp(x) for x in g], [pp(x) for x in own]),
+                "minus_baseline": paired_bootstrap(
+                    [pp(x) for x in g], [pp(s["baseline"]) for s in seeds]
+                ),
             }
             if name == SAMPLED:
                 row |= {
                     "best_of_n": _mean([b["accuracy"] for b in bon]),
                     "best_of_n_mean_n": _mean([b["mean_n"] for b in bon]),
-                    "minus_best_of_n": paired([pp(x) for x in g], [pp(b) for b in bon]),
+                    "minus_best_of_n": paired_bootstrap([pp(x) for x in g], [pp(b) for b in bon]),
                 }
             rows[f"m={m}"] = row
         out[name] = rows
@@ -162,9 +166,9 @@ def main() -> None:
     run = Path(args.run)
     ms = [int(m) for m in args.m.split(",")]
     if args.seeds:
-        seed_dirs = [run / f"seed-{s}" for s in args.seeds.split(",")]
+        seed_dirs = [RunLayout(run).seed(int(s)) for s in args.seeds.split(",")]
     else:
-        seed_dirs = sorted(run.glob("seed-*")) or [run]
+        seed_dirs = RunLayout(run).seed_dirs() or [run]
     seeds = [sweep_seed(d, args.sets, ms, args.round) for d in seed_dirs]
     summary = summarize(seeds, ms)
     command = " ".join(shlex.quote(a) for a in ["benchmarks/guided_search.py", *sys.argv[1:]])

@@ -4,26 +4,27 @@ backspace allowed minus banned, and the backtrack arm minus the baseline at the 
     .venv/bin/python benchmarks/sweep_diffs.py --run runs/arith-tiny-verdict
 
 Reads every `seed-S/ARM/round-R/eval.json` (`per_problem` lists over the same held-out problems)
-and pairs them per problem over seeds (`pipeline.measure.verdict.paired`). Round numbers are the
-verdict's: round r is the model trained in round r-1. Prints two Markdown tables.
+and pairs them per problem over seeds (`pipeline.measure.stats.paired_bootstrap`). Round numbers
+are the verdict's: round r is the model trained in round r-1. Prints two Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.measure.verdict import paired
-
-BANNED = ", backspace banned"
+from pipeline.layout import RunLayout
+from pipeline.measure.settings import settings_of
+from pipeline.measure.stats import paired_bootstrap
 
 
 def evals(run: Path, arm: str, r: int) -> list[dict[str, Any]]:
     return [
-        json.loads((seed / arm / f"round-{r - 1}" / "eval.json").read_text())
-        for seed in sorted(run.glob("seed-*"))
+        json.loads(RunLayout(seed).round(r - 1, arm).eval.read_text())
+        for seed in RunLayout(run).seed_dirs()
     ]
 
 
@@ -40,13 +41,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True)
     run = Path(ap.parse_args().run)
-    first = next(run.glob("seed-*"))
-    rounds = sorted(int(p.name.split("-")[1]) + 1 for p in (first / "backtrack").glob("round-*"))
-    names = [
-        n
-        for n in evals(run, "backtrack", rounds[0])[0]["settings"]
-        if not n.endswith(BANNED) and n != "greedy"
-    ]
+    first = RunLayout(run).seed_dirs()[0]
+    rounds = [r + 1 for r in RunLayout(first).rounds("backtrack")]
+    settings = settings_of(evals(run, "backtrack", rounds[0])[0])
+    names = [n for n, s in settings.items() if not s.backspace_banned and s.sampling]
+    # each sampled setting's name with the backspace banned
+    banned = {n: replace(settings[n], backspace_banned=True).name for n in names}
     for title, other in (("allowed − banned", None), ("backtrack − baseline", "baseline")):
         print(f"\n{title}, paired over seeds ({run}):\n")
         print("| round | " + " | ".join(names) + " |")
@@ -54,7 +54,10 @@ def main() -> None:
         for r in rounds:
             bt = evals(run, "backtrack", r)
             base = evals(run, other, r) if other else bt
-            cells = [cell(paired(per(bt, n), per(base, n if other else n + BANNED))) for n in names]
+            cells = [
+                cell(paired_bootstrap(per(bt, n), per(base, n if other else banned[n])))
+                for n in names
+            ]
             print(f"| {r} | " + " | ".join(cells) + " |")
 
 

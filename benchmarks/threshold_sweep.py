@@ -11,7 +11,7 @@ training problems (greedy and each `eval.temperatures`). Per seed and setting it
 threshold with the best accuracy there (ties: the lower one). On the held-out problems it then
 evaluates that threshold, the model's own sampling (`eval.bksp_threshold=0`), the backspace
 banned, and the random eraser (`eval.bksp_random` = the chosen threshold's backspaces per
-generated token there). Differences are paired per problem over seeds (`verdict.paired`).
+generated token there). Differences are paired per problem over seeds (`stats.paired_bootstrap`).
 
 Writes `run/threshold.md` (table and command) and `run/threshold.json`.
 """
@@ -29,7 +29,7 @@ from pipeline.config import Config, load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to
-from pipeline.measure.verdict import paired
+from pipeline.measure.stats import paired_bootstrap
 
 
 def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
@@ -45,7 +45,7 @@ def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
 def sweep_seed(
     seed_dir: Path, sets: list[str], thresholds: list[float], round_: int | None
 ) -> dict[str, Any]:
-    preset = str(seed_dir / "config.yaml")  # the seed's own config: its seeds, its settings
+    preset = str(RunLayout(seed_dir).config)  # the seed's own config: its seeds, its settings
     base = ["eval.banned=false", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
@@ -121,7 +121,7 @@ def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "chance_precision": fig("threshold", "chance_precision"),
             "random_rate": [s["held"]["random"][name]["rate"] for s in seeds],
             "threshold_minus": {
-                k: paired(fig("threshold", "per_problem"), fig(k, "per_problem"))
+                k: paired_bootstrap(fig("threshold", "per_problem"), fig(k, "per_problem"))
                 for k in ("own", "banned", "random")
             },
             "tune_curve": {
@@ -206,7 +206,7 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run)
     thresholds = [float(h) for h in args.thresholds.split(",")]
-    seed_dirs = sorted(run.glob("seed-*")) or [run]
+    seed_dirs = RunLayout(run).seed_dirs() or [run]
     seeds = [sweep_seed(d, args.sets, thresholds, args.round) for d in seed_dirs]
     summary = summarize(seeds)
     command = " ".join(shlex.quote(a) for a in ["benchmarks/threshold_sweep.py", *sys.argv[1:]])

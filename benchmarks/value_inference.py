@@ -34,6 +34,7 @@ from pipeline.files import read_json, write_json, write_text
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
+from pipeline.measure.settings import Setting
 
 SAMPLED = "T=1.0"
 
@@ -46,7 +47,7 @@ def measure(
     round_: int | None,
     sets: list[str],
 ) -> dict[str, Any]:
-    preset = str(run / "config.yaml")
+    preset = str(RunLayout(run).config)
     base = ["eval.banned=false", "eval.temperatures=[1.0]", f"eval.bksp_search={m}", *sets]
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
@@ -72,7 +73,7 @@ def measure(
     if not path.exists():
         budget = rows["own"]["settings"][SAMPLED]["tokens_per_problem"]
         ccfg = load_config(preset, [*base, f"eval.value_model={value_model}"])
-        write_json(path, controls(baseline, task, test, ccfg, (1.0, 1, False), budget))
+        write_json(path, controls(baseline, task, test, ccfg, Setting(1.0), budget))
     return {"round": r, "m": m, "guided": rows, "controls": dict(read_json(path))}
 
 

@@ -180,6 +180,15 @@ class RunLayout:
         """Seed `seed`'s sub-run of a run over `run.seeds`: a run directory of its own."""
         return self.root / f"seed-{seed}"
 
+    def seed_dirs(self) -> list[Path]:
+        """The seed sub-runs there are, in path order (none for a run without `run.seeds`)."""
+        return sorted(self.root.glob("seed-*"))
+
+    def rounds(self, arm: str = "") -> list[int]:
+        """The rounds of `arm` (empty: outside the arms) that have a directory, in order."""
+        base = self.root / arm if arm else self.root
+        return sorted(int(p.name.removeprefix("round-")) for p in base.glob("round-*"))
+
     @property
     def start_model(self) -> Path:
         """The model round 0 searches with: `model.path`, else the bootstrap model."""

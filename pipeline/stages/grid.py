@@ -47,6 +47,8 @@ from pipeline.config import Config, ConfigError, check_resumable, config_diff, l
 from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import GridLayout, RunLayout
 from pipeline.measure import report
+from pipeline.measure.settings import settings_of
+from pipeline.measure.stats import fmt
 from pipeline.measure.verdict import precision
 from pipeline.stages import run
 
@@ -55,7 +57,8 @@ log = logging.getLogger(__name__)
 ROW_KEYS = ("name", "set")
 GRID_KEYS = ("run.out_dir", "run.seeds")  # one grid, one place, one set of seeds
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SAMPLED = "T=1.0"  # where the backtrack rate and erase precision are read (greedy rarely erases)
+SAMPLED = 1.0  # the temperature the backtrack rate and erase precision are read at (greedy
+# rarely erases)
 
 
 @dataclass(frozen=True)
@@ -285,9 +288,17 @@ def _sampled(layouts: list[RunLayout], i: int) -> dict[str, float | None]:
     eval, round i: the eval after training round i-1), mean over the seeds' `layouts`."""
     paths = [lay.start_eval if i == 0 else lay.round(i - 1, "backtrack").eval for lay in layouts]
     evals = [read_json(p) for p in paths]
-    if any(SAMPLED not in e["settings"] for e in evals):  # T=1.0 not in eval.temperatures
+    names = [_sampled_setting(e) for e in evals]
+    if None in names:  # T=1.0 not in eval.temperatures
         return dict.fromkeys(("step_erase_precision", "chance_precision", "backtrack_rate"))
-    return precision(evals, [SAMPLED] * len(evals))
+    return precision(evals, [n for n in names if n is not None])
+
+
+def _sampled_setting(result: dict[str, Any]) -> str | None:
+    """The name of the evaluation's setting at temperature `SAMPLED` with the backspace allowed
+    (None when the sweep has none)."""
+    found = settings_of(result).items()
+    return next((k for k, s in found if s.temperature == SAMPLED and not s.backspace_banned), None)
 
 
 def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | None]] | None:
@@ -319,8 +330,8 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         [
             "row",
             *(head[j] for j in picked),
-            f"backtrack rate at {SAMPLED}",
-            f"{LEFT_OUT[1]} at {SAMPLED}",
+            f"backtrack rate at T={SAMPLED}",
+            f"{LEFT_OUT[1]} at T={SAMPLED}",
             "loss tokens: backtrack / baseline",
             "optimizer steps: backtrack / baseline",
         ]
@@ -329,13 +340,13 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         summary = report.summary_rows({"rounds": rec["rounds"]})
         for r, cells in zip(rec["rounds"], summary[1:], strict=True):
             t1, compute = r["at_t1"], r["compute"] or {}
-            erased = report.fmt("step_erase_precision", t1["step_erase_precision"])
-            chance = report.fmt("chance_precision", t1["chance_precision"])
+            erased = fmt("step_erase_precision", t1["step_erase_precision"])
+            chance = fmt("chance_precision", t1["chance_precision"])
             out.append(
                 [
                     rec["name"],
                     *(cells[j] for j in picked),
-                    report.fmt("backtrack_rate", t1["backtrack_rate"]),
+                    fmt("backtrack_rate", t1["backtrack_rate"]),
                     f"{erased} ({chance})",
                     _per_arm(compute, "loss_tokens"),
                     _per_arm(compute, "optimizer_steps"),
@@ -347,7 +358,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
     values = [compute.get(arm, {}).get(key) for arm in REQUIRED]
     whole = [int(v) if v is not None and float(v).is_integer() else v for v in values]
-    return " / ".join(report.fmt(key, v) for v in whole)
+    return " / ".join(fmt(key, v) for v in whole)
 
 
 def command_line(grid: str, preset: str, overrides: list[str], seeds: list[int]) -> str:
@@ -373,7 +384,7 @@ def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: 
         f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
         "read at the decoding setting chosen on training problems (named beside it); the "
         "difference and backtrack − best-of-N are paired over problems, with their 95% interval. "
-        f"The backtrack rate and erased steps at {SAMPLED} are the backtrack arm's, mean over "
+        f"The backtrack rate and erased steps at T={SAMPLED} are the backtrack arm's, mean over "
         "seeds; loss tokens and optimizer steps are each arm's training in that round, mean per "
         "seed."
     )

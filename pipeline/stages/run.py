@@ -42,7 +42,8 @@ from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure import report
-from pipeline.measure.evaluation import controls, evaluate_to, format_table, settings
+from pipeline.measure.evaluation import controls, evaluate_to, format_table
+from pipeline.measure.settings import sweep
 from pipeline.measure.verdict import choose, verdict
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.stages import bootstrap, select, train
@@ -178,7 +179,7 @@ def _controls(
         return dict(read_json(path))
     bt, bl = out["backtrack"][-1], out["baseline"][-1]
     budget = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
-    setting = settings(cfg)[choose(bl["tune"], sampling=True)]
+    setting = {s.name: s for s in sweep(cfg)}[choose(bl["tune"], sampling=True)]
     result = controls(layout.round(r, "baseline").model, task, test, cfg, setting, budget)
     write_json(path, result)
     return result
