@@ -117,10 +117,10 @@ def in_process(cfg: Any) -> dict[str, Any]:
 def search_runs(n_train: int) -> dict[str, Any]:
     common = [f"run.out_dir={RUN}", f"task.n_train={n_train}", "search.batch_size=16"]
     bootstrap.main(load_config("arith-tiny", common))
-    shutil.rmtree(RUN / "round-0", ignore_errors=True)
+    shutil.rmtree(RunLayout(RUN).round(0).root, ignore_errors=True)
     figures: dict[str, Any] = {"in_process": in_process(load_config("arith-tiny", common))}
     for workers in (1, 2):
-        shutil.rmtree(RUN / "round-0", ignore_errors=True)
+        shutil.rmtree(RunLayout(RUN).round(0).root, ignore_errors=True)
         cfg = load_config("arith-tiny", [*common, f"search.workers={workers}"])
         t = time.perf_counter()
         summary = search_stage.main(cfg)

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.config import load_config
+from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure import evaluation
 from pipeline.stages import bootstrap, train
@@ -31,21 +32,18 @@ def main() -> None:
     base = [*args.overrides]
     boot_cfg = load_config("arith-tiny", [f"run.out_dir={root / 'token'}", *base])
     bootstrap.main(boot_cfg)
-    tables = [
-        evaluation.format_table(
-            json.loads((root / "token" / "bootstrap" / "eval.json").read_text())
-        )
-    ]
-    results = {"bootstrap": json.loads((root / "token" / "bootstrap" / "eval.json").read_text())}
+    first = RunLayout(root / "token")  # the other unit starts from its bootstrap
+    tables = [evaluation.format_table(json.loads(first.bootstrap_eval.read_text()))]
+    results = {"bootstrap": json.loads(first.bootstrap_eval.read_text())}
     for unit in ("token", "step"):
         run = root / unit
-        if unit != "token" and not (run / "bootstrap").exists():
-            shutil.copytree(root / "token" / "bootstrap", run / "bootstrap")
+        if unit != "token" and not RunLayout(run).bootstrap.exists():
+            shutil.copytree(first.bootstrap, RunLayout(run).bootstrap)
         sets = [f"run.out_dir={run}", f"trace.unit={unit}", *base]
         search_stage.main(load_config("arith-tiny", sets))
         for mode in ("stream", "erase"):
             cfg = load_config("arith-tiny", [*sets, f"train.mode={mode}"])
-            shutil.rmtree(run / "round-0" / "train", ignore_errors=True)
+            shutil.rmtree(RunLayout(run).round(0).train, ignore_errors=True)
             path = train.main(cfg)
             final = run / f"model-{mode}"
             shutil.rmtree(final, ignore_errors=True)

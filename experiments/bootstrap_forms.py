@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.measure.verdict import interval, paired
+from pipeline.layout import RunLayout, compute_of
+from pipeline.measure.stats import interval, paired_bootstrap
 from pipeline.stages import bootstrap
 from pipeline.tables.common import diff, mean_known, num, pct
 
@@ -42,7 +43,7 @@ SETTINGS = ["greedy", "T=1.0"]  # the backspace form also has them with the back
 
 
 def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
-    out = root / form / f"seed-{seed}"
+    out = RunLayout(root / form).seed(seed)
     banned = ["eval.banned=true"] if "backspace" in form else []  # erasing against not
     cfg = load_config(
         preset,
@@ -50,7 +51,7 @@ def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[
         + [f"bootstrap.seed={seed}", *sets],
     )
     figures = bootstrap.main(cfg)
-    figures["compute"] = json.loads((out / "bootstrap" / "compute.json").read_text())
+    figures["compute"] = json.loads(compute_of(RunLayout(out).bootstrap_model).read_text())
     return figures
 
 
@@ -72,7 +73,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             }
             if form != forms[0]:
                 base = [s["settings"][name]["per_problem"] for s in results[forms[0]]]
-                row[name]["minus_first"] = paired([f["per_problem"] for f in figs], base)
+                row[name]["minus_first"] = paired_bootstrap([f["per_problem"] for f in figs], base)
         out[form] = row
     return out
 

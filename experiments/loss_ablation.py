@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--run", default="runs/arith-tiny")
     ap.add_argument("--out", default="bench-ablation.json")
     run = Path(ap.parse_args().run)
-    boot = run / "bootstrap" / "model"
+    boot = RunLayout(run).bootstrap_model
     base, hf = load_checkpoint(boot, "cpu")
     report: dict[str, Any] = {
         "bootstrap": {"greedy": accuracy(base, hf, 0.0), "t1_banned": accuracy(base, hf, 1.0)}

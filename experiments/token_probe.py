@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[50, 100])
     args = parser.parse_args()
     run = Path(args.run)
-    model, hf = load_checkpoint(run / "bootstrap" / "model", "cpu")
+    model, hf = load_checkpoint(RunLayout(run).bootstrap_model, "cpu")
     bksp = add_backspace_token(model, hf)
     collate = BacktrackCollator("erase", "step", bksp, hf.encode("\n")[0], hf.pad_token_id or 0)
     table = pq.read_table(RunLayout(run).round(0, "backtrack").selected)

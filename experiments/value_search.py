@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pipeline.stages.search import build_state
     from workers.valuer import check_tokenizer, load_valuer
 
-    cfg = load_config(str(args.run / "config.yaml"), args.sets)
+    cfg = load_config(str(RunLayout(args.run).config), args.sets)
     set_threads(cfg)
     task = task_from_config(cfg.task)
     value_model = args.value_model or RunLayout.of(cfg).value / "model"

@@ -4,7 +4,10 @@
       config.yaml               the resolved config of the run (each stage directory has its own)
       environment.json          library versions, threads, CPU flags, git commit
       bootstrap/model/          the model trained from scratch (unless model.path is given)
+      bootstrap/compute.json    what it cost
       bootstrap/eval.json       its figures: round 0 (start-eval.json when model.path is given)
+      seed-S/                   with run.seeds: seed S's sub-run, laid out like run.out_dir
+      verdict.json              the arms compared over the seeds (`halluc run`)
       ARM/round-R/              one arm's round R (ARM: each of run.arms; a stage run on its
                                 own uses round-R/)
         search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
@@ -21,7 +24,9 @@
       value/model/              the value model (`halluc value`; value.out_dir moves it)
       report.md  report.html
 
-Round R searches with the model of round R-1 (round 0 with the start model) and trains from it.
+Round R searches with the model of round R-1 (round 0 with the start model) and trains from it
+(an arm that starts from another arm's model, sft_rl: that arm's model of round R; `pipeline.arms`).
+A grid (`halluc grid`, `GridLayout`) holds a run directory per row and grid.json, grid.md.
 """
 
 from __future__ import annotations
@@ -30,16 +35,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.arms import arm as arm_named
 from pipeline.config import Config
-
-ARMS = ("backtrack", "baseline")  # every run has them: the verdict compares them
-# the order arms run in: the backtrack arm sets the budget, and sft_rl starts from its model
-ALL_ARMS = (*ARMS, "dpo", "rl", "sft_rl")
-
-
-def arms(cfg: Config) -> tuple[str, ...]:
-    """The arms of `run.arms` in the order they run (backtrack first)."""
-    return tuple(a for a in ALL_ARMS if a in cfg.run.arms)
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,10 @@ class RoundLayout:
         return self.root / "select" / "pairs.parquet"
 
     @property
+    def summary(self) -> Path:
+        return search_summary(self.search)
+
+    @property
     def train(self) -> Path:
         return self.root / "train"
 
@@ -74,12 +75,67 @@ class RoundLayout:
         return self.root / "train" / "model"
 
     @property
+    def compute(self) -> Path:
+        """What training cost (rows, loss-bearing tokens, optimizer steps)."""
+        return compute_of(self.model)
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval.json"
 
     @property
     def tune(self) -> Path:
         return self.root / "tune.json"
+
+    @property
+    def controls(self) -> Path:
+        """(the baseline arm) best-of-N and majority vote at the backtrack arm's tokens."""
+        return self.root / "controls.json"
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """A grid (`halluc grid`): a run directory per row, and the table over them.
+
+    out_dir/NAME/   row NAME's run (a `RunLayout`)
+    out_dir/grid.json  grid.md
+    """
+
+    root: Path
+
+    def row(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def json(self) -> Path:
+        return self.root / "grid.json"
+
+    @property
+    def md(self) -> Path:
+        return self.root / "grid.md"
+
+
+def config_of(directory: Path) -> Path:
+    """The resolved config saved in a run's or a stage's `directory` (`runtime.stage_config`)."""
+    return directory / "config.yaml"
+
+
+def compute_of(model: Path) -> Path:
+    """What training the model at `model` cost: `compute.json` beside it (the bootstrap's and
+    every round's)."""
+    return model.parent / "compute.json"
+
+
+def search_summary(search: Path) -> Path:
+    """The figures of the search stage in `search`, written last: a stage without them has not
+    finished."""
+    return search / "summary.json"
+
+
+def search_dirs(root: Path) -> list[Path]:
+    """Every search stage's directory (ROUND/search) at any depth under `root` (a run, a seed's
+    sub-run, a grid), in path order, finished or not."""
+    return sorted(p for p in root.glob("**/round-*/search") if p.is_dir())
 
 
 @dataclass(frozen=True)
@@ -93,7 +149,7 @@ class RunLayout:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        return config_of(self.root)
 
     @property
     def environment(self) -> Path:
@@ -106,6 +162,32 @@ class RunLayout:
     @property
     def bootstrap_model(self) -> Path:
         return self.root / "bootstrap" / "model"
+
+    @property
+    def bootstrap_config(self) -> Path:
+        return config_of(self.bootstrap)
+
+    @property
+    def bootstrap_eval(self) -> Path:
+        return self.bootstrap / "eval.json"
+
+    @property
+    def verdict(self) -> Path:
+        """The comparison of the arms over the seeds (`halluc run`)."""
+        return self.root / "verdict.json"
+
+    def seed(self, seed: int) -> Path:
+        """Seed `seed`'s sub-run of a run over `run.seeds`: a run directory of its own."""
+        return self.root / f"seed-{seed}"
+
+    def seed_dirs(self) -> list[Path]:
+        """The seed sub-runs there are, in path order (none for a run without `run.seeds`)."""
+        return sorted(self.root.glob("seed-*"))
+
+    def rounds(self, arm: str = "") -> list[int]:
+        """The rounds of `arm` (empty: outside the arms) that have a directory, in order."""
+        base = self.root / arm if arm else self.root
+        return sorted(int(p.name.removeprefix("round-")) for p in base.glob("round-*"))
 
     @property
     def start_model(self) -> Path:
@@ -122,7 +204,7 @@ class RunLayout:
         """Round 0's figures: the start model's evaluation."""
         if self.given_model:
             return self.root / "start-eval.json"
-        return self.bootstrap / "eval.json"
+        return self.bootstrap_eval
 
     def round(self, r: int, arm: str = "") -> RoundLayout:
         """Round `r` of `arm` (empty: a stage run on its own, outside the arms)."""
@@ -130,10 +212,11 @@ class RunLayout:
         return RoundLayout(base / f"round-{r}")
 
     def model(self, r: int, arm: str = "") -> Path:
-        """The model round `r` searches with and trains from (the sft_rl arm: the backtrack
-        arm's model of round `r`, which it trains further with rl)."""
-        if arm == "sft_rl":
-            return self.round(r, "backtrack").model
+        """The model round `r` of `arm` searches with and trains from: the arm's model of the
+        round before (round 0: the start model), or for an arm that starts from another (sft_rl)
+        that arm's model of round `r`, which it trains further."""
+        if arm and (start := arm_named(arm).starts_from):
+            return self.round(r, start).model
         return self.start_model if r == 0 else self.round(r - 1, arm).model
 
     def adhoc_eval(self, model: str | Path, config_hash: str) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.config import Config, check_resumable, save_config
 from pipeline.files import read_json, write_json
+from pipeline.layout import config_of
 
 LIBRARIES = (
     "torch",
@@ -33,9 +34,9 @@ LIBRARIES = (
 def stage_config(cfg: Config, directory: Path, only: tuple[str, ...] = ()) -> None:
     """Refuse `directory` if it holds work made with another config (in the sections `only` that
     shape it, when given; naming the keys that differ), then write `cfg` as its config.yaml."""
-    check_resumable(cfg, directory / "config.yaml", only)
+    check_resumable(cfg, config_of(directory), only)
     directory.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, directory / "config.yaml")
+    save_config(cfg, config_of(directory))
 
 
 def set_threads(cfg: Config) -> None:

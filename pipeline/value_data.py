@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.layout import search_dirs, search_summary
 from pipeline.shards import read_table
 from search.errors import HallucError
 from search.tree import derive_seed
@@ -56,10 +57,10 @@ def search_stages(runs: list[Path]) -> list[Path]:
         if (run / "steps").is_dir():
             found = [run]
         elif run.is_dir():
-            found = sorted(p for p in run.glob("**/round-*/search") if p.is_dir())
+            found = search_dirs(run)
         else:
             raise ValueModelError(f"value.runs: {run} does not exist; give run directories")
-        running = [p for p in found if not (p / "summary.json").exists()]
+        running = [p for p in found if not search_summary(p).exists()]
         for p in running:
             log.warning("value: skipping %s: its search has not finished (no summary.json)", p)
         stages += [p for p in found if p not in running]

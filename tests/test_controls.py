@@ -2,6 +2,7 @@
 
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import _majority, controls
+from pipeline.measure.settings import Setting
 from search.types import Rollout
 from tests.conftest import tiny_cfg
 
@@ -42,9 +43,9 @@ def test_controls_spend_the_given_tokens(trained):
     task = task_from_config(cfg.task)
     problems = task.problems("test", 6)
     model = out / "bootstrap" / "model"
-    one = controls(model, task, problems, cfg, (1.0, 2, False), budget=[1.0] * 6)
+    one = controls(model, task, problems, cfg, Setting(1.0, 2), budget=[1.0] * 6)
     assert one["best_of_n"]["mean_n"] == 1.0  # a budget under one sample buys one sample
     assert one["best_of_n"]["per_problem"] == one["majority"]["per_problem"]
-    big = controls(model, task, problems, cfg, (1.0, 2, False), budget=[60.0] * 6)
+    big = controls(model, task, problems, cfg, Setting(1.0, 2), budget=[60.0] * 6)
     assert big["best_of_n"]["mean_n"] > 1
     assert big["best_of_n"]["generated_tokens"] <= 6 * 60 + 6 * 2 * cfg.sampling.max_new_tokens

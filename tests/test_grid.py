@@ -14,9 +14,10 @@ import shutil
 import pytest
 
 from pipeline import cli
+from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import ConfigError
 from pipeline.files import write_json, write_text
-from pipeline.layout import ARMS, RunLayout
+from pipeline.layout import RunLayout
 from pipeline.measure import report
 from pipeline.measure.verdict import verdict
 from pipeline.runtime import stage_config

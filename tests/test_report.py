@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.layout import RunLayout
-from pipeline.measure import report
+from pipeline.measure import report, traces, verdict
 
 N = 40  # held-out problems
 TEMPS = {"greedy": 0.0, "T=0.5": 0.5, "T=0.7": 0.7, "T=1.0": 1.0}
@@ -240,7 +240,7 @@ def test_one_seed_page_shows_missing_figures_as_dashes(tmp_path, cfg):
 def test_one_seed_verdict_reads_baseline_at_best_setting_with_paired_interval(cfg):
     evals = evals_of(0, rounds=1)
     evals["baseline"][0]["settings"]["T=0.7"]["accuracy"] = 0.9  # its best setting
-    v = report.one_seed_verdict(cfg, evals)
+    v = verdict.one_seed_verdict(cfg.run.seed, evals)
     (r,) = v["rounds"]
     assert r["baseline"]["setting"] == "T=0.7" and r["backtrack"]["setting"] == "T=1.0"
     b, a = evals["backtrack"][0]["settings"]["T=1.0"], evals["baseline"][0]["settings"]["T=0.7"]
@@ -266,11 +266,11 @@ def row(kind, mc=None, exact=None):
 
 
 def test_trace_classes():
-    assert report.trace_class(row("correction", 2, 2), True) == "precise"
-    assert report.trace_class(row("correction", 2, None), True) == "right-step"
-    assert report.trace_class(row("correction", 2, 1), True) == "missed"
-    assert report.trace_class(row("self_correction"), True) == "unlabelled"
-    assert report.trace_class(row("correction", 2, None), False) == "unlabelled"
+    assert traces.trace_class(row("correction", 2, 2), True) == "precise"
+    assert traces.trace_class(row("correction", 2, None), True) == "right-step"
+    assert traces.trace_class(row("correction", 2, 1), True) == "missed"
+    assert traces.trace_class(row("self_correction"), True) == "unlabelled"
+    assert traces.trace_class(row("correction", 2, None), False) == "unlabelled"
 
 
 def test_trace_viewer_filters_with_css_only():
@@ -280,16 +280,16 @@ def test_trace_viewer_filters_with_css_only():
         "input_ids": [7, 7, 52, 9, 51],
         "erase_spans": [[2, 3]],
     }
-    pre = report.trace_html(r, lambda t: chr(t), bksp=9)
+    pre = traces.trace_html(r, lambda t: chr(t), bksp=9)
     assert pre == "<span class='prompt'>1+2=</span><del>4</del><span class='bksp'>⌫</span>3"
     items = [("precise", "correction", pre), ("missed", "correction", pre)]
-    viewer = report.trace_viewer(items)
+    viewer = traces.trace_viewer(items)
     assert viewer.count("class='trace'") == 2 and "<script" not in viewer
     assert "precise erases (1)" in viewer and "erases of right steps (0)" in viewer
     assert "all (2)" in viewer and "missed errors (1)" in viewer
     rule = "#tf-precise:checked~.traces .trace:not([data-class='precise']){display:none}"
     assert rule in report._CSS
-    assert report.trace_viewer([]) == "<p>No traces.</p>"
+    assert traces.trace_viewer([]) == "<p>No traces.</p>"
 
 
 def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):

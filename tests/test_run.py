@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import ConfigError, load_config
-from pipeline.layout import ARMS
 from pipeline.stages import run, train
 from pipeline.stages import search as search_stage
 from pipeline.tables import arms

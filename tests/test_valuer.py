@@ -11,6 +11,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls
+from pipeline.measure.settings import Setting
 from pipeline.stages import search as search_stage
 from pipeline.stages import value
 from search.tree import Judge, split_steps
@@ -124,7 +125,7 @@ def test_value_best_of_n_picks_by_the_least_step_value(trained):
     problems = task.problems("test", 8)
     model = out / "bootstrap" / "model"
     tok = SearchTokenizer.wrap(load_tokenizer(model), "\n", "<|bksp|>")
-    setting = (1.0, 2, False)
+    setting = Setting(1.0, 2)
     assert "value_best_of_n" not in controls(model, task, problems, cfg, setting, [1.0] * 8)
     one = controls(model, task, problems, cfg, setting, [1.0] * 8, oracle(task, problems, tok))
     assert one["value_best_of_n"]["per_problem"] == one["best_of_n"]["per_problem"]  # N = 1

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.measure import verdict as v
+from pipeline.measure.stats import paired_bootstrap
 
 
 def ev(per_problem, setting="T=1.0", tokens=None, auc=None, **more):
@@ -49,16 +50,16 @@ def test_choose_takes_the_best_allowed_setting_first_among_equals():
 def test_paired_mean_and_interval_by_hand():
     a = [[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0]]
     b = [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]
-    got = v.paired(a, b)
+    got = paired_bootstrap(a, b)
     assert got["mean"] == pytest.approx(np.mean(np.subtract(a, b)))  # (2 + 0) / 8 = 0.25
     assert got["mean"] == pytest.approx(0.25)
     lo, hi = got["ci95"]
     assert lo <= 0.25 <= hi and hi - lo > 0
     # identical sides: no difference and no width
-    assert v.paired(a, a) == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    assert paired_bootstrap(a, a) == {"mean": 0.0, "ci95": [0.0, 0.0]}
     # a constant difference has a zero-width interval at that difference
     shifted = [[x + 0.5 for x in row] for row in b]
-    assert v.paired(shifted, b)["ci95"] == pytest.approx([0.5, 0.5])
+    assert paired_bootstrap(shifted, b)["ci95"] == pytest.approx([0.5, 0.5])
 
 
 def test_paired_resamples_problems_jointly_across_seeds():
@@ -66,12 +67,12 @@ def test_paired_resamples_problems_jointly_across_seeds():
     cancel problem by problem, every resample's mean is 0."""
     a = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     b = [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
-    assert v.paired(a, b)["ci95"] == [0.0, 0.0]
+    assert paired_bootstrap(a, b)["ci95"] == [0.0, 0.0]
 
 
 def test_paired_refuses_unpaired_sides():
     with pytest.raises(ValueError, match="same seeds and problems"):
-        v.paired([[1.0, 0.0]], [[1.0, 0.0, 1.0]])
+        paired_bootstrap([[1.0, 0.0]], [[1.0, 0.0, 1.0]])
 
 
 def seed_run(bt, bl, controls=None, auc=(None, None)):

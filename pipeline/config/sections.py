@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.arms import SelectArm
 from pipeline.config.keys import config_hash
 from pipeline.config.shared import (
     ModelConfig,
@@ -23,8 +24,6 @@ from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
 from search.values import ValueMode
 from workers.options import check_decoding
-
-SelectArm = Literal["backtrack", "baseline", "dpo"]  # the rl arm trains on no selection
 
 
 @dataclass(frozen=True)

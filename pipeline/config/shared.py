@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.arms import ArmName as Arm
 from search.errors import ConfigError
 from search.traces import Placement
-
-Arm = Literal["backtrack", "baseline", "dpo", "rl", "sft_rl"]
 
 
 @dataclass(frozen=True)

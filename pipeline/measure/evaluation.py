@@ -1,9 +1,11 @@
 """Evaluation: how a model does on held-out problems, with and without its backspace (used by the
 eval, bootstrap and run stages).
 
-Four settings: greedy and temperature `eval.temperature` (pass@1 over `eval.samples` samples per
-problem), each also with the backspace token banned (what the same model does without the
-skill). Per setting: accuracy with a 95% interval (bootstrap over problems; Wilson over samples
+The settings (`pipeline.measure.settings.sweep`): greedy and each of `eval.temperatures` (pass@1
+over `eval.samples` samples per problem), each also with the backspace token banned (what the
+same model does without the skill); each setting's figures carry its fields (temperature, samples
+per problem, backspace banned, the deliberate-backspace options), which readers use instead of
+its name. Per setting: accuracy with a 95% interval (bootstrap over problems; Wilson over samples
 where per-problem figures are not at hand), backtrack rate (samples with a
 backspace), erase precision (backspace runs that erased a wrong finished step, by the exact step
 checker; a half-written step is neither right nor wrong), the share of erased finished steps that
@@ -30,7 +32,8 @@ from pipeline.config import Config, ConfigError, eval_key, eval_keys
 from pipeline.files import read_json, write_json
 from pipeline.loading import load_model
 from pipeline.measure.detector import detector_figures
-from pipeline.measure.verdict import interval
+from pipeline.measure.settings import Setting, sweep
+from pipeline.measure.stats import interval, wilson
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Rollout, Task, Valuer
@@ -38,16 +41,6 @@ from search.values import least_values
 from workers.policy import Decoding, Loaded, make_policy
 
 log = logging.getLogger(__name__)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def evaluate_to(
@@ -75,15 +68,6 @@ def evaluate_to(
     return result
 
 
-def settings(cfg: Config, banned: bool | None = None) -> dict[str, tuple[float, int, bool]]:
-    """The decoding sweep: name -> (temperature, samples per problem, backspace banned)."""
-    e = cfg.eval
-    sweep = {"greedy": (0.0, 1, False)} | {f"T={t}": (t, e.samples, False) for t in e.temperatures}
-    if e.banned if banned is None else banned:
-        sweep |= {f"{name}, backspace banned": (t, k, True) for name, (t, k, _) in sweep.items()}
-    return sweep
-
-
 def evaluate_model(
     path: Path,
     task: Task,
@@ -92,9 +76,10 @@ def evaluate_model(
     banned: bool | None = None,
     detector: bool = True,
 ) -> dict[str, Any]:
-    """Every setting's figures for the checkpoint at `path` (`settings`), and with `detector`
-    how well its backspace probability tells its own wrong steps from right ones under teacher
-    forcing (`pipeline.measure.detector`; transformers and an exact step checker only)."""
+    """Every setting's figures for the checkpoint at `path` (`settings.sweep`), each under its
+    name with the setting's fields (`Setting.fields`), and with `detector` how well its
+    backspace probability tells its own wrong steps from right ones under teacher forcing
+    (`pipeline.measure.detector`; transformers and an exact step checker only)."""
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),
@@ -110,24 +95,8 @@ def evaluate_model(
     if cfg.eval.value_drop:
         out |= {"value_drop": cfg.eval.value_drop, "value_model": cfg.eval.value_model}
         valuer = load_value_model(cfg)
-    for name, (temperature, samples, ban) in settings(cfg, banned).items():
-        policy = make_policy(loaded, _decoding(cfg, temperature, ban), valuer)
-        drawn = _sample_rollouts(policy, loaded, task, problems, samples, temperature, cfg.run.seed)
-        reports = [report for _, report in drawn]
-        solved = per_problem(reports, samples)
-        # guided search draws candidates it throws away: they count as generated tokens too
-        drawn_tokens = getattr(policy, "generated", None) or [
-            [r.n_tokens for r in reports[i : i + samples]] for i in range(0, len(reports), samples)
-        ]
-        out["settings"][name] = aggregate(reports, temperature, samples) | {
-            "ci95": interval([solved])["ci95"],  # bootstrap over problems
-            "per_problem": solved,
-            "tokens_per_problem": [sum(n) / samples for n in drawn_tokens],
-        }
-        if hasattr(policy, "generated"):  # the stream's tokens and the candidates thrown away
-            m = out["settings"][name]
-            m["generated_tokens"] = sum(map(sum, drawn_tokens))
-            m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))
+    for s in sweep(cfg, banned):
+        out["settings"][s.name] = _figures(s, loaded, task, problems, cfg, valuer)
     if detector and task.has_step_checker and loaded.kind == "transformers":
         out["detector"] = detector_figures(
             loaded,
@@ -140,6 +109,40 @@ def evaluate_model(
             max_batch=cfg.sampling.max_batch,
         )
     return out
+
+
+def _figures(
+    s: Setting,
+    loaded: Loaded,
+    task: Task,
+    problems: list[Problem],
+    cfg: Config,
+    valuer: Valuer | None,
+) -> dict[str, Any]:
+    """One setting's figures (`aggregate`, the bootstrap interval over problems, per-problem
+    accuracy and tokens) and its fields."""
+    t, samples = s.temperature, s.samples_per_problem
+    policy = make_policy(loaded, _decoding(cfg, t, s.backspace_banned), valuer)
+    drawn = _sample_rollouts(policy, loaded, task, problems, samples, t, cfg.run.seed)
+    reports = [report for _, report in drawn]
+    solved = per_problem(reports, samples)
+    # guided search draws candidates it throws away: they count as generated tokens too
+    drawn_tokens = getattr(policy, "generated", None) or [
+        [r.n_tokens for r in reports[i : i + samples]] for i in range(0, len(reports), samples)
+    ]
+    m = (
+        aggregate(reports, t, samples)
+        | {
+            "ci95": interval([solved])["ci95"],  # bootstrap over problems
+            "per_problem": solved,
+            "tokens_per_problem": [sum(n) / samples for n in drawn_tokens],
+        }
+        | s.fields()
+    )
+    if hasattr(policy, "generated"):  # the stream's tokens and the candidates thrown away
+        m["generated_tokens"] = sum(map(sum, drawn_tokens))
+        m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))
+    return m
 
 
 def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:
@@ -198,23 +201,26 @@ def controls(
     task: Task,
     problems: list[Problem],
     cfg: Config,
-    setting: tuple[float, int, bool],
+    setting: Setting,
     budget: list[float],
     valuer: Valuer | None = None,
 ) -> dict[str, Any]:
     """What a user would do instead of backtracking, at the same generated tokens per problem:
-    sample N times at `setting` (temperature) and keep the sample the model finds most likely
-    (mean log-probability per token: best-of-N) or the most common final step (majority vote,
-    its likeliest member). N per problem is the smallest count whose expected tokens (this
-    model's mean tokens per sample on that problem, from a first draw) reach `budget` tokens.
+    sample N times at `setting`'s temperature (its backspace banned or not) and keep the sample
+    the model finds most likely (mean log-probability per token: best-of-N) or the most common
+    final step (majority vote, its likeliest member). N per problem is the smallest count whose
+    expected tokens (this model's mean tokens per sample on that problem, from a first draw)
+    reach `budget` tokens.
 
     With a value model (`valuer`, else the one at `eval.value_model` when set) also value
     best-of-N: of the same N samples, the one whose least value over its visible step prefixes is
     highest (`search.values.least_values`; the first such on a tie). Its value model's forward
     passes are not generated tokens and are not counted."""
     loaded = load_model(cfg, cfg.eval.policy, path, task)
-    temperature = setting[0] or 1.0  # greedy gives one answer: vote among samples at T=1
-    policy = make_policy(loaded, _decoding(cfg, temperature, setting[2], logprobs=True))
+    temperature = setting.temperature or 1.0  # greedy gives one answer: vote among samples at T=1
+    policy = make_policy(
+        loaded, _decoding(cfg, temperature, setting.backspace_banned, logprobs=True)
+    )
     n_max = max(1, min(32, round(max(budget) / 4)))
     drawn = _sample_rollouts(policy, loaded, task, problems, n_max, temperature, cfg.run.seed + 1)
     if valuer is None and cfg.eval.value_model:

@@ -1,61 +1,41 @@
 """The comparison that carries a verdict: each arm at the decoding setting chosen on training
 problems, on the same held-out problems and seeds, with a paired bootstrap interval.
 
-    choose(tune)                     the setting with the best accuracy on training problems
-    paired(a, b)                     mean of a - b and its 95% interval, resampling problems
+    choose(result)                   the most accurate setting of an evaluation (on training
+                                     problems for the verdict)
     verdict(per_seed)                every round's comparison over the seeds, and one sentence
+    one_seed_verdict(seed, evals)    a descriptive comparison of evaluations without tuning
+                                     figures (the report of `report.write`; never a verdict)
 
 A run's figures per problem are each problem's share of correct samples (`per_problem` in an
 eval); the difference between arms is taken problem by problem within a seed, and the interval
 resamples problems (the same draw for every seed), so it reflects which problems were drawn, not
-which seeds (three seeds are too few to resample).
+which seeds (three seeds are too few to resample): `stats.paired_bootstrap`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from pipeline.arms import REQUIRED
+from pipeline.measure.settings import settings_of
+from pipeline.measure.stats import paired_bootstrap, paired_normal
 
-RESAMPLES = 2000
-
-
-def choose(tune: dict[str, Any], sampling: bool = False) -> str:
-    """The setting (of an eval on training problems) with the highest accuracy; among equals the
-    first (greedy, then the lowest temperature). Banned settings are never chosen; with
-    `sampling`, neither is greedy (a control that draws several samples needs a temperature)."""
-    allowed = {
-        k: v
-        for k, v in tune["settings"].items()
-        if "banned" not in k and not (sampling and v.get("temperature", 1.0) == 0)
-    }
-    return max(allowed, key=lambda k: (allowed[k]["accuracy"], -list(allowed).index(k)))
+Evals = dict[str, list[dict[str, Any]]]  # arm -> its evaluation (an eval.json dict) by round
 
 
-def paired(
-    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
-) -> dict[str, Any]:
-    """Mean over seeds and problems of a - b (`a[s][p]`: seed s, problem p) and its 95%
-    percentile interval over `RESAMPLES` resamplings of the problems."""
-    left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if left.shape != right.shape or left.ndim != 2 or left.size == 0:
-        raise ValueError(
-            f"paired figures need the same seeds and problems on both sides, got "
-            f"{left.shape} and {right.shape} (seeds × problems)"
-        )
-    diffs = left - right
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diffs.shape[1], size=(RESAMPLES, diffs.shape[1]))
-    means = diffs[:, idx].mean(axis=(0, 2))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diffs.mean()), "ci95": [float(lo), float(hi)]}
-
-
-def interval(values: Sequence[Sequence[float]], seed: int = 0) -> dict[str, Any]:
-    """Mean and 95% interval of one side's per-problem figures (the paired machinery with 0)."""
-    zero = [[0.0] * len(v) for v in values]
-    return paired(values, zero, seed)
+def choose(result: dict[str, Any], sampling: bool = False) -> str:
+    """The name of the setting of the evaluation `result` with the highest accuracy; among
+    equals the first (greedy, then the lowest temperature). Settings with the backspace banned
+    are never chosen; with `sampling`, neither is greedy (a control that draws several samples
+    needs a temperature)."""
+    figures = result["settings"]
+    allowed = [
+        name
+        for name, s in settings_of(result).items()
+        if not s.backspace_banned and (s.sampling or not sampling)
+    ]
+    return max(allowed, key=lambda k: (figures[k]["accuracy"], -allowed.index(k)))
 
 
 def _side(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]:
@@ -91,7 +71,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         "backtrack": _side([x["eval"] for x in bt], chosen["backtrack"]),
         "baseline": _side([x["eval"] for x in bl], chosen["baseline"]),
         "chosen": chosen,
-        "difference": paired(a, b),
+        "difference": paired_bootstrap(a, b),
     }
     controls = [s["controls"][r] for s in seeds if s.get("controls") and s["controls"][r]]
     if len(controls) == len(seeds):
@@ -104,7 +84,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
                 "per_seed": [x[name]["accuracy"] for x in controls],
                 "mean_n": sum(x[name]["mean_n"] for x in controls) / len(controls),
                 "temperature": controls[0][name].get("temperature"),
-                "difference": paired(a, c),
+                "difference": paired_bootstrap(a, c),
             }
     out["detector_auc"] = {
         arm: _mean_auc([x["eval"] for x in side])
@@ -126,7 +106,7 @@ def against_baseline(side: list[dict[str, Any]], baseline: list[list[float]]) ->
     mine = [e["settings"][k]["per_problem"] for e, k in zip(evals, chosen, strict=True)]
     return _side(evals, chosen) | {
         "chosen": chosen,
-        "difference": paired(mine, baseline),
+        "difference": paired_bootstrap(mine, baseline),
         "detector_auc": _mean_auc(evals),
         "precision": precision(evals, chosen),
     }
@@ -191,3 +171,50 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
             f"{100 * o['mean']:+.1f} points ({olo:+.1f} to {ohi:+.1f})"
         )
     return text + "."
+
+
+# --- evaluations without tuning figures: a descriptive comparison ----------------------------
+
+
+def one_seed_verdict(seed: int, evals: Evals) -> dict[str, Any]:
+    """The comparison of one seed's evaluations by round without tuning evals, shaped like
+    `verdict`'s (plus `per_seed_evals`): each arm at its most accurate held-out setting
+    (`choose`, the same rule for both; a verdict chooses on training problems instead), with its
+    interval; the difference's interval is `stats.paired_normal`'s (None unless both arms have
+    per-problem figures). Best-of-N: the baseline eval's `controls.best_of_n`, else the
+    backtrack eval's; majority vote alike. Descriptive only, never the run's verdict."""
+    rounds = [
+        _one_round(r, b, a)
+        for r, (b, a) in enumerate(zip(evals["backtrack"], evals["baseline"], strict=True))
+    ]
+    return {"seeds": [seed], "rounds": rounds, "sentence": "", "per_seed_evals": {str(seed): evals}}
+
+
+def _one_round(r: int, b: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    key, best = choose(b), choose(a)
+    mb, ma = b["settings"][key], a["settings"][best]
+    bon, maj = (_control(name, a, b) for name in ("best_of_n", "majority"))
+    return {
+        "round": r,
+        "backtrack": _arm(key, mb),
+        "baseline": _arm(best, ma),
+        "difference": paired_normal(mb, ma),
+        "best_of_n": bon and _arm(None, bon) | {"difference": paired_normal(mb, bon)},
+        "majority": maj and _arm(None, maj) | {"difference": paired_normal(mb, maj)},
+        "detector_auc": {
+            arm: (e.get("detector") or {}).get("roc_auc")
+            for arm, e in zip(REQUIRED, (b, a), strict=True)
+        },
+        "precision": {k: mb.get(k) for k in ("step_erase_precision", "chance_precision")},
+    }
+
+
+def _control(name: str, *evals: dict[str, Any]) -> dict[str, Any] | None:
+    """Control `name` from the first of `evals` that has it."""
+    return next((c for e in evals if (c := (e.get("controls") or {}).get(name))), None)
+
+
+def _arm(setting: str | None, m: dict[str, Any]) -> dict[str, Any]:
+    return {"setting": setting, "accuracy": m["accuracy"], "per_seed": [m["accuracy"]]} | (
+        {"ci95": m["ci95"]} if m.get("ci95") else {}
+    )

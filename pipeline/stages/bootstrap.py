@@ -30,7 +30,7 @@ from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
 from pipeline.config import BootstrapConfig, Config
 from pipeline.files import remove_stale, save_model, write_json
-from pipeline.layout import RunLayout
+from pipeline.layout import RunLayout, compute_of
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to, format_table
 from pipeline.runtime import record_environment, set_threads, stage_config
@@ -59,9 +59,7 @@ def main(cfg: Config) -> dict[str, Any]:
     if not layout.bootstrap_model.exists():
         train(cfg, task, layout.bootstrap_model)
     problems = task.problems("test", cfg.eval.n_problems)
-    figures = evaluate_to(
-        layout.bootstrap / "eval.json", layout.bootstrap_model, task, problems, cfg
-    )
+    figures = evaluate_to(layout.bootstrap_eval, layout.bootstrap_model, task, problems, cfg)
     log.info("bootstrap model:\n%s", format_table(figures))
     return figures
 
@@ -273,7 +271,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "optimizer_steps": b.steps,
         "loss_tokens": loss_tokens,
     }
-    write_json(out.parent / "compute.json", compute)
+    write_json(compute_of(out), compute)
 
 
 def _fit(

@@ -42,10 +42,13 @@ from typing import Any
 
 import yaml
 
+from pipeline.arms import REQUIRED
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
 from pipeline.files import copy_dir, read_json, write_json, write_text
-from pipeline.layout import ARMS, RunLayout
+from pipeline.layout import GridLayout, RunLayout
 from pipeline.measure import report
+from pipeline.measure.settings import settings_of
+from pipeline.measure.stats import fmt
 from pipeline.measure.verdict import precision
 from pipeline.stages import run
 
@@ -54,7 +57,8 @@ log = logging.getLogger(__name__)
 ROW_KEYS = ("name", "set")
 GRID_KEYS = ("run.out_dir", "run.seeds")  # one grid, one place, one set of seeds
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SAMPLED = "T=1.0"  # where the backtrack rate and erase precision are read (greedy rarely erases)
+SAMPLED = 1.0  # the temperature the backtrack rate and erase precision are read at (greedy
+# rarely erases)
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,14 @@ def main(
     """Run (or resume) every row of the grid file `grid`, then write grid.json and grid.md in
     `run.out_dir`; returns their paths and the Markdown table."""
     base = load_config(preset, overrides)
-    root = Path(base.run.out_dir)
+    layout = GridLayout(Path(base.run.out_dir))
     seeds = seeds or base.run.seeds or [base.run.seed]
-    if (root / "config.yaml").exists():
+    if RunLayout(layout.root).config.exists():
         raise ConfigError(
-            f"{root} holds a run or a stage's outputs (config.yaml), not a grid; give the grid "
-            f"its own directory: --set run.out_dir=DIR"
+            f"{layout.root} holds a run or a stage's outputs (config.yaml), not a grid; give "
+            f"the grid its own directory: --set run.out_dir=DIR"
         )
-    rows = load_rows(Path(grid), preset, overrides, seeds, root)
+    rows = load_rows(Path(grid), preset, overrides, seeds, layout)
     for i, row in enumerate(rows, 1):
         if finished(row, seeds):
             log.info("grid row %d/%d %s: finished, skipped", i, len(rows), row.name)
@@ -94,10 +98,10 @@ def main(
         run.main(row.cfg)
     records = [record(row, seeds) for row in rows]
     command = command_line(str(grid), preset, overrides, seeds)
-    write_json(root / "grid.json", {"command": command, "seeds": seeds, "rows": records})
+    write_json(layout.json, {"command": command, "seeds": seeds, "rows": records})
     table = report.markdown(table_rows(records))
-    write_text(root / "grid.md", _page(command, seeds, records, table))
-    return {"table": table, "json": str(root / "grid.json"), "md": str(root / "grid.md")}
+    write_text(layout.md, _page(command, seeds, records, table))
+    return {"table": table, "json": str(layout.json), "md": str(layout.md)}
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -108,9 +112,9 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def load_rows(
-    path: Path, preset: str, overrides: list[str], seeds: list[int], root: Path
+    path: Path, preset: str, overrides: list[str], seeds: list[int], layout: GridLayout
 ) -> list[Row]:
-    """The rows of the grid file at `path`, each with its config (into `root/NAME/`), checked:
+    """The rows of the grid file at `path`, each with its config (into `layout.row(NAME)`), checked:
     the file's shape, the names (directory names, each once), each row's keys and values (as
     `--set` checks them), and that a row directory made earlier holds the same config. Raises
     `ConfigError` naming the file, the row and its line."""
@@ -124,9 +128,9 @@ def load_rows(
         if name in seen:
             raise ConfigError(f"{label}: the name {name!r} is already row {seen[name]}'s")
         seen[name] = i
-        cfg = _row_config(preset, overrides, sets, seeds, root / name, label)
+        cfg = _row_config(preset, overrides, sets, seeds, layout.row(name), label)
         try:
-            check_resumable(cfg, Path(cfg.run.out_dir) / "config.yaml")
+            check_resumable(cfg, RunLayout.of(cfg).config)
         except ConfigError as err:
             raise ConfigError(f"{label}: {err}, or give the row another name") from None
         rows.append(Row(name, sets, cfg))
@@ -214,10 +218,9 @@ def finished(row: Row, seeds: list[int]) -> bool:
     """Whether `halluc run` finished the row: its verdict over these seeds and every round, and
     its report (written after the verdict)."""
     layout = RunLayout.of(row.cfg)
-    path = layout.root / "verdict.json"
-    if not (path.exists() and layout.report_html.exists()):
+    if not (layout.verdict.exists() and layout.report_html.exists()):
         return False
-    verdict = read_json(path)
+    verdict = read_json(layout.verdict)
     return bool(verdict["seeds"] == seeds and len(verdict["rounds"]) == row.cfg.run.rounds + 1)
 
 
@@ -245,10 +248,9 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
     and bootstrap sections and backspace token, if any."""
     for row in rows:
         layout = RunLayout.of(run.seed_config(row.cfg, seed))
-        saved = layout.bootstrap / "config.yaml"
-        if not (layout.bootstrap_model.exists() and saved.exists()):
+        if not (layout.bootstrap_model.exists() and layout.bootstrap_config.exists()):
             continue
-        made = load_config(str(saved), warn=False)  # a stage's own record, old names or new
+        made = load_config(str(layout.bootstrap_config), warn=False)  # old names or new
         same = not config_diff(made, cfg, set(), ("task", "bootstrap"))
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
@@ -264,7 +266,7 @@ def record(row: Row, seeds: list[int]) -> dict[str, Any]:
     arm's backtrack rate, share of erased finished steps that were wrong and chance's share at
     T=1.0 (mean over seeds; None where a seed lacks them), and `compute`, each arm's loss-bearing
     tokens and optimizer steps in that round's training (mean per seed; None in round 0)."""
-    verdict = read_json(row.root / "verdict.json")
+    verdict = read_json(RunLayout.of(row.cfg).verdict)
     layouts = [RunLayout.of(run.seed_config(row.cfg, s)) for s in seeds]
     rounds = [
         r | {"at_t1": _sampled(layouts, r["round"]), "compute": _compute(verdict, r["round"])}
@@ -286,9 +288,17 @@ def _sampled(layouts: list[RunLayout], i: int) -> dict[str, float | None]:
     eval, round i: the eval after training round i-1), mean over the seeds' `layouts`."""
     paths = [lay.start_eval if i == 0 else lay.round(i - 1, "backtrack").eval for lay in layouts]
     evals = [read_json(p) for p in paths]
-    if any(SAMPLED not in e["settings"] for e in evals):  # T=1.0 not in eval.temperatures
+    names = [_sampled_setting(e) for e in evals]
+    if None in names:  # T=1.0 not in eval.temperatures
         return dict.fromkeys(("step_erase_precision", "chance_precision", "backtrack_rate"))
-    return precision(evals, [SAMPLED] * len(evals))
+    return precision(evals, [n for n in names if n is not None])
+
+
+def _sampled_setting(result: dict[str, Any]) -> str | None:
+    """The name of the evaluation's setting at temperature `SAMPLED` with the backspace allowed
+    (None when the sweep has none)."""
+    found = settings_of(result).items()
+    return next((k for k, s in found if s.temperature == SAMPLED and not s.backspace_banned), None)
 
 
 def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | None]] | None:
@@ -298,7 +308,7 @@ def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | Non
     if i == 0 or not per_seed:
         return None
     out: dict[str, dict[str, float | None]] = {}
-    for arm in ARMS:
+    for arm in REQUIRED:
         figures = [seed[arm][i - 1] for seed in per_seed]
         out[arm] = {}
         for key in ("loss_tokens", "optimizer_steps"):
@@ -320,8 +330,8 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         [
             "row",
             *(head[j] for j in picked),
-            f"backtrack rate at {SAMPLED}",
-            f"{LEFT_OUT[1]} at {SAMPLED}",
+            f"backtrack rate at T={SAMPLED}",
+            f"{LEFT_OUT[1]} at T={SAMPLED}",
             "loss tokens: backtrack / baseline",
             "optimizer steps: backtrack / baseline",
         ]
@@ -330,13 +340,13 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
         summary = report.summary_rows({"rounds": rec["rounds"]})
         for r, cells in zip(rec["rounds"], summary[1:], strict=True):
             t1, compute = r["at_t1"], r["compute"] or {}
-            erased = report.fmt("step_erase_precision", t1["step_erase_precision"])
-            chance = report.fmt("chance_precision", t1["chance_precision"])
+            erased = fmt("step_erase_precision", t1["step_erase_precision"])
+            chance = fmt("chance_precision", t1["chance_precision"])
             out.append(
                 [
                     rec["name"],
                     *(cells[j] for j in picked),
-                    report.fmt("backtrack_rate", t1["backtrack_rate"]),
+                    fmt("backtrack_rate", t1["backtrack_rate"]),
                     f"{erased} ({chance})",
                     _per_arm(compute, "loss_tokens"),
                     _per_arm(compute, "optimizer_steps"),
@@ -346,9 +356,9 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
-    values = [compute.get(arm, {}).get(key) for arm in ARMS]
+    values = [compute.get(arm, {}).get(key) for arm in REQUIRED]
     whole = [int(v) if v is not None and float(v).is_integer() else v for v in values]
-    return " / ".join(report.fmt(key, v) for v in whole)
+    return " / ".join(fmt(key, v) for v in whole)
 
 
 def command_line(grid: str, preset: str, overrides: list[str], seeds: list[int]) -> str:
@@ -367,13 +377,14 @@ def _sets(overrides: dict[str, Any]) -> str:
 
 def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: str) -> str:
     rows = "\n".join(
-        f"- `{r['name']}`: {_sets(r['overrides'])} ({r['out_dir']}/report.html)" for r in records
+        f"- `{r['name']}`: {_sets(r['overrides'])} ({RunLayout(Path(r['out_dir'])).report_html})"
+        for r in records
     )
     intro = (
         f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
         "read at the decoding setting chosen on training problems (named beside it); the "
         "difference and backtrack − best-of-N are paired over problems, with their 95% interval. "
-        f"The backtrack rate and erased steps at {SAMPLED} are the backtrack arm's, mean over "
+        f"The backtrack rate and erased steps at T={SAMPLED} are the backtrack arm's, mean over "
         "seeds; loss tokens and optimizer steps are each arm's training in that round, mean per "
         "seed."
     )

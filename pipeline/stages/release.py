@@ -45,6 +45,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.layout import search_dirs, search_summary
 from pipeline.measure import value_quality
 from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files, read_table
 from search.errors import HallucError
@@ -103,8 +104,8 @@ def search_stages(run: Path) -> list[Path]:
     """Every finished search stage under `run` (a `halluc run` or `halluc search` out_dir)."""
     if not run.is_dir():
         raise ReleaseError(f"run directory {run} does not exist")
-    stages = sorted(p for p in run.glob("**/round-*/search") if p.is_dir())
-    unfinished = [str(p) for p in stages if not (p / "summary.json").exists()]
+    stages = search_dirs(run)
+    unfinished = [str(p) for p in stages if not search_summary(p).exists()]
     if unfinished:
         raise ReleaseError(
             f"search stages not finished (no summary.json): {', '.join(unfinished)}; rerun the "

@@ -34,14 +34,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from pipeline.arms import Arm, arm, in_order
 from pipeline.config import Config, ConfigError
 from pipeline.files import read_json, write_json
-from pipeline.layout import RunLayout, arms
+from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure import report
-from pipeline.measure.evaluation import controls, evaluate_to, format_table, settings
+from pipeline.measure.evaluation import controls, evaluate_to, format_table
+from pipeline.measure.settings import sweep
 from pipeline.measure.verdict import choose, verdict
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.stages import bootstrap, select, train
@@ -61,11 +63,12 @@ def main(cfg: Config) -> dict[str, Any]:
             "train.objective=sft and add the arm: run.arms=[baseline,backtrack,dpo] or "
             "run.arms=[baseline,backtrack,rl]"
         )
-    if "sft_rl" in cfg.run.arms and cfg.train.rl.credit == "tree":
+    unsearched = [a.name for a in in_order(cfg.run.arms) if not a.searches]
+    if unsearched and cfg.train.rl.credit == "tree":
         raise ConfigError(
-            "run.arms has sft_rl with train.rl.credit=tree: the sft_rl arm searches nothing, so "
-            "it has no step values to credit erases with; use train.rl.credit=outcome, or the "
-            "rl arm"
+            f"run.arms has {unsearched[0]} with train.rl.credit=tree: the {unsearched[0]} arm "
+            "searches nothing, so it has no step values to credit erases with; use "
+            "train.rl.credit=outcome, or the rl arm"
         )
     layout = RunLayout.of(cfg)
     stage_config(cfg, layout.root)
@@ -76,9 +79,9 @@ def main(cfg: Config) -> dict[str, Any]:
     subs = [RunLayout.of(c) for c in configs]
     result = verdict(runs, seeds)
     result["compute"] = [_compute(sub, cfg) for sub in subs]
-    write_json(layout.root / "verdict.json", result)
+    write_json(layout.verdict, result)
     per_seed = {
-        str(s): {arm: [x["eval"] for x in run[arm]] for arm in arms(cfg)}
+        str(s): {a.name: [x["eval"] for x in run[a.name]] for a in in_order(cfg.run.arms)}
         for s, run in zip(seeds, runs, strict=True)
     }
     summary = report.write_verdict(layout, cfg, result | {"per_seed_evals": per_seed}, subs[0])
@@ -94,7 +97,7 @@ def seed_config(cfg: Config, seed: int) -> Config:
     return dataclasses.replace(
         cfg,
         run=dataclasses.replace(
-            cfg.run, seed=seed, seeds=[], out_dir=str(Path(cfg.run.out_dir) / f"seed-{seed}")
+            cfg.run, seed=seed, seeds=[], out_dir=str(RunLayout.of(cfg).seed(seed))
         ),
         bootstrap=dataclasses.replace(cfg.bootstrap, seed=seed),
         train=dataclasses.replace(cfg.train, seed=seed),
@@ -114,24 +117,24 @@ def run_seed(cfg: Config) -> dict[str, Any]:
         bootstrap.main(cfg)
     paths = (layout.start_eval, layout.start_tune)
     start = _evaluate(layout.start_model, paths, task, test, tune, cfg)
-    out: dict[str, Any] = {arm: [start] for arm in arms(cfg)} | {"controls": [None]}
+    out: dict[str, Any] = {a.name: [start] for a in in_order(cfg.run.arms)} | {"controls": [None]}
     for r in range(cfg.run.rounds):
-        tokens, steps = None, -1  # the backtrack arm's, which the other arms match
-        for arm in arms(cfg):
-            acfg = arm_config(cfg, arm, r)
-            rnd, model = layout.round(r, arm), layout.model(r, arm)
-            if arm != "sft_rl":  # it trains the backtrack arm's model further: no search
+        tokens, steps = None, -1  # the budget arm's (backtrack), which the other arms match
+        for a in in_order(cfg.run.arms):
+            acfg = arm_config(cfg, a.name, r)
+            rnd, model = layout.round(r, a.name), layout.model(r, a.name)
+            if a.searches:
                 search_stage.search(acfg, model, rnd.search)
-            if arm not in ("rl", "sft_rl"):  # they sample their own streams: nothing to select
-                _, n = select.select(acfg, arm, rnd, tokens)
-            backspace = arm != "baseline" or cfg.run.baseline_backspace
+            if a.selects:
+                _, n = select.select(acfg, a.name, rnd, tokens)
+            backspace = a.backspace or cfg.run.baseline_backspace
             train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
-            if arm == "backtrack":
+            if a.sets_budget:
                 tokens = n
-                steps = read_json(rnd.train / "compute.json")["optimizer_steps"]
+                steps = read_json(rnd.compute)["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
-            out[arm].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, acfg))
-            log.info("round %d, %s arm:\n%s", r + 1, arm, format_table(out[arm][-1]["eval"]))
+            out[a.name].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, acfg))
+            log.info("round %d, %s arm:\n%s", r + 1, a.name, format_table(out[a.name][-1]["eval"]))
         out["controls"].append(_controls(layout, r, task, test, cfg_round(cfg, r), out))
     return out
 
@@ -140,17 +143,14 @@ def cfg_round(cfg: Config, r: int) -> Config:
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))
 
 
-def arm_config(cfg: Config, arm: str, r: int) -> Config:
-    """Round `r` of `arm`: the dpo and rl arms train with the objective of their name, the
-    others with sft; the sft_rl arm without the token warm-up (its model's backspace rows were
+def arm_config(cfg: Config, name: str, r: int) -> Config:
+    """Round `r` of the arm called `name`: its objective (`pipeline.arms`), and no token warm-up
+    for an arm that starts from another arm's model (sft_rl: that model's backspace rows were
     trained by sft)."""
-    if arm == "rl":
-        training = dataclasses.replace(cfg.train, objective="rl")
-    elif arm == "sft_rl":
-        training = dataclasses.replace(cfg.train, objective="rl", token_warmup=0)
-    else:
-        objective: Literal["sft", "dpo"] = "dpo" if arm == "dpo" else "sft"
-        training = dataclasses.replace(cfg.train, objective=objective)
+    a: Arm = arm(name)
+    training = dataclasses.replace(cfg.train, objective=a.objective)
+    if a.starts_from:
+        training = dataclasses.replace(training, token_warmup=0)
     return dataclasses.replace(cfg_round(cfg, r), train=training)
 
 
@@ -174,12 +174,12 @@ def _controls(
     """The baseline at its best sampling temperature (chosen on training problems), sampled N
     times per problem up to the backtrack arm's generated tokens per problem at its chosen
     setting (cached in the baseline round's controls.json)."""
-    path = layout.round(r, "baseline").root / "controls.json"
+    path = layout.round(r, "baseline").controls
     if path.exists():
         return dict(read_json(path))
     bt, bl = out["backtrack"][-1], out["baseline"][-1]
     budget = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
-    setting = settings(cfg)[choose(bl["tune"], sampling=True)]
+    setting = {s.name: s for s in sweep(cfg)}[choose(bl["tune"], sampling=True)]
     result = controls(layout.round(r, "baseline").model, task, test, cfg, setting, budget)
     write_json(path, result)
     return result
@@ -187,25 +187,21 @@ def _controls(
 
 def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:
     """Per arm and round: rows, loss-bearing tokens, optimizer steps, generated tokens in search
-    and in evaluation (what each arm cost; equal compute is stated, not assumed). The sft_rl
-    arm's figures are its rl stage's: the backtrack arm's round comes before it."""
+    and in evaluation (what each arm cost; equal compute is stated, not assumed). An arm that
+    starts from another's model (sft_rl) has its own stage's figures: that arm's round comes
+    before it."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for arm in arms(cfg):
-        out[arm] = []
+    for a in in_order(cfg.run.arms):
+        out[a.name] = []
         for r in range(cfg.run.rounds):
-            rnd = layout.round(r, arm)
-            trained = (
-                read_json(rnd.train / "compute.json")
-                if (rnd.train / "compute.json").exists()
-                else {}
-            )
+            rnd = layout.round(r, a.name)
+            trained = read_json(rnd.compute) if rnd.compute.exists() else {}
             trained.pop("history", None)  # the rl arm's figures by step stay in compute.json
-            if arm == "sft_rl":
-                trained["after"] = "the backtrack arm's round (its compute comes on top)"
-            summary = rnd.search / "summary.json"
-            searched = read_json(summary) if summary.exists() else {}
+            if a.starts_from:
+                trained["after"] = f"the {a.starts_from} arm's round (its compute comes on top)"
+            searched = read_json(rnd.summary) if rnd.summary.exists() else {}
             figures = read_json(rnd.eval)["settings"]
-            out[arm].append(
+            out[a.name].append(
                 trained
                 | {
                     "search_generated_tokens": searched.get("generated_tokens"),

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.files import read_json, remove_stale, write_json
-from pipeline.layout import RunLayout
+from pipeline.layout import RunLayout, search_summary
 from pipeline.loading import load_model, task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
@@ -111,7 +111,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
                 threads=max(1, cfg.run.threads // cfg.search.workers),
             )
     summary = summarize(out, len(batches), task.has_step_checker)
-    write_json(out / "summary.json", summary)
+    write_json(search_summary(out), summary)
     log.info("search summary: %s", json.dumps(summary))
     return summary
 

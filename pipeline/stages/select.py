@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import AUTO_SHARE, Config, SelectConfig
 from pipeline.files import TMP, read_json, remove_stale
-from pipeline.layout import RoundLayout, RunLayout
+from pipeline.layout import RoundLayout, RunLayout, search_summary
 from pipeline.loading import task_from_config
 from pipeline.runtime import stage_config
 from pipeline.shards import FEATURES, check_shard, read_shard, read_table
@@ -125,7 +125,7 @@ def _check_chosen(chosen: list[Row], arm: str, cfg: Config, rnd: RoundLayout) ->
             f"the {arm} arm selected nothing in round {cfg.run.round}: the search found no "
             f"usable {'pair' if arm == 'dpo' else 'trace'} (a model that is always right or "
             "always wrong? see "
-            f"{rnd.search / 'summary.json'}); train the model more or less, or raise "
+            f"{rnd.summary}); train the model more or less, or raise "
             "search.omegaprm.budget"
         )
 
@@ -136,7 +136,7 @@ def read_traces(search_dir: Path) -> list[Row]:
 
 def step_error_rate(search_dir: Path) -> float | None:
     """The searched model's per-step error rate the search recorded (None: none recorded)."""
-    summary = search_dir / "summary.json"
+    summary = search_summary(search_dir)
     return read_json(summary).get("step_error_rate") if summary.exists() else None
 
 

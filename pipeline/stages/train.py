@@ -284,7 +284,7 @@ def train_worker(config: dict[str, Any]) -> None:
             "token_warmup_batches": t.token_warmup if backspace else 0,
             "backspace_token": backspace,
         }
-        write_json(out / "compute.json", compute | (pair_compute(ds) if dpo else _sft(ds)))
+        write_json(rnd.compute, compute | (pair_compute(ds) if dpo else _sft(ds)))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ at its best decoding and against the backtrack arm, with what each arm cost.
 RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-runs when it
 has `run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per
 seed); its difference with the baseline, with the backtrack arm and with the start model
-(bootstrap/, each seed at its chosen setting), as 95% paired intervals (`verdict.paired`: the
+(bootstrap/, each seed at its chosen setting), as 95% paired intervals (`paired_bootstrap`: the
 same seeds and problems on both sides); backtrack rate, erased steps that were wrong against
 chance, detector ROC-AUC, tokens per solved problem (at the chosen setting); and the compute of
 its training stage summed over seeds: optimizer steps, loss-bearing tokens, tokens generated in
@@ -22,9 +22,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.arms import ARMS
 from pipeline.files import read_json
-from pipeline.layout import ALL_ARMS
-from pipeline.measure.verdict import choose, paired
+from pipeline.layout import RunLayout
+from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.verdict import choose
 from pipeline.tables.common import TableError, diff, mean_all, num, pct, run_dir
 
 
@@ -52,17 +54,17 @@ def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | No
 def compute(run: Path) -> dict[str, Any]:
     """Per round (1 = the models trained in round 0), each arm's figures over the seeds; the
     start model's as round 0."""
-    if not (run / "verdict.json").is_file():
+    if not RunLayout(run).verdict.is_file():
         raise TableError(
             f"{run}: no verdict.json; give the out_dir of a finished `halluc run` (rerun the same "
             "command to finish it)"
         )
-    verdict = read_json(run / "verdict.json")
+    verdict = read_json(RunLayout(run).verdict)
     seeds, costs = verdict["seeds"], verdict["compute"]
     start = chosen(run, seeds, "bootstrap")  # round 0: every arm is the start model
     rounds = []
     for r in range(len(verdict["rounds"]) - 1):
-        figures = {a: chosen(run, seeds, f"{a}/round-{r}") for a in ALL_ARMS}
+        figures: dict[str, Any] = {a.name: chosen(run, seeds, f"{a.name}/round-{r}") for a in ARMS}
         per = {a: [f["per_problem"] for f in fs] for a, fs in figures.items() if fs}
         arms = [
             _arm(arm, fs, per, start, [c[arm][r] for c in costs if arm in c])

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.layout import RunLayout
 from search.errors import HallucError
 
 MISSING = "–"
@@ -25,7 +26,7 @@ def pct(x: float | None) -> str:
 
 
 def diff(d: dict[str, Any] | None) -> str:
-    """A paired difference (`verdict.paired`'s mean and ci95, shares) in percentage points."""
+    """A paired difference (`paired_bootstrap`'s mean and ci95) in percentage points."""
     if not d:
         return MISSING
     lo, hi = d["ci95"]
@@ -52,9 +53,10 @@ def mean_known(values: list[Any]) -> float | None:
 def seed_dirs(run: Path, seeds: list[int] | None = None) -> list[Path]:
     """The run's seed directories (`seed-S/`: the given seeds, else every one), or the run itself
     when it has none (a run of one seed without `run.seeds`)."""
+    layout = RunLayout(run)
     if seeds:
-        return [run / f"seed-{s}" for s in seeds]
-    return sorted(run.glob("seed-*")) or [run]
+        return [layout.seed(s) for s in seeds]
+    return layout.seed_dirs() or [run]
 
 
 def config_of(seed_dir: Path) -> str:

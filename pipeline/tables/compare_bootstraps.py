@@ -7,7 +7,7 @@ every setting.
 
 `--a` and `--b` take one directory per seed, in the same seed order. Prints a Markdown table:
 per setting, each side's mean accuracy (and per seed), a − b with its 95% paired interval
-(`verdict.paired`), and for side a: the setting against the same one with the backspace banned
+(`paired_bootstrap`), and for side a: the setting against the same one with the backspace banned
 (what erasing itself adds), its backtrack rate and erased steps wrong against chance.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import read_json
-from pipeline.measure.verdict import paired
+from pipeline.measure.stats import paired_bootstrap as paired
 from pipeline.tables.common import TableError, diff, mean_known, pct, run_dir
 
 

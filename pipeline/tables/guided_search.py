@@ -30,7 +30,9 @@ from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
-from pipeline.measure.verdict import choose, paired
+from pipeline.measure.settings import Setting
+from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.verdict import choose
 from pipeline.tables.common import (
     TableError,
     add_sets,
@@ -113,7 +115,7 @@ def sweep_seed(
         path = out / f"best-of-n-m{m}.json"
         if not path.exists():
             budget = g["settings"][SAMPLED]["tokens_per_problem"]
-            write_json(path, controls(bl.model, task, test, cfg, (1.0, 1, False), budget))
+            write_json(path, controls(bl.model, task, test, cfg, Setting(1.0), budget))
         per_m[str(m)] = {"guided": g, "best_of_n": dict(read_json(path))["best_of_n"]}
     return {"own": own, "baseline": baseline | {"setting": best}, "m": per_m}
 

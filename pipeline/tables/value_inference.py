@@ -33,6 +33,7 @@ from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
+from pipeline.measure.settings import Setting
 from pipeline.tables.common import TableError, add_sets, config_of, floats, pct, run_dir
 
 SAMPLED = "T=1.0"
@@ -101,7 +102,7 @@ def compute(
     if not path.exists():
         budget = rows["own"]["settings"][SAMPLED]["tokens_per_problem"]
         ccfg = load_config(preset, [*base, f"eval.value_model={value_model}"])
-        write_json(path, controls(baseline, task, test, ccfg, (1.0, 1, False), budget))
+        write_json(path, controls(baseline, task, test, ccfg, Setting(1.0), budget))
     return {"round": r, "m": m, "guided": rows, "controls": dict(read_json(path))}
 
 

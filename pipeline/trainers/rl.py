@@ -391,7 +391,7 @@ def _finish(
         "token_warmup_batches": t.token_warmup,
         "backspace_token": True,
     }
-    write_json(rnd.train / "compute.json", compute | {k: state[k] for k in (*TOTALS, "history")})
+    write_json(rnd.compute, compute | {k: state[k] for k in (*TOTALS, "history")})
     meta = {"mode": t.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
     save_model(model, hf, rnd.model, extra={META: meta | {"backspace": True}})
     shutil.rmtree(rnd.train / CHECKPOINTS, ignore_errors=True)
