@@ -121,15 +121,13 @@ def evaluate_model(
         reports = [report for _, report in drawn]
         solved = per_problem(reports, samples)
         # guided search draws candidates it throws away: they count as generated tokens too
-        drawn_tokens = getattr(policy, "generated", None) or [
-            [r.n_tokens for r in reports[i : i + samples]] for i in range(0, len(reports), samples)
-        ]
+        drawn_tokens = policy.generated
         out["settings"][name] = aggregate(reports, temperature, samples) | {
             "ci95": interval([solved])["ci95"],  # bootstrap over problems
             "per_problem": solved,
             "tokens_per_problem": [sum(n) / samples for n in drawn_tokens],
         }
-        if hasattr(policy, "generated"):  # the stream's tokens and the candidates thrown away
+        if policy.discards:  # the stream's tokens and the candidates thrown away
             m = out["settings"][name]
             m["generated_tokens"] = sum(map(sum, drawn_tokens))
             m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))

@@ -189,7 +189,7 @@ def search_batch(
     """Search one batch in lockstep and write its shards and stats (idempotent)."""
     task, tokenizer = state.task, state.tokenizer
     searches = [new_search(cfg, task, tokenizer, p) for p in problems]
-    before = getattr(state.policy, "tokens_generated", 0)
+    before = state.policy.tokens_generated
     results = run_batched(searches, state.policy, valuer=state.valuer)
     tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
     for problem, result in zip(problems, results, strict=True):
@@ -209,7 +209,7 @@ def search_batch(
         "batch": batch,
         "problems": len(problems),
         "rollouts": sum(r.rollouts_used for r in results),
-        "generated_tokens": getattr(state.policy, "tokens_generated", 0) - before,
+        "generated_tokens": state.policy.tokens_generated - before,
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
     } | screen_counts(results)
