@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout
-from pipeline.loading import load_model, task_from_config
+from pipeline.loading import check_trained_with, load_model, task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
@@ -68,6 +68,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
         from workers.hf import check_checkpoint_dir
 
         check_checkpoint_dir(model)  # fail before any worker starts
+        check_trained_with(cfg, model)
         if cfg.search.value != "mc":
             from workers.valuer import check_tokenizer
 
