@@ -79,6 +79,8 @@ def sampler_vs_generate(n_prompts: int = 128, new: int = 48) -> dict[str, Any]:
 
 
 class TimedPolicy:
+    """A policy with the seconds spent inside it counted; its counters are the inner policy's."""
+
     def __init__(self, inner: Any) -> None:
         self.inner, self.seconds = inner, 0.0
 
@@ -88,6 +90,18 @@ class TimedPolicy:
             return self.inner.sample(asks)
         finally:
             self.seconds += time.perf_counter() - t
+
+    @property
+    def generated(self) -> list[list[int]]:
+        return self.inner.generated
+
+    @property
+    def discards(self) -> bool:
+        return self.inner.discards
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.inner.tokens_generated
 
 
 def in_process(cfg: Any) -> dict[str, Any]:

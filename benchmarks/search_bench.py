@@ -61,6 +61,8 @@ def locate(task, problems, tok, policy, mode: str, budget: int, k: int) -> dict[
 
 
 class Timed:
+    """The scripted policy with its time and rollouts counted; its counters are the policy's."""
+
     def __init__(self, policy: ScriptedPolicy) -> None:
         self.policy, self.seconds, self.rollouts = policy, 0.0, 0
 
@@ -70,6 +72,18 @@ class Timed:
         self.seconds += time.perf_counter() - t
         self.rollouts += sum(a.n for a in asks)
         return out
+
+    @property
+    def generated(self) -> list[list[int]]:
+        return self.policy.generated
+
+    @property
+    def discards(self) -> bool:
+        return self.policy.discards
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.policy.tokens_generated
 
 
 def overhead(task, problems, tok, policy) -> dict[str, Any]:

@@ -82,7 +82,8 @@ def methods(
 
 
 class Timed:
-    """A policy or valuer with the seconds spent inside it counted."""
+    """A policy or valuer with the seconds spent inside it counted (a policy's counters are the
+    inner policy's)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.seconds = inner, 0.0
@@ -92,6 +93,18 @@ class Timed:
 
     def values(self, prefixes: Any) -> Any:
         return self._timed(self.inner.values, prefixes)
+
+    @property
+    def generated(self) -> list[list[int]]:
+        return self.inner.generated
+
+    @property
+    def discards(self) -> bool:
+        return self.inner.discards
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.inner.tokens_generated
 
     def _timed(self, call: Any, arg: Any) -> Any:
         t = time.perf_counter()

@@ -1,5 +1,6 @@
 """What a config names, built: its task, and a checkpoint loaded for sampling (for the search
-and the evaluation alike, through `workers.policy`)."""
+and the evaluation alike, through `workers.policy`), once its backspace settings agree with the
+config's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.config import Config, TaskConfig
+from search.errors import HallucError
 from search.tasks import make_task
 from search.types import Task
 from workers.policy import Kind, Loaded, load
@@ -20,8 +22,35 @@ def task_from_config(t: TaskConfig) -> Task:
     return make_task(t.name, **options)
 
 
+class CheckpointMismatch(HallucError, ValueError):
+    """A config whose backspace settings disagree with those the checkpoint was trained with."""
+
+
+def check_trained_with(cfg: Config, path: Path) -> None:
+    """Raise `CheckpointMismatch` where the checkpoint at `path` was trained on backspaces with
+    another `trace.unit` or `trace.bksp_token` than `cfg`'s (as its `halluc.json` records):
+    decoding would follow the checkpoint and judging the config, or the config's backspace
+    would be a token the model never learned. A model without `halluc.json` (a user's base
+    model, a bootstrap without backspaces) or trained without them (a clean-only arm, whose
+    backspace is banned) has nothing to disagree with."""
+    from workers.hf import META, backtrack_meta
+
+    meta = backtrack_meta(path)
+    if not meta or not meta.get("backspace", True):
+        return
+    for key, ours in (("unit", cfg.trace.unit), ("bksp_token", cfg.trace.bksp_token)):
+        theirs = meta.get(key, ours)  # a record without the key has nothing to disagree with
+        if theirs != ours:
+            raise CheckpointMismatch(
+                f"trace.{key}={ours} disagrees with the checkpoint, trained with {key}={theirs} "
+                f"({path / META}); set trace.{key}={theirs}, or use a model trained with {ours}"
+            )
+
+
 def load_model(cfg: Config, kind: Kind, path: Path, task: Task) -> Loaded:
-    """The checkpoint at `path` for sampling with a `kind` policy, as the config says."""
+    """The checkpoint at `path` for sampling with a `kind` policy, as the config says; refused
+    before anything loads where its backspace settings disagree (`check_trained_with`)."""
+    check_trained_with(cfg, path)
     m = cfg.model
     return load(
         kind,

@@ -51,7 +51,12 @@ class _Script:
 
 
 class ScriptedPolicy:
-    """`sample(asks)`: the rollouts of every ask, for problems given at construction."""
+    """`sample(asks)`: the rollouts of every ask, for problems given at construction. Its
+    counters (`search.types.Policy`): `generated` each rollout's length; `tokens_generated`
+    stays 0, since no model decodes them (the search stats count no compute for it)."""
+
+    discards = False
+    tokens_generated = 0
 
     def __init__(
         self,
@@ -78,13 +83,16 @@ class ScriptedPolicy:
             p = [trap_rate if i in traps else error_rate for i in range(len(ref))]
             self._scripts[tuple(tokenizer.encode(problem.prompt))] = _Script(ref, p)
         self._prompt_lens = sorted({len(k) for k in self._scripts})
+        self.generated: list[list[int]] = []
 
     def true_p_error(self, prompt: str) -> list[float]:
         """The per-step error probabilities scripted for a prompt (for tests and benchmarks)."""
         return self._scripts[tuple(self.tok.encode(prompt))].p_error
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
-        return [self._answer(ask) for ask in asks]
+        out = [self._answer(ask) for ask in asks]
+        self.generated = [[len(r.tokens) for r in rs] for rs in out]
+        return out
 
     def true_value(self, prefix: tuple[int, ...]) -> float:
         """The probability that a rollout from `prefix` (prompt and whole steps) ends correct:

@@ -70,20 +70,17 @@ class Judge:
     def correct(self, generated: Sequence[int], finished: bool) -> bool:
         """A finished generation whose visible steps the task accepts: the right final answer
         and, on a task with an exact step checker, no wrong visible step (a right answer reached
-        through a wrong step is not a solution to learn from). A task with a `solution` method
-        (Countdown) first reduces the visible steps to the solution they state: a search stream's
-        last path. The one definition of correct for rollouts, traces and evaluation."""
+        through a wrong step is not a solution to learn from). The visible steps are first
+        reduced to the solution they state (`Task.solution`: on Countdown a search stream's last
+        path). The one definition of correct for rollouts, traces and evaluation."""
         if not finished:
             return False
         steps = self.visible_steps(generated)
         if steps is None:
             return False
-        texts = self.texts(steps)
-        stated = getattr(self.task, "solution", None)  # a task whose outputs may be streams
-        if stated is not None:
-            texts = stated(self.problem, texts)
-            if texts is None:
-                return False
+        texts = self.task.solution(self.problem, self.texts(steps))
+        if texts is None:
+            return False
         if not self.task.is_correct(self.problem, texts):
             return False
         return not self.task.has_step_checker or self.task.first_error(self.problem, texts) is None
@@ -95,14 +92,10 @@ class Judge:
         return self.task.first_error(self.problem, self.texts(steps))
 
     def detection_step(self, steps: Sequence[Sequence[int]]) -> int | None:
-        """Index of the step of visible `steps` after which the task's optional
-        `detection_step(problem, texts)` sees that they fail; None when it sees nothing, or the
-        task has no such method (arithmetic, jsonl: a failure shows only at the end)."""
-        detect = getattr(self.task, "detection_step", None)
-        if detect is None:
-            return None
-        seen: int | None = detect(self.problem, self.texts(steps))
-        return seen
+        """Index of the step of visible `steps` after which the task's `detection_step` sees
+        that they fail; None when it sees nothing (always on arithmetic and jsonl, where a
+        failure shows only at the end)."""
+        return self.task.detection_step(self.problem, self.texts(steps))
 
 
 @dataclass(eq=False)

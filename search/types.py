@@ -8,6 +8,7 @@ and is told a number. Token ids in, token ids out.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -40,12 +41,11 @@ class Task(Protocol):
     Text conventions: the prompt ends with the step delimiter; a solution is a list of steps, each
     ending with the delimiter except the last, which is followed by end-of-sequence.
 
-    Optional, not part of the protocol: `detection_step(problem, steps) -> int | None`, the index
-    of the first step after which a failure is visible to a reader without a solver (None: not
-    before the end). Correction traces placed `at_detection` erase up to it (search/traces.py);
-    a task without it shows a failure only at the end of the solution. Likewise
-    `wrong_step(problem, before, rng) -> str`: a plausible wrong version of reference step
-    `len(before)` that `first_error` flags, for the bootstrap's retry data (`bootstrap.retry_rate`).
+    Every capability is a member of every task. Where a task lacks one, the member gives the
+    answer that means "nothing to see" (`solution`: the output itself; `detection_step`: None)
+    or, where no answer would be honest (`first_error`, `wrong_step`), a flag says so
+    (`has_step_checker`, `has_wrong_steps`) and the method raises `TaskCapabilityError`
+    (search/tasks/__init__.py), so a caller checks the flag before it starts work.
     """
 
     name: str
@@ -63,14 +63,37 @@ class Task(Protocol):
         """Whether a finished solution (steps without delimiters) reaches the right answer."""
         ...
 
-    def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
-        """Exact step checker: index of the first step after which the problem can no longer be
-        solved, or None when every step is still on a path to the answer. Raises
-        NotImplementedError for tasks without an exact checker (see `has_step_checker`)."""
+    def solution(self, problem: Problem, lines: Sequence[str]) -> list[str] | None:
+        """The solution an output's visible lines state, for `is_correct` and `first_error`:
+        the lines themselves, except on a task whose outputs may be search streams (Countdown:
+        the stream's last path); None when the lines state no solution."""
         ...
 
     @property
     def has_step_checker(self) -> bool: ...
+
+    def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
+        """Exact step checker: index of the first step after which the problem can no longer be
+        solved, or None when every step is still on a path to the answer. Raises
+        `TaskCapabilityError` where `has_step_checker` is False."""
+        ...
+
+    def detection_step(self, problem: Problem, steps: Sequence[str]) -> int | None:
+        """Index of the first step after which a failure is visible to a reader without a
+        solver; None when none is before the end (always None on a task where a failure shows
+        only at the end of the solution). Correction traces placed `at_detection` erase up to
+        it (search/traces.py)."""
+        ...
+
+    @property
+    def has_wrong_steps(self) -> bool: ...
+
+    def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
+        """A plausible wrong version of reference step `len(before)` (`before`: the reference's
+        first steps) that `first_error` flags, for the bootstrap's retry data
+        (`bootstrap.retry_rate`). Raises `TaskCapabilityError` where `has_wrong_steps` is
+        False."""
+        ...
 
 
 class Tokenizer(Protocol):
@@ -115,9 +138,27 @@ class Rollout:
 
 
 class Policy(Protocol):
-    """Samples continuations for a batch of asks: `sample(asks)[i]` has `asks[i].n` rollouts."""
+    """Samples continuations for a batch of asks: `sample(asks)[i]` has `asks[i].n` rollouts.
+
+    Its counters, which the search stage's stats and evaluation read:
+    `generated[i][j]`: after a `sample` call, the tokens drawn for sample j of its ask i: the
+    rollout's own, plus, where `discards`, the candidates drawn and thrown away on its way;
+    `discards`: whether `generated` counts such tokens (backspace-guided search does), which
+    evaluation then reports as the tokens the setting generated;
+    `tokens_generated`: tokens a model decoded for this policy since it was built (the compute
+    spent, discarded candidates included; 0 for the scripted policy, which runs no model).
+    """
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]: ...
+
+    @property
+    def generated(self) -> list[list[int]]: ...
+
+    @property
+    def discards(self) -> bool: ...
+
+    @property
+    def tokens_generated(self) -> int: ...
 
 
 @dataclass(frozen=True)

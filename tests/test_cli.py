@@ -3,13 +3,16 @@ reaches the policy factory, and user errors are one line."""
 
 import importlib
 import importlib.util
+import json
 import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline import cli
+from pipeline.config import load_config
 from pipeline.layout import RunLayout
+from pipeline.loading import CheckpointMismatch, load_model, task_from_config
 from pipeline.stages import BY_NAME, STAGES
 from tests.conftest import TINY
 
@@ -106,3 +109,54 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "search is 3, not a mapping" in capsys.readouterr().err
     assert cli.main(["search", "--set", "search.temperature=-1"]) == 2
     assert "search.temperature: must be >= 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def step_trained(trained, tmp_path):
+    """The bootstrap model as if trained on step-unit backspaces with `<|bksp|>` (its
+    halluc.json as training writes it)."""
+    model = tmp_path / "step-model"
+    shutil.copytree(trained[0] / "bootstrap" / "model", model)
+    meta = {"mode": "stream", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True}
+    (model / "halluc.json").write_text(json.dumps(meta))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("override", "ours", "theirs"),
+    [
+        ("trace.unit=token", "trace.unit=token", "unit=step"),
+        ("trace.bksp_token=<|del|>", "trace.bksp_token=<|del|>", "bksp_token=<|bksp|>"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_checkpoint_is_refused(
+    step_trained, tmp_path, capsys, override, ours, theirs
+):
+    """`halluc eval` and `halluc search` refuse, in one line naming both values and the
+    checkpoint's record, before anything loads or is written; an agreeing config loads."""
+    out = tmp_path / "run"
+    sets = [f"eval.model={step_trained}", override]
+    assert cli.main(stage_args("eval", out, *sets)) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert ours in line and theirs in line and str(step_trained / "halluc.json") in line
+    assert cli.main(stage_args("search", out, f"model.path={step_trained}", override)) == 2
+    assert theirs in capsys.readouterr().err and not (out / "round-0").exists()
+    # the other path: the config the model was trained with loads, with the model's unit
+    cfg = load_config("arith-tiny", [f"run.out_dir={out}", *TINY])
+    loaded = load_model(cfg, "transformers", step_trained, task_from_config(cfg.task))
+    assert (loaded.unit, loaded.trained) == ("step", True)
+
+
+def test_a_model_without_backspaces_has_nothing_to_disagree_with(step_trained, tmp_path):
+    """A clean-only arm's record (backspace False) or none at all (a base model): any unit and
+    backspace token load, the record's unit kept where there is one."""
+    cfg = load_config("arith-tiny", [*TINY, "trace.unit=token", "trace.bksp_token=<|del|>"])
+    task = task_from_config(cfg.task)
+    meta = json.loads((step_trained / "halluc.json").read_text())
+    (step_trained / "halluc.json").write_text(json.dumps(meta | {"backspace": False}))
+    assert load_model(cfg, "transformers", step_trained, task).unit == "step"
+    (step_trained / "halluc.json").unlink()
+    assert load_model(cfg, "transformers", step_trained, task).unit == "token"
+    (step_trained / "halluc.json").write_text(json.dumps(meta))  # trained on backspaces again
+    with pytest.raises(CheckpointMismatch, match="trace.unit=token"):
+        load_model(cfg, "transformers", step_trained, task)

@@ -19,6 +19,7 @@ from pipeline.measure.detector import (
     roc_curve,
     sample_points,
 )
+from search.tasks import TaskCapabilityError
 from search.tasks.arithmetic import ArithmeticTask
 from search.tokenizer import CharTokenizer
 from search.tree import Judge, derive_seed
@@ -155,6 +156,17 @@ class NineTask:
 
     def first_error(self, problem, steps):
         return next((i for i, s in enumerate(steps) if "9" in s), None)
+
+    def solution(self, problem, lines):
+        return list(lines)
+
+    def detection_step(self, problem, steps):
+        return None
+
+    has_wrong_steps = False
+
+    def wrong_step(self, problem, before, rng):
+        raise TaskCapabilityError("the nine task makes no wrong steps")
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])

@@ -150,6 +150,21 @@ def test_backspaces_keep_their_budget_and_the_prefix(make, ckpt, mode):
     assert sum(r.tokens.count(tok.bksp_id) for rs in got for r in rs) >= 5
 
 
+def test_counters_count_each_rollout_and_their_running_total(make, ckpt):
+    """What the search stats and evaluation read: `generated` the length of each rollout of the
+    last call (backspaces included), `tokens_generated` the total since the policy was built."""
+    tok = ckpt[2]
+    p = make(max_new_tokens=20, bksp_id=tok.bksp_id, mode="erase", unit="token")
+    assert (p.generated, p.tokens_generated, p.discards) == ([], 0, False)
+    batch = asks(tok, n=3)
+    first = [[len(r.tokens) for r in rs] for rs in p.sample(batch)]
+    assert p.generated == first and p.tokens_generated == sum(map(sum, first))
+    assert len(set(n for ns in first for n in ns)) > 1  # lengths vary: each row is its own
+    second = [[len(r.tokens) for r in rs] for rs in p.sample(batch[1:2])]
+    assert p.generated == second == first[1:2]
+    assert p.tokens_generated == sum(map(sum, first)) + sum(second[0])
+
+
 def test_step_end_only_keeps_backspaces_after_a_delimiter(make, ckpt):
     tok = ckpt[2]
     ends = (tok.delim_id, tok.bksp_id)

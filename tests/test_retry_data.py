@@ -16,6 +16,7 @@ from search.backspace import apply_backspaces
 from search.errors import HallucError
 from search.tasks import countdown
 from search.tasks.countdown import apply_step, solvable
+from search.tasks.jsonl import JsonlTask
 from tests.conftest import SMALL
 
 PRESETS = ["arith-tiny", "countdown-tiny"]
@@ -143,9 +144,6 @@ def test_bad_rates_and_combinations_are_refused(tmp_path):
         bootstrap.main(cfg)
     assert not (tmp_path / "bootstrap" / "model").exists()
 
-    class NoWrongSteps:  # a task without `wrong_step`, like jsonl
-        name = "jsonl"
-        step_delimiter = "\n"
-
+    no_wrong_steps = JsonlTask(str(tmp_path / "unread.jsonl"))  # refused before it is read
     with pytest.raises(HallucError, match="retry_rate=0"):
-        bootstrap.solutions(NoWrongSteps(), [], cfg.bootstrap)  # type: ignore[arg-type]
+        bootstrap.solutions(no_wrong_steps, [], cfg.bootstrap)

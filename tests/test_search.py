@@ -78,12 +78,17 @@ def test_batched_driver_gives_the_same_trees_as_sequential(add8, tok, algorithm)
             return Search(mcts(tree, MctsParams(n_screen=16, simulations=10), 3))
         return Search(omegaprm(tree, OmegaParams(budget=20), 3))
 
-    class Counting:
+    class Counting:  # the scripted policy, its calls counted
         calls = 0
+        discards, tokens_generated = False, 0
 
         def sample(self, asks):
             Counting.calls += 1
             return policy.sample(asks)
+
+        @property
+        def generated(self):
+            return policy.generated
 
     batched = run_batched([make(p) for p in problems], Counting())
     batched_calls, Counting.calls = Counting.calls, 0
@@ -198,10 +203,21 @@ def task_problem(problems, row):
     return next(p for p in problems if p.prompt == row["prompt_text"])
 
 
+def test_scripted_counters_give_the_rollout_lengths_and_no_compute(add8, tok):
+    task, problems = add8
+    policy = scripted(task, problems, tok, error_rate=0.3)
+    asks = [Ask(tuple(tok.encode(p.prompt)), 3, "end", seed=i) for i, p in enumerate(problems)]
+    got = policy.sample(asks)
+    assert policy.generated == [[len(r.tokens) for r in rs] for rs in got]
+    assert policy.tokens_generated == 0 and not policy.discards  # no model decoded them
+
+
 def test_driver_rejects_a_policy_that_answers_short(add8, tok):
     task, problems = add8
 
     class Short:
+        generated, discards, tokens_generated = [], False, 0
+
         def sample(self, asks):
             return [[Rollout((), True)] * (a.n - 1) for a in asks]
 
@@ -214,10 +230,16 @@ def test_asks_carry_distinct_reproducible_seeds(add8, tok):
     seen: list[Ask] = []
     base = scripted(task, problems, tok, error_rate=0.05)
 
-    class Recording:
+    class Recording:  # the scripted policy, its asks recorded
+        discards, tokens_generated = False, 0
+
         def sample(self, asks):
             seen.extend(asks)
             return base.sample(asks)
+
+        @property
+        def generated(self):
+            return base.generated
 
     run_batched([omega(task, problems[0], tok, budget=10)], Recording())
     first = [a.seed for a in seen]

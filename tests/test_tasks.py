@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.tasks import TaskDataError, make_task
+from search.tasks import TaskCapabilityError, TaskDataError, make_task
 from search.tasks.arithmetic import ArithmeticTask
 from search.tasks.countdown import CountdownTask, apply_step, solvable, solve
 from search.tasks.jsonl import JsonlTask, answers_match, extract_answer, normalize_number
@@ -297,8 +297,14 @@ def test_jsonl_file_loads_and_checks(tmp_path: Path) -> None:
     assert by_prompt["Half of 5?\n"].answer == "2.5"
     assert task.problems("train", 3) == train[:3]
     assert not task.has_step_checker
-    with pytest.raises(NotImplementedError, match="no exact step checker"):
+    with pytest.raises(TaskCapabilityError, match="no exact step checker"):
         task.first_error(apples, ["#### 1000"])
+    # what it cannot do: the lines are the solution, no failure shows early, no wrong steps
+    assert task.solution(apples, ["3+997=1000", "#### 1000"]) == ["3+997=1000", "#### 1000"]
+    assert task.detection_step(apples, ["3+997=1001", "#### 1001"]) is None
+    assert not task.has_wrong_steps
+    with pytest.raises(TaskCapabilityError, match="retry_rate=0"):
+        task.wrong_step(apples, [], random.Random(0))
 
 
 def test_answer_helpers() -> None:

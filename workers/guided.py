@@ -57,7 +57,10 @@ class _Row:
 class GuidedPolicy:
     """`sample(asks)` like any policy over the causal LM `model`, with the erase-and-redraw rule
     above (the value model's with `valuer` and `value_drop` > 0). `ban_ids` are never sampled
-    (the backspace is emitted only by the rule)."""
+    (the backspace is emitted only by the rule). Its counters (`search.types.Policy`) count the
+    candidates it throws away too: `discards` is True."""
+
+    discards = True
 
     def __init__(
         self,

@@ -106,7 +106,12 @@ class TransformersPolicy:
     keep the raw stream, backspaces included. In `erase` mode the erased tokens and finished
     backspace runs are hidden from later tokens (per row, with the same rule as training) and
     position ids continue from the surviving prefix; in `stream` mode they stay visible.
+
+    Counters (`search.types.Policy`): `generated` the length of each rollout of the last call,
+    `tokens_generated` every token decoded since the policy was built; nothing is discarded.
     """
+
+    discards = False
 
     def __init__(
         self,
@@ -142,7 +147,8 @@ class TransformersPolicy:
         self.bksp_id = bksp_id if bksp_id is not None and bksp_id < self.vocab else None
         self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
         self.bksp_threshold, self.bksp_random = bksp_threshold, bksp_random
-        self.tokens_generated = 0  # counted for benchmarks and progress
+        self.tokens_generated = 0
+        self.generated: list[list[int]] = []
         self._cache_kwarg = cache_kwarg(model)
         if mode == "erase":
             check_erase_support(model)
@@ -163,6 +169,7 @@ class TransformersPolicy:
         for row, got in zip(rows, out, strict=True):
             assert got is not None  # every row index is in exactly one chunk
             result[row.ask].append(got)
+        self.generated = [[len(r.tokens) for r in rs] for rs in result]
         return result
 
     @torch.inference_mode()

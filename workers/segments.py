@@ -78,7 +78,10 @@ class _Row:
 
 
 class SegmentPolicy:
-    """Policy over an `Engine`; same contract as `workers.sampler.TransformersPolicy`."""
+    """Policy over an `Engine`; same contract as `workers.sampler.TransformersPolicy`, counters
+    included (`generated`: each rollout's length; `tokens_generated`: their running total)."""
+
+    discards = False
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class SegmentPolicy:
         self.ban_ids = tuple(ban_ids)
         self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
         self.tokens_generated = 0
+        self.generated: list[list[int]] = []
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
         never = self.max_backspaces <= 0
@@ -119,6 +123,7 @@ class SegmentPolicy:
             self.tokens_generated += len(row.tokens)
             lp = tuple(row.logprobs) if self.logprobs else None
             out[row.index].append(Rollout(tuple(row.tokens), row.finished, lp))
+        self.generated = [[len(r.tokens) for r in rs] for rs in out]
         return out
 
     def _request(

@@ -127,9 +127,7 @@ def _figures(
     reports = [report for _, report in drawn]
     solved = per_problem(reports, samples)
     # guided search draws candidates it throws away: they count as generated tokens too
-    drawn_tokens = getattr(policy, "generated", None) or [
-        [r.n_tokens for r in reports[i : i + samples]] for i in range(0, len(reports), samples)
-    ]
+    drawn_tokens = policy.generated
     m = (
         aggregate(reports, t, samples)
         | {
@@ -139,7 +137,7 @@ def _figures(
         }
         | s.fields()
     )
-    if hasattr(policy, "generated"):  # the stream's tokens and the candidates thrown away
+    if policy.discards:  # the stream's tokens and the candidates thrown away
         m["generated_tokens"] = sum(map(sum, drawn_tokens))
         m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))
     return m

@@ -139,7 +139,7 @@ def solutions(
             f"bootstrap.data={b.data}: search streams exist for countdown only; "
             f"use bootstrap.data=optimal for {task.name}"
         )
-    if b.retry_rate and not hasattr(task, "wrong_step"):
+    if b.retry_rate and not task.has_wrong_steps:
         raise HallucError(
             f"bootstrap.retry_rate={b.retry_rate}: synthetic wrong steps exist for arithmetic "
             f"and countdown, not {task.name}; set bootstrap.retry_rate=0"
@@ -168,7 +168,7 @@ def retry(task: Task, problem: Problem, rng: random.Random) -> list[Piece]:
     the delimiter and the wrong step, so `apply_backspaces` (step unit) leaves the reference."""
     steps, d = task.reference(problem), task.step_delimiter
     k = rng.randrange(len(steps))
-    wrong = task.wrong_step(problem, steps[:k], rng)  # type: ignore[attr-defined]
+    wrong = task.wrong_step(problem, steps[:k], rng)
     return [("".join(s + d for s in steps[:k]) + wrong + d, 1), (d.join(steps[k:]), 0)]
 
 

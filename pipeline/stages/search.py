@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout, search_summary
-from pipeline.loading import load_model, task_from_config
+from pipeline.loading import check_trained_with, load_model, task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
@@ -68,6 +68,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
         from workers.hf import check_checkpoint_dir
 
         check_checkpoint_dir(model)  # fail before any worker starts
+        check_trained_with(cfg, model)
         if cfg.search.value != "mc":
             from workers.valuer import check_tokenizer
 
@@ -190,7 +191,7 @@ def search_batch(
     """Search one batch in lockstep and write its shards and stats (idempotent)."""
     task, tokenizer = state.task, state.tokenizer
     searches = [new_search(cfg, task, tokenizer, p) for p in problems]
-    before = getattr(state.policy, "tokens_generated", 0)
+    before = state.policy.tokens_generated
     results = run_batched(searches, state.policy, valuer=state.valuer)
     tables: dict[str, list[dict[str, Any]]] = {"traces": [], "steps": [], "pairs": []}
     for problem, result in zip(problems, results, strict=True):
@@ -210,7 +211,7 @@ def search_batch(
         "batch": batch,
         "problems": len(problems),
         "rollouts": sum(r.rollouts_used for r in results),
-        "generated_tokens": getattr(state.policy, "tokens_generated", 0) - before,
+        "generated_tokens": state.policy.tokens_generated - before,
         "failing_branches": sum(len(r.branches) for r in results),
         "screened_out": sum(1 for r in results if len(r.tree.nodes) == 1),
     } | screen_counts(results)

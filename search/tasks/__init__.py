@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.errors import HallucError
@@ -19,6 +20,11 @@ SPLITS = ("train", "test")
 
 class TaskDataError(HallucError, ValueError):
     """Task data that cannot be used as it is; the message names the file, the line and the fix."""
+
+
+class TaskCapabilityError(HallucError, NotImplementedError):
+    """A task asked for what it declares it cannot do (`has_step_checker` or `has_wrong_steps`
+    False); the message names the task and what to use instead."""
 
 
 def hash_split(text: str) -> Literal["train", "test"]:
@@ -42,7 +48,7 @@ def make_task(name: str, **options: Any) -> Task:
     from search.tasks.countdown import CountdownTask
     from search.tasks.jsonl import JsonlTask
 
-    tasks: dict[str, type] = {
+    tasks: dict[str, Callable[..., Task]] = {  # typed so that mypy checks each is a Task
         "arithmetic": ArithmeticTask,
         "countdown": CountdownTask,
         "jsonl": JsonlTask,

@@ -122,6 +122,18 @@ class ArithmeticTask:
                 return i
         return None
 
+    def solution(self, problem: Problem, lines: Sequence[str]) -> list[str]:
+        """The lines themselves: an arithmetic output is never a search stream."""
+        return list(lines)
+
+    def detection_step(self, problem: Problem, steps: Sequence[str]) -> None:
+        """None: a wrong scratchpad step shows only in the final answer."""
+        return None
+
+    @property
+    def has_wrong_steps(self) -> bool:
+        return True
+
     def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
         """A plausible wrong version of reference step `len(before)` (`before`: the reference's
         first steps), drawn uniformly from: the step with one digit of its result one off (mod 10,

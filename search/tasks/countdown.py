@@ -340,6 +340,10 @@ class CountdownTask:
             problem.meta["numbers"], problem.meta["target"], steps, detector="visible"
         )
 
+    @property
+    def has_wrong_steps(self) -> bool:
+        return True
+
     def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
         """A plausible wrong version of reference step `len(before)` (`before`: valid steps):
         a legal move from the state `before` leaves after which the target is out of reach,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from search.tasks import SPLITS, TaskDataError, check_split, hash_split
+from search.tasks import SPLITS, TaskCapabilityError, TaskDataError, check_split, hash_split
 from search.types import Problem, content_id
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,26 @@ class JsonlTask:
         predicted = extract_answer(steps[-1]) if steps else None
         return predicted is not None and answers_match(predicted, problem.answer)
 
+    def solution(self, problem: Problem, lines: Sequence[str]) -> list[str]:
+        """The lines themselves: a JSONL answer is never a search stream."""
+        return list(lines)
+
     def first_error(self, problem: Problem, steps: Sequence[str]) -> int | None:
-        raise NotImplementedError(
+        raise TaskCapabilityError(
             "the jsonl task has no exact step checker (has_step_checker is False); "
             "use Monte Carlo labels or a task with one (arithmetic, countdown)"
+        )
+
+    def detection_step(self, problem: Problem, steps: Sequence[str]) -> None:
+        """None: nothing but the final answer is checked."""
+        return None
+
+    @property
+    def has_wrong_steps(self) -> bool:
+        return False
+
+    def wrong_step(self, problem: Problem, before: Sequence[str], rng: random.Random) -> str:
+        raise TaskCapabilityError(
+            "the jsonl task cannot make wrong steps (has_wrong_steps is False): it has no step "
+            "checker to flag them; set bootstrap.retry_rate=0"
         )
