@@ -75,7 +75,7 @@ def submit(address, out, job_id, wait=True):
     cmd = f"test ! -e runs/{SENTINEL} && test ! -e .venv/bin && python -m pipeline.cli run {sets}"
     args = ["job", "submit", "--address", address, "--working-dir", ".", "--submission-id", job_id]
     args += [*([] if wait else ["--no-wait"]), "--", "bash", "-c", cmd]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:  # a loaded machine starts the head's job agent late: its first answer is a 500
         done = ray_cli(*args, check=False, timeout=600)
         if "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
