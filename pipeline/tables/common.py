@@ -94,6 +94,19 @@ def ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give integers as 2,4") from None
 
 
+def add_round(parser: argparse.ArgumentParser, which: str) -> None:
+    """`--round R` (stored as `round_`): the round whose models the table evaluates; `which` says
+    what it picks, for the help text."""
+    parser.add_argument(
+        "--round",
+        dest="round_",
+        metavar="R",
+        type=int,
+        default=None,
+        help=f"the round whose {which} (default: the last)",
+    )
+
+
 def add_sets(parser: argparse.ArgumentParser) -> None:
     """`--set K=V` (repeatable): overrides of the run's saved config for the table's evaluations."""
     parser.add_argument(

@@ -35,6 +35,7 @@ from pipeline.measure.stats import paired_bootstrap as paired
 from pipeline.measure.verdict import choose
 from pipeline.tables.common import (
     TableError,
+    add_round,
     add_sets,
     config_of,
     diff,
@@ -50,14 +51,7 @@ SAMPLED = "T=1.0"
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, type=run_dir, help="a finished run's out_dir")
-    parser.add_argument(
-        "--round",
-        dest="round_",
-        metavar="R",
-        type=int,
-        default=None,
-        help="the round whose models are compared (default: the last)",
-    )
+    add_round(parser, "models are compared")
     parser.add_argument(
         "--m", type=ints, default=[4], metavar="M,M,...", help="candidates per erase (default: 4)"
     )

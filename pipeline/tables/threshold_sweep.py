@@ -31,6 +31,7 @@ from pipeline.measure.evaluation import evaluate_to
 from pipeline.measure.stats import paired_bootstrap as paired
 from pipeline.tables.common import (
     TableError,
+    add_round,
     add_sets,
     config_of,
     diff,
@@ -47,14 +48,7 @@ THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, type=run_dir, help="a finished run's out_dir")
-    parser.add_argument(
-        "--round",
-        dest="round_",
-        metavar="R",
-        type=int,
-        default=None,
-        help="the round whose backtrack model is swept (default: the last)",
-    )
+    add_round(parser, "backtrack model is swept")
     parser.add_argument(
         "--thresholds",
         type=floats,

@@ -34,7 +34,7 @@ from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import controls, evaluate_to
 from pipeline.measure.settings import Setting
-from pipeline.tables.common import TableError, add_sets, config_of, floats, pct, run_dir
+from pipeline.tables.common import TableError, add_round, add_sets, config_of, floats, pct, run_dir
 
 SAMPLED = "T=1.0"
 
@@ -44,14 +44,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         "--run", required=True, type=run_dir, help="a finished run's (or seed's) out_dir"
     )
     parser.add_argument("--value-model", type=Path, default=None, help="default: RUN's value/model")
-    parser.add_argument(
-        "--round",
-        dest="round_",
-        metavar="R",
-        type=int,
-        default=None,
-        help="the round whose models are used (default: the last)",
-    )
+    add_round(parser, "models are used")
     parser.add_argument("--m", type=int, default=4, help="guided search candidates (default: 4)")
     parser.add_argument(
         "--drops",
