@@ -5,6 +5,8 @@
       environment.json          library versions, threads, CPU flags, git commit
       bootstrap/model/          the model trained from scratch (unless model.path is given)
       bootstrap/eval.json       its figures: round 0 (start-eval.json when model.path is given)
+      bootstrap/tb/             its training curves (TensorBoard event files; every training
+                                stage has a tb/ of its own: `tensorboard --logdir` the run)
       ARM/round-R/              one arm's round R (ARM: each of run.arms; a stage run on its
                                 own uses round-R/)
         search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
@@ -12,6 +14,8 @@
                                 pairs.parquet), config.yaml
         train/model/            the trained model (halluc.json: how decoding must treat it)
         train/compute.json      what training cost (rows, loss-bearing tokens, steps)
+        train/tb/               the training curves (loss, learning rate, gradient norm; rl:
+                                reward, KL, backtrack rate)
         train/reference.json    (dpo) the reference model's log-probabilities of the pairs
         train/rl-checkpoints/   (rl, while training) the newest checkpoint, and
         train/rl-reference.pt   the frozen reference model; both removed once trained
@@ -19,6 +23,7 @@
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
+      value/tb/                 its training curves
       report.md  report.html
 
 Round R searches with the model of round R-1 (round 0 with the start model) and trains from it.
@@ -35,6 +40,12 @@ from pipeline.config import Config
 ARMS = ("backtrack", "baseline")  # every run has them: the verdict compares them
 # the order arms run in: the backtrack arm sets the budget, and sft_rl starts from its model
 ALL_ARMS = (*ARMS, "dpo", "rl", "sft_rl")
+
+
+def curves(stage_dir: Path) -> Path:
+    """Where the training stage whose directory is `stage_dir` writes its TensorBoard event
+    files; under the run directory, so TensorBoard names each by its path (arm and round)."""
+    return stage_dir / "tb"
 
 
 def arms(cfg: Config) -> tuple[str, ...]:

@@ -124,6 +124,8 @@ def test_out_dir_does_not_change_the_hash():
         (["run.arms=[baseline,backtrack,backtrack]"], r"run.arms: each arm once"),
         (["run.arms=dpo"], r"run.arms: expected a list"),
         (["select.arm=rl"], r"select.arm: 'rl' is not allowed"),
+        (["train.report_to=[all]"], r"train.report_to=\['all'\]: name the reporters"),
+        (["train.report_to=wandb"], r"train.report_to: expected a list"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -151,6 +153,17 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
     with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
         check_resumable(other, tmp_path / "config.yaml")
+
+
+def test_where_the_curves_go_keys_nothing_and_a_run_resumes_with_others(tmp_path):
+    from pipeline.config import check_resumable, save_config
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    assert cfg.train.report_to == ["tensorboard"]
+    save_config(cfg, tmp_path / "config.yaml")
+    other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.report_to=[]"])
+    assert other.hash == cfg.hash
+    check_resumable(other, tmp_path / "config.yaml")
 
 
 @pytest.mark.parametrize(

@@ -296,7 +296,14 @@ class TrainConfig:
     a step's problems (whole groups) and DDP averages the gradients, weighted so that the step
     is the same mean over all loss-bearing tokens.
 
-    In `halluc run` each arm sets `objective` itself (run.arms)."""
+    In `halluc run` each arm sets `objective` itself (run.arms).
+
+    `report_to`: where the training curves go (loss, learning rate, gradient norm; rl adds its
+    reward, KL and backtrack rate). `tensorboard` (the default) writes event files to the round's
+    `train/tb/`; the other names are the Trainer's own reporters (`wandb`, `mlflow`, ...: opt-in,
+    each needs its package and its login) and reach sft and dpo only, rl's loop writing
+    TensorBoard alone; `[]` writes none. Not hashed: it changes no weight or figure. The
+    bootstrap and value stages always write their curves to their own `tb/`."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -323,8 +330,14 @@ class TrainConfig:
     rl_token_cost: float = 0.001
     rl_credit: Literal["outcome", "tree"] = "outcome"
     rl_lr: float = 0.0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
+        if {"all", "none"} & set(self.report_to):
+            raise ConfigError(
+                f"report_to={self.report_to}: name the reporters (tensorboard, wandb, ...), or "
+                "give [] for none"
+            )
         if self.rl_group < 2 or self.rl_kl < 0 or self.rl_token_cost < 0 or self.rl_lr < 0:
             raise ConfigError(
                 f"rl_group must be >= 2 (a group of one has no spread to normalise by), rl_kl, "
@@ -651,6 +664,7 @@ NOT_HASHED = [
     ("value", "runs"),  # what they hold, and the init, are recorded beside the value model
     ("value", "init"),
     ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
+    ("train", "report_to"),  # where the curves go
 ]
 
 # value-guided search (SearchConfig): hashed only when search.value is not mc
