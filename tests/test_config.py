@@ -238,13 +238,17 @@ def test_placement_shapes_the_traces_not_the_evaluation():
 
 
 def test_the_dpo_learning_rate_is_dpo_lr_else_lr(tmp_path):
-    from pipeline.stages.train import training_arguments
+    from pipeline.layout import RunLayout
+    from pipeline.trainers.dpo import batch_and_lr
+    from pipeline.trainers.job import Job
+    from pipeline.trainers.sft import training_arguments
 
-    cfg = load_config("arith-tiny", ["train.lr=3e-4"])
-    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-4
+    cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.batch_size=8"])
+    assert batch_and_lr(cfg.train) == (4, 3e-4)  # half as many pairs as sft rows a step
     cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.dpo_lr=3e-5"])
-    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-5
-    assert training_arguments(cfg, tmp_path, {}, dpo=False).learning_rate == 3e-4
+    assert batch_and_lr(cfg.train)[1] == 3e-5
+    args = training_arguments(Job(cfg, tmp_path, RunLayout(tmp_path).round(0)), 4, 3e-5)
+    assert (args.learning_rate, args.per_device_train_batch_size) == (3e-5, 4)
 
 
 def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_path):
