@@ -260,8 +260,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         tokenizer.get_vocab()[delim],
         tokenizer.pad_token_id,
     )
-    with Curves(out.parent) as curves:
-        loss_tokens = _fit(model, examples, collate, b, rng, curves)
+    loss_tokens = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
@@ -285,15 +284,16 @@ def _fit(
     collate: BacktrackCollator,
     b: BootstrapConfig,
     rng: random.Random,
-    curves: Curves,
+    stage_dir: Path,
 ) -> int:
     """`b.steps` optimizer steps on batches drawn from `examples`, each step's loss, learning
-    rate and gradient norm to `curves`; the loss-bearing tokens seen."""
+    rate and gradient norm to `stage_dir`'s curves; the loss-bearing tokens seen."""
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
     model.train()
     loss_tokens = 0
-    with tqdm(range(b.steps), desc="bootstrap", unit="step") as bar:
+    bar = tqdm(range(b.steps), desc="bootstrap", unit="step")
+    with Curves(stage_dir) as curves, bar:
         for step in bar:
             batch = draw_batch(examples, b, rng)
             loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
