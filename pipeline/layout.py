@@ -6,6 +6,8 @@
       bootstrap/model/          the model trained from scratch (unless model.path is given)
       bootstrap/compute.json    what it cost
       bootstrap/eval.json       its figures: round 0 (start-eval.json when model.path is given)
+      bootstrap/tb/             its training curves (TensorBoard event files; every training
+                                stage has a tb/ of its own: `tensorboard --logdir` the run)
       seed-S/                   with run.seeds: seed S's sub-run, laid out like run.out_dir
       verdict.json              the arms compared over the seeds (`halluc run`)
       ARM/round-R/              one arm's round R (ARM: each of run.arms; a stage run on its
@@ -15,6 +17,8 @@
                                 pairs.parquet), config.yaml
         train/model/            the trained model (halluc.json: how decoding must treat it)
         train/compute.json      what training cost (rows, loss-bearing tokens, steps)
+        train/tb/               the training curves (loss, learning rate, gradient norm; rl:
+                                reward, KL, backtrack rate)
         train/reference.json    (dpo) the reference model's log-probabilities of the pairs
         train/rl-checkpoints/   (rl, while training) the newest checkpoint, and
         train/rl-reference.pt   the frozen reference model; both removed once trained
@@ -22,6 +26,7 @@
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
+      value/tb/                 its training curves
       report.md  report.html
 
 Round R searches with the model of round R-1 (round 0 with the start model) and trains from it
@@ -37,6 +42,12 @@ from pathlib import Path
 
 from pipeline.arms import arm as arm_named
 from pipeline.config import Config
+
+
+def curves(stage_dir: Path) -> Path:
+    """Where the training stage whose directory is `stage_dir` writes its TensorBoard event
+    files; under the run directory, so TensorBoard names each by its path (arm and round)."""
+    return stage_dir / "tb"
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,17 @@ def searched(trained):
     out, _ = trained
     search_stage.main(tiny_cfg(out))
     return out
+
+
+def read_curves(stage_dir):
+    """The scalars of the TensorBoard event files in `stage_dir`'s tb/ as TensorBoard shows them
+    (what a resumed run's purge step hides left out): tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(stage_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
+
+
+CURVES = {"train/loss", "train/learning_rate", "train/grad_norm"}  # every training stage's

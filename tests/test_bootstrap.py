@@ -6,9 +6,10 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline import cli
+from pipeline.curves import Curves
 from pipeline.stages import bootstrap
 from search.errors import HallucError
-from tests.conftest import tiny_cfg
+from tests.conftest import CURVES, read_curves, tiny_cfg
 
 
 def test_checkpoint_loads_with_auto_classes(trained):
@@ -39,13 +40,18 @@ def test_rerun_reuses_the_model(trained):
     assert weights.stat().st_mtime_ns == before
 
 
-def test_same_seed_same_weights(tmp_path):
+def test_same_seed_same_weights_with_curves_or_without(tmp_path, monkeypatch):
     def weights(name, *extra):
         bootstrap.main(tiny_cfg(tmp_path / name, "bootstrap.steps=5", *extra))
         return (tmp_path / name / "bootstrap" / "model" / "model.safetensors").read_bytes()
 
-    assert weights("a") == weights("b")
-    assert weights("a") != weights("c", "bootstrap.seed=1")
+    curves = weights("a")
+    got = read_curves(tmp_path / "a" / "bootstrap")
+    assert got.keys() == CURVES and [s for s, _ in got["train/loss"]] == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(bootstrap, "Curves", lambda stage_dir: Curves(None))
+    assert weights("b") == curves  # writing the curves changes nothing
+    assert not (tmp_path / "b" / "bootstrap" / "tb").exists()
+    assert curves != weights("c", "bootstrap.seed=1")
 
 
 def test_llama_bootstrap_and_too_short_positions(tmp_path):

@@ -127,6 +127,8 @@ def test_out_dir_does_not_change_the_hash():
         (["run.arms=[baseline,backtrack,backtrack]"], r"run.arms: each arm once"),
         (["run.arms=dpo"], r"run.arms: expected a list"),
         (["select.arm=rl"], r"select.arm: 'rl' is not allowed"),
+        (["train.report_to=[all]"], r"train.report_to=\['all'\]: name the reporters"),
+        (["train.report_to=wandb"], r"train.report_to: expected a list"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -154,6 +156,17 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
     with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
         check_resumable(other, tmp_path / "config.yaml")
+
+
+def test_where_the_curves_go_keys_nothing_and_a_run_resumes_with_others(tmp_path):
+    from pipeline.config import check_resumable, save_config
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    assert cfg.train.report_to == ["tensorboard"]
+    save_config(cfg, tmp_path / "config.yaml")
+    other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.report_to=[]"])
+    assert other.hash == cfg.hash
+    check_resumable(other, tmp_path / "config.yaml")
 
 
 @pytest.mark.parametrize(
@@ -231,13 +244,17 @@ def test_placement_shapes_the_traces_not_the_evaluation():
 
 
 def test_the_dpo_learning_rate_is_dpo_lr_else_lr(tmp_path):
-    from pipeline.stages.train import training_arguments
+    from pipeline.layout import RunLayout
+    from pipeline.trainers.dpo import batch_and_lr
+    from pipeline.trainers.job import Job
+    from pipeline.trainers.sft import training_arguments
 
-    cfg = load_config("arith-tiny", ["train.lr=3e-4"])
-    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-4
+    cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.batch_size=8"])
+    assert batch_and_lr(cfg.train) == (4, 3e-4)  # half as many pairs as sft rows a step
     cfg = load_config("arith-tiny", ["train.lr=3e-4", "train.dpo.lr=3e-5"])
-    assert training_arguments(cfg, tmp_path, {}, dpo=True).learning_rate == 3e-5
-    assert training_arguments(cfg, tmp_path, {}, dpo=False).learning_rate == 3e-4
+    assert batch_and_lr(cfg.train)[1] == 3e-5
+    args = training_arguments(Job(cfg, tmp_path, RunLayout(tmp_path).round(0)), 4, 3e-5)
+    assert (args.learning_rate, args.per_device_train_batch_size) == (3e-5, 4)
 
 
 def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_path):

@@ -16,8 +16,10 @@ from pipeline.config import load_config
 from pipeline.layout import RunLayout
 from pipeline.shards import SCHEMA_VERSION, write_shard
 from pipeline.stages import train
+from pipeline.trainers.job import Job
 from search.pairs import preferences
 from search.tasks.arithmetic import ArithmeticTask
+from tests.conftest import CURVES, read_curves
 from tests.models import tiny_checkpoint
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator
 from workers.hf import SearchTokenizer, load_checkpoint
@@ -313,7 +315,8 @@ def dpo_run(tiny, out, *extra):
 
 def margins(model_dir, cfg, rnd):
     """Each pair's (policy − reference) chosen minus (policy − reference) rejected, in nats."""
-    model, tok, collate, ds = train.prepare(cfg, model_dir, rnd)
+    model, tok, collate, ds = train.prepare(Job(cfg, model_dir, rnd))
+    collate = PairCollator(collate)
     ref = json.loads((rnd.train / "reference.json").read_text())
     with torch.no_grad():
         logps, _ = sequence_logps(model.eval(), collate([ds[i] for i in range(len(ds))]))
@@ -351,6 +354,9 @@ def test_halluc_train_dpo_raises_the_margin_of_chosen_over_rejected(
     assert got.mean().item() > 1.0 and (got > 0).float().mean().item() > 0.8
     assert json.loads((path / "halluc.json").read_text())["mode"] == "erase"
     assert not (rnd.train / "checkpoints").exists()
+    curves = read_curves(rnd.train)
+    assert curves.keys() >= CURVES | {"train/dpo_margin"}
+    assert curves["train/dpo_margin"][-1][1] > curves["train/dpo_margin"][0][1]
 
 
 def test_killed_dpo_training_resumes_to_the_same_weights(dpo_trained, tiny, tmp_path, monkeypatch):
@@ -375,6 +381,8 @@ def test_killed_dpo_training_resumes_to_the_same_weights(dpo_trained, tiny, tmp_
     whole = AutoModelForCausalLM.from_pretrained(dpo_trained[1])
     for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), n
+    for tag, points in read_curves(train_dir).items():  # each step once, across the kill
+        assert [s for s, _ in points] == sorted({s for s, _ in points}), tag
 
 
 @pytest.mark.ray

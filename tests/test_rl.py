@@ -17,7 +17,8 @@ from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.shards import ShardError
 from pipeline.stages import train
-from pipeline.trainers import rl
+from pipeline.trainers import rl, rl_streams
+from tests.conftest import CURVES, read_curves
 from tests.models import tiny_checkpoint
 from workers.collate import BacktrackCollator
 from workers.grpo import erase_credits, group_advantages, k3, policy_loss
@@ -181,8 +182,8 @@ def test_erase_credit_is_the_value_before_the_step_minus_the_value_after_it():
 def test_advantage_targets_put_the_credit_on_the_backspaces_the_collator_labels():
     ids = [*PROMPT, 3, D, 4, D, B, 5, D, 0]
     row = {"input_ids": ids, "loss_mask": [0] * 3 + [1] * 8, "prompt_len": 3}
-    credited = rl.Stream(row, 1.0, True, 7, 1, (), (((4,), 0.7),))
-    plain = rl.Stream(row, 0.0, False, 7, 1, ())
+    credited = rl_streams.Stream(row, 1.0, True, 7, 1, (), (((4,), 0.7),))
+    plain = rl_streams.Stream(row, 0.0, False, 7, 1, ())
     collate = BacktrackCollator("erase", "step", B, D, 0)
     batch = collate([row, row])
     adv = rl.advantage_targets([[credited, plain]], batch["input_ids"].shape[1])
@@ -232,8 +233,8 @@ def drawn(tiny, mode, unit="step", n=6):
     add_backspace_token(model, hf, BKSP)
     task = task_from_config(cfg.task)
     tok = SearchTokenizer.wrap(hf, task.step_delimiter, BKSP)
-    policy = rl._policy(model, hf, tok, cfg)
-    streams = rl.sample(policy, model, task, tok, task.problems("train", n), 0, cfg, {})
+    policy = rl_streams.sampler(model, hf, tok, cfg)
+    streams = rl_streams.sample(policy, model, task, tok, task.problems("train", n), 0, cfg, {})
     return model, tok, [s for group in streams for s in group]
 
 
@@ -349,6 +350,23 @@ def test_killed_rl_training_resumes_to_the_same_weights(rl_trained, tiny, tmp_pa
     ours = json.loads((train_dir / "compute.json").read_text())
     theirs = json.loads((rl_trained[2].train / "compute.json").read_text())
     assert ours == theirs
+    # the curves show each step once, the killed run's steps after its checkpoint hidden: the
+    # unkilled run's curves, step for step
+    assert read_curves(train_dir) == read_curves(rl_trained[2].train)
+
+
+def test_rl_curves_show_reward_kl_and_backtrack_rate_and_change_nothing(rl_trained, tiny, tmp_path):
+    cfg, path, rnd = rl_trained
+    curves = read_curves(rnd.train)
+    assert curves.keys() >= CURVES | {"train/reward", "train/kl", "train/backtrack_rate"}
+    history = json.loads((rnd.train / "compute.json").read_text())["history"]
+    assert [s for s, _ in curves["train/reward"]] == list(range(1, 13))
+    for (_, got), h in zip(curves["train/reward"], history, strict=True):
+        assert got == pytest.approx(h["reward"], rel=1e-6)  # float32 in the event file
+    plain = train.main(rl_cfg(tiny, tmp_path, "train.report_to=[]"))  # no curves: nothing else
+    assert (plain / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()
+    assert (plain.parent / "compute.json").read_text() == (rnd.train / "compute.json").read_text()
+    assert not (plain.parent / "tb").exists()
 
 
 @pytest.mark.parametrize("sets, lr", [([], 3e-3), (["train.rl.lr=1e-4"], 1e-4)])
@@ -394,7 +412,7 @@ def test_the_tree_credit_reads_the_searchs_steps_table(searched):
     from search.tree import split_steps
 
     rnd = RunLayout(searched).round(0)
-    values = rl.step_values(rnd)
+    values = rl_streams.step_values(rnd)
     rows = read_table(rnd.search, "steps").to_pylist()
     assert len(values) == len({(*r["prefix_ids"], *r["step_ids"]) for r in rows}) > 0
     _, hf = load_checkpoint(searched / "bootstrap" / "model", "cpu")

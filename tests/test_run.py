@@ -74,10 +74,10 @@ def test_killed_in_search_and_in_training_resumes_to_the_same_outputs(
         run.main(cfg_at(out))
     monkeypatch.setattr(search_stage, "search_batch", real_batch)
 
-    def dies_in_baseline_training(config):
-        if "baseline" in config["round"]:
+    def dies_in_baseline_training(job):
+        if "baseline" in str(job.rnd.root):
             raise KeyboardInterrupt
-        return real_train(config)
+        return real_train(job)
 
     monkeypatch.setattr(train, "train_worker", dies_in_baseline_training)
     with pytest.raises(KeyboardInterrupt):
@@ -146,13 +146,13 @@ def test_an_sft_rl_arm_trains_the_backtrack_arms_model_further_without_searching
     shutil.copytree(whole, out)
     before = outputs(out)
     started = {}
-    real = rl.train_rl
+    real = rl.fit
 
     def record(model, *a, **kw):
         started["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
         return real(model, *a, **kw)
 
-    monkeypatch.setattr(rl, "train_rl", record)
+    monkeypatch.setattr(rl, "fit", record)
     run.main(cfg_at(out, "run.arms=[baseline,backtrack,sft_rl]"))
     after = outputs(out)
     assert {arm: after[arm] for arm in ARMS} == {arm: before[arm] for arm in ARMS}

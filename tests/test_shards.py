@@ -176,7 +176,7 @@ def test_a_write_removes_what_a_killed_write_left(tmp_path, tables):
 def test_train_refuses_a_damaged_search_directory(tmp_path, tables):
     from pipeline.config import load_config
     from pipeline.layout import RunLayout
-    from pipeline.stages.train import load_traces
+    from pipeline.trainers.sft import load_traces
 
     rnd = RunLayout(tmp_path).round(0)
     write_batch(rnd.search, 0, tables)
@@ -201,7 +201,7 @@ def test_a_shard_from_before_the_added_columns_still_loads(tmp_path, tables):
     from pipeline.layout import RunLayout
     from pipeline.shards import ADDED
     from pipeline.stages.select import read_selected, write_selected
-    from pipeline.stages.train import load_traces
+    from pipeline.trainers.sft import load_traces
 
     rnd = RunLayout(tmp_path).round(0)
     write_batch(rnd.search, 0, tables)

@@ -11,7 +11,9 @@ from pipeline.layout import RunLayout
 from pipeline.shards import ShardError
 from pipeline.stages import eval as evaluate
 from pipeline.stages import train
-from tests.conftest import tiny_cfg
+from pipeline.trainers import sft
+from pipeline.trainers.job import Job
+from tests.conftest import CURVES, read_curves, tiny_cfg
 from workers.hf import CheckpointError, load_checkpoint
 
 STEPS = ["train.max_steps=12", "train.save_steps=6", "train.batch_size=8"]
@@ -30,7 +32,7 @@ def _round0(run):
 @pytest.mark.parametrize("mode", ["erase", "stream"])
 def test_loss_only_on_kept_tokens_and_backspaces(searched, mode):
     model, tok, collate, ds = train.prepare(
-        cfg_for(searched, f"train.mode={mode}"), *_round0(searched)
+        Job(cfg_for(searched, f"train.mode={mode}"), *_round0(searched))
     )
     rows = [ds[i] for i in range(8)]
     batch = collate(rows)
@@ -109,11 +111,39 @@ def test_killed_training_resumes_to_the_same_weights(searched, tmp_path, monkeyp
     whole, resumed = trained_in("whole"), trained_in("killed", kill_at=9)
     for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), n
+    # the curves show each step once: the killed run's steps after its checkpoint are hidden
+    train_dir = tmp_path / "killed" / "round-0" / "train"
+    assert len(list((train_dir / "tb").glob("events.*"))) == 2  # the killed run's, the rerun's
+    for tag, points in read_curves(train_dir).items():
+        steps = [s for s, _ in points]
+        assert steps == sorted(set(steps)), tag
+    assert [s for s, _ in read_curves(train_dir)["train/loss"]] == [1, 10]
+    assert read_curves(tmp_path / "whole" / "round-0" / "train").keys() >= CURVES
+
+
+def test_curves_change_no_weight_and_no_figure(searched, tmp_path):
+    """TensorBoard on (the default) and off: the same weights, bit for bit, and compute.json."""
+    import shutil
+
+    def trained_in(name, *extra):
+        out = tmp_path / name
+        shutil.copytree(searched / "bootstrap", out / "bootstrap")
+        shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
+        path = train.main(cfg_for(out, "train.mode=erase", *extra))
+        return (path / "model.safetensors").read_bytes(), (path.parent / "compute.json")
+
+    curves, compute = trained_in("curves")
+    plain, plain_compute = trained_in("plain", "train.report_to=[]")
+    assert curves == plain and compute.read_text() == plain_compute.read_text()
+    assert not (tmp_path / "plain" / "round-0" / "train" / "tb").exists()
+    got = read_curves(tmp_path / "curves" / "round-0" / "train")
+    assert got.keys() >= CURVES and [s for s, _ in got["train/loss"]] == [1, 10]
+    assert json.loads(compute.read_text())["optimizer_steps"] == 12
 
 
 def test_bad_inputs(searched, tmp_path):
     with pytest.raises(ShardError, match="run `halluc search` first"):
-        train.load_traces(cfg_for(tmp_path), RunLayout(tmp_path).round(0))
+        sft.load_traces(cfg_for(tmp_path), RunLayout(tmp_path).round(0))
     model, _ = load_checkpoint(searched / "bootstrap" / "model", "cpu")
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(CheckpointError, match="4D mask"):
@@ -140,7 +170,7 @@ def test_ray_train_with_two_workers(searched, tmp_path):
 
 def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched, tmp_path):
     model, tok, collate, ds = train.prepare(
-        cfg_for(searched, "train.error_weight=0.25"), *_round0(searched)
+        Job(cfg_for(searched, "train.error_weight=0.25"), *_round0(searched))
     )
     rows = [ds[i] for i in range(8)]
     batch = collate(rows)
@@ -156,7 +186,7 @@ def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched
             assert w[i, t].item() == expect, (i, t)
     assert (w == 0.25).sum() > 0
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    trainer = train.WeightedTrainer(model=model, args=args, data_collator=collate)
+    trainer = sft.WeightedTrainer(model=model, args=args, data_collator=collate)
     weighted = trainer.compute_loss(model, dict(batch))
     plain = dict(batch)
     plain.pop("loss_weights")
@@ -164,18 +194,18 @@ def test_error_weight_scales_exactly_the_two_targets_that_see_the_error(searched
         full = model(**plain).loss
     assert weighted.item() < full.item()  # the down-weighted targets are the hard ones
     assert torch.isclose(trainer.compute_loss(model, plain), full)
-    trainer.train_dataset = ds
-    assert not isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
-    trainer.sequential = True  # train.curriculum: the rows' order is kept
-    assert isinstance(trainer._get_train_sampler(), torch.utils.data.SequentialSampler)
+    assert not isinstance(trainer._get_train_sampler(ds), torch.utils.data.SequentialSampler)
+    # train.curriculum: the rows' order is kept
+    kept = sft.WeightedTrainer(model=model, args=args, data_collator=collate, sequential=True)
+    assert isinstance(kept._get_train_sampler(ds), torch.utils.data.SequentialSampler)
 
 
 def test_the_curriculum_reads_short_erases_first(searched):
     """The rows as `load_traces` reads them, stably sorted by the tokens each erases (counted
     from the spans it sorts by, and here again from the loss mask: erased tokens carry none)."""
     rnd = _round0(searched)[1]
-    shuffled = train.load_traces(cfg_for(searched), rnd)
-    ordered = train.load_traces(cfg_for(searched, "train.curriculum=true"), rnd)
+    shuffled = sft.load_traces(cfg_for(searched), rnd)
+    ordered = sft.load_traces(cfg_for(searched, "train.curriculum=true"), rnd)
 
     def erased(row):
         return row["loss_mask"][row["prompt_len"] :].count(0)
@@ -195,10 +225,10 @@ def test_untie_learns_the_backspace_output_row_apart_and_saves_an_ordinary_check
     out = tmp_path / "untied"
     shutil.copytree(searched / "bootstrap", out / "bootstrap")
     shutil.copytree(searched / "round-0" / "search", out / "round-0" / "search")
-    tied, *_ = train.prepare(cfg_for(out), *_round0(out))
+    tied, *_ = train.prepare(Job(cfg_for(out), *_round0(out)))
     assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
     cfg = cfg_for(out, "train.untie=true")
-    model, tok, collate, ds = train.prepare(cfg, *_round0(out))
+    model, tok, collate, ds = train.prepare(Job(cfg, *_round0(out)))
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     assert head.data_ptr() != emb.data_ptr() and not model.config.tie_word_embeddings
     bksp = collate.bksp_id

@@ -15,11 +15,13 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 
 from pipeline import cli
 from pipeline.config import BootstrapConfig, ConfigError, load_config
+from pipeline.curves import Curves
 from pipeline.measure.value_quality import best_accuracy, ece, label_quality
 from pipeline.shards import SCHEMA_VERSION, write_shard
 from pipeline.stages import value
 from pipeline.stages.bootstrap import build_model, build_tokenizer
 from pipeline.value_data import Rows, ValueModelError, load_rows, split, targets
+from tests.conftest import CURVES, read_curves
 from tests.models import tiny_checkpoint
 
 
@@ -104,6 +106,19 @@ def test_training_moves_the_value_toward_its_targets(made):
     meta = json.loads((made[0] / "value" / "model" / "value.json").read_text())
     assert meta["fit"]["curve"][-1] < 0.7 * meta["fit"]["curve"][0]  # the training loss fell
     assert result["quality"]["model_vs_exact"]["roc_auc"] > 0.9  # it tells the 7s apart
+
+
+def test_the_curves_are_written_and_change_nothing(made, monkeypatch, tmp_path):
+    root, init, _ = made
+    curves = read_curves(root / "value")
+    assert curves.keys() == CURVES
+    steps = [s for s, _ in curves["train/loss"]]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > 10
+    monkeypatch.setattr(value, "Curves", lambda out: Curves(None))
+    value.main(value_cfg(root, init, f"value.out_dir={tmp_path}"))
+    weights = "model/model.safetensors"
+    assert (tmp_path / weights).read_bytes() == (root / "value" / weights).read_bytes()
+    assert not (tmp_path / "tb").exists()
 
 
 def val_sequences(root):

@@ -30,6 +30,7 @@ NOT_HASHED = [
     ("value", "runs"),  # what they hold, and the init, are recorded beside the value model
     ("value", "init"),
     ("run", "arms"),  # which arms run shapes no arm's outputs (adding one resumes a run)
+    ("train", "report_to"),  # where the curves go
 ]
 
 # value-guided search (SearchConfig): hashed only when search.value is not mc

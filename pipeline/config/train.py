@@ -103,7 +103,14 @@ class TrainConfig:
 
     `objective`: `sft` (cross-entropy on the traces), `dpo` (preference pairs, set in `dpo`) or
     `rl` (on-policy RL, set in `rl`). In `halluc run` each arm sets `objective` itself
-    (run.arms)."""
+    (run.arms).
+
+    `report_to`: where the training curves go (loss, learning rate, gradient norm; rl adds its
+    reward, KL and backtrack rate). `tensorboard` (the default) writes event files to the round's
+    `train/tb/`; the other names are the Trainer's own reporters (`wandb`, `mlflow`, ...: opt-in,
+    each needs its package and its login) and reach sft and dpo only, rl's loop writing
+    TensorBoard alone; `[]` writes none. Not hashed: it changes no weight or figure. The
+    bootstrap and value stages always write their curves to their own `tb/`."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -124,8 +131,14 @@ class TrainConfig:
     objective: Literal["sft", "dpo", "rl"] = "sft"
     dpo: DpoConfig = field(default_factory=DpoConfig)
     rl: RlConfig = field(default_factory=RlConfig)
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
+        if {"all", "none"} & set(self.report_to):
+            raise ConfigError(
+                f"report_to={self.report_to}: name the reporters (tensorboard, wandb, ...), or "
+                "give [] for none"
+            )
         if self.objective == "rl" and self.workers > max(1, self.batch_size // self.rl.group):
             raise ConfigError(
                 f"workers={self.workers} with objective=rl: each worker samples whole groups, "

@@ -12,7 +12,8 @@ finds it and only evaluates again if `eval.json` is missing.
 
 The loss covers the solution and end-of-sequence, not the prompt. The model is meant to stay
 imperfect (its mistakes are what the search looks for): the stage reports greedy and T=1.0
-accuracy on held-out problems in `bootstrap/eval.json`.
+accuracy on held-out problems in `bootstrap/eval.json`. Its training curves (loss, learning rate,
+gradient norm) go to `bootstrap/tb/` (TensorBoard).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
 
 from pipeline.config import BootstrapConfig, Config
+from pipeline.curves import GRAD_NORM, LOSS, LR, Curves
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout, compute_of
 from pipeline.loading import task_from_config
@@ -256,7 +258,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         tokenizer.get_vocab()[delim],
         tokenizer.pad_token_id,
     )
-    loss_tokens = _fit(model, examples, collate, b, rng)
+    loss_tokens = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
@@ -280,23 +282,29 @@ def _fit(
     collate: BacktrackCollator,
     b: BootstrapConfig,
     rng: random.Random,
+    stage_dir: Path,
 ) -> int:
-    """`b.steps` optimizer steps on batches drawn from `examples`; the loss-bearing tokens seen."""
+    """`b.steps` optimizer steps on batches drawn from `examples`, each step's loss, learning
+    rate and gradient norm to `stage_dir`'s curves; the loss-bearing tokens seen."""
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
     model.train()
     loss_tokens = 0
-    with tqdm(range(b.steps), desc="bootstrap", unit="step") as bar:
-        for _ in bar:
+    bar = tqdm(range(b.steps), desc="bootstrap", unit="step")
+    with Curves(stage_dir) as curves, bar:
+        for step in bar:
             batch = draw_batch(examples, b, rng)
             loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
             loss = model(**collate(batch)).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            value = loss.item()
+            bar.set_postfix(loss=f"{value:.3f}")
+            scalars = {LOSS: value, LR: sched.get_last_lr()[0], GRAD_NORM: norm.item()}
+            curves.add(step + 1, scalars)
     return loss_tokens
 
 

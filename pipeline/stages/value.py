@@ -24,7 +24,8 @@ freezes the backbone (it stays the policy's) and trains the head alone, so one f
 policy serves both: the head applied to the policy's last hidden state
 (`output_hidden_states=True`, the final entry) gives the same value. Dropout is 0.
 
-Outputs, under `value.out_dir` (default `run.out_dir/value`): `config.yaml`, and `model/`, an
+Outputs, under `value.out_dir` (default `run.out_dir/value`): `config.yaml`, `tb/` (the training
+curves: loss, learning rate, gradient norm, for TensorBoard), and `model/`, an
 ordinary checkpoint directory (safetensors, tokenizer) plus `value.json` (that it is a value
 model, how to read it, where its labels came from: runs, rounds, policies, rows, a fingerprint of
 the rows; the split; the training curve) and `label_quality.json` / `label_quality.md`
@@ -56,6 +57,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import Config, ValueConfig
+from pipeline.curves import GRAD_NORM, LOSS, LR, Curves, grad_norm
 from pipeline.files import read_json, remove_stale, save_model, write_text
 from pipeline.layout import RunLayout
 from pipeline.measure import value_quality
@@ -85,7 +87,8 @@ def main(cfg: Config) -> dict[str, Any]:
         return done
     record_environment(cfg, out / "environment.json")
     set_threads(cfg)
-    model, tok, meta, quality = train(cfg, init, rows, held_out)
+    with Curves(out) as curves:
+        model, tok, meta, quality = train(cfg, init, rows, held_out, curves)
     save_model(model, tok, out / "model", extra={META: meta, QUALITY: quality})
     write_text(out / "model" / "label_quality.md", value_quality.markdown(quality))
     log.info("value: model saved to %s", out / "model")
@@ -93,10 +96,11 @@ def main(cfg: Config) -> dict[str, Any]:
 
 
 def train(
-    cfg: Config, init: Path, rows: Rows, held_out: list[bool]
+    cfg: Config, init: Path, rows: Rows, held_out: list[bool], curves: Curves | None = None
 ) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """The value model from `init` trained on the rows not `held_out` (on the CPU when it
-    returns), its tokenizer, its value.json and its label quality on the held-out rows."""
+    returns), its tokenizer, its value.json and its label quality on the held-out rows; the
+    training curves to `curves`."""
     v = cfg.value
     torch.manual_seed(v.seed)  # the new head's initial weights
     model, tok = build(init, v.head, cfg.model.dtype, cfg.model.trust_remote_code)
@@ -107,7 +111,7 @@ def train(
     val_rows = [i for i, h in enumerate(held_out) if h]
     val_seqs = [rows.sequences[i] for i in val_rows]
     before = bce(score(model, val_seqs, v.batch_size), y[val_rows])
-    curve = fit(model, [rows.sequences[i] for i in train_rows], y[train_rows], v)
+    curve = fit(model, [rows.sequences[i] for i in train_rows], y[train_rows], v, curves)
     preds = score(model, val_seqs, v.batch_size)
     quality = value_quality.label_quality(rows.mc, rows.exact, held_out, preds.tolist())
     fit_figures = {
@@ -199,9 +203,16 @@ def check_ids(rows: Rows, tok: Any, model: Any, init: Path) -> None:
         )
 
 
-def fit(model: Any, sequences: list[list[int]], y: np.ndarray, v: ValueConfig) -> list[float]:
+def fit(
+    model: Any,
+    sequences: list[list[int]],
+    y: np.ndarray,
+    v: ValueConfig,
+    curves: Curves | None = None,
+) -> list[float]:
     """Train on (sequence, target) pairs with BCE on the last-token logit: `v.epochs` passes in
-    a shuffled order seeded by `v.seed`; returns the mean loss of each tenth of the steps."""
+    a shuffled order seeded by `v.seed`, each step's loss, learning rate and gradient norm to
+    `curves`; returns the mean loss of each tenth of the steps."""
     rng = np.random.default_rng(v.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=v.lr, weight_decay=0.0)
@@ -209,8 +220,9 @@ def fit(model: Any, sequences: list[list[int]], y: np.ndarray, v: ValueConfig) -
     order: list[int] = []
     losses: list[float] = []
     target = torch.from_numpy(y)
+    curves = curves or Curves(None)
     model.train()
-    for _ in tqdm(range(steps), desc="value", unit="step"):
+    for step in tqdm(range(steps), desc="value", unit="step"):
         while len(order) < v.batch_size:
             order += rng.permutation(len(sequences)).tolist()
         idx, order = order[: v.batch_size], order[v.batch_size :]
@@ -218,8 +230,10 @@ def fit(model: Any, sequences: list[list[int]], y: np.ndarray, v: ValueConfig) -
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out, target[idx].to(out.device))
         opt.zero_grad()
         loss.backward()
+        norm = grad_norm(params)  # read, not clipped: the value model trains unclipped
         opt.step()
         losses.append(loss.item())
+        curves.add(step + 1, {LOSS: losses[-1], LR: v.lr, GRAD_NORM: norm})
     model.eval()
     chunks = np.array_split(np.asarray(losses), min(10, len(losses)))
     return [float(c.mean()) for c in chunks]

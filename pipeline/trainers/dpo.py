@@ -1,17 +1,20 @@
-"""The data of `train.objective=dpo`: the round's pairs as preference rows, and the reference
-model's log-probabilities of them, computed once (pipeline/stages/train.py trains on them with
-`workers.preference`).
+"""`train.objective=dpo`: the round's pairs as preference rows, trained with sft's Trainer and a
+second loss (`workers.preference`), against the reference model's log-probabilities of them,
+computed once.
 
     load_pairs(rnd)                      the round's dpo selection, else its search's `pairs` rows
-    load_preferences(cfg, rnd, tok, c)   those rows as chosen/rejected sequences (search/pairs.py)
-    with_reference(model, c, ds, cfg, p) the rows with `ref_chosen` / `ref_rejected`, computed by
-                                         `model` as it is when dpo training starts and kept in
-                                         `train/reference.json` (read back on resume)
+    load(job, tok, collate)              those rows as chosen/rejected sequences (search/pairs.py)
+    fit(model, tok, collate, rows, job)  `train.token_warmup` batches on the chosen sequences,
+                                         then the reference (`with_reference`: the model as dpo
+                                         training starts, kept in `train/reference.json` and
+                                         read back on resume), then `train.batch_size // 2` pairs
+                                         a step (as many sequences as an sft step)
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,12 @@ import pyarrow.parquet as pq
 import torch
 from datasets import Dataset
 
-from pipeline.config import Config
+from pipeline.config import Config, TrainConfig
 from pipeline.files import read_json, write_json
 from pipeline.layout import RoundLayout
 from pipeline.shards import ShardError, check_shard, checked_shard_files, read_table
+from pipeline.trainers import sft
+from pipeline.trainers.job import Compute, Job
 from search.pairs import preferences
 from workers.collate import BacktrackCollator
 from workers.hf import pick_device
@@ -30,7 +35,50 @@ from workers.preference import PairCollator, reference_logps
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "reference.json"  # in the round's train/ directory
+REFERENCE = "reference.json"  # in the round's train/ directory; kept once trained
+SCRATCH = sft.SCRATCH
+
+
+def check(job: Job) -> None:
+    """Fail unless the round has pairs."""
+    load_pairs(job.rnd)
+
+
+def load(job: Job, tok: Any, collate: BacktrackCollator) -> Dataset:
+    """The round's pairs as preference rows (`load_preferences`)."""
+    return load_preferences(job.cfg, job.rnd, tok, collate)
+
+
+def fit(model: Any, tok: Any, collate: BacktrackCollator, rows: Dataset, job: Job) -> Compute:
+    """Train `model` on the preference `rows` for `job.max_steps` steps (else `train.epochs`
+    passes); the backspace rows are fitted on the chosen sequences first."""
+    start = time.perf_counter()
+    pairs = PairCollator(collate)
+    trainer, done = sft.hf_trainer(model, pairs, rows, job, *batch_and_lr(job.cfg.train))
+    if sft.warms_up(job) and not done:  # a resumed run loads weights that had it
+        sft.warm_token_rows(model, collate, chosen_rows(rows), job.cfg)
+    trainer.train_dataset = with_reference(model, pairs, rows, job.cfg, job.out / REFERENCE)
+    steps = sft.run(trainer, done)
+    kinds, sides = rows["kind"], ("chosen", "rejected")
+    return Compute(
+        "dpo",
+        steps,
+        loss_tokens=sum(sum(m) for side in sides for m in rows[f"{side}_mask"]),
+        wall_s=time.perf_counter() - start,
+        details=sft.settings(job)
+        | {
+            "rows": len(rows),
+            "pairs_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
+            # the tokens the reference pass read, once
+            "reference_tokens": sum(len(ids) for side in sides for ids in rows[f"{side}_ids"]),
+        },
+    )
+
+
+def batch_and_lr(t: TrainConfig) -> tuple[int, float]:
+    """A dpo step's pairs, `batch_size // 2` (at least one: as many sequences as an sft step),
+    and its learning rate, `dpo.lr` (else the sft one, `lr`)."""
+    return max(1, t.batch_size // 2), t.dpo.lr or t.lr
 
 
 def load_pairs(rnd: RoundLayout) -> list[dict[str, Any]]:
@@ -116,16 +164,3 @@ def with_reference(
             write_json(path, {"pairs": len(ds), "chosen": chosen, "rejected": rejected})
         log.info("train: reference log-probabilities of %d pairs -> %s", len(ds), path)
     return ds.add_column("ref_chosen", chosen).add_column("ref_rejected", rejected)
-
-
-def pair_compute(ds: Dataset) -> dict[str, Any]:
-    """What a dpo training set holds: pairs (rows, and by kind), loss-bearing tokens of both
-    sides, and the tokens the reference pass read once."""
-    kinds = ds["kind"]
-    sides = ("chosen", "rejected")
-    return {
-        "rows": len(ds),
-        "pairs_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
-        "loss_tokens": sum(sum(m) for side in sides for m in ds[f"{side}_mask"]),
-        "reference_tokens": sum(len(ids) for side in sides for ids in ds[f"{side}_ids"]),
-    }

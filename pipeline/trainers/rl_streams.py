@@ -1,0 +1,130 @@
+"""What an rl step samples (trainers/rl.py trains on it): the step's problems, the project's
+sampler over the live model, and each stream judged and rewarded (with the tree's credit of its
+backspace runs under `train.rl.credit=tree`, from the round's `steps` table).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.layout import RoundLayout
+from pipeline.shards import ShardError, checked_shard_files, read_table
+from search.metrics import analyze
+from search.tree import Judge, derive_seed
+from search.types import Ask, Policy, Problem, Task
+from workers.grpo import erase_credits
+from workers.hf import SearchTokenizer
+from workers.policy import Decoding, Loaded, make_policy, non_output_specials
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One sampled stream of a problem: its training row (prompt + tokens, + end-of-sequence
+    when it ended; loss on everything after the prompt), what it earned, and the sampler's
+    log-probabilities of its tokens."""
+
+    row: dict[str, Any]
+    reward: float
+    correct: bool
+    n_tokens: int
+    n_backspaces: int
+    logprobs: tuple[float, ...]
+    credits: tuple[tuple[tuple[int, ...], float], ...] = ()  # (stream positions, credit)
+
+
+def step_problems(problems: list[Problem], step: int, per_step: int, seed: int) -> list[Problem]:
+    """The problems of optimizer step `step`: the next `per_step` of a sequence of passes over
+    `problems`, each pass in its own seeded order."""
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch, i = divmod(k, len(problems))
+        order = list(range(len(problems)))
+        random.Random(derive_seed(seed, "rl-order", epoch)).shuffle(order)
+        out.append(problems[order[i]])
+    return out
+
+
+def sampler(model: Any, hf: Any, tok: SearchTokenizer, cfg: Config) -> Policy:
+    """The project's sampler over the live `model` (its weights as they are at each call), in the
+    training attention mode, backspaces allowed, temperature 1, log-probabilities returned."""
+    loaded = Loaded(
+        "transformers",
+        "rl",
+        tok,
+        model,
+        cfg.train.mode,
+        cfg.trace.unit,
+        True,
+        hf.pad_token_id or 0,
+        non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id)),
+    )
+    decoding = Decoding(
+        temperature=1.0,
+        max_new_tokens=cfg.sampling.stream_length,
+        max_batch=cfg.sampling.max_batch,
+        max_backspaces=cfg.sampling.stream_backspaces,
+        backspace_at=cfg.trace.backspace_at,
+        logprobs=True,
+    )
+    return make_policy(loaded, decoding)
+
+
+def sample(
+    policy: Policy,
+    model: Any,
+    task: Task,
+    tok: SearchTokenizer,
+    problems: list[Problem],
+    step: int,
+    cfg: Config,
+    values: dict[tuple[int, ...], float],
+) -> list[list[Stream]]:
+    """`train.rl.group` streams per problem (one list per problem), judged and rewarded; with
+    `values` (rl.credit=tree), each with the tree's credit of its backspace runs."""
+    t = cfg.train
+    prompts = [tuple(tok.encode(p.prompt)) for p in problems]
+    asks = [
+        Ask(pr, t.rl.group, "end", derive_seed(cfg.run.seed, "rl", cfg.run.round, step, p.id))
+        for p, pr in zip(problems, prompts, strict=True)
+    ]
+    model.eval()
+    drawn = policy.sample(asks)
+    model.train()
+    out = []
+    for p, pr, rollouts in zip(problems, prompts, drawn, strict=True):
+        judge = Judge(task, p, tok, pr, cfg.trace.unit)
+        group = []
+        for r in rollouts:
+            report = analyze(judge, r.tokens, r.finished)
+            ids = [*pr, *r.tokens, *([tok.eos_id] if r.finished else [])]
+            unit, bksp, delim = cfg.trace.unit, tok.bksp_id, tok.delim_id
+            credits = erase_credits(pr, r.tokens, unit, bksp, delim, values) if values else []
+            row = {"input_ids": ids, "loss_mask": [0] * len(pr) + [1] * (len(ids) - len(pr))}
+            group.append(
+                Stream(
+                    row | {"prompt_len": len(pr)},
+                    float(report.correct) - t.rl.token_cost * len(r.tokens),
+                    report.correct,
+                    len(r.tokens),
+                    report.n_backspaces,
+                    tuple(r.logprobs or ()),
+                    tuple((c.positions, c.value) for c in credits),
+                )
+            )
+        out.append(group)
+    return out
+
+
+def step_values(rnd: RoundLayout) -> dict[tuple[int, ...], float]:
+    """The Monte Carlo value of every prefix the round's search probed, keyed by its token ids
+    (prompt included): the `steps` table's prefix_ids + step_ids -> mc."""
+    if not checked_shard_files(rnd.search, "steps"):
+        raise ShardError(
+            f"train.rl.credit=tree reads the round's steps table, and there is none under "
+            f"{rnd.search}: run `halluc search` first, or set train.rl.credit=outcome"
+        )
+    rows = read_table(rnd.search, "steps").select(["prefix_ids", "step_ids", "mc"]).to_pylist()
+    return {(*r["prefix_ids"], *r["step_ids"]): float(r["mc"]) for r in rows}
