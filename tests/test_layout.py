@@ -190,3 +190,35 @@ def test_design_citations_name_sections_that_exist():
         if number not in sections
     ]
     assert not missing, missing
+
+
+def _sizes(path: Path) -> tuple[int, list[tuple[str, int]]]:
+    """A module's line count and its functions (name, lines) over 60 lines."""
+    import ast
+
+    src = path.read_text()
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(src))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    return src.count("\n"), long
+
+
+def test_modules_and_functions_stay_readable():
+    """No module in search/, workers/, pipeline/ over 400 lines, no function over 60."""
+    for path in sorted(
+        p for d in ("search", "workers", "pipeline") for p in (ROOT / d).rglob("*.py")
+    ):
+        lines, long = _sizes(path)
+        where = path.relative_to(ROOT)
+        assert lines <= 400, f"{where} has {lines} lines; split it"
+        assert not long, f"{where}: functions over 60 lines: {long}"
+
+
+def test_the_size_check_sees_a_long_function(tmp_path):
+    long = tmp_path / "long.py"
+    long.write_text("def f():\n" + "    x = 1\n" * 61)
+    assert _sizes(long) == (62, [("f", 62)])

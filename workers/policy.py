@@ -149,19 +149,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         value_model=valuer is not None,
     )
     if loaded.kind == "fake":
-        from search.fake import ScriptedPolicy
-
-        task, problems, params, seed = loaded.backend
-        fields = vars(params)
-        return ScriptedPolicy(
-            task,
-            problems,
-            tok,
-            **fields,
-            unit=loaded.unit,
-            max_new_tokens=d.max_new_tokens,
-            seed=seed,
-        )
+        return _scripted(loaded, d)
     options: dict[str, Any] = {
         "temperature": d.temperature,
         "max_new_tokens": d.max_new_tokens,
@@ -181,25 +169,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
 
         return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
     if d.bksp_search and not (d.ban_backspace or not loaded.trained):
-        from workers.guided import GuidedPolicy
-
-        return GuidedPolicy(
-            loaded.backend,
-            tok.eos_id,
-            tok.delim_id,
-            tok.bksp_id,
-            loaded.unit,
-            d.bksp_search,
-            d.temperature,
-            d.max_new_tokens,
-            d.max_batch,
-            ban_ids=loaded.banned,
-            pad_id=loaded.pad_id,
-            max_backspaces=d.max_backspaces,
-            bksp_threshold=d.bksp_threshold,
-            valuer=valuer if d.value_drop else None,
-            value_drop=d.value_drop,
-        )
+        return _guided(loaded, d, valuer)
     from workers.sampler import TransformersPolicy
 
     return TransformersPolicy(
@@ -211,4 +181,44 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         bksp_threshold=d.bksp_threshold,
         bksp_random=d.bksp_random,
         **options,
+    )
+
+
+def _scripted(loaded: Loaded, d: Decoding) -> Policy:
+    """The scripted stand-in model (`model.path: fake`) with the parameters it was loaded with."""
+    from search.fake import ScriptedPolicy
+
+    task, problems, params, seed = loaded.backend
+    return ScriptedPolicy(
+        task,
+        problems,
+        loaded.tokenizer,
+        **vars(params),
+        unit=loaded.unit,
+        max_new_tokens=d.max_new_tokens,
+        seed=seed,
+    )
+
+
+def _guided(loaded: Loaded, d: Decoding, valuer: Valuer | None) -> Policy:
+    """Sampling that, at a point where the model would erase, searches `d.bksp_search` ways on."""
+    from workers.guided import GuidedPolicy
+
+    tok = loaded.tokenizer
+    return GuidedPolicy(
+        loaded.backend,
+        tok.eos_id,
+        tok.delim_id,
+        tok.bksp_id,
+        loaded.unit,
+        d.bksp_search,
+        d.temperature,
+        d.max_new_tokens,
+        d.max_batch,
+        ban_ids=loaded.banned,
+        pad_id=loaded.pad_id,
+        max_backspaces=d.max_backspaces,
+        bksp_threshold=d.bksp_threshold,
+        valuer=valuer if d.value_drop else None,
+        value_drop=d.value_drop,
     )

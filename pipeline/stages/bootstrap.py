@@ -214,13 +214,7 @@ def draw_batch(examples: list[Example], b: BootstrapConfig, rng: random.Random) 
 def train(cfg: Config, task: Task, out: Path) -> None:
     b = cfg.bootstrap
     erase = has_backspaces(b)
-    if erase and cfg.trace.unit != "step":
-        what = (
-            f"bootstrap.retry_rate={b.retry_rate}" if b.retry_rate else f"bootstrap.data={b.data}"
-        )
-        raise HallucError(
-            f"{what} erases whole steps: it needs trace.unit=step, not {cfg.trace.unit}"
-        )
+    _check_unit(cfg)
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
     problems = task.problems("train", b.n_problems)
@@ -274,6 +268,18 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "loss_tokens": loss_tokens,
     }
     write_json(compute_of(out), compute)
+
+
+def _check_unit(cfg: Config) -> None:
+    """Bootstrap data with backspaces erases whole steps, so it needs the step unit."""
+    b = cfg.bootstrap
+    if has_backspaces(b) and cfg.trace.unit != "step":
+        what = (
+            f"bootstrap.retry_rate={b.retry_rate}" if b.retry_rate else f"bootstrap.data={b.data}"
+        )
+        raise HallucError(
+            f"{what} erases whole steps: it needs trace.unit=step, not {cfg.trace.unit}"
+        )
 
 
 def _fit(
