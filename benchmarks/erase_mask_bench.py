@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from search.backspace import pop_count
-from tests.test_erase_mask import reference_attention
+from tests.workers.test_erase import reference_attention
 from workers.collate import BacktrackCollator
 from workers.erase import erase_attention
 

@@ -10,7 +10,8 @@ Tags, by optimizer step taken (1 after the first update):
 The names are those of the Trainer's own TensorBoard callback (sft and dpo log through it, with
 `train/dpo_margin` for dpo), so the hand-written loops (bootstrap, rl, value) line up with them.
 Writing a curve reads figures the loop has already computed and draws no random numbers: the
-weights and compute.json are the same with and without it (tests/test_train.py, test_rl.py).
+weights and compute.json are the same with and without it (tests/pipeline/stages/test_train.py,
+tests/pipeline/trainers/test_rl.py).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def erase_mask(erased_at: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     attention needs: it adds the mask to the scores, so a boolean mask there would be silently
     wrong. The float form is the default because the train stage's `check_attention` lets erase
     mode train with eager attention too; under SDPA both give bit-identical logits on the tiny test
-    models (tests/test_erase_mask.py).
+    models (tests/workers/test_erase.py).
     """
     width = erased_at.shape[-1]
     idx = torch.arange(width, device=erased_at.device)

@@ -1,5 +1,6 @@
 """The layout rules of docs/design.md §2."""
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -222,3 +223,29 @@ def test_the_size_check_sees_a_long_function(tmp_path):
     long = tmp_path / "long.py"
     long.write_text("def f():\n" + "    x = 1\n" * 61)
     assert _sizes(long) == (62, [("f", 62)])
+
+
+def test_the_constraints_file_pins_the_installed_cpu_stack():
+    """make demo / make test install with `-c constraints-cpu.txt`: every pin holds here, and the
+    libraries a run's numbers depend on are pinned."""
+    pins = {}
+    for line in (ROOT / "constraints-cpu.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    for lib in ("torch", "transformers", "tokenizers", "datasets", "pyarrow", "numpy", "ray"):
+        assert lib in pins, f"{lib} is not pinned"
+    wrong = {}
+    for name, version in pins.items():
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a platform-specific dependency
+        if re.sub(r"\+.*", "", have) != version:
+            wrong[name] = (version, have)
+    assert not wrong, f"installed versions differ from constraints-cpu.txt: {wrong}"
+
+
+def test_readme_shows_a_loopback_head():
+    readme = (ROOT / "README.md").read_text()
+    assert "ray start --head --node-ip-address=127.0.0.1" in readme

@@ -21,7 +21,7 @@ from pipeline.shards import (
 from search.driver import run_batched
 from search.traces import table_rows
 from tests.conftest import scripted
-from tests.test_search import omega
+from tests.search.test_tree_search import omega
 
 
 def prov(problem_id):
@@ -186,7 +186,7 @@ def test_train_refuses_a_damaged_search_directory(tmp_path, tables):
 
 
 def test_resumed_search_names_a_foreign_file_instead_of_a_traceback(tmp_path, capsys):
-    from tests.test_search_stage import run
+    from tests.pipeline.stages.test_search import run
 
     assert run(tmp_path) == 0
     pq.write_table(

@@ -12,7 +12,7 @@ from search.traces import PLACEMENTS, table_rows
 from search.tree import FailingBranch, SearchResult, split_steps
 from search.types import Rollout
 from tests.conftest import make_tree, scripted
-from tests.test_search import omega
+from tests.search.test_tree_search import omega
 
 B = "<|bksp|>"
 

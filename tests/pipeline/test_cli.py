@@ -2,6 +2,7 @@
 reaches the policy factory, and user errors are one line."""
 
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import shutil
@@ -25,7 +26,9 @@ def stage_args(stage, out, *sets):
 
 
 def test_every_listed_stage_dispatches(tmp_path, monkeypatch, capsys):
-    plain = [s for s in STAGES if s.name not in cli.SPECIAL]  # grid: tests/test_grid.py
+    plain = [
+        s for s in STAGES if s.name not in cli.SPECIAL
+    ]  # grid: tests/pipeline/stages/test_grid.py
     assert {s.name for s in STAGES} - {s.name for s in plain} == set(cli.SPECIAL)
     called = []
     for stage in (s.name for s in plain):
@@ -160,3 +163,36 @@ def test_a_model_without_backspaces_has_nothing_to_disagree_with(step_trained, t
     (step_trained / "halluc.json").write_text(json.dumps(meta))  # trained on backspaces again
     with pytest.raises(CheckpointMismatch, match="trace.unit=token"):
         load_model(cfg, "transformers", step_trained, task)
+
+
+def test_bad_values_and_files_are_one_line(tmp_path, capsys):
+    def fails(*args):
+        assert cli.main(list(args)) == 2
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("halluc ")]
+        assert "Traceback" not in err and len(said) == 1, err  # progress bars aside
+        return said[0]
+
+    assert "does not exist; give a JSONL file" in fails(
+        "search",
+        "--preset",
+        "gsm8k",
+        "--set",
+        "search.policy=fake",
+        "--set",
+        f"run.out_dir={tmp_path}",
+    )
+    from tests.models import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "m")
+    (model / "tokenizer.json").unlink()
+    err = fails(
+        "search",
+        "--set",
+        f"model.path={model}",
+        "--set",
+        "search.workers=0",
+        "--set",
+        f"run.out_dir={tmp_path / 'r'}",
+    )
+    assert "its tokenizer does not load (it has no tokenizer.json)" in err

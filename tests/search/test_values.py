@@ -1,4 +1,4 @@
-"""Value-guided search (issue 16, item 3; search/values.py): a valuer whose values equal the MC
+"""Value-guided search (search/values.py): a valuer whose values equal the MC
 estimates gives the MC search with fewer rollouts; a valuer that knows the script locates the
 scripted errors without rollouts; the driver batches value asks across problems."""
 

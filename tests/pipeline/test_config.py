@@ -329,7 +329,7 @@ def test_the_value_section_shapes_only_the_value_model(tmp_path):
     assert load_config("arith-tiny", ["value.runs=[a, b]"]).value.runs == ["a", "b"]
 
 
-# what `pipeline.config.history.RENAMED` moved in issue 22, each with a value its type takes
+# what `pipeline.config.history.RENAMED` renamed, each with a value its type takes
 RENAMED_SETS = [
     ("train.dpo_beta", "train.dpo.beta", "0.3"),
     ("train.dpo_sft_weight", "train.dpo.sft_weight", "0.5"),
@@ -412,7 +412,9 @@ def test_a_run_made_before_the_renames_resumes_and_keeps_its_keys(tmp_path):
 
     from pipeline.config import check_resumable, eval_key, eval_keys
 
-    saved = Path(__file__).parent / "data" / "config-88654bc.yaml"  # old names, task.n_test
+    saved = (
+        Path(__file__).resolve().parents[1] / "data" / "config-88654bc.yaml"
+    )  # old names, task.n_test
     sets = ["train.dpo.beta=0.2", "train.dpo.lr=3e-5", "train.rl.group=4", "train.rl.lr=1e-4"]
     sets += ["train.rl.credit=tree", "sampling.max_batch=64", "sampling.max_new_tokens=48"]
     sets += ["sampling.stream_tokens=80", "sampling.stream_backspaces=8", "train.curriculum=true"]

@@ -1,7 +1,7 @@
 """The erase-mode mask built from one vector per row (`erased_at`) against the construction it
 replaced (one `attention_views` list per position, O(L^2) per row): the same mask and position
 ids for random streams of both units, and bool and float masks giving the same logits.
-FlexAttention: tests/test_erase_flex.py."""
+FlexAttention: tests/workers/test_erase_flex.py."""
 
 import random
 

@@ -1,4 +1,4 @@
-"""The value model at work (issue 16, items 3 and 4): `workers.valuer` scores like the value stage
+"""The value model at work: `workers.valuer` scores like the value stage
 reads it, one prefix at a time or batched in any order; `halluc search` with `search.value=model`
 on a bootstrap model's own search spends fewer rollouts; value best-of-N in the controls picks by
 the least step value (scripted valuers: one that knows the exact checker, one that inverts it)."""

@@ -19,7 +19,7 @@ from search.backspace import apply_backspaces
 from search.types import Ask
 from tests.engines import ReferenceEngine
 from tests.models import tiny_checkpoint
-from tests.test_parity import reference_greedy
+from tests.workers.test_parity import reference_greedy
 from workers.hf import SearchTokenizer, load_checkpoint
 from workers.sampler import TransformersPolicy
 from workers.segments import SegmentPolicy

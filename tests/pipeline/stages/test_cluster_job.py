@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 SENTINEL = "upload-check.txt"
 

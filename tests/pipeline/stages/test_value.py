@@ -1,4 +1,4 @@
-"""`halluc value` (issue 16): a value model trained on a hand-made `steps` table moves toward its
+"""`halluc value`: a value model trained on a hand-made `steps` table moves toward its
 targets; the saved checkpoint reloads with the Auto class (GPT-2 and Llama, on the CPU) and gives
 the same scores, batched or one at a time; the shared head leaves the policy's backbone as it was
 and the policy's own hidden state gives the same value; label-quality figures on a hand-computed

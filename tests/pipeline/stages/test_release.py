@@ -15,7 +15,7 @@ from pipeline import cli
 from pipeline.shards import FEATURES, shard_files
 from pipeline.stages.release import ReleaseError, size_category
 from pipeline.stages.release import main as release
-from tests.test_search_stage import SMALL as FAKE
+from tests.pipeline.stages.test_search import SMALL as FAKE
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_a_release_removes_what_a_killed_release_left(run_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def value_model(tmp_path_factory):
-    from tests.test_value import make_value_model
+    from tests.pipeline.stages.test_value import make_value_model
 
     return make_value_model(tmp_path_factory.mktemp("value"))
 

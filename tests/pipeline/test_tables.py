@@ -23,7 +23,7 @@ from pipeline.tables.common import TableError
 from tests.conftest import tiny_cfg
 from tests.tables_fixture import bootstrap_pair, synthetic_run
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
 @pytest.fixture(scope="module")

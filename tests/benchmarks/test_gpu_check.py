@@ -14,7 +14,7 @@ import pytest
 
 from search.tasks.countdown import CountdownTask, solvable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 # the check run with ray, vllm and datasets blocked: `import ray` raises ImportError, and

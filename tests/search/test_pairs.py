@@ -8,7 +8,7 @@ import pytest
 
 from search.pairs import PairError, pair_loss_tokens, preferences, wrong_step_len
 from search.traces import table_rows
-from tests.test_placement import FIX, ON, PARENT, WRONG, hand_built
+from tests.search.test_placement import FIX, ON, PARENT, WRONG, hand_built
 
 B = "<|bksp|>"
 

@@ -2,7 +2,7 @@
 with the boolean mask of the same `erased_at`: at the attention function (unfused on the CPU,
 compiled on CUDA under the gpu marker) and through a GPT-2 on the registered attention function.
 Needs no hypothesis, so the gpu case runs where only torch, transformers and pytest are:
-`python3 -m pytest -m gpu tests/test_erase_flex.py`."""
+`python3 -m pytest -m gpu tests/workers/test_erase_flex.py`."""
 
 import random
 import warnings

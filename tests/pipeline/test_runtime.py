@@ -1,0 +1,67 @@
+"""The run guard (a stage refuses a directory made with another config), thread counts and the
+recorded environment: `pipeline.runtime`."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError, load_config
+from pipeline.layout import RunLayout
+from pipeline.runtime import set_threads, stage_config
+from pipeline.stages import train
+from tests.conftest import TINY
+from tests.pipeline.stages.test_search import read_all, run
+
+
+def test_search_refuses_a_directory_made_with_another_config(tmp_path, capsys):
+    """Before: deleting a batch and rerunning with other settings exited 0 with shards under two
+    config hashes, and config.yaml claimed the new config for all of them."""
+    assert run(tmp_path) == 0
+    search = RunLayout(tmp_path).round(0).search
+    saved = (search / "config.yaml").read_text()
+    for table in ("traces", "steps", "pairs"):
+        (search / table / "batch-00002.parquet").unlink()
+    before = read_all(tmp_path)
+    assert run(tmp_path, "search.omegaprm.budget=3") == 2
+    err = capsys.readouterr().err
+    assert "search.omegaprm.budget: 6 there, 3 now" in err and "Traceback" not in err
+    assert (search / "config.yaml").read_text() == saved  # written only after the check
+    assert read_all(tmp_path) == before  # nothing written under the other config
+    assert run(tmp_path) == 0  # the same config resumes
+
+
+def test_train_refuses_a_directory_made_with_another_config(tmp_path):
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}", *TINY])
+    rnd = RunLayout(tmp_path).round(0)
+    stage_config(
+        load_config("arith-tiny", [f"run.out_dir={tmp_path}", *TINY, "train.lr=1"]), rnd.train
+    )
+    with pytest.raises(ConfigError, match=r"train.lr: 1.0 there, 0.0003 now"):
+        train.train(cfg, Path("unused"), rnd)
+
+
+def test_threads_come_from_the_config():
+    before = torch.get_num_threads()
+    try:
+        set_threads(load_config("arith-tiny", ["run.threads=1"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_run_records_its_environment(tmp_path):
+    assert run(tmp_path) == 0  # every stage run on its own records it
+    assert json.loads((tmp_path / "environment.json").read_text())[0]["libraries"]["pyarrow"]
+    from pipeline.runtime import environment, record_environment
+
+    cfg = load_config("arith-tiny", [f"run.out_dir={tmp_path}"])
+    path = tmp_path / "env" / "environment.json"
+    record_environment(cfg, path)
+    record_environment(cfg, path)  # the same again: not repeated
+    [env] = json.loads(path.read_text())
+    assert env == environment(cfg)
+    assert env["libraries"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert env["threads"] == {"stage": 2, "search_workers": cfg.search.workers}
+    assert env["cpu"]["flags"] and env["git"] is None or len(env["git"]["commit"]) == 40
