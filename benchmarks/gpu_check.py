@@ -28,8 +28,8 @@ Sections (`--only`, repeatable; all three by default), each catching its own fai
 
 Progress and results are JSON lines on stdout, each with the seconds since start; the whole
 report goes to `--out` after every section (a killed run keeps what finished). Exit status 1 if
-a section failed. Imports nothing from ray, vllm or datasets (tests/benchmarks/test_gpu_check.py checks);
-runs on transformers 5.17 as well as 5.24.
+a section failed. Imports nothing from ray, vllm or datasets
+(tests/benchmarks/test_gpu_check.py checks); runs on transformers 5.17 as well as 5.24.
 """
 
 from __future__ import annotations

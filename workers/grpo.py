@@ -13,8 +13,8 @@ Shapes: per-target tensors are `[N, L-1]`, target j being token j+1 of each row,
 On-policy: one gradient step per batch of samples, so the ratio π/π_old is 1. The loss uses
 exp(log p − log p.detach()) · A, which is A in value and A·∇log p in gradient, so it equals TRL
 1.16's GRPO loss with `loss_type="dapo"` (its default: token-level mean over the batch) and
-`beta` = the KL weight on the same log-probabilities (tests/pipeline/trainers/test_rl.py checks value and gradient);
-no clipping ever applies at ratio 1.
+`beta` = the KL weight on the same log-probabilities (tests/pipeline/trainers/test_rl.py checks
+value and gradient); no clipping ever applies at ratio 1.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ loss mask) and, in erase mode, the same 4D mask and position ids as SFT and deco
                                     collator's `LOSS_WEIGHTS` applied when present)
 
 With the weights at 1 the sum is TRL 1.16's DPOTrainer loss with loss_type=["sigmoid", "sft"]
-and loss_weights=[1, sft_weight] on the same log-probabilities (tests/pipeline/trainers/test_dpo.py checks it). The
-reference log-probabilities come in the batch (`REF_CHOSEN`, `REF_REJECTED`): the reference model
-is frozen, so they are computed once before training (`reference_logps`).
+and loss_weights=[1, sft_weight] on the same log-probabilities
+(tests/pipeline/trainers/test_dpo.py checks it). The reference log-probabilities come in the
+batch (`REF_CHOSEN`, `REF_REJECTED`): the reference model is frozen, so they are computed once
+before training (`reference_logps`).
 """
 
 from __future__ import annotations

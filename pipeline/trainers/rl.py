@@ -29,7 +29,8 @@ second loop: on-policy sampling does not fit the Trainer's data loader). The los
     checkpoints and the reference (`SCRATCH`)
 
 A killed run, rerun, ends at the weights of an unkilled one: sampling seeds depend on the step and
-the problem only, and the checkpoint holds everything else that changes (tests/pipeline/trainers/test_rl.py).
+the problem only, and the checkpoint holds everything else that changes
+(tests/pipeline/trainers/test_rl.py).
 """
 
 from __future__ import annotations
