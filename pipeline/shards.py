@@ -23,9 +23,7 @@ schema version was first written (`ADDED`) may be missing from a shard; `read_ta
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
+from pipeline.files import write_with
 from search.errors import HallucError
 
 SCHEMA_VERSION = 1
@@ -153,16 +152,9 @@ def write_shard(root: Path, table: str, batch: int, rows: list[dict[str, Any]]) 
         ) from err
     final = shard_path(root, table, batch)
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed earlier write
+    for stale in final.parent.glob(f".{final.name}*.tmp*"):  # left by a killed earlier write
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        pq.write_table(arrow, tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_with(final, lambda tmp: pq.write_table(arrow, tmp))
     return final
 
 
