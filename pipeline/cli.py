@@ -15,8 +15,11 @@ import importlib
 import logging
 import shlex
 import sys
+from pathlib import Path
 
 from pipeline.config import load_config, presets
+from pipeline.files import disk_full
+from pipeline.runtime import run_lock
 from pipeline.stages import BY_NAME, STAGES
 from pipeline.tables import TABLES
 from search.errors import HallucError
@@ -146,7 +149,9 @@ def _release(args: argparse.Namespace) -> int:
 def _grid(args: argparse.Namespace) -> int:
     from pipeline.stages import grid
 
-    result = grid.main(args.grid, args.preset, _overrides(args), args.seeds)
+    out_dir = Path(load_config(args.preset, _overrides(args)).run.out_dir)
+    with run_lock(out_dir):
+        result = grid.main(args.grid, args.preset, _overrides(args), args.seeds)
     print(grid.describe(result))
     return 0
 
@@ -161,7 +166,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _stage(args: argparse.Namespace) -> int:
     cfg = load_config(args.preset, _overrides(args))
     module = importlib.import_module(BY_NAME[args.stage].module)
-    result = module.main(cfg)
+    with run_lock(Path(cfg.run.out_dir)):  # one writer per run directory
+        result = module.main(cfg)
     describe = getattr(module, "describe", None)
     if describe is not None:
         print(describe(result))
@@ -184,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         return SPECIAL.get(args.stage, _stage)(args)
     except HallucError as err:  # bad input: one line that says what to do, no traceback
         print(f"halluc {args.stage}: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:  # a full disk is one line too, wherever it struck
+        full = disk_full(err, Path(getattr(err, "filename", None) or "."))
+        if full is None:
+            raise
+        print(f"halluc {args.stage}: {full}", file=sys.stderr)
         return 2
 
 

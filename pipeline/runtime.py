@@ -8,15 +8,21 @@ all three, and the git commit, for every invocation that differed from the one b
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
+import os
 import platform
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, check_resumable, save_config
 from pipeline.files import read_json, write_json
-from pipeline.layout import config_of
+from pipeline.layout import config_of, done_of
+from search.errors import HallucError
 
 LIBRARIES = (
     "torch",
@@ -37,6 +43,65 @@ def stage_config(cfg: Config, directory: Path, only: tuple[str, ...] = ()) -> No
     check_resumable(cfg, config_of(directory), only)
     directory.mkdir(parents=True, exist_ok=True)
     save_config(cfg, config_of(directory))
+
+
+def finished(directory: Path, outputs: list[Path]) -> bool:
+    """Whether the stage in `directory` is done: every one of its `outputs` exists. Its marker
+    (`done.json`) is then written if a kill came between the last output and the marker; with an
+    output missing the marker is removed and the stage redoes (or finishes) the missing part."""
+    marker = done_of(directory)
+    if all(p.exists() for p in outputs):
+        if not marker.exists():
+            mark_done(directory, outputs)
+        return True
+    marker.unlink(missing_ok=True)
+    return False
+
+
+def mark_done(directory: Path, outputs: list[Path]) -> None:
+    """Write `directory`'s completion marker, naming the outputs it vouches for; call it after
+    the last of them is written."""
+    write_json(done_of(directory), {"outputs": [str(p.relative_to(directory)) for p in outputs]})
+
+
+def kill_point(name: str) -> None:
+    """Die here, as a kill -9 would, when HALLUC_KILL_AT names this point: how the tests stop a
+    stage in the windows between its writes, without timing luck. A no-op otherwise."""
+    if os.environ.get("HALLUC_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+LOCK = ".halluc.lock"  # in the run directory: the pid of the process writing it
+
+
+class RunLocked(HallucError):
+    """Another process is writing the run directory."""
+
+
+@contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Hold the run directory `directory` for this process: a second `halluc` on it fails at once,
+    naming the holder's pid. An `fcntl` lock on `directory/.halluc.lock`: the kernel releases it
+    when the process exits, however it dies, so a lock file left behind is never stale."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLocked(
+            f"{directory} is being written by another halluc process (pid {holder}); wait for "
+            "it to finish or stop it, or give this one another run.out_dir"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def set_threads(cfg: Config) -> None:
