@@ -17,6 +17,8 @@
                                 pairs.parquet), config.yaml
         train/model/            the trained model (halluc.json: how decoding must treat it)
         train/compute.json      what training cost (rows, loss-bearing tokens, steps)
+        train/done.json         written last: the model and compute.json are whole (also in
+                                bootstrap/)
         train/tb/               the training curves (loss, learning rate, gradient norm; rl:
                                 reward, KL, backtrack rate)
         train/reference.json    (dpo) the reference model's log-probabilities of the pairs
@@ -129,6 +131,12 @@ class GridLayout:
 def config_of(directory: Path) -> Path:
     """The resolved config saved in a run's or a stage's `directory` (`runtime.stage_config`)."""
     return directory / "config.yaml"
+
+
+def done_of(directory: Path) -> Path:
+    """A stage directory's completion marker, written after every output it vouches for
+    (`runtime.finished`)."""
+    return directory / "done.json"
 
 
 def compute_of(model: Path) -> Path:

@@ -33,6 +33,15 @@ NOT_HASHED = [
     ("train", "report_to"),  # where the curves go
 ]
 
+# what shapes each stage's outputs (sections, or dotted keys): a stage refuses to resume or reuse
+# a directory whose config.yaml differs here, naming the keys (`runtime.stage_config`)
+_SEARCH = ("task", "model", "sampling.max_new_tokens", "search", "trace", "run")
+SHAPES = {
+    "search": _SEARCH,
+    "select": (*_SEARCH, "bootstrap", "select"),
+    "train": (*_SEARCH, "bootstrap", "select", "sampling", "train"),  # sampling: rl's streams
+}
+
 # value-guided search (SearchConfig): hashed only when search.value is not mc
 SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
 EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.config.domains import check_domains
 from pipeline.config.history import MOVED, REMOVED, current, rename
 from pipeline.config.keys import NOT_HASHED, OWN_SECTIONS
 from pipeline.config.sections import Config
@@ -51,7 +52,9 @@ def load_config(
     rename(raw, where or str(path), warn)
     for item in overrides or []:
         _override(raw, item, path)
-    return build(Config, raw, where or str(path))
+    cfg = build(Config, raw, where or str(path))
+    check_domains(cfg.to_dict(), where or str(path))
+    return cfg
 
 
 def _override(raw: dict[str, Any], item: str, path: Path) -> None:
@@ -161,8 +164,8 @@ def _scalar(hint: type, value: Any, where: str, key: str) -> Any:
 def config_diff(
     old: Config, new: Config, free: set[tuple[str, str]], only: tuple[str, ...] = ()
 ) -> list[str]:
-    """`key: old there, new now` for every leaf key (dotted) that differs, outside `free`, in the
-    sections `only` (all when empty)."""
+    """`key: old there, new now` for every leaf key (dotted) that differs, outside `free`, under
+    the sections or dotted keys `only` (all when empty)."""
 
     def leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -173,7 +176,11 @@ def config_diff(
 
     skip = {f"{s}.{k}" for s, k in free}
     a, b = leaves(old.to_dict()), leaves(new.to_dict())
-    keys = [k for k in b if k not in skip and (not only or k.split(".")[0] in only)]
+    keys = [
+        k
+        for k in b
+        if k not in skip and (not only or any(k == o or k.startswith(f"{o}.") for o in only))
+    ]
     return [f"{k}: {a.get(k)!r} there, {b[k]!r} now" for k in keys if a.get(k) != b[k]]
 
 

@@ -35,7 +35,14 @@ from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout, compute_of
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to, format_table
-from pipeline.runtime import record_environment, set_threads, stage_config
+from pipeline.runtime import (
+    finished,
+    kill_point,
+    mark_done,
+    record_environment,
+    set_threads,
+    stage_config,
+)
 from search.backspace import serialize_stream
 from search.errors import HallucError
 from search.tasks.countdown_stream import Mode, Piece, search_trace
@@ -58,8 +65,10 @@ def main(cfg: Config) -> dict[str, Any]:
     shaping = ("task", "bootstrap", *(("trace",) if has_backspaces(cfg.bootstrap) else ()))
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
-    if not layout.bootstrap_model.exists():
+    trained = [compute_of(layout.bootstrap_model), layout.bootstrap_model]
+    if not finished(layout.bootstrap, trained):
         train(cfg, task, layout.bootstrap_model)
+        mark_done(layout.bootstrap, trained)
     problems = task.problems("test", cfg.eval.n_problems)
     figures = evaluate_to(layout.bootstrap_eval, layout.bootstrap_model, task, problems, cfg)
     log.info("bootstrap model:\n%s", format_table(figures))
@@ -256,7 +265,6 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
-    save_model(model, tokenizer, out, extra=extra)
     # retries come only on optimal data, which has no other backspaces
     retries = sum(any(n for _, n in found) for _, found in solved) if b.retry_rate else 0
     compute = {
@@ -267,7 +275,9 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "optimizer_steps": b.steps,
         "loss_tokens": loss_tokens,
     }
-    write_json(compute_of(out), compute)
+    write_json(compute_of(out), compute)  # first: the model, renamed in last, is whole or absent
+    kill_point("bootstrap:compute-written")
+    save_model(model, tokenizer, out, extra=extra)
 
 
 def _check_unit(cfg: Config) -> None:

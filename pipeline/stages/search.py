@@ -29,10 +29,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.config import Config
+from pipeline.config import SHAPES, Config
 from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout, search_summary
-from pipeline.loading import check_trained_with, load_model, task_from_config
+from pipeline.loading import check_prompts, check_trained_with, load_model, task_from_config
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
@@ -69,12 +69,13 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
 
         check_checkpoint_dir(model)  # fail before any worker starts
         check_trained_with(cfg, model)
+        check_prompts(cfg, model, problems)
         if cfg.search.value != "mc":
             from workers.valuer import check_tokenizer
 
             trust = cfg.model.trust_remote_code
             check_tokenizer(cfg.search.value_model, model, problems[0].prompt, trust)
-    stage_config(cfg, out, only=("task", "search", "trace", "run", "model"))
+    stage_config(cfg, out, only=SHAPES["search"])
     remove_stale(out)
     remove_stale(out / "stats")
     size = cfg.search.batch_size

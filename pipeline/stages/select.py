@@ -43,8 +43,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import AUTO_SHARE, Config, SelectConfig
-from pipeline.files import TMP, read_json, remove_stale
+from pipeline.config import AUTO_SHARE, SHAPES, Config, SelectConfig
+from pipeline.files import read_json, remove_stale, write_with
 from pipeline.layout import RoundLayout, RunLayout, search_summary
 from pipeline.loading import task_from_config
 from pipeline.runtime import stage_config
@@ -80,12 +80,13 @@ def select(cfg: Config, arm: str, rnd: RoundLayout, match: int | None = None) ->
     """Write (once) and return the `arm` selection of the round's search and its token count.
     The baseline and dpo arms draw `match` tokens (default: as many as the backtrack selection
     holds)."""
+    # first: never reuse a selection made with another config
+    stage_config(cfg, rnd.select, only=SHAPES["select"])
+    remove_stale(rnd.select)
     if arm == "dpo":
         return _select_pairs(cfg, rnd, match)
     if rnd.selected.exists():
         return rnd.selected, n_tokens(read_selected(rnd.selected))
-    stage_config(cfg, rnd.select)
-    remove_stale(rnd.select)
     rows = read_traces(rnd.search)
     seed = cfg.run.seed + 1000 * cfg.run.round
     checker = task_from_config(cfg.task).has_step_checker
@@ -107,8 +108,6 @@ def _select_pairs(cfg: Config, rnd: RoundLayout, match: int | None) -> tuple[Pat
     if path.exists():
         check_shard(path, "pairs")
         return path, sum(map(pair_loss_tokens, pq.read_table(path).to_pylist()))
-    stage_config(cfg, rnd.select)
-    remove_stale(rnd.select)
     seed = cfg.run.seed + 1000 * cfg.run.round
     if match is None:
         match = n_tokens(select_backtrack(read_traces(rnd.search), cfg.select, seed))
@@ -317,10 +316,8 @@ def n_tokens(rows: list[Row]) -> int:
 
 
 def write_selected(rows: list[Row], path: Path, table: str = "traces") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{TMP}"
-    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES[table].arrow_schema), tmp)
-    tmp.replace(path)
+    arrow = pa.Table.from_pylist(rows, schema=FEATURES[table].arrow_schema)
+    write_with(path, lambda tmp: pq.write_table(arrow, tmp))
 
 
 def read_selected(path: Path) -> list[Row]:

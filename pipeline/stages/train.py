@@ -44,11 +44,18 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from pipeline.config import Config
+from pipeline.config import SHAPES, Config
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
-from pipeline.runtime import record_environment, set_threads, stage_config
+from pipeline.runtime import (
+    finished,
+    kill_point,
+    mark_done,
+    record_environment,
+    set_threads,
+    stage_config,
+)
 from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
 from workers.collate import BacktrackCollator
@@ -76,11 +83,11 @@ def train(
     directory. `backspace` False trains without adding the backspace token (a clean-only arm);
     `max_steps` > 0 fixes the optimizer steps (equal compute between arms), else `train.epochs`
     decides. What it cost goes to `train/compute.json` (`Compute.record`)."""
-    if (rnd.model / META).exists():
-        log.info("train: %s exists, nothing to do", rnd.model)
-        return rnd.model
-    stage_config(cfg, rnd.train)
+    stage_config(cfg, rnd.train, only=SHAPES["train"])  # first: never reuse another's model
     remove_stale(rnd.train)
+    if finished(rnd.train, outputs(rnd)):
+        log.info("train: %s is trained, nothing to do", rnd.model)
+        return rnd.model
     steps = max_steps if max_steps > 0 else cfg.train.max_steps
     job = Job(cfg, base, rnd, backspace, steps)
     if cfg.train.workers > 0:
@@ -152,13 +159,21 @@ def check_attention(model: Any, mode: str) -> None:
         )
 
 
+def outputs(rnd: RoundLayout) -> list[Path]:
+    """What a trained round holds: compute.json and the model (saved whole, then renamed in)."""
+    return [rnd.compute, rnd.model]
+
+
 def _save(job: Job, model: Any, tok: Any, compute: Compute, scratch: tuple[str, ...]) -> None:
-    """compute.json, then the model (whose existence marks the round trained), then the
-    trainer's checkpoints and other scratch are removed."""
+    """compute.json, then the model, then the completion marker; then the trainer's checkpoints
+    and other scratch are removed (a kill before the marker resumes from them)."""
     cfg = job.cfg
     write_json(job.rnd.compute, compute.record())
+    kill_point("train:compute-written")
     meta = {"mode": cfg.train.mode, "unit": cfg.trace.unit, "bksp_token": cfg.trace.bksp_token}
     save_model(model, tok, job.rnd.model, extra={META: meta | {"backspace": job.backspace}})
+    kill_point("train:model-saved")
+    mark_done(job.out, outputs(job.rnd))
     for name in scratch:
         path = job.out / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -17,15 +17,19 @@ tensorboard; the other reporters listed (wandb, mlflow...) are the Trainer's own
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
+import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from datasets import logging as ds_logging
+from safetensors import SafetensorError, safe_open
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
@@ -204,9 +208,38 @@ def run(trainer: Trainer, done: int) -> int:
 
 
 def checkpoint_step(out: Path) -> int:
-    """The step of the newest Trainer checkpoint under `out` (0: none)."""
+    """The step of the newest whole Trainer checkpoint under `out` (0: none). Checkpoints a kill
+    or a full disk left half-written are removed first (`whole`), so the Trainer resumes from
+    the newest one it can load."""
     found = [re.fullmatch(r"checkpoint-(\d+)", p.name) for p in (out / CHECKPOINTS).glob("*")]
-    return max((int(m.group(1)) for m in found if m), default=0)
+    steps = sorted((int(m.group(1)) for m in found if m), reverse=True)
+    for step in steps:
+        path = out / CHECKPOINTS / f"checkpoint-{step}"
+        damage = whole(path)
+        if not damage:
+            return step
+        log.warning("train: removing %s, written only in part (%s)", path, damage)
+        shutil.rmtree(path, ignore_errors=True)
+    return 0
+
+
+def whole(checkpoint: Path) -> str:
+    """What is missing or damaged in a Trainer checkpoint ('' when it is whole): its weights,
+    optimizer and scheduler state and trainer_state.json must be there and readable (the
+    safetensors header, the torch files' zip directories, the JSON), without unpickling."""
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"):
+        if not (checkpoint / name).is_file():
+            return f"no {name}"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
+            weights.keys()
+        for name in ("optimizer.pt", "scheduler.pt"):
+            with zipfile.ZipFile(checkpoint / name) as archive:
+                archive.namelist()
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, SafetensorError) as err:
+        return f"{type(err).__name__}: {err}"
+    return ""
 
 
 def training_arguments(job: Job, batch_size: int, lr: float) -> TrainingArguments:
