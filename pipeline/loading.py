@@ -5,12 +5,14 @@ config's."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import Config, TaskConfig
 from search.errors import HallucError
 from search.tasks import make_task
-from search.types import Task
+from search.types import Problem, Task
 from workers.policy import Kind, Loaded, load
 
 
@@ -44,6 +46,38 @@ def check_trained_with(cfg: Config, path: Path) -> None:
             raise CheckpointMismatch(
                 f"trace.{key}={ours} disagrees with the checkpoint, trained with {key}={theirs} "
                 f"({path / META}); set trace.{key}={theirs}, or use a model trained with {ours}"
+            )
+
+
+class PromptTooLong(HallucError, ValueError):
+    """A problem whose prompt does not fit in the model's context."""
+
+
+def context_length(path: Path) -> int | None:
+    """The positions the checkpoint at `path` takes (its config.json), None where it says none."""
+    config = json.loads((path / "config.json").read_text())
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
+def check_prompts(cfg: Config, path: Path, problems: Sequence[Problem]) -> None:
+    """Refuse, before any work, a problem whose prompt leaves the model at `path` no position to
+    write in, naming the problem and both lengths (the model would fail deep inside a batch)."""
+    limit = context_length(path)
+    if limit is None or not problems:
+        return
+    from workers.hf import load_tokenizer
+
+    tok = load_tokenizer(path, cfg.model.trust_remote_code)
+    encoded = tok([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
+    for problem, ids in zip(problems, encoded, strict=True):
+        if len(ids) >= limit:
+            raise PromptTooLong(
+                f"problem {problem.id}: its prompt is {len(ids)} tokens and the model at {path} "
+                f"takes {limit} positions, leaving none to write in; shorten the prompts (or "
+                "drop that problem), or use a model with a longer context"
             )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from search.errors import HallucError
@@ -43,6 +44,15 @@ def check_checkpoint_dir(path: str | Path) -> Path:
             else ""
         )
         raise CheckpointError(f"{p} has no *.safetensors weights{hint}")
+    for weights in sorted(p.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(
+                f"{weights} is damaged ({err}): a copy or a save that did not finish? copy or "
+                "save the model again"
+            ) from None
     if not ((p / "tokenizer.json").exists() or (p / "tokenizer_config.json").exists()):
         raise CheckpointError(
             f"{p} has no tokenizer (tokenizer.json / tokenizer_config.json); save the tokenizer "
@@ -89,12 +99,16 @@ def load_checkpoint(
     """Model (eval mode, on `device`) and tokenizer from a local checkpoint directory."""
     p = check_checkpoint_dir(path)
     tokenizer = load_tokenizer(p, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        p,
-        dtype=getattr(torch, dtype),
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            p,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (SafetensorError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{p}: its weights do not load: {first}") from None
     model.to(pick_device(device))  # type: ignore[arg-type]
     return model.eval(), tokenizer
 

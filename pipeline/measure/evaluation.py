@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.config import Config, ConfigError, eval_key, eval_keys
 from pipeline.files import read_json, write_json
-from pipeline.loading import load_model
+from pipeline.loading import check_prompts, load_model
 from pipeline.measure.detector import detector_figures
 from pipeline.measure.settings import Setting, sweep
 from pipeline.measure.stats import interval, wilson
@@ -80,6 +80,8 @@ def evaluate_model(
     name with the setting's fields (`Setting.fields`), and with `detector` how well its
     backspace probability tells its own wrong steps from right ones under teacher forcing
     (`pipeline.measure.detector`; transformers and an exact step checker only)."""
+    if cfg.eval.policy != "fake":
+        check_prompts(cfg, path, problems)
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),

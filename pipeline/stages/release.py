@@ -359,12 +359,20 @@ def upload(folder: Path, repo_id: str, private: bool = False) -> str:
         )
     meta = _read_meta(folder) or {}
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message=f"Halluc release {folder.name} version {meta.get('version', '?')}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=f"Halluc release {folder.name} version {meta.get('version', '?')}",
+        )
+    except Exception as err:  # network, permission, quota: any of them is one line to the user
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ReleaseError(
+            f"pushing {folder} to the Hub dataset repo {repo_id} failed ({type(err).__name__}: "
+            f"{first}); the release folder is written and kept: fix the cause and rerun with "
+            "--push to upload it"
+        ) from None
     log.info("release: pushed %s to %s", folder, repo_id)
     return str(getattr(commit, "commit_url", commit))

@@ -71,11 +71,18 @@ def _check_record(obj: Any, fields: tuple[str, str], where: str) -> Record:
 def _read_jsonl(path: Path, fields: tuple[str, str]) -> list[Record]:
     """Every non-blank line of `path`, checked; TaskDataError names the file and line."""
     records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:  # bytes: a line that is not UTF-8 is named like any other error
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskDataError(
+                    f"{where}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}, line {lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
