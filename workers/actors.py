@@ -8,16 +8,20 @@ The pool keeps every actor busy with one job at a time and hands out the next as
 An actor whose process dies is restarted by Ray (`max_restarts`) and the job it was running is
 retried on it (`max_task_retries`): jobs must be idempotent, which batch-named shards are.
 
-`init_ray(address)` starts a local cluster when no address is given (or joins RAY_ADDRESS /
-`address`), with the dashboard off; a `host:port` that does not answer fails at once.
+`init_ray(address)` starts a private local cluster when no address is given, every service of it
+listening on 127.0.0.1 only and the dashboard off (or joins RAY_ADDRESS / `address`); a
+`host:port` that does not answer fails at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -56,13 +60,64 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> None:
         _check_reachable(address)
         ray.init(address=address, log_to_driver=True)
         return
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        dashboard_host="127.0.0.1",
-        log_to_driver=True,
-        logging_level=logging.WARNING,
-    )
+    with private_cluster():
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+        )
+
+
+# Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1,
+# and every service of the cluster (control service, raylet, object manager, workers, agents,
+# log monitor) listens on loopback only. Ray 2.60 has no other setting for it: ray.init's
+# _node_ip_address=127.0.0.1 is turned back into the machine's external address.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def private_cluster() -> Iterator[None]:
+    """While a private local cluster starts: every service of it listening on 127.0.0.1 only
+    (the processes Ray starts inherit the setting; this process's environment is restored after,
+    so a later `ray start` it runs is not affected), and Ray's token file owner-only
+    (`private_token`). docs/cluster.md gives what listens where."""
+    from ray._private import ray_constants
+
+    saved, was = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read from the environment when ray was imported
+    private_token()
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = was
+        if saved is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved
+
+
+def private_token(path: Path | None = None) -> None:
+    """Ray 2.60 turns token authentication on for a local cluster and, when ~/.ray/auth_token is
+    missing, writes a new token there with the umask's permissions (readable by every user, with
+    the usual 022). Write it first, owner-only; a token file others can read is made owner-only,
+    with a log line. Nothing is done where the user chose the token (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH) or turned authentication off."""
+    if {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
+        return
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    path = path or Path.home() / ".ray" / "auth_token"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    elif path.stat().st_mode & 0o077:
+        log.warning("%s (Ray's cluster token) was readable by others: made owner-only", path)
+        path.chmod(0o600)
 
 
 @ray.remote

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.layout import RunLayout
 from pipeline.shards import FEATURES, shard_files
 from pipeline.stages.search import build_state, search_batch
-from workers.actors import ClusterError, init_ray, run_pool
+from workers.actors import LOOPBACK_ENV, ClusterError, init_ray, private_token, run_pool
 
 pytestmark = pytest.mark.ray
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the dying job below runs in actors
@@ -103,3 +103,43 @@ def test_vllm_workers_need_gpus_in_the_cluster(tmp_path, capsys):
     args = ["search", "--set", f"run.out_dir={tmp_path}", "--set", f"model.path={model}"]
     assert cli.main([*args, "--set", "search.policy=vllm", "--set", "search.workers=2"]) == 2
     assert "need 2 GPUs and the Ray cluster has 0" in capsys.readouterr().err
+
+
+def test_the_private_cluster_listens_on_loopback_only(tmp_path):
+    """Every listening socket of the private cluster (control service, raylet, agents, monitor,
+    driver, workers) is on 127.0.0.1: measured while a search's actors are alive."""
+    import psutil
+    import ray
+
+    from tests.conftest import listening_off_loopback
+
+    ray.shutdown()  # a cluster of this test's own, started the way halluc starts it
+    init_ray()
+
+    @ray.remote
+    class Alive:
+        def pid(self):
+            return os.getpid()
+
+    actor = Alive.remote()
+    worker = ray.get(actor.pid.remote())
+    me = psutil.Process()
+    pids = {me.pid, worker, *(p.pid for p in me.children(recursive=True))}
+    assert len(pids) > 4  # the control service, raylet, agents and the worker are there
+    assert listening_off_loopback(pids) == []
+    assert os.environ.get(LOOPBACK_ENV) is None  # this process's environment is as it was
+    ray.shutdown()
+
+
+def test_the_token_file_ray_would_write_is_owner_only(tmp_path, monkeypatch, caplog):
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    token = tmp_path / "ray" / "auth_token"
+    private_token(token)
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+    token.chmod(0o644)  # as Ray writes it with the usual umask
+    private_token(token)
+    assert token.stat().st_mode & 0o777 == 0o600 and "made owner-only" in caplog.text
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "mine"))
+    private_token(tmp_path / "other")  # the user's own choice: nothing written
+    assert not (tmp_path / "other").exists()

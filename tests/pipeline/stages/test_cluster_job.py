@@ -1,5 +1,5 @@
-"""`ray job submit --working-dir . -- halluc run ...` on a local head at 127.0.0.1
-(docs/design.md §10, docs/cluster.md).
+"""`ray job submit --working-dir . -- halluc run ...` on the README's local head, every service of
+it on 127.0.0.1 (docs/design.md §10, docs/cluster.md).
 
 Starts a head with `ray start --head`, submits a small run, stops it once its bootstrap is done,
 submits it again, and checks the second job resumed (the bootstrap model is not retrained) and
@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, listening_off_loopback
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,12 +51,14 @@ def head(tmp_path_factory):
     token = tmp_path_factory.mktemp("auth") / "token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    AUTH.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    # the README's head: token authentication, and every service on loopback (docs/cluster.md)
+    AUTH.update(
+        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"
+    )
     dash = free_port()
     ray_cli(
         "start",
         "--head",
-        "--node-ip-address=127.0.0.1",
         f"--port={free_port()}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
@@ -104,6 +107,15 @@ def test_a_submitted_run_stopped_and_submitted_again_resumes(head, tmp_path):
     ray_cli("job", "stop", "--address", head, "halluc-test-1")
     first = model.stat().st_mtime_ns
     assert not (out / "report.md").exists()  # stopped before the end
+
+    commands = {p.pid: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    ray_processes = {
+        pid
+        for pid, cmd in commands.items()
+        if "site-packages/ray/" in cmd or cmd.startswith("ray::")
+    }
+    assert len(ray_processes) > 4  # the control service, raylet, agents, dashboard
+    assert listening_off_loopback(ray_processes) == []
 
     done = submit(head, out, "halluc-test-2")
     assert "succeeded" in done.stdout.lower(), done.stdout + done.stderr
