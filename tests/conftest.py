@@ -102,3 +102,25 @@ def read_curves(stage_dir):
 
 
 CURVES = {"train/loss", "train/learning_rate", "train/grad_norm"}  # every training stage's
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def listening_off_loopback(pids):
+    """The TCP listening sockets of the processes `pids` that are not on loopback, as
+    (pid, address, port): what another machine could connect to."""
+    import psutil
+
+    return [
+        (c.pid, c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids and c.laddr.ip not in LOOPBACK
+    ]
+
+
+def one_line(err):
+    """Whether the CLI's stderr `err` says what failed in one line of its own and no traceback
+    (progress bars drawn before it aside)."""
+    said = [line for line in err.splitlines() if line.startswith("halluc ")]
+    return len(said) == 1 and "Traceback" not in err

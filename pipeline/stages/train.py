@@ -86,6 +86,7 @@ def train(
     stage_config(cfg, rnd.train, only=SHAPES["train"])  # first: never reuse another's model
     remove_stale(rnd.train)
     if finished(rnd.train, outputs(rnd)):
+        _remove(rnd.train, TRAINERS[cfg.train.objective].SCRATCH)  # a kill came before this
         log.info("train: %s is trained, nothing to do", rnd.model)
         return rnd.model
     steps = max_steps if max_steps > 0 else cfg.train.max_steps
@@ -174,9 +175,7 @@ def _save(job: Job, model: Any, tok: Any, compute: Compute, scratch: tuple[str, 
     save_model(model, tok, job.rnd.model, extra={META: meta | {"backspace": job.backspace}})
     kill_point("train:model-saved")
     mark_done(job.out, outputs(job.rnd))
-    for name in scratch:
-        path = job.out / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    _remove(job.out, scratch)
     log.info(
         "train: %s, %d optimizer steps, %d loss-bearing tokens in %.1f s",
         compute.objective,
@@ -184,6 +183,13 @@ def _save(job: Job, model: Any, tok: Any, compute: Compute, scratch: tuple[str, 
         compute.loss_tokens,
         compute.wall_s,
     )
+
+
+def _remove(train_dir: Path, scratch: tuple[str, ...]) -> None:
+    """The trainer's checkpoints and other scratch, once the model is saved."""
+    for name in scratch:
+        path = train_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _run_ray_train(job: Job) -> None:

@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from datasets import logging as ds_logging
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
@@ -202,7 +203,17 @@ def hf_trainer(
 
 
 def run(trainer: Trainer, done: int) -> int:
-    """Train (from the newest checkpoint when `done` > 0); the optimizer steps taken in all."""
+    """Train (from the newest checkpoint when `done` > 0); the optimizer steps taken in all. A
+    checkpoint of the last step (a kill came after training ended, before the model was saved)
+    gives its weights as they are: the Trainer resumed there would take one step more."""
+    if done:
+        path = Path(str(trainer.args.output_dir)) / f"checkpoint-{done}"
+        state = json.loads((path / "trainer_state.json").read_text())
+        if state["global_step"] >= state.get("max_steps", 0) > 0:
+            assert isinstance(trainer.model, torch.nn.Module)
+            load_model(trainer.model, str(path / "model.safetensors"), strict=False)
+            log.info("train: %s is the last step's; its weights are the trained model", path)
+            return int(state["global_step"])
     trainer.train(resume_from_checkpoint=True if done else None)
     return trainer.state.global_step
 

@@ -5,6 +5,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import re
 import shutil
 
 import pyarrow.parquet as pq
@@ -15,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import CheckpointMismatch, load_model, task_from_config
 from pipeline.stages import BY_NAME, STAGES
-from tests.conftest import TINY
+from tests.conftest import TINY, one_line
 
 
 def stage_args(stage, out, *sets):
@@ -196,3 +197,46 @@ def test_bad_values_and_files_are_one_line(tmp_path, capsys):
         f"run.out_dir={tmp_path / 'r'}",
     )
     assert "its tokenizer does not load (it has no tokenizer.json)" in err
+
+
+def test_a_damaged_weights_file_is_one_line_naming_it(trained, tmp_path, capsys):
+    """Before: a truncated model.safetensors gave `SafetensorError ... incomplete metadata` from
+    deep inside from_pretrained."""
+    run, _ = trained
+    model = tmp_path / "model"
+    shutil.copytree(run / "bootstrap" / "model", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "run"
+    args = ["eval", "--set", f"run.out_dir={out}", "--set", f"eval.model={model}"]
+    assert cli.main([*args, *(x for s in TINY for x in ("--set", s))]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err)
+    assert f"{weights} is damaged" in err and "incomplete metadata" in err
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_any_work(trained, tmp_path, capsys):
+    """Before: `IndexError: index out of range in self` from the embedding, mid-search."""
+    run, _ = trained
+    limit = json.loads((run / "bootstrap" / "model" / "config.json").read_text())["n_positions"]
+    data = tmp_path / "long.jsonl"
+    rows = [
+        {"question": "1+1=?", "answer": "#### 2"},
+        {"question": "9" * limit, "answer": "#### 9"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    sets = [
+        *TINY,
+        f"run.out_dir={out}",
+        f"model.path={run / 'bootstrap' / 'model'}",
+        "task.name=jsonl",
+        f"task.jsonl.path={data}",
+        "task.n_train=2",
+    ]
+    assert cli.main(["search", *(x for s in sets for x in ("--set", s))]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err)
+    said = rf"problem \S+: its prompt is \d+ tokens and the model at .* takes {limit} positions"
+    assert re.search(said, err)
+    assert not (out / "round-0" / "search" / "traces").exists()  # refused before any work

@@ -428,3 +428,32 @@ def test_a_run_made_before_the_renames_resumes_and_keeps_its_keys(tmp_path):
     # gsm8k set task.n_test=1319: its hash changed, but an evaluation cached then still matches
     gsm8k = load_config("gsm8k")
     assert gsm8k.hash != "51a5f155b65e" and "01dc2c7c707b" in eval_keys(gsm8k, 40)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run.seeds=[0,-1]", r"run.seeds\[1\]=-1: must be a seed, >= 0"),
+        ("run.seed=-1", r"run.seed=-1: must be a seed"),
+        ("train.seed=-2", r"train.seed=-2: must be a seed"),
+        ("train.epochs=0", r"train.epochs=0.0: must be > 0"),
+        ("train.max_steps=0", r"train.max_steps=0: must be >= 1, or -1"),
+        ("train.lr=0", r"train.lr=0.0: must be a learning rate, > 0"),
+        ("bootstrap.lr=-0.1", r"bootstrap.lr=-0.1: must be a learning rate"),
+        ("train.dropout=1", r"train.dropout=1.0: must be in \[0, 1\)"),
+        ("select.clean_per_problem=-1", r"select.clean_per_problem=-1: must be >= 0"),
+        ("task.countdown.min_target=500", r"min_target=500 is above task.countdown.max_target"),
+    ],
+)
+def test_values_outside_their_domain_are_refused_when_the_config_loads(override, message):
+    """Before: run.seeds=[-1] ran for 131 s and then failed with a numpy traceback, and
+    train.epochs=0 saved the untrained model as trained."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("arith-tiny", [override])
+
+
+def test_every_preset_is_inside_the_domains():
+    from pipeline.config import presets
+
+    for name in presets():
+        load_config(name)

@@ -2,6 +2,9 @@
 recorded environment: `pipeline.runtime`."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,40 @@ def test_a_run_records_its_environment(tmp_path):
     assert env["libraries"]["torch"].startswith(torch.__version__.split("+")[0])
     assert env["threads"] == {"stage": 2, "search_workers": cfg.search.workers}
     assert env["cpu"]["flags"] and env["git"] is None or len(env["git"]["commit"]) == 40
+
+
+def test_a_second_halluc_on_the_same_directory_fails_at_once(tmp_path, capsys):
+    """Before: two `halluc run` on one directory both did all the work, and the config guard
+    checked and then wrote without a lock."""
+    from pipeline import cli
+    from pipeline.runtime import LOCK, run_lock
+
+    with run_lock(tmp_path):  # another halluc holds the directory
+        assert run(tmp_path) == 2
+        err = capsys.readouterr().err
+        assert f"being written by another halluc process (pid {os.getpid()})" in err
+        assert not (tmp_path / "round-0").exists()  # nothing was done
+    assert (tmp_path / LOCK).exists()  # the file stays; the lock went with its holder
+    assert run(tmp_path) == 0
+    assert cli.main(["presets"]) == 0  # commands that write no run take no lock
+
+
+def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
+    from pipeline.runtime import LOCK, run_lock
+
+    holder = subprocess.run(
+        [sys.executable, "-c", HOLD, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert holder.returncode == -9  # killed while it held the lock
+    assert (tmp_path / LOCK).read_text().strip().isdigit()
+    with run_lock(tmp_path):
+        pass
+
+
+HOLD = """
+import os, signal, sys
+from pathlib import Path
+from pipeline.runtime import run_lock
+with run_lock(Path(sys.argv[1])):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""

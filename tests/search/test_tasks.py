@@ -334,6 +334,15 @@ def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path, line: str, pro
     assert "broken.jsonl" in str(info.value) and "line 3" in str(info.value)
 
 
+def test_jsonl_bytes_that_are_not_utf8_name_file_line_and_byte(tmp_path: Path) -> None:
+    """Before: a UnicodeDecodeError traceback that named neither the file nor the line."""
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(GSM_ROWS[0]).encode()
+    path.write_bytes(good + b"\n" + b'{"question": "caf\xe9", "answer": "#### 1"}\n' + good + b"\n")
+    with pytest.raises(TaskDataError, match=r"latin1.jsonl, line 2: not UTF-8 \(byte 0xe9 at"):
+        JsonlTask(str(path)).problems("train", 0)
+
+
 def test_jsonl_directory_and_split_map(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "train.jsonl", GSM_ROWS[:10])
     _write_jsonl(tmp_path / "validation.jsonl", GSM_ROWS[:2] + GSM_ROWS[10:15])

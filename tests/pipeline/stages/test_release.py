@@ -15,6 +15,7 @@ from pipeline import cli
 from pipeline.shards import FEATURES, shard_files
 from pipeline.stages.release import ReleaseError, size_category
 from pipeline.stages.release import main as release
+from tests.conftest import one_line
 from tests.pipeline.stages.test_search import SMALL as FAKE
 
 
@@ -226,3 +227,23 @@ def test_a_release_includes_the_value_model_and_its_label_quality_only_when_aske
     with pytest.raises(ReleaseError, match="not a value model written by `halluc value`"):
         release(run_dir, "x", out=tmp_path, value_model=run_dir)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_push_is_one_line_and_keeps_the_folder(
+    run_dir, tmp_path, monkeypatch, no_login, capsys
+):
+    """Before: a push that failed (network, permission) printed a traceback."""
+    monkeypatch.setenv("HF_TOKEN", "hf_test_secret_0123456789")
+    monkeypatch.setattr(huggingface_hub.HfApi, "__init__", lambda self, token=None, **kw: None)
+
+    def refused(self, *a, **kw):
+        raise ConnectionError("Max retries exceeded with url: /api/repos/create\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refused)
+    args = ["release", str(run_dir), "--name", "kept", "--out", str(tmp_path)]
+    assert cli.main([*args, "--push", "me/arith"]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err)
+    assert "me/arith failed (ConnectionError: Max retries exceeded" in err
+    assert "hf_test_secret" not in err
+    assert (tmp_path / "kept" / "README.md").exists()
