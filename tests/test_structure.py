@@ -248,4 +248,7 @@ def test_the_constraints_file_pins_the_installed_cpu_stack():
 
 def test_readme_shows_a_loopback_head():
     readme = (ROOT / "README.md").read_text()
-    assert "ray start --head --node-ip-address=127.0.0.1" in readme
+    assert (
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ray start --head --dashboard-host=127.0.0.1" in readme
+    )
+    assert "umask 077" in readme  # the token file owner-only

@@ -65,7 +65,9 @@ def main(cfg: Config) -> dict[str, Any]:
     shaping = ("task", "bootstrap", *(("trace",) if has_backspaces(cfg.bootstrap) else ()))
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
-    trained = [compute_of(layout.bootstrap_model), layout.bootstrap_model]
+    # compute.json is written before the model, so a model there (trained here, or a copy a
+    # grid shares) is the finished training; a kill before it leaves no model and retrains
+    trained = [layout.bootstrap_model]
     if not finished(layout.bootstrap, trained):
         train(cfg, task, layout.bootstrap_model)
         mark_done(layout.bootstrap, trained)

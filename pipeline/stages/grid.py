@@ -45,7 +45,7 @@ import yaml
 from pipeline.arms import REQUIRED
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
 from pipeline.files import copy_dir, read_json, write_json, write_text
-from pipeline.layout import GridLayout, RunLayout
+from pipeline.layout import GridLayout, RunLayout, compute_of
 from pipeline.measure import report
 from pipeline.measure.settings import settings_of
 from pipeline.measure.stats import fmt
@@ -240,6 +240,8 @@ def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
         source = _same_bootstrap([r for r in rows if r is not row], seed, cfg)
         if source is not None:
             log.info("grid row %s, seed %d: bootstrap model copied from %s", row.name, seed, source)
+            if compute_of(source).exists():  # first: the model is the finished mark
+                write_json(compute_of(target), read_json(compute_of(source)))
             copy_dir(source, target)
 
 
