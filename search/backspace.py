@@ -6,7 +6,12 @@ trace viewer all go through `pop_count` (one backspace) or `apply_backspaces` (a
 Units:
 - "token": each backspace deletes the previous visible token.
 - "step": one backspace deletes back to the start of the last step: the trailing token (often the
-  step delimiter) and then everything up to, not including, the previous delimiter.
+  step's end) and then everything up to, not including, the previous token that ends a step.
+
+Which tokens end a step (`Delim`): one id where the delimiter is always a token of its own (the
+project's character tokenizer), else the set of every id whose text ends with the delimiter: a
+byte-level BPE merges it with what precedes it (`.\n`), and such a token ends its step as the bare
+delimiter does (`workers.hf.SearchTokenizer.step_ends`).
 
 A backspace never deletes into the prompt: `BackspaceError` says where it would have.
 """
@@ -21,13 +26,19 @@ from search.errors import HallucError
 
 Unit = Literal["token", "step"]
 UNITS: tuple[Unit, ...] = ("token", "step")
+Delim = int | frozenset[int]  # the token(s) that end a step
+
+
+def is_step_end(tok: int, delim: Delim) -> bool:
+    """Whether the token `tok` ends a step."""
+    return tok in delim if isinstance(delim, frozenset) else tok == delim
 
 
 class BackspaceError(HallucError, ValueError):
     """A backspace stream or trace that cannot be applied (deletes into the prompt, bad unit)."""
 
 
-def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: int) -> int:
+def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: Delim) -> int:
     """How many trailing tokens of `visible` one backspace removes (0 when only the prompt is left).
 
     Decoding with a cropped KV cache calls this to know how far to crop.
@@ -40,13 +51,13 @@ def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: int
     if unit == "token":
         return 1
     start = end - 1  # the trailing token always goes, delimiter or not
-    while start > prompt_len and visible[start - 1] != delim_id:
+    while start > prompt_len and not is_step_end(visible[start - 1], delim_id):
         start -= 1
     return end - start
 
 
 def _walk(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> Iterator[tuple[int, list[int], list[int]]]:
     """For each position: (position, visible non-backspace positions after it, positions it
     erased). The one loop that applies backspaces; the visible list is live, copy to keep it.
@@ -74,7 +85,7 @@ def _walk(
 
 
 def _simulate(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> tuple[list[int], list[int]]:
     """Positions of `ids` that stay visible, and positions of erased non-backspace tokens."""
     visible: list[int] = []
@@ -86,7 +97,7 @@ def _simulate(
 
 
 def apply_backspaces(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> list[int]:
     """The visible token ids of a stream `ids` (prompt first) after applying every backspace."""
     visible_pos, _ = _simulate(ids, prompt_len, unit, bksp_id, delim_id)
@@ -119,7 +130,7 @@ def _spans(positions: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def serialize_stream(
-    prompt: Sequence[int], completion: Sequence[int], unit: Unit, bksp_id: int, delim_id: int
+    prompt: Sequence[int], completion: Sequence[int], unit: Unit, bksp_id: int, delim_id: Delim
 ) -> Serialized:
     """A raw generated stream (with the model's own backspaces) as a training sequence."""
     ids = [*prompt, *completion]
@@ -156,21 +167,21 @@ class Trace:
 
 
 def _n_backspaces(
-    seg: Segment, before: Sequence[int], prompt_len: int, unit: Unit, delim_id: int
+    seg: Segment, before: Sequence[int], prompt_len: int, unit: Unit, delim_id: Delim
 ) -> int:
     """Backspaces that erase exactly `seg`, given the visible tokens `before` it."""
     if unit == "token":
         return len(seg.ids)
-    if len(before) > prompt_len and before[-1] != delim_id:
+    if len(before) > prompt_len and not is_step_end(before[-1], delim_id):
         raise BackspaceError(
             "with unit='step' an erased segment must start at a step boundary (after the prompt "
             "or a step delimiter); use unit='token' to erase part of a step"
         )
-    n_delims = sum(1 for t in seg.ids if t == delim_id)
-    return n_delims + (0 if seg.ids[-1] == delim_id else 1)
+    n_delims = sum(1 for t in seg.ids if is_step_end(t, delim_id))
+    return n_delims + (0 if is_step_end(seg.ids[-1], delim_id) else 1)
 
 
-def serialize(trace: Trace, unit: Unit, bksp_id: int, delim_id: int) -> Serialized:
+def serialize(trace: Trace, unit: Unit, bksp_id: int, delim_id: Delim) -> Serialized:
     """A trace as a training sequence: backspaces inserted after each erased segment."""
     if unit not in UNITS:
         raise BackspaceError(f"backspace unit {unit!r} is not one of {UNITS}")
@@ -199,7 +210,7 @@ def serialize(trace: Trace, unit: Unit, bksp_id: int, delim_id: int) -> Serializ
 
 
 def attention_views(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> list[list[int]]:
     """Erase mode: for each position j, the positions j attends to (itself included), in order.
 
@@ -224,7 +235,7 @@ def attention_views(
 
 
 def erase_schedule(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> tuple[list[int], list[int]]:
     """Erase mode as two vectors, `attention_views` in O(len(ids)): (`erased_at`, `positions`).
 

@@ -99,7 +99,7 @@ class ScriptedPolicy:
         the product of 1 - p over the reference steps still to write when every step so far is
         the reference's, else 0 (with `fix_rate` 0; a fix would lift it)."""
         script, gen = self._lookup(prefix)
-        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.delim_id)]
+        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.step_ends)]
         if steps != script.reference[: len(steps)]:
             return 0.0
         value = 1.0
@@ -109,7 +109,7 @@ class ScriptedPolicy:
 
     def _answer(self, ask: Ask) -> list[Rollout]:
         script, gen = self._lookup(ask.prefix)
-        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.delim_id)]
+        steps = [self.tok.decode(s).rstrip("\n") for s in split_steps(gen, self.tok.step_ends)]
         on_path = steps == script.reference[: len(steps)]
         rng = random.Random(ask.seed)
         return [self._rollout(script, len(steps), on_path, ask.until, rng) for _ in range(ask.n)]

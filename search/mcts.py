@@ -18,6 +18,7 @@ import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
+from search.backspace import Delim, is_step_end
 from search.errors import check_params
 from search.tree import FailingBranch, Node, SearchResult, Tree, derive_seed
 from search.types import Answer, Ask, Request, Rollout
@@ -45,7 +46,7 @@ def mcts(tree: Tree, params: MctsParams, seed: int, value: ValueParams = MC) -> 
     """Search one problem; yields batches of requests (rollout asks, and value asks unless
     `value.mode` is mc), receives their answers, returns the result."""
     counter = itertools.count()
-    delim = tree.judge.tokenizer.delim_id
+    delim = tree.judge.tokenizer.step_ends
 
     def ask(node: Node, n: int, until: str = "end") -> Ask:
         return Ask(tree.prefix(node), n, until, derive_seed(seed, next(counter)))  # type: ignore[arg-type]
@@ -88,7 +89,7 @@ def _select(node: Node, c_puct: float) -> Node:
     return max(node.children, key=puct)
 
 
-def _expand(tree: Tree, leaf: Node, samples: list[Rollout], delim: int) -> list[Node]:
+def _expand(tree: Tree, leaf: Node, samples: list[Rollout], delim: Delim) -> list[Node]:
     """Children of `leaf` for each distinct sampled step; returns the ones that are new."""
     new: list[Node] = []
     for sample in samples:
@@ -98,7 +99,7 @@ def _expand(tree: Tree, leaf: Node, samples: list[Rollout], delim: int) -> list[
         child = tree.node(leaf.steps + steps)
         if child in leaf.children:
             continue
-        ends_step = sample.finished and steps[0][-1] == delim
+        ends_step = sample.finished and is_step_end(steps[0][-1], delim)
         if not ends_step:  # end-of-sequence or out of budget: a finished (or cut) solution
             child.terminal = True
             child.terminal_correct = tree.judge.correct(

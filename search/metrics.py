@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from search.backspace import pop_count
+from search.backspace import is_step_end, pop_count
 from search.tree import Judge, split_steps
 
 
@@ -72,7 +72,7 @@ class _Walk:
 
     def write(self, token: int) -> None:
         self.visible.append(token)
-        if token == self.judge.tokenizer.delim_id:
+        if is_step_end(token, self.judge.tokenizer.step_ends):
             self.finish_step()
 
     def finish_step(self) -> None:
@@ -82,7 +82,7 @@ class _Walk:
         else:
             self.fresh += 1
             if self.judge.task.has_step_checker:
-                steps = split_steps(self.visible, self.judge.tokenizer.delim_id)
+                steps = split_steps(self.visible, self.judge.tokenizer.step_ends)
                 verdict = self.judge.first_error(steps) is not None
             else:
                 verdict = False
@@ -95,11 +95,12 @@ class _Walk:
         if starts_run:
             self.events += 1
             self.run_hit = False
-        delim = self.judge.tokenizer.delim_id
+        delim = self.judge.tokenizer.step_ends
         n = pop_count(self.visible, 0, self.judge.unit, delim)
         gone = self.visible[len(self.visible) - n :]
         del self.visible[len(self.visible) - n :]
-        keep = len(self.wrong) - gone.count(delim)  # a step whose delimiter went is cut into
+        # a step whose end went is cut into
+        keep = len(self.wrong) - sum(is_step_end(t, delim) for t in gone)
         cut = self.wrong[keep:]
         del self.wrong[keep:]
         self.erased += len(cut)
@@ -126,7 +127,7 @@ def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamRep
         previous = t
     if previous == tok.bksp_id:
         walk.end_run()
-    if finished and walk.visible and walk.visible[-1] != tok.delim_id:
+    if finished and walk.visible and not is_step_end(walk.visible[-1], tok.step_ends):
         walk.finish_step()
     checker = judge.task.has_step_checker
     return StreamReport(

@@ -27,7 +27,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from search.backspace import BackspaceError, Segment, Trace, Unit, serialize, serialize_stream
+from search.backspace import (
+    BackspaceError,
+    Delim,
+    Segment,
+    Trace,
+    Unit,
+    is_step_end,
+    serialize,
+    serialize_stream,
+)
 from search.errors import HallucError
 
 PairKind = Literal["wrong_step", "right_step"]
@@ -71,7 +80,7 @@ def pair_loss_tokens(row: Mapping[str, Any]) -> int:
 
 
 def preferences(
-    row: Mapping[str, Any], unit: Unit, bksp_id: int, delim_id: int, right: bool = False
+    row: Mapping[str, Any], unit: Unit, bksp_id: int, delim_id: Delim, right: bool = False
 ) -> list[Preference]:
     """The wrong-step pair of a `pairs` row and, with `right`, its right-step pair (module
     docstring). Raises `PairError` when the chosen side does not erase exactly the wrong step
@@ -108,11 +117,12 @@ def preferences(
 
 
 def _right_step(
-    prompt: list[int], fix: Sequence[int], unit: Unit, bksp_id: int, delim_id: int
+    prompt: list[int], fix: Sequence[int], unit: Unit, bksp_id: int, delim_id: Delim
 ) -> list[Preference]:
-    if delim_id not in fix[:-1]:
+    ends = [i for i, t in enumerate(fix[:-1]) if is_step_end(t, delim_id)]
+    if not ends:
         return []  # one step: nothing to carry on with after it
-    cut = list(fix).index(delim_id) + 1
+    cut = ends[0] + 1
     step, rest = list(fix[:cut]), list(fix[cut:])
     erased = serialize(
         Trace(tuple(prompt), (Segment("erase", tuple(step)),)), unit, bksp_id, delim_id

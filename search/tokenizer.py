@@ -35,6 +35,11 @@ class CharTokenizer:
         self.delim_id = self._ids[delimiter]
 
     @property
+    def step_ends(self) -> int:
+        """Its delimiter is always a token of its own."""
+        return self.delim_id
+
+    @property
     def vocab_size(self) -> int:
         return len(self._ids) + 3
 

@@ -84,7 +84,7 @@ def _texts(tree: Tree, ser: Serialized) -> tuple[str, str]:
     tok = tree.judge.tokenizer
     prompt_len = len(tree.judge.prompt)
     visible = apply_backspaces(
-        ser.input_ids, prompt_len, tree.judge.unit, tok.bksp_id, tok.delim_id
+        ser.input_ids, prompt_len, tree.judge.unit, tok.bksp_id, tok.step_ends
     )
     return tok.decode(ser.input_ids[prompt_len:]), tok.decode(visible[prompt_len:])
 
@@ -144,7 +144,7 @@ def _correction_row(
     erased = _erased(tree.judge, branch, fix, placement)
     segments += [Segment("erase", erased), Segment("keep", fix)]
     tok = tree.judge.tokenizer
-    ser = serialize(Trace(tree.judge.prompt, tuple(segments)), unit, tok.bksp_id, tok.delim_id)
+    ser = serialize(Trace(tree.judge.prompt, tuple(segments)), unit, tok.bksp_id, tok.step_ends)
     return _trace_row(
         tree,
         "correction",
@@ -208,7 +208,7 @@ def _clean_rows(tree: Tree, unit: Unit) -> list[Row]:
         if tok.bksp_id in fix:
             continue
         ser = serialize(
-            Trace(tree.judge.prompt, (Segment("keep", fix),)), unit, tok.bksp_id, tok.delim_id
+            Trace(tree.judge.prompt, (Segment("keep", fix),)), unit, tok.bksp_id, tok.step_ends
         )
         rows.append(_trace_row(tree, "clean", ser))
     return rows
@@ -224,7 +224,7 @@ def _self_correction_rows(tree: Tree, unit: Unit) -> list[Row]:
                 continue
             seen.add(generated)
             ser = serialize_stream(
-                tree.judge.prompt, generated + (tok.eos_id,), unit, tok.bksp_id, tok.delim_id
+                tree.judge.prompt, generated + (tok.eos_id,), unit, tok.bksp_id, tok.step_ends
             )
             rows.append(_trace_row(tree, "self_correction", ser))
     return rows
@@ -252,7 +252,7 @@ def _pair_row(tree: Tree, branch: FailingBranch, fix: tuple[int, ...], unit: Uni
     tok = tree.judge.tokenizer
     prompt = tree.judge.prompt + flatten(branch.parent)
     erase = serialize(
-        Trace(prompt, (Segment("erase", branch.wrong_step),)), unit, tok.bksp_id, tok.delim_id
+        Trace(prompt, (Segment("erase", branch.wrong_step),)), unit, tok.bksp_id, tok.step_ends
     )
     chosen = erase.input_ids[len(prompt) :] + list(fix)
     rejected = list(branch.wrong_step + branch.wrong_continuation)

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from search.backspace import BackspaceError, Unit, apply_backspaces
+from search.backspace import BackspaceError, Delim, Unit, apply_backspaces, is_step_end
 from search.types import Problem, Rollout, Task, Tokenizer
 
 Steps = tuple[tuple[int, ...], ...]
@@ -23,12 +23,13 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def split_steps(tokens: Sequence[int], delim_id: int) -> list[tuple[int, ...]]:
-    """Cut token ids after each delimiter; a trailing piece without delimiter is the last step."""
+def split_steps(tokens: Sequence[int], delim_id: Delim) -> list[tuple[int, ...]]:
+    """Cut token ids after each token that ends a step; a trailing piece without one is the last
+    step."""
     steps: list[tuple[int, ...]] = []
     start = 0
     for i, tok in enumerate(tokens):
-        if tok == delim_id:
+        if is_step_end(tok, delim_id):
             steps.append(tuple(tokens[start : i + 1]))
             start = i + 1
     if start < len(tokens):
@@ -54,18 +55,20 @@ class Judge:
         """Steps left after backspaces; None when a backspace would delete into the prompt."""
         tok = self.tokenizer
         if tok.bksp_id not in generated:
-            return split_steps(generated, tok.delim_id)
+            return split_steps(generated, tok.step_ends)
         try:
             ids = apply_backspaces(
-                [*self.prompt, *generated], len(self.prompt), self.unit, tok.bksp_id, tok.delim_id
+                [*self.prompt, *generated], len(self.prompt), self.unit, tok.bksp_id, tok.step_ends
             )
         except BackspaceError:
             return None
-        return split_steps(ids[len(self.prompt) :], tok.delim_id)
+        return split_steps(ids[len(self.prompt) :], tok.step_ends)
 
     def texts(self, steps: Sequence[Sequence[int]]) -> list[str]:
-        delim = self.tokenizer.delim_id
-        return [self.tokenizer.decode([t for t in s if t != delim]) for s in steps]
+        """Each step's text without the delimiter that ends it (which a BPE token may share with
+        the step's last characters, as in `.\n`)."""
+        delim = self.task.step_delimiter
+        return [self.tokenizer.decode(list(s)).removesuffix(delim) for s in steps]
 
     def correct(self, generated: Sequence[int], finished: bool) -> bool:
         """A finished generation whose visible steps the task accepts: the right final answer

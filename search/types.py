@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from search.backspace import Delim
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -100,8 +102,14 @@ class Tokenizer(Protocol):
     """The little the search needs from a tokenizer: text for checking, ids for everything else."""
 
     eos_id: int
-    delim_id: int
+    delim_id: int  # the delimiter on its own
     bksp_id: int
+
+    @property
+    def step_ends(self) -> Delim:
+        """The token(s) that end a step: the delimiter's id, or every id whose text ends with
+        it where a tokenizer merges it with what precedes it (search.backspace.Delim)."""
+        ...
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from search.backspace import Unit
+from search.backspace import Delim, Unit
 from workers.erase import erase_attention
 
 LOSS_WEIGHTS = "loss_weights"
@@ -48,7 +48,7 @@ class BacktrackCollator:
     mode: Literal["stream", "erase"]
     unit: Unit
     bksp_id: int
-    delim_id: int
+    delim_id: Delim  # the token(s) that end a step
     pad_id: int = 0
     dtype: torch.dtype = torch.float32
     error_weight: float = 1.0  # weight of the two targets predicted with the error in view

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from search.backspace import Unit, pop_count
+from search.backspace import Delim, Unit, pop_count
 from workers.hf import cache_kwarg, check_erase_support, forward_cached
 
 
@@ -29,14 +29,14 @@ def crop_to(cache: Any, length: int) -> None:
 
 
 def cropped_logits(
-    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> torch.Tensor:
     """Logits `[len(ids), vocab]` of `ids` fed one token at a time with a cropped cache."""
     return _incremental(model, ids, prompt_len, unit, bksp_id, delim_id, reencode=False)
 
 
 def reencode_logits(
-    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: int
+    model: Any, ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> torch.Tensor:
     """The same logits, but the cache is rebuilt by re-encoding the visible prefix after each
     backspace run instead of cropped (what decoding without cache surgery has to do)."""
@@ -50,7 +50,7 @@ def _incremental(
     prompt_len: int,
     unit: Unit,
     bksp_id: int,
-    delim_id: int,
+    delim_id: Delim,
     reencode: bool,
 ) -> torch.Tensor:
     check_erase_support(model)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from search.backspace import BackspaceError, Unit, erase_schedule, pop_count
+from search.backspace import BackspaceError, Delim, Unit, erase_schedule, pop_count
 
 
 def erase_vectors(
@@ -31,7 +31,7 @@ def erase_vectors(
     width: int,
     unit: Unit,
     bksp_id: int,
-    delim_id: int,
+    delim_id: Delim,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erased_at` and `position_ids`, both `[B, width]` long, for right-padded `rows`.
 
@@ -163,7 +163,7 @@ def erase_attention(
     width: int,
     unit: Unit,
     bksp_id: int,
-    delim_id: int,
+    delim_id: Delim,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask `[B, 1, width, width]` (`erase_mask` of `dtype`: float additive by default, for
@@ -180,7 +180,7 @@ class RowState:
     The prompt occupies columns [start, start + prompt_len).
     """
 
-    def __init__(self, start: int, prompt_len: int, unit: Unit, delim_id: int) -> None:
+    def __init__(self, start: int, prompt_len: int, unit: Unit, delim_id: Delim) -> None:
         self.stack = list(range(start, start + prompt_len))
         self.n_prompt = prompt_len
         self.unit, self.delim_id = unit, delim_id

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from search.backspace import Unit, pop_count
+from search.backspace import Delim, Unit, is_step_end, pop_count
 
 EPS = 1e-4  # TRL's GRPO epsilon in the advantage's denominator
 
@@ -83,7 +83,7 @@ def erase_credits(
     generated: Sequence[int],
     unit: Unit,
     bksp_id: int,
-    delim_id: int,
+    delim_id: Delim,
     values: Mapping[tuple[int, ...], float],
 ) -> list[Credit]:
     """The credit of each backspace run of `generated` (the raw stream after `prompt`) that erased
@@ -98,7 +98,9 @@ def erase_credits(
     before: tuple[int, ...] = ()
 
     def close() -> None:
-        whole = (not before or before[-1] == delim_id) and (not visible or visible[-1] == delim_id)
+        whole = (not before or is_step_end(before[-1], delim_id)) and (
+            not visible or is_step_end(visible[-1], delim_id)
+        )
         v_before = values.get((*prompt, *visible))
         v_after = values.get((*prompt, *before))
         if before and whole and v_before is not None and v_after is not None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from search.backspace import Unit, apply_backspaces, pop_count
+from search.backspace import Delim, Unit, apply_backspaces, is_step_end, pop_count
 from search.errors import ConfigError
 from search.types import Ask, Rollout, Valuer
 from workers.options import check_decoding
@@ -66,7 +66,7 @@ class GuidedPolicy:
         self,
         model: torch.nn.Module,
         eos_id: int,
-        delim_id: int,
+        delim_id: Delim,
         bksp_id: int,
         unit: Unit,
         m: int,
@@ -169,7 +169,7 @@ class GuidedPolicy:
         r.steps += 1
         if len(pick.tokens) > room or not pick.finished:
             r.done = True  # out of tokens: unfinished
-        elif not kept or kept[-1] != self.delim_id:
+        elif not kept or not is_step_end(kept[-1], self.delim_id):
             r.done = r.finished = True  # end-of-sequence
         elif len(r.stream) >= self.max_new_tokens:
             r.done = True

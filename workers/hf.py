@@ -118,13 +118,20 @@ class SearchTokenizer:
     """The search's view of a HF tokenizer: ids of end-of-sequence, step delimiter and backspace.
 
     The backspace token is added to the tokenizer when missing (the id it gets is the one training
-    will use after `add_special_tokens`). The step delimiter must be exactly one token.
+    will use after `add_special_tokens`). The step delimiter must be exactly one token on its own.
+    `step_ends`: every id whose text ends with the delimiter (a byte-level BPE merges it with the
+    punctuation before it: `.\n`), each of which ends a step as the bare delimiter does.
+    `straddling`: ids whose text holds the delimiter before its end (`\nThe`); a step boundary
+    inside a token cannot be cut at, so sampling bans them (`workers.policy.load`): a model then
+    writes its step end and the next step's start as two tokens, which its own vocabulary allows.
     """
 
     hf: PreTrainedTokenizerBase
     eos_id: int
     delim_id: int
     bksp_id: int
+    step_ends: frozenset[int] = frozenset()
+    straddling: tuple[int, ...] = ()
 
     @classmethod
     def wrap(cls, hf: PreTrainedTokenizerBase, delimiter: str, bksp_token: str) -> SearchTokenizer:
@@ -141,7 +148,8 @@ class SearchTokenizer:
             )
         bksp_id = hf.convert_tokens_to_ids(bksp_token)
         assert isinstance(bksp_id, int)  # one token string in, one id out
-        return cls(hf, hf.eos_token_id, delim[0], bksp_id)
+        ends, straddling = step_end_ids(hf, delimiter, (hf.eos_token_id, bksp_id))
+        return cls(hf, hf.eos_token_id, delim[0], bksp_id, ends | {delim[0]}, straddling)
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
@@ -150,6 +158,22 @@ class SearchTokenizer:
         return str(self.hf.decode(list(ids), skip_special_tokens=False)).replace(
             str(self.hf.eos_token), ""
         )
+
+
+def step_end_ids(
+    hf: PreTrainedTokenizerBase, delimiter: str, skip: Sequence[int] = ()
+) -> tuple[frozenset[int], tuple[int, ...]]:
+    """The ids of `hf`'s vocabulary whose text ends with `delimiter`, and those whose text holds
+    it before its end (`SearchTokenizer`); special tokens and `skip` are neither. One decode per
+    id, once per load."""
+    specials = {*hf.all_special_ids, *skip}
+    ids = [i for i in range(len(hf)) if i not in specials]
+    texts = hf.batch_decode([[i] for i in ids], skip_special_tokens=False)
+    ends = frozenset(i for i, t in zip(ids, texts, strict=True) if t.endswith(delimiter))
+    inside = tuple(
+        i for i, t in zip(ids, texts, strict=True) if delimiter in t and not t.endswith(delimiter)
+    )
+    return ends, inside
 
 
 def check_erase_support(model: Any) -> None:

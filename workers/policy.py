@@ -16,15 +16,21 @@ needs them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from search.backspace import Unit
 from search.fake import FakeParams
 from search.types import Policy, Problem, Task, Tokenizer, Valuer
 from workers.options import check_decoding
+
+if TYPE_CHECKING:
+    from workers.hf import SearchTokenizer
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["transformers", "vllm", "fake"]
 Mode = Literal["stream", "erase"]
@@ -107,9 +113,34 @@ def load(
     meta = backtrack_meta(path)
     mode = meta.get("mode", "stream")
     unit = meta.get("unit", unit)
-    banned = non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id))
     trained = bool(meta) and meta.get("backspace", True)  # a clean-only arm records False
-    return Loaded(kind, str(path), tok, backend, mode, unit, trained, hf.pad_token_id or 0, banned)
+    return Loaded(
+        kind, str(path), tok, backend, mode, unit, trained, pad_of(hf, tok), bans(hf, tok)
+    )
+
+
+def pad_of(hf: Any, tok: SearchTokenizer) -> int:
+    """The padding id: the tokenizer's own, else end-of-sequence (Llama-family tokenizers have no
+    pad token; padding is on the left and masked, so its id changes no figure)."""
+    return int(hf.pad_token_id) if hf.pad_token_id is not None else tok.eos_id
+
+
+def bans(hf: Any, tok: SearchTokenizer) -> tuple[int, ...]:
+    """What sampling never emits: special tokens that are not part of the task's output, and
+    tokens that hold the step delimiter before their end (a step boundary inside a token), listed
+    in a log line once."""
+    straddling = tok.straddling
+    if straddling:
+        shown = ", ".join(repr(tok.decode([i])) for i in straddling[:5])
+        log.warning(
+            "sampling bans %d tokens with the step delimiter inside them (%s%s): a step ends at "
+            "a token's end",
+            len(straddling),
+            shown,
+            ", ..." if len(straddling) > 5 else "",
+        )
+    specials = non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id))
+    return tuple(sorted({*specials, *straddling}))
 
 
 def non_output_specials(hf: Any, keep: Sequence[int]) -> tuple[int, ...]:
@@ -167,7 +198,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
     if loaded.kind == "vllm":
         from workers.segments import SegmentPolicy
 
-        return SegmentPolicy(loaded.backend, tok.eos_id, tok.delim_id, **options)
+        return SegmentPolicy(loaded.backend, tok.eos_id, tok.step_ends, **options)
     if d.bksp_search and not (d.ban_backspace or not loaded.trained):
         return _guided(loaded, d, valuer)
     from workers.sampler import TransformersPolicy
@@ -175,7 +206,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
     return TransformersPolicy(
         loaded.backend,
         tok.eos_id,
-        tok.delim_id,
+        tok.step_ends,
         max_batch=d.max_batch,
         pad_id=loaded.pad_id,
         bksp_threshold=d.bksp_threshold,
@@ -208,7 +239,7 @@ def _guided(loaded: Loaded, d: Decoding, valuer: Valuer | None) -> Policy:
     return GuidedPolicy(
         loaded.backend,
         tok.eos_id,
-        tok.delim_id,
+        tok.step_ends,
         tok.bksp_id,
         loaded.unit,
         d.bksp_search,

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from search.backspace import Unit
+from search.backspace import Delim, Unit, is_step_end
 from search.types import Ask, Rollout
 from workers.erase import RowState
 from workers.hf import cache_kwarg, check_erase_support, forward_cached, select_rows
@@ -117,7 +117,7 @@ class TransformersPolicy:
         self,
         model: torch.nn.Module,
         eos_id: int,
-        delim_id: int,
+        delim_id: Delim,
         temperature: float = 1.0,
         max_new_tokens: int = 64,
         max_batch: int = 256,
@@ -136,11 +136,14 @@ class TransformersPolicy:
         self.model = model
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
+        ends = sorted(delim_id) if isinstance(delim_id, frozenset) else [delim_id]
+        self.step_end_ids = torch.tensor(ends, dtype=torch.long)
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.max_batch = max_batch
         self.logprobs = logprobs
         self.device = next(model.parameters()).device
+        self.step_end_ids = self.step_end_ids.to(self.device)
         self.vocab = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
         # ids the model cannot produce (e.g. a backspace added to the tokenizer only) need no ban
         self.ban_ids = [i for i in ban_ids if i < self.vocab]
@@ -207,7 +210,7 @@ class TransformersPolicy:
             out_tok[live.rows, t] = tok
             out_logp[live.rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
             n_steps = t + 1
-            stops = (tok == self.eos_id) | (live.stop_at_delim & (tok == self.delim_id))
+            stops = (tok == self.eos_id) | (live.stop_at_delim & torch.isin(tok, self.step_end_ids))
             finished[live.rows[stops]] = True
             n_stopped = int(stops.sum())
             if n_stopped == len(tok):
@@ -249,12 +252,15 @@ class TransformersPolicy:
 
     def _backspace_allowed(self, states: list[RowState]) -> torch.Tensor:
         """`[rows]` bool: whether each live row may emit a backspace now."""
-        ends = (self.delim_id, self.bksp_id)
         allowed = [
             self.bksp_id not in self.ban_ids
             and st.n_backspaces < self.max_backspaces
             and st.can_backspace()
-            and (not self.step_end_only or st.last in ends)
+            and (
+                not self.step_end_only
+                or st.last == self.bksp_id
+                or is_step_end(st.last, self.delim_id)
+            )
             for st in states
         ]
         return torch.tensor(allowed, dtype=torch.bool, device=self.device)
@@ -322,8 +328,8 @@ class TransformersPolicy:
                 if t == self.eos_id:
                     end = j  # the end-of-sequence token is not part of the rollout
                     break
-                if row.until == "step" and t == self.delim_id:
-                    end = j + 1  # the delimiter is
+                if row.until == "step" and is_step_end(t, self.delim_id):
+                    end = j + 1  # the token that ends the step is
                     break
             self.tokens_generated += end
             lp = tuple(logp_m[i][:end]) if logp_m is not None else None

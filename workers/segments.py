@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from search.backspace import Unit, apply_backspaces, attention_views, pop_count
+from search.backspace import Delim, Unit, apply_backspaces, attention_views, is_step_end, pop_count
 from search.tree import derive_seed
 from search.types import Ask, Rollout
 
@@ -87,7 +87,7 @@ class SegmentPolicy:
         self,
         engine: Engine,
         eos_id: int,
-        delim_id: int,
+        delim_id: Delim,
         temperature: float = 1.0,
         max_new_tokens: int = 64,
         logprobs: bool = False,
@@ -135,7 +135,8 @@ class SegmentPolicy:
         budget: int,
         ban_bksp: bool = False,
     ) -> Request:
-        stops = [self.eos_id] + ([self.delim_id] if ask.until == "step" else [])
+        ends = sorted(self.delim_id) if isinstance(self.delim_id, frozenset) else [self.delim_id]
+        stops = [self.eos_id] + (ends if ask.until == "step" else [])
         bans = self.ban_ids
         if self.bksp_id is not None:
             stops.append(self.bksp_id)
@@ -172,7 +173,7 @@ class SegmentPolicy:
             tokens.pop()  # end-of-sequence is not part of the rollout
             logprobs.pop()
             row.finished = row.done = True
-        elif last == self.delim_id and row.ask.until == "step":
+        elif last is not None and is_step_end(last, self.delim_id) and row.ask.until == "step":
             row.finished = row.done = True
         row.tokens += tokens
         row.logprobs += logprobs
@@ -185,7 +186,10 @@ class SegmentPolicy:
         assert self.bksp_id is not None  # only called on a backspace
         if row.n_backspaces >= self.max_backspaces:
             return False
-        if self.step_end_only and row.tokens[-1:] not in ([self.delim_id], [self.bksp_id]):
+        last_ok = row.tokens[-1:] == [self.bksp_id] or (
+            bool(row.tokens) and is_step_end(row.tokens[-1], self.delim_id)
+        )
+        if self.step_end_only and not last_ok:
             return False
         n_prompt = len(row.ask.prefix)
         full = list(row.ask.prefix) + row.tokens

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from search.backspace import is_step_end
 from search.tree import Judge, derive_seed, split_steps
 from search.types import Ask, Problem, Task
 from workers.policy import Decoding, Loaded, make_policy
@@ -200,9 +201,9 @@ def decision_points(
 ) -> Points:
     """The decision points of one sampled stream (no backspaces in it) and their labels; see the
     module docstring. `finished`: the stream ended with end-of-sequence."""
-    delim = judge.tokenizer.delim_id
+    delim = judge.tokenizer.step_ends
     steps = split_steps(generated, delim)
-    if steps and steps[-1][-1] != delim and not finished:
+    if steps and not is_step_end(steps[-1][-1], delim) and not finished:
         steps = steps[:-1]  # cut by the token budget: no verdict
     first = judge.first_error(steps)
     kept = steps if first is None else steps[: first + 1]

@@ -59,7 +59,7 @@ from pipeline.runtime import (
 from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
 from workers.collate import BacktrackCollator
-from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint
+from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, step_end_ids
 from workers.tokens import add_backspace_token, untie_output
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,13 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
             module.p = cfg.train.dropout
     delimiter = task_from_config(cfg.task).step_delimiter
     delim = tok.encode(delimiter, add_special_tokens=False)
+    ends, _ = step_end_ids(tok, delimiter, (bksp,))  # `.\n` ends a step as `\n` does
     check_attention(model, cfg.train.mode)
     collate = BacktrackCollator(
         cfg.train.mode,
         cfg.trace.unit,
         bksp,
-        delim[0],
+        ends | {delim[0]},
         tok.pad_token_id or 0,
         error_weight=cfg.train.error_weight,
     )

@@ -17,7 +17,7 @@ from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Task
 from workers.grpo import erase_credits
 from workers.hf import SearchTokenizer
-from workers.policy import Decoding, Loaded, make_policy, non_output_specials
+from workers.policy import Decoding, Loaded, bans, make_policy, pad_of
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def sampler(model: Any, hf: Any, tok: SearchTokenizer, cfg: Config) -> Policy:
         cfg.train.mode,
         cfg.trace.unit,
         True,
-        hf.pad_token_id or 0,
-        non_output_specials(hf, (tok.eos_id, tok.delim_id, tok.bksp_id)),
+        pad_of(hf, tok),
+        bans(hf, tok),
     )
     decoding = Decoding(
         temperature=1.0,
@@ -100,7 +100,7 @@ def sample(
         for r in rollouts:
             report = analyze(judge, r.tokens, r.finished)
             ids = [*pr, *r.tokens, *([tok.eos_id] if r.finished else [])]
-            unit, bksp, delim = cfg.trace.unit, tok.bksp_id, tok.delim_id
+            unit, bksp, delim = cfg.trace.unit, tok.bksp_id, tok.step_ends
             credits = erase_credits(pr, r.tokens, unit, bksp, delim, values) if values else []
             row = {"input_ids": ids, "loss_mask": [0] * len(pr) + [1] * (len(ids) - len(pr))}
             group.append(

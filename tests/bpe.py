@@ -1,0 +1,85 @@
+"""Byte-level BPE tokenizers like the ones users' checkpoints bring, built offline with the
+`tokenizers` library and trained on task text, with tiny random models: the pre-tokenizer patterns
+are the public ones of GPT-2 and of Qwen2 / Llama-3 (which keep punctuation and the newlines after
+it together, so a step's delimiter merges into tokens such as `.\\n`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+QWEN2 = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+EOS = "<|endoftext|>"
+BOS = "<|begin_of_text|>"
+
+# GSM8K-style steps: each ends with punctuation and the delimiter, which Qwen2's pattern merges
+TEXTS = [
+    "Natalia sold 48 clips in April.\nShe sold half as many in May: 48/2 = 24 clips.\n"
+    "Altogether she sold 48+24 = 72 clips.\n#### 72\n",
+    "Weng earns 12/60 = 0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = 10.\n#### 10\n",
+    "Betty has only 100 / 2 = 50.\nHer grandparents gave her 15 * 2 = 30.\n"
+    "She needs 100 - 50 - 30 - 15 = 5 more.\n#### 5\n",
+    "James writes 3 * 2 = 6 pages a week.\nSo he writes 6 * 52 = 312 pages a year.\n#### 312\n",
+    "Question: how many?\nAnswer: 2 + 3 = 5.\nThen 5 * 4 = 20.\n#### 20\n",
+] * 8
+
+
+def bpe_tokenizer(
+    pattern: str, vocab_size: int = 400, bos: bool = False
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with the pre-tokenizer `pattern`, trained on `TEXTS`; end-of-sequence
+    `<|endoftext|>`, no pad token (like Llama's), and with `bos` a BOS token it adds to every
+    encoding (like Llama-3's)."""
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    core.decoder = decoders.ByteLevel()
+    specials = [EOS, *([BOS] if bos else [])]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(TEXTS, trainer)
+    if bos:
+        from tokenizers import processors
+
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", special_tokens=[(BOS, core.token_to_id(BOS))]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token=EOS, **({"bos_token": BOS} if bos else {})
+    )
+
+
+def qwen2_checkpoint(out: Path, pattern: str = QWEN2, bos: bool = False) -> Path:
+    """A tiny random Qwen2-config model with a BPE tokenizer of `pattern`, saved at `out` as an
+    ordinary checkpoint directory (safetensors, tokenizer.json); no pad token."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = bpe_tokenizer(pattern, bos=bos)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
