@@ -62,9 +62,12 @@ def context_length(path: Path) -> int | None:
     return None
 
 
-def check_prompts(cfg: Config, path: Path, problems: Sequence[Problem]) -> None:
-    """Refuse, before any work, a problem whose prompt leaves the model at `path` no position to
-    write in, naming the problem and both lengths (the model would fail deep inside a batch)."""
+def check_prompts(
+    cfg: Config, path: Path, problems: Sequence[Problem], room: int = 1, what: str = ""
+) -> None:
+    """Refuse, before any work, a problem whose prompt leaves the model at `path` fewer than
+    `room` positions to write in (`what` names the setting that asks for them), naming the
+    problem and the lengths: the model would fail deep inside a batch, or be cut off silently."""
     limit = context_length(path)
     if limit is None or not problems:
         return
@@ -73,11 +76,12 @@ def check_prompts(cfg: Config, path: Path, problems: Sequence[Problem]) -> None:
     tok = load_tokenizer(path, cfg.model.trust_remote_code)
     encoded = tok([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
     for problem, ids in zip(problems, encoded, strict=True):
-        if len(ids) >= limit:
+        if len(ids) + room > limit:
+            need = f"{room} more ({what})" if what else "one more"
             raise PromptTooLong(
                 f"problem {problem.id}: its prompt is {len(ids)} tokens and the model at {path} "
-                f"takes {limit} positions, leaving none to write in; shorten the prompts (or "
-                "drop that problem), or use a model with a longer context"
+                f"takes {limit} positions, too few for {need}; shorten the prompts (or drop that "
+                "problem), lower the setting, or use a model with a longer context"
             )
 
 

@@ -63,23 +63,42 @@ def bpe_tokenizer(
     )
 
 
-def qwen2_checkpoint(out: Path, pattern: str = QWEN2, bos: bool = False) -> Path:
-    """A tiny random Qwen2-config model with a BPE tokenizer of `pattern`, saved at `out` as an
-    ordinary checkpoint directory (safetensors, tokenizer.json); no pad token."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def checkpoint(
+    out: Path,
+    arch: str = "qwen2",
+    pattern: str = QWEN2,
+    bos: bool = False,
+    spare_rows: int = 0,
+    tied: bool = True,
+) -> Path:
+    """A tiny random model (`arch`: a Qwen2 or a Llama config) with a BPE tokenizer of `pattern`
+    (no pad token; with `bos`, one that adds a BOS token), saved at `out` as an ordinary checkpoint
+    directory (safetensors, tokenizer.json). `spare_rows`: embedding rows beyond the tokenizer's
+    (released models pad their matrices to a round size)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok = bpe_tokenizer(pattern, bos=bos)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    common = {
+        "vocab_size": len(tok) + spare_rows,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "tie_word_embeddings": tied,
+    }
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def qwen2_checkpoint(out: Path, pattern: str = QWEN2, bos: bool = False) -> Path:
+    """`checkpoint` with a Qwen2 config."""
+    return checkpoint(out, "qwen2", pattern, bos)

@@ -81,7 +81,8 @@ def evaluate_model(
     backspace probability tells its own wrong steps from right ones under teacher forcing
     (`pipeline.measure.detector`; transformers and an exact step checker only)."""
     if cfg.eval.policy != "fake":
-        check_prompts(cfg, path, problems)
+        room = cfg.sampling.stream_length  # a stream with its backspaces
+        check_prompts(cfg, path, problems, room, "sampling.stream_tokens")
     loaded = load_model(cfg, cfg.eval.policy, path, task)
     out: dict[str, Any] = {
         "model": str(path),

@@ -69,7 +69,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
 
         check_checkpoint_dir(model)  # fail before any worker starts
         check_trained_with(cfg, model)
-        check_prompts(cfg, model, problems)
+        check_prompts(cfg, model, problems, cfg.sampling.max_new_tokens, "sampling.max_new_tokens")
         if cfg.search.value != "mc":
             from workers.valuer import check_tokenizer
 

@@ -56,6 +56,7 @@ from pipeline.runtime import (
     set_threads,
     stage_config,
 )
+from pipeline.shards import ShardError
 from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
 from workers.collate import BacktrackCollator
@@ -117,7 +118,28 @@ def prepare(job: Job) -> tuple[Any, Any, BacktrackCollator, Dataset]:
     """What the trainer of `train.objective` trains: the model, its tokenizer and the collator
     (`prepare_model`), and the trainer's rows (its `load`)."""
     model, tok, collate = prepare_model(job.cfg, job.base, job.backspace)
-    return model, tok, collate, TRAINERS[job.cfg.train.objective].load(job, tok, collate)
+    rows = TRAINERS[job.cfg.train.objective].load(job, tok, collate)
+    check_lengths(rows, model, job.rnd)
+    return model, tok, collate, rows
+
+
+def check_lengths(rows: Dataset, model: Any, rnd: RoundLayout) -> None:
+    """Refuse a training row longer than the model's context, naming it and both lengths: it
+    would fail inside the forward pass, and truncating it would silently drop what it teaches."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    for column in ("input_ids", "chosen_ids", "rejected_ids"):
+        if limit is None or column not in rows.column_names:
+            continue
+        lengths = [len(r) for r in rows[column]]
+        longest = max(range(len(lengths)), key=lengths.__getitem__, default=None)
+        if longest is not None and lengths[longest] > limit:
+            raise ShardError(
+                f"training row {longest} of {rnd.root} ({column}) is {lengths[longest]} tokens and "
+                f"the model takes {limit} positions; select shorter traces, lower "
+                "sampling.max_new_tokens, or use a model with a longer context"
+            )
 
 
 def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, BacktrackCollator]:

@@ -237,6 +237,7 @@ def test_a_prompt_longer_than_the_context_is_refused_before_any_work(trained, tm
     assert cli.main(["search", *(x for s in sets for x in ("--set", s))]) == 2
     err = capsys.readouterr().err
     assert one_line(err)
-    said = rf"problem \S+: its prompt is \d+ tokens and the model at .* takes {limit} positions"
+    said = rf"problem \S+: its prompt is \d+ tokens and the model at .* takes {limit} positions, "
+    said += r"too few for \d+ more \(sampling.max_new_tokens\)"
     assert re.search(said, err)
     assert not (out / "round-0" / "search" / "traces").exists()  # refused before any work

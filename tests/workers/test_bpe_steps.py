@@ -2,17 +2,22 @@
 delimiter (`.\\n` as well as `\\n`), so the step backspace, the sampler's step stop and the
 search's prefixes see the steps a user's checkpoint writes (tests/bpe.py builds the tokenizers)."""
 
+import random
+
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.backspace import apply_backspaces, is_step_end
+from search.backspace import apply_backspaces, is_step_end, pop_count
 from search.tree import split_steps
 from search.types import Ask
-from tests.bpe import GPT2, QWEN2, bpe_tokenizer, qwen2_checkpoint
-from workers.hf import SearchTokenizer
+from tests.bpe import GPT2, QWEN2, bpe_tokenizer, checkpoint, qwen2_checkpoint
+from workers.hf import SearchTokenizer, load_checkpoint
+from workers.tokens import add_backspace_token
 
 BKSP = "<|bksp|>"
+PROMPT_LEN = 6
 STEPS = ["She sold 24 clips.\n", "So 5 * 4 = 20.\n", "Then 3 more", "#### 7\n"]
 
 
@@ -110,3 +115,77 @@ def test_the_sampler_stops_a_step_at_a_merged_delimiter(tmp_path):
     assert ended
     for r in rollouts:
         assert not any(t in tok.step_ends for t in r.tokens[:-1])
+
+
+def random_stream(rng, vocab, bksp, ends, n=40):
+    """Prompt, then generated tokens with step backspace runs, steps ending at any of `ends`."""
+    ends = sorted(ends)
+    ids = [rng.randrange(5, vocab) for _ in range(PROMPT_LEN - 1)] + [ends[0]]
+    visible, runs = list(ids), 0
+    while len(ids) < n:
+        if pop_count(visible, PROMPT_LEN, "step", frozenset(ends)) and rng.random() < 0.3:
+            for _ in range(rng.randint(1, 2)):
+                k = pop_count(visible, PROMPT_LEN, "step", frozenset(ends))
+                if not k:
+                    break
+                del visible[len(visible) - k :]
+                ids.append(bksp)
+            runs += 1
+        else:
+            tok = rng.choice(ends) if rng.random() < 0.25 else rng.randrange(5, vocab)
+            ids.append(tok)
+            visible.append(tok)
+    return ids, runs
+
+
+@pytest.mark.parametrize("arch, bos", [("qwen2", False), ("llama", True)])
+def test_erase_training_equals_cropped_decoding_with_merged_step_ends(tmp_path, arch, bos):
+    """The erase parity of tests/workers/test_parity.py on a byte-level BPE checkpoint whose steps
+    end at several ids (`.\\n`, `?\\n`, `\\n`), for Qwen2 (no BOS) and Llama (a BOS token)."""
+    from workers.collate import BacktrackCollator
+    from workers.decode import cropped_logits
+
+    model, hf = load_checkpoint(checkpoint(tmp_path / arch, arch, bos=bos), "cpu")
+    bksp = add_backspace_token(model, hf, BKSP)
+    ends = SearchTokenizer.wrap(hf, "\n", BKSP).step_ends
+    assert len(ends) >= 2
+    rng = random.Random(0)
+    for _ in range(4):
+        ids, runs = random_stream(rng, len(hf) - 2, bksp, ends)
+        assert runs >= 2
+        collate = BacktrackCollator("erase", "step", bksp, ends)
+        batch = collate([{"input_ids": ids, "loss_mask": [1] * len(ids), "prompt_len": PROMPT_LEN}])
+        batch.pop("labels")
+        with torch.no_grad():
+            train = model(**batch).logits[0]
+        decode = cropped_logits(model, ids, PROMPT_LEN, "step", bksp, ends)
+        assert (train - decode).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_backspace_takes_a_spare_row_of_a_padded_matrix(tmp_path, tied):
+    """Released models pad their embedding matrix beyond the tokenizer: the backspace takes the
+    next id, a spare row, without a resize; tied heads stay tied, an untied head gets its row."""
+    model, hf = load_checkpoint(checkpoint(tmp_path / "m", spare_rows=16, tied=tied), "cpu")
+    rows = model.get_input_embeddings().weight.shape[0]
+    bksp = add_backspace_token(model, hf, BKSP)
+    assert bksp == len(hf) - 1 < rows == model.get_input_embeddings().weight.shape[0]
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert (emb.data_ptr() == head.data_ptr()) == tied
+    mean = emb[:bksp].mean(0)
+    assert torch.allclose(emb[bksp], mean, atol=1e-6)
+    if not tied:
+        assert torch.allclose(head[bksp], head[:bksp].mean(0), atol=1e-6)
+
+
+def test_the_backspace_is_one_token_that_merges_with_nothing(tmp_path):
+    """Added as a special token, it splits the text around it: the same tokens either side as
+    without it, and it decodes back to itself. BOS: the search's encoding adds none (training
+    rows and sampling prompts are the same ids), even for a tokenizer that adds one by default."""
+    hf = bpe_tokenizer(QWEN2, bos=True)
+    tok = SearchTokenizer.wrap(hf, "\n", BKSP)
+    left, right = tok.encode("She sold 24 clips."), tok.encode("\nAltogether")
+    both = tok.encode("She sold 24 clips." + BKSP + "\nAltogether")
+    assert both == [*left, tok.bksp_id, *right]
+    assert tok.decode(both) == "She sold 24 clips." + BKSP + "\nAltogether"
+    assert hf.bos_token_id in hf.encode("Hi.\n") and hf.bos_token_id not in tok.encode("Hi.\n")

@@ -250,3 +250,19 @@ def test_untie_learns_the_backspace_output_row_apart_and_saves_an_ordinary_check
     assert (
         AutoTokenizer.from_pretrained(tmp_path / "saved").convert_tokens_to_ids("<|bksp|>") == bksp
     )
+
+
+def test_a_training_row_longer_than_the_context_is_refused(tmp_path):
+    """Truncated nowhere silently: the row, its length and the model's are named."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"input_ids": [[1] * 10, [1] * 40], "loss_mask": [[1] * 10, [1] * 40]})
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=32))
+    rnd = RunLayout(tmp_path).round(0)
+    with pytest.raises(
+        ShardError, match=r"training row 1 of .* is 40 tokens and the model takes 32"
+    ):
+        train.check_lengths(rows, model, rnd)
+    train.check_lengths(rows.select([0]), model, rnd)
