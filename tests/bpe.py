@@ -6,17 +6,12 @@ it together, so a step's delimiter merges into tokens such as `.\\n`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from pipeline.bpe import BOS, EOS, GPT2, QWEN2
+from pipeline.bpe import bpe_tokenizer as trained_bpe
 
-GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-QWEN2 = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-EOS = "<|endoftext|>"
-BOS = "<|begin_of_text|>"
+__all__ = ["BOS", "EOS", "GPT2", "QWEN2", "bpe_tokenizer", "checkpoint", "qwen2_checkpoint"]
 
 # GSM8K-style steps: each ends with punctuation and the delimiter, which Qwen2's pattern merges
 TEXTS = [
@@ -30,37 +25,9 @@ TEXTS = [
 ] * 8
 
 
-def bpe_tokenizer(
-    pattern: str, vocab_size: int = 400, bos: bool = False
-) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with the pre-tokenizer `pattern`, trained on `TEXTS`; end-of-sequence
-    `<|endoftext|>`, no pad token (like Llama's), and with `bos` a BOS token it adds to every
-    encoding (like Llama-3's)."""
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    core.decoder = decoders.ByteLevel()
-    specials = [EOS, *([BOS] if bos else [])]
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator(TEXTS, trainer)
-    if bos:
-        from tokenizers import processors
-
-        core.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, core.token_to_id(BOS))]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token=EOS, **({"bos_token": BOS} if bos else {})
-    )
+def bpe_tokenizer(pattern: str, vocab_size: int = 400, bos: bool = False) -> Any:
+    """`pipeline.bpe.bpe_tokenizer` trained on `TEXTS`."""
+    return trained_bpe(TEXTS, pattern, vocab_size, bos)
 
 
 def checkpoint(

@@ -45,6 +45,7 @@ SHAPES = {
 # value-guided search (SearchConfig): hashed only when search.value is not mc
 SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
 EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set
+BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -69,6 +70,9 @@ def config_hash(cfg: Config) -> str:
     for key in EVAL_VALUE_KEYS:  # likewise, unless set
         if not d["eval"][key]:
             del d["eval"][key]
+    if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
+        for key in BOOTSTRAP_BPE_KEYS:
+            del d["bootstrap"][key]
     return _digest(legacy(d))
 
 

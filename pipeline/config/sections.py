@@ -45,9 +45,16 @@ class BootstrapConfig:
     first, erased by one step backspace and typed right; the data has backspaces, so erase
     attention and the token from step 0, as for `backspace`. The wrong step is the task's
     `wrong_step` (a plausible slip its exact checker flags): errors sampled from a model need a
-    model, and a bootstrap has none."""
+    model, and a bootstrap has none.
 
-    arch: Literal["gpt2", "llama"] = "gpt2"
+    `tokenizer`: `char` (one token per character: the delimiter is always a token of its own) or
+    a byte-level BPE of `vocab_size` tokens trained on the solutions with GPT-2's or Qwen2's
+    pre-tokenizer (`gpt2-bpe`, `qwen2-bpe`: the tokenizers users' checkpoints bring, whose steps
+    end in merged tokens such as `.\n`; no pad token), for clean data (`data=optimal`, no
+    retries). `arch` `qwen2` is a Qwen2 config (grouped-query attention, 2 key/value heads when
+    `n_head` allows)."""
+
+    arch: Literal["gpt2", "llama", "qwen2"] = "gpt2"
     n_layer: int = 3
     n_embd: int = 128
     n_head: int = 4
@@ -66,8 +73,19 @@ class BootstrapConfig:
     erased_loss: bool = False
     batch_tokens: int = 0
     retry_rate: float = 0.0
+    tokenizer: Literal["char", "gpt2-bpe", "qwen2-bpe"] = "char"
+    vocab_size: int = 512
 
     def __post_init__(self) -> None:
+        if self.tokenizer != "char" and (self.data != "optimal" or self.retry_rate):
+            raise ConfigError(
+                f"tokenizer={self.tokenizer}: a BPE bootstrap trains on clean solutions; set "
+                "data=optimal and retry_rate=0, or tokenizer=char"
+            )
+        if self.vocab_size < 300:
+            raise ConfigError(
+                f"vocab_size: at least 300 (256 bytes and merges), got {self.vocab_size}"
+            )
         if self.max_states < 1 or self.batch_tokens < 0:
             raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
         if not 0 <= self.retry_rate <= 1:

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
-from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
+from pipeline.bpe import PATTERNS, bpe_tokenizer
 from pipeline.config import BootstrapConfig, Config
 from pipeline.curves import GRAD_NORM, LOSS, LR, Curves
 from pipeline.files import remove_stale, save_model, write_json
@@ -98,6 +99,14 @@ def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
+def make_tokenizer(b: BootstrapConfig, texts: list[str]) -> PreTrainedTokenizerFast:
+    """`bootstrap.tokenizer` trained on `texts`: characters, or a byte-level BPE like a user's
+    checkpoint's (no pad token: batches pad with end-of-sequence)."""
+    if b.tokenizer == "char":
+        return build_tokenizer(texts)
+    return bpe_tokenizer(texts, PATTERNS[b.tokenizer], b.vocab_size)
+
+
 def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
@@ -110,6 +119,17 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
     if b.arch == "gpt2":
         config: Any = GPT2Config(
             n_layer=b.n_layer, n_embd=b.n_embd, n_head=b.n_head, n_positions=b.n_positions, **common
+        )
+    elif b.arch == "qwen2":  # grouped-query attention, as the family has
+        config = Qwen2Config(
+            num_hidden_layers=b.n_layer,
+            hidden_size=b.n_embd,
+            num_attention_heads=b.n_head,
+            num_key_value_heads=2 if b.n_head % 2 == 0 else b.n_head,
+            intermediate_size=4 * b.n_embd,
+            max_position_embeddings=b.n_positions,
+            tie_word_embeddings=True,
+            **common,
         )
     else:
         config = LlamaConfig(
@@ -197,11 +217,16 @@ def encode_examples(
     bksp = (
         tokenizer.convert_tokens_to_ids(bksp_token) if bksp_token in tokenizer.get_vocab() else -1
     )
-    delim = tokenizer.convert_tokens_to_ids(delimiter)
+    delim = tokenizer.encode(delimiter, add_special_tokens=False)[0]
     out = []
     for problem, found in solved:
-        prompt = tokenizer.encode(problem.prompt)
-        completion = [i for text, n in found for i in [*tokenizer.encode(text), *[bksp] * n]]
+        # the ids the search and training use: no BOS or other added token (SearchTokenizer)
+        prompt = tokenizer.encode(problem.prompt, add_special_tokens=False)
+        completion = [
+            i
+            for text, n in found
+            for i in [*tokenizer.encode(text, add_special_tokens=False), *[bksp] * n]
+        ]
         ser = serialize_stream(prompt, [*completion, tokenizer.eos_token_id], "step", bksp, delim)
         mask = ser.loss_mask
         if erased_loss:
@@ -235,7 +260,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
             f"bootstrap.data={b.data}: the search solved none of {len(problems)} problems "
             f"within bootstrap.max_states={b.max_states}; raise it"
         )
-    tokenizer = build_tokenizer([p.prompt + text for p, found in solved for text, _ in found])
+    tokenizer = make_tokenizer(b, [p.prompt + text for p, found in solved for text, _ in found])
     bksp = cfg.trace.bksp_token
     if erase:
         tokenizer.add_special_tokens({"additional_special_tokens": [bksp]})
@@ -260,8 +285,8 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "erase" if erase else "stream",
         "step",
         tokenizer.get_vocab()[bksp] if erase else -1,
-        tokenizer.get_vocab()[delim],
-        tokenizer.pad_token_id,
+        tokenizer.encode(delim, add_special_tokens=False)[0],
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
     loss_tokens = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}
