@@ -71,10 +71,13 @@ def check_prompts(
     limit = context_length(path)
     if limit is None or not problems:
         return
-    from workers.hf import load_tokenizer
+    from workers.hf import SearchTokenizer, load_tokenizer
 
-    tok = load_tokenizer(path, cfg.model.trust_remote_code)
-    encoded = tok([p.prompt for p in problems], add_special_tokens=False)["input_ids"]
+    hf = load_tokenizer(path, cfg.model.trust_remote_code)
+    chat = (cfg.task.chat_template, cfg.task.system_prompt)
+    delimiter = task_from_config(cfg.task).step_delimiter
+    tok = SearchTokenizer.wrap(hf, delimiter, cfg.trace.bksp_token, *chat)
+    encoded = [tok.encode_prompt(p.prompt) for p in problems]
     for problem, ids in zip(problems, encoded, strict=True):
         if len(ids) + room > limit:
             need = f"{room} more ({what})" if what else "one more"
@@ -101,4 +104,5 @@ def load_model(cfg: Config, kind: Kind, path: Path, task: Task) -> Loaded:
         trust_remote_code=m.trust_remote_code,
         gpu_memory=cfg.search.gpu_memory,
         seed=cfg.run.seed,
+        chat=(cfg.task.chat_template, cfg.task.system_prompt),
     )

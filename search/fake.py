@@ -81,7 +81,7 @@ class ScriptedPolicy:
             rng = random.Random(derive_seed(seed, problem.id))
             traps = set(rng.sample(range(len(ref)), min(n_traps, len(ref))))
             p = [trap_rate if i in traps else error_rate for i in range(len(ref))]
-            self._scripts[tuple(tokenizer.encode(problem.prompt))] = _Script(ref, p)
+            self._scripts[tuple(tokenizer.encode_prompt(problem.prompt))] = _Script(ref, p)
         self._prompt_lens = sorted({len(k) for k in self._scripts})
         self.generated: list[list[int]] = []
 

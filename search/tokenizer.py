@@ -34,6 +34,10 @@ class CharTokenizer:
         self._chars[self.bksp_id] = bksp_token
         self.delim_id = self._ids[delimiter]
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt is encoded as any text: no chat template."""
+        return self.encode(text)
+
     @property
     def step_ends(self) -> int:
         """Its delimiter is always a token of its own."""

@@ -99,7 +99,7 @@ def _trace_row(tree: Tree, kind: str, ser: Serialized, **extra: Any) -> Row:
         "erase_spans": [list(s) for s in ser.erase_spans],
         "n_backspaces": ser.n_backspaces,
         "prompt_len": len(tree.judge.prompt),
-        "prompt_text": tree.judge.problem.prompt,
+        "prompt_text": tree.judge.tokenizer.decode(tree.judge.prompt),  # as the model read it
         "raw_text": raw,
         "visible_text": visible,
         "correct": True,

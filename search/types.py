@@ -113,6 +113,11 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A problem's prompt as the model reads it (a chat template's turns around it, for a
+        tokenizer that applies one)."""
+        ...
+
     def decode(self, ids: Sequence[int]) -> str: ...
 
 

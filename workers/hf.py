@@ -132,9 +132,17 @@ class SearchTokenizer:
     bksp_id: int
     step_ends: frozenset[int] = frozenset()
     straddling: tuple[int, ...] = ()
+    chat: tuple[str, str] | None = None  # (delimiter, system prompt) with the chat template
 
     @classmethod
-    def wrap(cls, hf: PreTrainedTokenizerBase, delimiter: str, bksp_token: str) -> SearchTokenizer:
+    def wrap(
+        cls,
+        hf: PreTrainedTokenizerBase,
+        delimiter: str,
+        bksp_token: str,
+        chat_template: bool = False,
+        system_prompt: str = "",
+    ) -> SearchTokenizer:
         if hf.eos_token_id is None:
             raise CheckpointError("the tokenizer has no eos_token; set one in tokenizer_config")
         if bksp_token not in hf.get_vocab():
@@ -149,7 +157,26 @@ class SearchTokenizer:
         bksp_id = hf.convert_tokens_to_ids(bksp_token)
         assert isinstance(bksp_id, int)  # one token string in, one id out
         ends, straddling = step_end_ids(hf, delimiter, (hf.eos_token_id, bksp_id))
-        return cls(hf, hf.eos_token_id, delim[0], bksp_id, ends | {delim[0]}, straddling)
+        if chat_template and not getattr(hf, "chat_template", None):
+            raise CheckpointError(
+                "task.chat_template=true, but the tokenizer has no chat template (a base model, "
+                "or the bootstrap's); give an instruct model's checkpoint or set it to false"
+            )
+        chat = (delimiter, system_prompt) if chat_template else None
+        return cls(hf, hf.eos_token_id, delim[0], bksp_id, ends | {delim[0]}, straddling, chat)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A problem's prompt as the model reads it: as it is, or with the chat template the
+        user's turn (after the system prompt's, when given) and the opening of the assistant's
+        turn, ending with the delimiter so that the first step starts on a fresh line."""
+        if self.chat is None:
+            return self.encode(text)
+        delimiter, system = self.chat
+        turns = [{"role": "system", "content": system}] if system else []
+        turns.append({"role": "user", "content": text.removesuffix(delimiter)})
+        chat = self.hf.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        chat = str(chat) if str(chat).endswith(delimiter) else f"{chat}{delimiter}"
+        return self.encode(chat)  # the template writes any BOS itself
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))

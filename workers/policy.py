@@ -95,9 +95,10 @@ def load(
     trust_remote_code: bool = False,
     gpu_memory: float = 0.85,
     seed: int = 0,
+    chat: tuple[bool, str] = (False, ""),
 ) -> Loaded:
     """The checkpoint at `path` for a `kind` ("transformers" or "vllm") policy. `unit` applies
-    to a model without `halluc.json`."""
+    to a model without `halluc.json`; `chat`: (use the chat template, system prompt)."""
     from workers.hf import SearchTokenizer, backtrack_meta, load_checkpoint, load_tokenizer
 
     if kind == "vllm":
@@ -109,7 +110,7 @@ def load(
         backend, hf = load_checkpoint(path, device, dtype, trust_remote_code)
     else:
         raise ValueError(f"load() takes a checkpoint kind (transformers, vllm), not {kind!r}")
-    tok = SearchTokenizer.wrap(hf, delimiter, bksp_token)
+    tok = SearchTokenizer.wrap(hf, delimiter, bksp_token, *chat)
     meta = backtrack_meta(path)
     mode = meta.get("mode", "stream")
     unit = meta.get("unit", unit)

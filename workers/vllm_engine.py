@@ -75,6 +75,9 @@ class VllmEngine:
             "trust_remote_code": trust_remote_code,
             "seed": seed,
             "enable_prefix_caching": True,
+            # the project's sampling settings win: a model's generation_config.json (its own
+            # temperature, top-p, ...) is never merged into them
+            "generation_config": "vllm",
         }
         self.llm: Any = None
         self.load(path)

@@ -46,6 +46,7 @@ SHAPES = {
 SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
 EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
+CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -73,7 +74,15 @@ def config_hash(cfg: Config) -> str:
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:
             del d["bootstrap"][key]
+    _drop_chat(d)
     return _digest(legacy(d))
+
+
+def _drop_chat(d: dict[str, Any]) -> None:
+    """The chat keys (added later) out of the config dict `d` when off: the hash they had before."""
+    if not d["task"]["chat_template"]:
+        for key in CHAT_KEYS:
+            del d["task"][key]
 
 
 def eval_keys(cfg: Config, n_problems: int, banned: bool | None = None) -> set[str]:
@@ -111,6 +120,7 @@ def _eval_key(
     retired: dict[str, Any] | None = None,
 ) -> str:
     d = legacy(cfg.to_dict(), retired)
+    _drop_chat(d)
     if not late:
         for section, key in LATE_TASK_KEYS:
             del d["task"][section][key]

@@ -55,7 +55,13 @@ class JsonlConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     """Which problems: the task `name`, and that task's own options in its section. The test
-    split's size is `eval.n_problems`."""
+    split's size is `eval.n_problems`.
+
+    `chat_template`: each prompt is wrapped in the model tokenizer's chat template as the user's
+    turn (after a system turn holding `system_prompt`, when given), with the generation prompt
+    that opens the assistant's turn, for instruct models; the steps follow the assistant turn
+    (the delimiter is appended where the template does not end with it). A bootstrap model's
+    tokenizer has no template: give model.path."""
 
     name: Literal["arithmetic", "countdown", "jsonl"] = "arithmetic"
     n_train: int = 256
@@ -63,8 +69,12 @@ class TaskConfig:
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     countdown: CountdownConfig = field(default_factory=CountdownConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
+    chat_template: bool = False
+    system_prompt: str = ""
 
     def __post_init__(self) -> None:
+        if self.system_prompt and not self.chat_template:
+            raise ConfigError("system_prompt: it goes in the chat template; set chat_template=true")
         if self.n_train < 1:
             raise ConfigError(f"n_train: must be at least 1, got {self.n_train}")
         if self.name == "jsonl" and not self.jsonl.path:

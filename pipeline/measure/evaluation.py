@@ -185,7 +185,7 @@ def _sample_rollouts(
     seed: int,
 ) -> list[tuple[Rollout, StreamReport]]:
     tok = loaded.tokenizer
-    prompts = [tuple(tok.encode(p.prompt)) for p in problems]
+    prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
     asks = [
         Ask(pr, samples, "end", derive_seed(seed, "eval", temperature, p.id))
         for p, pr in zip(problems, prompts, strict=True)
@@ -265,7 +265,9 @@ def _value_scores(
     backspaces reach into the prompt (`drawn` holds the same number of samples per problem, in
     the order of `problems`)."""
     tok, k = loaded.tokenizer, len(drawn) // len(problems)
-    judges = [Judge(task, p, tok, tuple(tok.encode(p.prompt)), loaded.unit) for p in problems]
+    judges = [
+        Judge(task, p, tok, tuple(tok.encode_prompt(p.prompt)), loaded.unit) for p in problems
+    ]
     steps = [judges[i // k].visible_steps(r.tokens) for i, (r, _) in enumerate(drawn)]
     valid = [i for i, s in enumerate(steps) if s is not None]
     scores = [float("-inf")] * len(drawn)

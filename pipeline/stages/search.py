@@ -176,7 +176,7 @@ class State:
 
 def new_search(cfg: Config, task: Task, tokenizer: Tokenizer, problem: Problem) -> Search:
     """The configured search algorithm over one problem, seeded by (run seed, round, id)."""
-    prompt = tuple(tokenizer.encode(problem.prompt))
+    prompt = tuple(tokenizer.encode_prompt(problem.prompt))
     tree = Tree(Judge(task, problem, tokenizer, prompt, cfg.trace.unit))
     seed = derive_seed(cfg.run.seed, cfg.run.round, problem.id)
     s = cfg.search

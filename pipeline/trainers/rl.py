@@ -132,7 +132,8 @@ def _loop(
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.rl.lr or t.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup, steps)
     state = _resume(out, model, optimizer, scheduler)
-    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token)
+    chat = (cfg.task.chat_template, cfg.task.system_prompt)
+    tok = SearchTokenizer.wrap(hf, task.step_delimiter, cfg.trace.bksp_token, *chat)
     policy = sampler(model, hf, tok, cfg)
     writes = rank == 0 and "tensorboard" in t.report_to
     with Curves(out if writes else None, state["step"] + 1) as curves:

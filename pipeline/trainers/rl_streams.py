@@ -85,7 +85,7 @@ def sample(
     """`train.rl.group` streams per problem (one list per problem), judged and rewarded; with
     `values` (rl.credit=tree), each with the tree's credit of its backspace runs."""
     t = cfg.train
-    prompts = [tuple(tok.encode(p.prompt)) for p in problems]
+    prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
     asks = [
         Ask(pr, t.rl.group, "end", derive_seed(cfg.run.seed, "rl", cfg.run.round, step, p.id))
         for p, pr in zip(problems, prompts, strict=True)

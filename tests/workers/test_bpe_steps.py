@@ -13,7 +13,7 @@ from search.backspace import apply_backspaces, is_step_end, pop_count
 from search.tree import split_steps
 from search.types import Ask
 from tests.bpe import GPT2, QWEN2, bpe_tokenizer, checkpoint, qwen2_checkpoint
-from workers.hf import SearchTokenizer, load_checkpoint
+from workers.hf import CheckpointError, SearchTokenizer, load_checkpoint, load_tokenizer
 from workers.tokens import add_backspace_token
 
 BKSP = "<|bksp|>"
@@ -189,3 +189,53 @@ def test_the_backspace_is_one_token_that_merges_with_nothing(tmp_path):
     assert both == [*left, tok.bksp_id, *right]
     assert tok.decode(both) == "She sold 24 clips." + BKSP + "\nAltogether"
     assert hf.bos_token_id in hf.encode("Hi.\n") and hf.bos_token_id not in tok.encode("Hi.\n")
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_the_chat_template_wraps_the_prompt_and_the_steps_follow_the_assistant_turn():
+    hf = bpe_tokenizer(QWEN2)
+    with pytest.raises(CheckpointError, match="has no chat template"):
+        SearchTokenizer.wrap(hf, "\n", BKSP, chat_template=True)
+    hf.chat_template = CHATML
+    tok = SearchTokenizer.wrap(hf, "\n", BKSP, True, "Be careful.")
+    ids = tok.encode_prompt("How many clips?\n")
+    assert tok.decode(ids) == (
+        "<|im_start|>system\nBe careful.<|im_end|>\n<|im_start|>user\nHow many clips?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert ids[-1] in tok.step_ends  # the first step starts on a fresh line
+    plain = SearchTokenizer.wrap(hf, "\n", BKSP)
+    assert plain.encode_prompt("How many clips?\n") == plain.encode("How many clips?\n")
+    hf.chat_template = CHATML.replace("assistant\n", "assistant:")  # no newline at its end
+    tok = SearchTokenizer.wrap(hf, "\n", BKSP, True)
+    assert tok.decode(tok.encode_prompt("Q?\n")).endswith("<|im_start|>assistant:\n")
+
+
+def test_the_config_carries_the_chat_template_to_the_loaded_tokenizer(tmp_path):
+    from pipeline.config import ConfigError, load_config
+    from pipeline.loading import load_model, task_from_config
+
+    path = qwen2_checkpoint(tmp_path / "instruct")
+    hf = load_tokenizer(path)
+    hf.chat_template = CHATML
+    hf.save_pretrained(path)
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "How many?", "answer": "2 + 3 = 5.\\n#### 5"}\n' * 1)
+    sets = [
+        "task.name=jsonl",
+        f"task.jsonl.path={data}",
+        "task.chat_template=true",
+        "task.system_prompt=Be careful.",
+    ]
+    cfg = load_config("arith-tiny", sets)
+    assert cfg.hash != load_config("arith-tiny", sets[:2]).hash
+    loaded = load_model(cfg, "transformers", path, task_from_config(cfg.task))
+    text = loaded.tokenizer.decode(loaded.tokenizer.encode_prompt("How many?\n"))
+    assert text.startswith("<|im_start|>system\nBe careful.")
+    with pytest.raises(ConfigError, match="system_prompt: it goes in the chat template"):
+        load_config("arith-tiny", ["task.system_prompt=Be careful."])
