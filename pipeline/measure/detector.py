@@ -194,6 +194,8 @@ class Points:
     labels: tuple[int, ...] = ()
     token_at: tuple[int, ...] = field(default=(), compare=False)
     token_labels: tuple[int, ...] = field(default=(), compare=False)
+    lengths: tuple[int, ...] = field(default=(), compare=False)  # tokens of each point's step
+    problem: str = field(default="", compare=False)
 
 
 def decision_points(
@@ -224,6 +226,8 @@ def decision_points(
         labels=tuple(int(i == first) for i in range(len(kept))),
         token_at=tuple(token_at) if any_token else (),
         token_labels=tuple(token_labels) if any_token else (),
+        lengths=tuple(len(s) for s in kept),
+        problem=judge.problem.id,
     )
 
 
@@ -243,7 +247,7 @@ def sample_points(
     decoding = Decoding(
         temperature=1.0, max_new_tokens=max_new_tokens, max_batch=max_batch, ban_backspace=True
     )
-    prompts = [tuple(tok.encode(p.prompt)) for p in problems]
+    prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
     asks = [
         Ask(pr, samples, "end", derive_seed(seed, "detector", p.id))
         for p, pr in zip(problems, prompts, strict=True)
@@ -353,6 +357,13 @@ def detector_figures(
         scores = [x for p, q in zip(points, probs, strict=True) for x in q[: len(p.at)]]
         token_scores = [x for p, q in zip(points, probs, strict=True) for x in q[len(p.at) :]]
     out = head | {"samples": len(points)} | figures(scores, labels) | {"note": note}
+    if scores is not None:  # what difficulty and position alone give (pipeline.measure.strata)
+        from pipeline.measure.strata import stratified
+
+        steps = [i for p in points for i in range(len(p.at))]
+        lengths = [n for p in points for n in p.lengths]
+        problems_of = [p.problem for p in points for _ in p.at]
+        out["stratified"] = stratified(scores, labels, steps, lengths, problems_of)
     if backspace_at == "any":
         out["tokens"] = figures(token_scores, token_labels)
     log.info(

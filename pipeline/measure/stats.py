@@ -3,15 +3,18 @@
     wilson(k, n)                95% Wilson interval of a proportion
     paired_bootstrap(a, b)      mean of a - b over seeds and problems, 95% percentile interval
                                 resampling problems (the same draw for every seed)
+    seeds_then_problems(a, b)   the same mean, each seed's own, and a two-level interval:
+                                resample seeds, then problems within each (the seed is the unit)
     interval(values)            one side's mean and interval by the same bootstrap
     paired_normal(x, y)         one seed's accuracy difference, 95% normal interval over the
                                 per-problem differences
     pct, pts, num, fmt          a share, a difference in points, a number, any figure as tables
                                 show them ("–" when missing)
 
-Which interval feeds which output: `paired_bootstrap` gives every difference of `halluc run`
-(verdict.json, its sentence, the report's comparison tables and charts) and, through `interval`,
-each setting's `ci95` in an evaluation file. `paired_normal` gives only the difference of a report
+Which interval feeds which output: `seeds_then_problems` gives every difference of `halluc run`
+(verdict.json, its sentence, the report's comparison tables and charts; with one seed it is
+`paired_bootstrap`'s, problems only) and `paired_bootstrap`, through `interval`, each setting's
+`ci95` in an evaluation file. `paired_normal` gives only the difference of a report
 drawn from evaluations without tuning figures (`verdict.one_seed_verdict`, `report.write`): one
 seed, no setting chosen on training problems, a descriptive page. The two are kept apart on
 purpose: the figures each output shows were made with its own, and giving one output the other's
@@ -64,6 +67,39 @@ def paired_bootstrap(
     means = diffs[:, idx].mean(axis=(0, 2))
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"mean": float(diffs.mean()), "ci95": [float(lo), float(hi)]}
+
+
+def seeds_then_problems(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
+) -> dict[str, Any]:
+    """Mean over seeds and problems of a - b (`a[s][p]`: seed s, problem p), each seed's own
+    mean difference (`per_seed`), and a 95% percentile interval from a two-level bootstrap:
+    each of `RESAMPLES` draws resamples the seeds (with replacement), then the problems within
+    each drawn seed. The seed is the unit: two seeds that disagree widen the interval however
+    many problems each has. With one seed there is no seed level to resample, and the interval is
+    `paired_bootstrap`'s (problems only), stated as such by the callers."""
+    left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if left.shape != right.shape or left.ndim != 2 or left.size == 0:
+        raise PairingError(
+            f"paired figures need the same seeds and problems on both sides, got "
+            f"{left.shape} and {right.shape} (seeds × problems)"
+        )
+    diffs = left - right
+    per_seed = [float(x) for x in diffs.mean(axis=1)]
+    if diffs.shape[0] == 1:
+        return paired_bootstrap(a, b, seed) | {"per_seed": per_seed, "unit": "problems"}
+    n_seeds, n_problems = diffs.shape
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, n_seeds, size=(RESAMPLES, n_seeds))
+    problems = rng.integers(0, n_problems, size=(RESAMPLES, n_seeds, n_problems))
+    means = diffs[seeds[:, :, None], problems].mean(axis=(1, 2))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(diffs.mean()),
+        "ci95": [float(lo), float(hi)],
+        "per_seed": per_seed,
+        "unit": "seeds, then problems",
+    }
 
 
 def interval(values: Sequence[Sequence[float]], seed: int = 0) -> dict[str, Any]:

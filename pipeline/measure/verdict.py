@@ -9,8 +9,10 @@ problems, on the same held-out problems and seeds, with a paired bootstrap inter
 
 A run's figures per problem are each problem's share of correct samples (`per_problem` in an
 eval); the difference between arms is taken problem by problem within a seed, and the interval
-resamples problems (the same draw for every seed), so it reflects which problems were drawn, not
-which seeds (three seeds are too few to resample): `stats.paired_bootstrap`.
+resamples the seeds, then the problems within each drawn seed (`stats.seeds_then_problems`): the
+seed is the unit, since one bootstrap seed alone can move accuracy by more than the arms differ.
+Each seed's own difference is kept beside it (`per_seed`). With one seed only the problems can be
+resampled, and the interval says nothing about seeds (the sentence names the seed count).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from pipeline.arms import REQUIRED
 from pipeline.measure.settings import settings_of
-from pipeline.measure.stats import paired_bootstrap, paired_normal
+from pipeline.measure.stats import paired_normal, seeds_then_problems
 
 Evals = dict[str, list[dict[str, Any]]]  # arm -> its evaluation (an eval.json dict) by round
 
@@ -71,7 +73,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         "backtrack": _side([x["eval"] for x in bt], chosen["backtrack"]),
         "baseline": _side([x["eval"] for x in bl], chosen["baseline"]),
         "chosen": chosen,
-        "difference": paired_bootstrap(a, b),
+        "difference": seeds_then_problems(a, b),
     }
     controls = [s["controls"][r] for s in seeds if s.get("controls") and s["controls"][r]]
     if len(controls) == len(seeds):
@@ -84,7 +86,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
                 "per_seed": [x[name]["accuracy"] for x in controls],
                 "mean_n": sum(x[name]["mean_n"] for x in controls) / len(controls),
                 "temperature": controls[0][name].get("temperature"),
-                "difference": paired_bootstrap(a, c),
+                "difference": seeds_then_problems(a, c),
             }
     out["detector_auc"] = {
         arm: _mean_auc([x["eval"] for x in side])
@@ -106,7 +108,7 @@ def against_baseline(side: list[dict[str, Any]], baseline: list[list[float]]) ->
     mine = [e["settings"][k]["per_problem"] for e, k in zip(evals, chosen, strict=True)]
     return _side(evals, chosen) | {
         "chosen": chosen,
-        "difference": paired_bootstrap(mine, baseline),
+        "difference": seeds_then_problems(mine, baseline),
         "detector_auc": _mean_auc(evals),
         "precision": precision(evals, chosen),
     }
@@ -149,6 +151,9 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
         f"{100 * d['mean']:+.1f} points, 95% paired interval {lo:+.1f} to {hi:+.1f} "
         f"({n_seeds} seed{'s' if n_seeds > 1 else ''})"
     )
+    if n_seeds > 1:  # the seed is the unit: say so, and show each seed's own difference
+        each = ", ".join(f"{100 * x:+.1f}" for x in d["per_seed"])
+        text += f" resampling seeds, then problems; per seed {each}"
     rate = last.get("precision", {}).get("backtrack_rate")
     if rate is not None:
         text += f"; at that setting the backtrack arm backspaces in {100 * rate:.1f}% of samples"

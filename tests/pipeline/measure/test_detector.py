@@ -247,6 +247,10 @@ def test_detector_figures_match_a_direct_computation(tiny):
     assert got["samples"] == 24 and got["note"] is None
     assert got["roc_auc"] == pytest.approx(roc_auc(scores, labels), abs=1e-9)
     assert got["pr_auc"] == pytest.approx(average_precision(scores, labels), abs=1e-9)
+    strata = got["stratified"]  # beside the pooled AUC: within strata, and trivial scores
+    assert strata["detector"]["pooled"] == pytest.approx(got["roc_auc"], abs=1e-9)
+    assert set(strata["trivial"]) == {"step_index", "step_length"}
+    assert set(strata["lift"]) == {"pooled", "within_step_index", "within_problem"}
     assert got["mean_p_wrong"] == pytest.approx(
         np.mean([s for s, y in zip(scores, labels, strict=True) if y]), abs=1e-6
     )

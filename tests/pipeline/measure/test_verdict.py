@@ -135,3 +135,23 @@ def test_another_arm_is_compared_with_the_baseline_and_named_in_the_sentence():
     assert last["difference"]["mean"] == pytest.approx(1.0 - 0.25)  # backtrack − baseline as before
     assert "the dpo arm (T=1.0) against the baseline: +25.0 points" in out["sentence"]
     assert "arms" not in v.verdict([seed_run([1.0] * 4, [0.0] * 4)], [0])["rounds"][1]
+
+
+def test_the_seed_is_the_unit_of_the_interval():
+    """Hand computation: seed 0's problems all differ by +1, seed 1's by -1. Resampling problems
+    alone (the same draw for both seeds) always averages to 0, so that interval is [0, 0]; with
+    seeds resampled first, a draw holds seed 0 twice (+1, probability 1/4), seed 1 twice (-1,
+    1/4) or one of each (0, 1/2), so the 95% interval is [-1, +1]."""
+    from pipeline.measure.stats import paired_bootstrap, seeds_then_problems
+
+    a = [[1.0] * 20, [0.0] * 20]
+    b = [[0.0] * 20, [1.0] * 20]
+    assert paired_bootstrap(a, b)["ci95"] == [0.0, 0.0]
+    got = seeds_then_problems(a, b)
+    assert got["mean"] == 0.0 and got["ci95"] == [-1.0, 1.0]
+    assert got["per_seed"] == [1.0, -1.0] and got["unit"] == "seeds, then problems"
+    same = seeds_then_problems([[0.5] * 7] * 3, [[0.25] * 7] * 3)  # seeds that agree
+    assert same["ci95"] == [0.25, 0.25] and same["per_seed"] == [0.25] * 3
+    one = seeds_then_problems(a[:1], b[:1])  # one seed: problems only, as before
+    assert {k: one[k] for k in ("mean", "ci95")} == paired_bootstrap(a[:1], b[:1])
+    assert one["unit"] == "problems"

@@ -1,0 +1,69 @@
+"""Detector AUC that difficulty cannot fake (docs/measurement.md): the pooled ROC-AUC mixes
+problems and step positions, so a score that only tracks how hard a problem is, or how far into
+the solution a step is, already beats 0.5. Beside it:
+
+    within(scores, labels, strata)   the mean over strata holding both classes of the ROC-AUC
+                                     inside each (strata: the step's index, or its problem)
+    stratified(scores, labels, ...)  pooled, within-step-index and within-problem AUC of the
+                                     detector and of trivial scores on the same positions (the
+                                     step's index, its length), each trivial score in its better
+                                     orientation, and the detector's lift over the best of them
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from pipeline.measure.detector import roc_auc
+
+
+def within(
+    scores: Sequence[float], labels: Sequence[int], strata: Sequence[Hashable]
+) -> float | None:
+    """Mean over strata with both classes of the ROC-AUC within each; None when none has both."""
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, key in enumerate(strata):
+        groups[key].append(i)
+    aucs = [roc_auc([scores[i] for i in idx], [labels[i] for i in idx]) for idx in groups.values()]
+    kept = [a for a in aucs if a is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _measures(
+    scores: Sequence[float], labels: Sequence[int], steps: Sequence[int], problems: Sequence[str]
+) -> dict[str, float | None]:
+    return {
+        "pooled": roc_auc(scores, labels),
+        "within_step_index": within(scores, labels, steps),
+        "within_problem": within(scores, labels, problems),
+    }
+
+
+def _oriented(measures: dict[str, float | None]) -> dict[str, float | None]:
+    """A trivial score in its better orientation (1 - AUC where it runs backwards): the
+    strongest baseline it can be, so the detector's lift is not flattered."""
+    return {k: None if v is None else max(v, 1 - v) for k, v in measures.items()}
+
+
+def stratified(
+    scores: Sequence[float],
+    labels: Sequence[int],
+    steps: Sequence[int],
+    lengths: Sequence[int],
+    problems: Sequence[str],
+) -> dict[str, Any]:
+    """The detector's AUC pooled and within strata, the same for the trivial scores `steps`
+    (the step's index in its solution) and `lengths` (its tokens), and the lift: the detector's
+    figure minus the best trivial one's, per measure (None where a figure is missing)."""
+    mine = _measures(scores, labels, steps, problems)
+    trivial = {
+        "step_index": _oriented(_measures([float(s) for s in steps], labels, steps, problems)),
+        "step_length": _oriented(_measures([float(n) for n in lengths], labels, steps, problems)),
+    }
+    lift: dict[str, float | None] = {}
+    for key, value in mine.items():
+        others = [v for t in trivial.values() if (v := t[key]) is not None]
+        lift[key] = None if value is None or not others else value - max(others)
+    return {"detector": mine, "trivial": trivial, "lift": lift}
