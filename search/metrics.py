@@ -28,6 +28,19 @@ Definitions, all on *whole* steps:
   sum(wrong_steps_written) / sum(steps_written); erase precision by steps is
   sum(erased_wrong_steps) / sum(erased_steps).
 
+First-error figures (what "erased steps wrong" overstates: every step after the first wrong one
+counts as wrong, so erasing the last move after a dead-end first one scores as precise while
+repairing nothing):
+
+- an erase event is *first-error precise* when it erases a *fresh* error: a wrong step finished
+  on a right prefix (the first wrong step, or after an erase the next one), not a step wrong by
+  inheritance; chance for it is sum(errors_made) / sum(steps_written);
+- `first_error_erased`: the stream's first error was erased before any later step was finished
+  (None when it made no error); over the samples that made one, that is first-error recall, and
+  a random eraser at the same rate would manage it with probability about
+  sum(erase_events) / sum(steps_written);
+- `right_steps_erased`: finished steps erased that were right (over-erasure).
+
 Fields that need the exact checker are None for a task without one.
 """
 
@@ -55,6 +68,9 @@ class StreamReport:
     finished: bool = True  # False: the stream ran out of its token budget (truncated)
     fresh_steps: int = 0
     errors_made: int | None = None
+    fresh_erases: int | None = None  # erase events that erased a fresh error
+    first_error_erased: bool | None = None  # None: no error made (or no checker)
+    right_steps_erased: int = 0
 
 
 class _Walk:
@@ -69,6 +85,10 @@ class _Walk:
         self.events = self.precise = 0
         self.fresh = self.errors = 0  # steps finished on a right prefix, and wrong ones of them
         self.run_hit = False  # the current run erased a wrong finished step
+        self.own: list[bool] = []  # per visible finished step: a fresh error (not inherited)
+        self.run_fresh = False  # the current run erased a fresh error
+        self.fresh_events = 0
+        self.first: str | None = None  # the first error: "pending", "erased" or "kept"
 
     def write(self, token: int) -> None:
         self.visible.append(token)
@@ -87,28 +107,39 @@ class _Walk:
             else:
                 verdict = False
             self.errors += verdict
+        own = verdict and not (len(self.wrong) and self.wrong[-1])
+        if self.first == "pending":
+            self.first = "kept"  # a later step was written over it
+        if own and self.first is None:
+            self.first = "pending"
         self.wrong.append(verdict)
+        self.own.append(own)
         self.written += 1
         self.written_wrong += verdict
 
     def backspace(self, starts_run: bool) -> None:
         if starts_run:
             self.events += 1
-            self.run_hit = False
+            self.run_hit = self.run_fresh = False
         delim = self.judge.tokenizer.step_ends
         n = pop_count(self.visible, 0, self.judge.unit, delim)
         gone = self.visible[len(self.visible) - n :]
         del self.visible[len(self.visible) - n :]
         # a step whose end went is cut into
         keep = len(self.wrong) - sum(is_step_end(t, delim) for t in gone)
-        cut = self.wrong[keep:]
+        cut, own = self.wrong[keep:], self.own[keep:]
         del self.wrong[keep:]
+        del self.own[keep:]
         self.erased += len(cut)
         self.erased_wrong += sum(cut)
         self.run_hit |= any(cut)
+        self.run_fresh |= any(own)
+        if self.first == "pending" and any(own):
+            self.first = "erased"
 
     def end_run(self) -> None:
         self.precise += self.run_hit
+        self.fresh_events += self.run_fresh
 
 
 def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamReport:
@@ -144,4 +175,34 @@ def analyze(judge: Judge, generated: Sequence[int], finished: bool) -> StreamRep
         finished=finished,
         fresh_steps=walk.fresh,
         errors_made=walk.errors if checker else None,
+        fresh_erases=walk.fresh_events if checker else None,
+        first_error_erased=None if not checker or walk.first is None else walk.first == "erased",
+        right_steps_erased=walk.erased - walk.erased_wrong,
     )
+
+
+def first_error(reports: list[StreamReport]) -> dict[str, float | None]:
+    """The first-error figures (`search.metrics`), each beside its chance: the share of erase
+    events that erased a fresh error (chance: fresh errors among the steps written), the share of
+    samples with an error whose first error was erased before a later step (chance: erase events
+    per step written), the share of those that ended correct (repair), and the share of erased
+    finished steps that were right (over-erasure). None where there is nothing to divide by or
+    no exact checker."""
+    checked = [r for r in reports if r.fresh_erases is not None]
+    events = sum(r.erase_events for r in checked)
+    written = sum(r.steps_written for r in checked)
+    erased = sum(r.erased_steps for r in checked)
+    erred = [r for r in checked if r.first_error_erased is not None]
+    caught = [r for r in erred if r.first_error_erased]
+
+    def share(a: float, b: float) -> float | None:
+        return a / b if b else None
+
+    return {
+        "first_error_precision": share(sum(r.fresh_erases or 0 for r in checked), events),
+        "chance_first_error_precision": share(sum(r.errors_made or 0 for r in checked), written),
+        "first_error_recall": share(len(caught), len(erred)),
+        "chance_first_error_recall": share(events, written),
+        "repair_rate": share(sum(r.correct for r in caught), len(caught)),
+        "over_erasure": share(sum(r.right_steps_erased for r in checked), erased),
+    }

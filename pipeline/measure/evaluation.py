@@ -34,7 +34,7 @@ from pipeline.loading import check_prompts, load_model
 from pipeline.measure.detector import detector_figures
 from pipeline.measure.settings import Setting, sweep
 from pipeline.measure.stats import interval, wilson
-from search.metrics import StreamReport, analyze
+from search.metrics import StreamReport, analyze, first_error
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Rollout, Task, Valuer
 from search.values import least_values
@@ -329,6 +329,7 @@ def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> 
         "chance_precision": wrong_written / written if written else None,
         "made_error": len(erred),
         "recovery": sum(r.correct for r in erred) / len(erred) if erred else None,
+        **first_error(reports),
         "tokens_per_solved": sum(r.n_tokens for r in reports) / solved if solved else None,
         "generated_tokens": sum(r.n_tokens for r in reports),
         "truncation_rate": sum(not r.finished for r in reports) / n,

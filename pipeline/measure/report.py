@@ -117,7 +117,9 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
             "backtrack − best-of-N",
             "majority-vote acc.",
             "steps erased: wrong (chance)",
+            "first error erased: precision (chance) / recall (chance)",
             "detector AUC: backtrack / baseline",
+            "detector lift over trivial scores, within problem",
         ]
     ]
     for r in verdict["rounds"]:
@@ -133,7 +135,12 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
                 pts((bon or {}).get("difference")),
                 _acc(r.get("majority")),
                 f"{pct(prec.get('step_erase_precision'))} ({pct(prec.get('chance_precision'))})",
+                f"{pct(prec.get('first_error_precision'))} "
+                f"({pct(prec.get('chance_first_error_precision'))}) / "
+                f"{pct(prec.get('first_error_recall'))} "
+                f"({pct(prec.get('chance_first_error_recall'))})",
                 f"{num(auc.get('backtrack'), 3)} / {num(auc.get('baseline'), 3)}",
+                num(r.get("detector_lift"), 3),
             ]
         )
     return rows
@@ -174,7 +181,9 @@ def other_arm_rows(verdict: dict[str, Any]) -> list[list[str]]:
 FIGURES = [
     "temperature", "samples_per_problem", "samples", "accuracy", "ci95", "pass_at_k",
     "backtrack_rate", "erase_events", "erase_precision", "erased_steps", "step_erase_precision",
-    "chance_precision", "made_error", "recovery", "tokens_per_solved", "generated_tokens",
+    "chance_precision", "first_error_precision", "chance_first_error_precision",
+    "first_error_recall", "chance_first_error_recall", "repair_rate", "over_erasure",
+    "made_error", "recovery", "tokens_per_solved", "generated_tokens",
     "truncation_rate", "per_problem", "tokens_per_problem", "n", "mean_n",
 ]
 # fmt: on

@@ -93,6 +93,7 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
         for arm, side in (("backtrack", bt), ("baseline", bl))
     }
     out["precision"] = precision([x["eval"] for x in bt], chosen["backtrack"])
+    out["detector_lift"] = _mean_lift([x["eval"] for x in bt])
     others = [k for k in seeds[0] if k not in ("backtrack", "baseline", "controls")]
     if others:
         out["arms"] = {arm: against_baseline([s[arm][r] for s in seeds], b) for arm in others}
@@ -114,6 +115,28 @@ def against_baseline(side: list[dict[str, Any]], baseline: list[list[float]]) ->
     }
 
 
+# what `precision` averages over seeds: erased steps wrong (inherited wrongness counts), and the
+# first-error figures (search.metrics), each beside its chance
+PRECISION = (
+    "step_erase_precision",
+    "chance_precision",
+    "first_error_precision",
+    "chance_first_error_precision",
+    "first_error_recall",
+    "chance_first_error_recall",
+    "repair_rate",
+    "over_erasure",
+)
+
+
+def _mean_lift(evals: list[dict[str, Any]]) -> float | None:
+    """The detector's AUC within problem minus the best trivial score's (pipeline.measure.strata),
+    the mean over seeds; None where a seed lacks it."""
+    lifts = [(e.get("detector") or {}).get("stratified", {}).get("lift", {}) for e in evals]
+    vals = [x.get("within_problem") for x in lifts]
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+
 def _mean_auc(evals: list[dict[str, Any]]) -> float | None:
     aucs = [e.get("detector", {}).get("roc_auc") for e in evals]
     return None if any(a is None for a in aucs) or not aucs else sum(aucs) / len(aucs)
@@ -124,7 +147,7 @@ def precision(evals: list[dict[str, Any]], settings: list[str]) -> dict[str, flo
     of erased finished steps that were wrong, chance's share, and the backtrack rate; None where
     any seed lacks the figure."""
     out: dict[str, float | None] = {}
-    for key in ("step_erase_precision", "chance_precision", "backtrack_rate"):
+    for key in (*PRECISION, "backtrack_rate"):
         vals = [e["settings"][k].get(key) for e, k in zip(evals, settings, strict=True)]
         out[key] = None if any(v is None for v in vals) else sum(vals) / len(vals)
     return out

@@ -320,7 +320,11 @@ def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | Non
 
 
 # the verdict's columns (report.summary_rows) that the grid leaves out: it reads erasing at T=1.0
-LEFT_OUT = ("majority-vote acc.", "steps erased: wrong (chance)")
+LEFT_OUT = (
+    "majority-vote acc.",
+    "steps erased: wrong (chance)",
+    "first error erased: precision (chance) / recall (chance)",
+)
 
 
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:

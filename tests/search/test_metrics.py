@@ -212,3 +212,45 @@ def test_analyze_agrees_with_the_naive_definitions(
     assert r.erased_wrong_steps <= r.erased_steps <= r.steps_written
     assert r.erased_wrong_steps <= r.wrong_steps_written
     assert r.precise_erases is not None and r.precise_erases <= r.erase_events
+
+
+@pytest.mark.parametrize(("unit", "n"), [("token", 9), ("step", 1)])
+def test_erasing_the_first_error_at_once_is_first_error_precise_recalled_and_repaired(
+    unit: str, n: int
+) -> None:
+    r = report(unit, "7+9+0=17\n", n, *RIGHT)
+    assert r.fresh_erases == 1 and r.first_error_erased is True and r.correct
+    assert r.right_steps_erased == 0
+
+
+def test_erasing_a_step_wrong_only_by_inheritance_is_precise_but_not_at_the_first_error() -> None:
+    """The Countdown case in arithmetic: a wrong first step, then a step after it (wrong by
+    inheritance), and an erase of that later step only. The old measure calls it precise (it
+    erased a wrong step); it erased no error of its own, missed the first error, repaired
+    nothing."""
+    r = report("step", "7+9+0=17\n", "4+8+1=13\n", 1, "4+8+1=13\n", "3+5+1=9\n", "ans 936")
+    assert r.precise_erases == 1  # what the old figure counts
+    assert r.fresh_erases == 0 and r.first_error_erased is False and not r.correct
+    assert (r.errors_made, r.steps_written) == (1, 5)
+
+
+def test_erasing_right_steps_counts_as_over_erasure_and_no_error_leaves_recall_undefined() -> None:
+    r = report("step", RIGHT[0], RIGHT[1], 2, RIGHT[0], *RIGHT[1:])
+    assert r.right_steps_erased == 2 and r.fresh_erases == 0
+    assert r.first_error_erased is None and r.correct
+
+
+def test_the_first_error_figures_over_samples_beside_their_chance() -> None:
+    from search.metrics import first_error
+
+    caught = report("step", "7+9+0=17\n", 1, *RIGHT)  # first error erased, repaired
+    missed = report("step", "7+9+0=17\n", "4+8+1=13\n", 1, "4+8+1=13\n", "3+5+1=9\n", "ans 936")
+    clean = report("step", RIGHT[0], RIGHT[1], 2, RIGHT[0], *RIGHT[1:])  # erases right steps
+    got = first_error([caught, missed, clean])
+    assert got["first_error_precision"] == 1 / 3  # 3 erase events, one erased a fresh error
+    assert got["first_error_recall"] == 1 / 2  # two samples erred, one caught at once
+    assert got["repair_rate"] == 1.0
+    # steps written: 5 + 5 + 6; fresh errors: 1 + 1 + 0; erased finished steps: 1 + 1 + 2
+    assert got["chance_first_error_precision"] == 2 / 16
+    assert got["chance_first_error_recall"] == 3 / 16
+    assert got["over_erasure"] == 2 / 4
