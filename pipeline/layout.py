@@ -24,7 +24,7 @@
         train/reference.json    (dpo) the reference model's log-probabilities of the pairs
         train/rl-checkpoints/   (rl, while training) the newest checkpoint, and
         train/rl-reference.pt   the frozen reference model; both removed once trained
-        eval.json  tune.json    that model's figures, held out and on training problems
+        eval.json  tune.json    that model's figures, held out and on validation problems
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
@@ -215,7 +215,7 @@ class RunLayout:
 
     @property
     def start_tune(self) -> Path:
-        """The start model's figures on training problems (where settings are chosen)."""
+        """The start model's figures on validation problems (where settings are chosen)."""
         return self.start_eval.with_name(self.start_eval.stem.replace("eval", "tune") + ".json")
 
     @property

@@ -53,7 +53,7 @@ class Task(Protocol):
     name: str
     step_delimiter: str
 
-    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+    def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
         """`n` problems of `split` (train and test never share an id), deterministic."""
         ...
 

@@ -217,7 +217,7 @@ class SelectConfig:
 class EvalConfig:
     """Held-out evaluation (docs/design.md §8): a sweep: greedy and each of `temperatures`, with
     `samples` samples per problem (pass@1 over them, and pass@k), each also with the backspace
-    banned when `banned`. Each arm's decoding setting is chosen on `n_tune` training problems
+    banned when `banned`. Each arm's decoding setting is chosen on `n_tune` validation problems
     (never on the held-out ones); a stream's token and backspace budgets are the `sampling`
     section's (`stream_tokens`, `stream_backspaces`). `policy` samples with transformers or vLLM;
     `model` evaluates any checkpoint (its figures go under `run.out_dir/evals/`). The options
@@ -227,7 +227,7 @@ class EvalConfig:
     Deliberate backspaces (every setting where the backspace is not banned; transformers only; 0
     is off, at most one of the two > 0): `bksp_threshold` emits the backspace wherever it is
     allowed and the model's own probability of it (before temperature) is at least the
-    threshold, and never elsewhere. Choose the threshold on training problems (an evaluation with
+    threshold, and never elsewhere. Choose the threshold on validation problems (an evaluation with
     `eval.n_problems` drawn from the train split, or the tuning problems), never on the held-out
     ones. `bksp_random` is its control: a random eraser that emits the backspace wherever it is
     allowed with that probability, whatever the model (set it to the rate the threshold gave).
@@ -271,7 +271,7 @@ class EvalConfig:
         )
         if self.n_problems < 1 or self.samples < 1 or self.n_tune < 1:
             raise ConfigError(
-                "n_problems, samples and n_tune must be >= 1 (settings are chosen on training "
+                "n_problems, samples and n_tune must be >= 1 (settings are chosen on validation "
                 "problems)"
             )
         if any(t <= 0 for t in self.temperatures):

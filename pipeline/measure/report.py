@@ -39,7 +39,7 @@ def write(layout: RunLayout, cfg: Config, evals: Evals) -> str:
     """A page for evals without tuning figures; returns the Markdown table. It reads each arm
     at its most accurate held-out setting: an optimistic reading for both arms and not a verdict
     (no setting may be chosen on held-out problems for that). `halluc run` writes its report
-    with `write_verdict`, whose settings `pipeline.measure.verdict` chose on training problems."""
+    with `write_verdict`, whose settings `pipeline.measure.verdict` chose on validation problems."""
     return _write(layout, cfg, one_seed_verdict(cfg.run.seed, evals), layout)
 
 
@@ -148,7 +148,7 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
 
 def other_arm_rows(verdict: dict[str, Any]) -> list[list[str]]:
     """The arms beyond backtrack and baseline (dpo), per round: accuracy at the setting chosen on
-    training problems, the paired difference with the baseline at its best, the share of erased
+    validation problems, the paired difference with the baseline at its best, the share of erased
     steps that were wrong beside chance, and the detector AUC."""
     rows = [
         [

@@ -16,7 +16,7 @@ Which interval feeds which output: `seeds_then_problems` gives every difference 
 `paired_bootstrap`'s, problems only) and `paired_bootstrap`, through `interval`, each setting's
 `ci95` in an evaluation file. `paired_normal` gives only the difference of a report
 drawn from evaluations without tuning figures (`verdict.one_seed_verdict`, `report.write`): one
-seed, no setting chosen on training problems, a descriptive page. The two are kept apart on
+seed, no setting chosen on validation problems, a descriptive page. The two are kept apart on
 purpose: the figures each output shows were made with its own, and giving one output the other's
 interval would change what it prints.
 """

@@ -207,7 +207,7 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
 def one_seed_verdict(seed: int, evals: Evals) -> dict[str, Any]:
     """The comparison of one seed's evaluations by round without tuning evals, shaped like
     `verdict`'s (plus `per_seed_evals`): each arm at its most accurate held-out setting
-    (`choose`, the same rule for both; a verdict chooses on training problems instead), with its
+    (`choose`, the same rule for both; a verdict chooses on validation problems instead), with its
     interval; the difference's interval is `stats.paired_normal`'s (None unless both arms have
     per-problem figures). Best-of-N: the baseline eval's `controls.best_of_n`, else the
     backtrack eval's; majority vote alike. Descriptive only, never the run's verdict."""

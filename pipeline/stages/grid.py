@@ -388,7 +388,7 @@ def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: 
     )
     intro = (
         f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
-        "read at the decoding setting chosen on training problems (named beside it); the "
+        "read at the decoding setting chosen on validation problems (named beside it); the "
         "difference and backtrack − best-of-N are paired over problems, with their 95% interval. "
         f"The backtrack rate and erased steps at T={SAMPLED} are the backtrack arm's, mean over "
         "seeds; loss tokens and optimizer steps are each arm's training in that round, mean per "

@@ -112,7 +112,7 @@ def run_seed(cfg: Config) -> dict[str, Any]:
     set_threads(cfg)
     task = task_from_config(cfg.task)
     test = task.problems("test", cfg.eval.n_problems)
-    tune = task.problems("train", cfg.eval.n_tune)
+    tune = task.problems("validation", cfg.eval.n_tune)  # choices never see test or training
     if not cfg.model.path:
         bootstrap.main(cfg)
     paths = (layout.start_eval, layout.start_tune)
@@ -162,7 +162,7 @@ def _evaluate(
     tune: list[Problem],
     cfg: Config,
 ) -> dict[str, Any]:
-    """The held-out sweep (`paths[0]`) and the sweep on training problems (`paths[1]`)."""
+    """The held-out sweep (`paths[0]`) and the sweep on validation problems (`paths[1]`)."""
     held = evaluate_to(paths[0], model, task, test, cfg)
     tuned = evaluate_to(paths[1], model, task, tune, cfg, banned=False)
     return {"eval": held, "tune": tuned}
@@ -171,7 +171,7 @@ def _evaluate(
 def _controls(
     layout: RunLayout, r: int, task: Task, test: list[Problem], cfg: Config, out: dict[str, Any]
 ) -> dict[str, Any]:
-    """The baseline at its best sampling temperature (chosen on training problems), sampled N
+    """The baseline at its best sampling temperature (chosen on validation problems), sampled N
     times per problem up to the backtrack arm's generated tokens per problem at its chosen
     setting (cached in the baseline round's controls.json)."""
     path = layout.round(r, "baseline").controls

@@ -56,7 +56,7 @@ TABLES: tuple[Table, ...] = (
     Table(
         "threshold-sweep",
         "deliberate decoding: the backspace only above a probability threshold chosen on "
-        "training problems (evaluates the run's models)",
+        "validation problems (evaluates the run's models)",
         ("threshold.md", "threshold.json"),
     ),
     Table(

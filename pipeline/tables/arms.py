@@ -1,5 +1,5 @@
 """`halluc table arms`: every arm of a finished `halluc run` (issue 15), per round, each at the
-decoding setting chosen on training problems, paired per held-out problem against the baseline
+decoding setting chosen on validation problems, paired per held-out problem against the baseline
 at its best decoding and against the backtrack arm, with what each arm cost.
 
     halluc table arms --run runs/arith-arms
@@ -36,7 +36,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | None:
     """Per seed, the held-out figures in `where` (ARM/round-R, or bootstrap for the start
-    model) at the setting chosen on training problems (None when any seed lacks them), with the
+    model) at the setting chosen on validation problems (None when any seed lacks them), with the
     detector's AUC."""
     out = []
     for s in seeds:
@@ -116,7 +116,7 @@ def render(result: dict[str, Any], command: str = "") -> str:
     """The Markdown table (`command` is not part of it: RUN/arms.md is the table alone)."""
     lines = [
         f"Run `{result['run']}`, seeds {result['seeds']}; each arm at its setting chosen on "
-        "training problems.",
+        "validation problems.",
         "",
         "| round | arm | accuracy (setting) | per seed | − baseline | − backtrack | − start | "
         "backtrack rate | erased wrong (chance) | detector AUC | tokens/solved | opt. steps | "

@@ -9,7 +9,7 @@ best-of-N at the guided search's generated tokens per problem (candidates thrown
 For each seed directory `run/seed-S` (with its saved config) it takes both arms' models of
 `--round` (the last by default). Guided search and own sampling are evaluated at greedy and T=1.0
 on the held-out problems (nothing is tuned: every m is reported). The baseline at its best
-decoding is read from the round's own figures (its setting chosen on training problems by the
+decoding is read from the round's own figures (its setting chosen on validation problems by the
 run); best-of-N samples the baseline at T=1.0 up to the guided search's tokens at T=1.0, per
 problem (`pipeline.measure.evaluation.controls`). Differences are paired per problem over seeds.
 
@@ -160,7 +160,7 @@ def render(summary: dict[str, Any], command: str) -> str:
     lines = [
         f"Command: `{command}` ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
         "",
-        f"Baseline at its best decoding (chosen on training problems: "
+        f"Baseline at its best decoding (chosen on validation problems: "
         f"{', '.join(b['setting'])}): {pct(mean_known(b['accuracy']))}.",
         "",
         "| setting | decoding | accuracy | − own sampling | − baseline (best) | best-of-N at "

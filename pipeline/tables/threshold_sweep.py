@@ -1,5 +1,5 @@
 """`halluc table threshold-sweep`: deliberate decoding on a finished run: the backspace emitted
-only where the model's own probability of it reaches a threshold, chosen on training problems,
+only where the model's own probability of it reaches a threshold, chosen on validation problems,
 against the model's own sampling, the backspace banned, and a random eraser at the same rate.
 
     halluc table threshold-sweep --run runs/arith-tiny-verdict \\
@@ -7,7 +7,7 @@ against the model's own sampling, the backspace banned, and a random eraser at t
 
 For each seed directory `run/seed-S` (with the config saved there) it takes the backtrack
 arm's model of `--round` (the last by default) and evaluates every threshold on `eval.n_tune`
-training problems (greedy and each `eval.temperatures`). Per seed and setting it picks the
+validation problems (greedy and each `eval.temperatures`). Per seed and setting it picks the
 threshold with the best accuracy there (ties: the lower one). On the held-out problems it then
 evaluates that threshold, the model's own sampling (`eval.bksp_threshold=0`), the backspace
 banned, and the random eraser (`eval.bksp_random` = the chosen threshold's backspaces per
@@ -86,7 +86,7 @@ def model_of(seed_dir: Path, cfg: Config, round_: int | None) -> Path:
 def sweep_seed(
     seed_dir: Path, sets: list[str], thresholds: list[float], round_: int | None
 ) -> dict[str, Any]:
-    """One seed: every threshold on the training problems; on the held-out problems, per setting
+    """One seed: every threshold on the validation problems; on the held-out problems, per setting
     the threshold chosen there, the random eraser at its rate, and (once) the model's own
     sampling and the backspace banned. Each evaluation is cached in SEED/threshold/."""
     preset = config_of(seed_dir)  # the seed's own config: its seeds, its settings
@@ -94,7 +94,7 @@ def sweep_seed(
     cfg = load_config(preset, base)
     task = task_from_config(cfg.task)
     model = model_of(seed_dir, cfg, round_)
-    tune = task.problems("train", cfg.eval.n_tune)
+    tune = task.problems("validation", cfg.eval.n_tune)
     test = task.problems("test", cfg.eval.n_problems)
 
     def evaluate(
@@ -137,7 +137,7 @@ def _figures(seed: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
 
 def summarize(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per setting: the thresholds chosen, held-out figures of each decoding over the seeds, the
-    threshold's paired differences, and the curve on the training problems."""
+    threshold's paired differences, and the curve on the validation problems."""
     out: dict[str, Any] = {}
     for name in seeds[0]["names"]:
 
@@ -205,7 +205,7 @@ def render(result: dict[str, Any], command: str) -> str:
         )
     lines += [
         "",
-        "On the training problems (mean over seeds), per threshold:",
+        "On the validation problems (mean over seeds), per threshold:",
         "",
         "| setting | threshold | accuracy | backtrack rate | erased steps wrong (chance) |",
         "|---|---|---|---|---|",

@@ -15,7 +15,7 @@ from search.errors import HallucError
 if TYPE_CHECKING:
     from search.types import Task
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 
 
 class TaskDataError(HallucError, ValueError):
@@ -27,9 +27,12 @@ class TaskCapabilityError(HallucError, NotImplementedError):
     False); the message names the task and what to use instead."""
 
 
-def hash_split(text: str) -> Literal["train", "test"]:
-    """The split of a problem whose split is decided by its text: "test" for one in ten, stably."""
-    return "test" if int(hashlib.sha1(text.encode()).hexdigest(), 16) % 10 == 0 else "train"
+def hash_split(text: str) -> Literal["train", "validation", "test"]:
+    """The split of a problem whose split is decided by its text, stably: "test" for one in ten,
+    "validation" for another one in ten (carved out of what was the training bucket, so the test
+    problems are those of every earlier run), "train" for the rest."""
+    bucket = int(hashlib.sha1(text.encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
 def check_split(split: str) -> None:

@@ -45,7 +45,8 @@ class ArithmeticTask:
     """`digits`-digit addition (a + b) or multiplication by a single digit 2..9 (a * b).
 
     Prompts look like "347+589=?\\n". A problem is in "test" iff the sha1 of its prompt is 0 mod 10,
-    so the splits are disjoint and stable whatever the seed; `seed` picks which problems are drawn.
+    in "validation" iff it is 1 mod 10, else in "train" (`search.tasks.hash_split`), so the splits
+    are disjoint and stable whatever the seed; `seed` picks which problems are drawn.
     """
 
     name = "arithmetic"
@@ -80,7 +81,7 @@ class ArithmeticTask:
         b = rng.randint(low, high) if self.op == "add" else rng.randint(2, 9)
         return self.make_problem(rng.randint(low, high), b)
 
-    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+    def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
         """Exactly `n` distinct problems of `split`, the same for the same (op, digits, seed).
 
         Raises ValueError when `n` distinct problems cannot be found (too few digits for `n`).

@@ -2,7 +2,8 @@
 
 Prompt "24:3 5 7 9\\n"; a solution is n-1 steps such as "9-7=2", each taking two numbers of the
 current multiset and putting back the result. Larger operand first; subtraction never negative;
-division exact. Held-out targets make the test split: test problems use only them, train never.
+division exact. Held-out targets make the test split, as many others the validation split (where
+choices are made): those problems use only their own targets, and train neither.
 """
 
 from __future__ import annotations
@@ -242,14 +243,17 @@ class CountdownTask:
         _check_ranges(n_numbers, min_number, max_number, min_target, max_target)
         self.seed = seed
         self.n_numbers = n_numbers
-        self.min_number = min_number
-        self.max_number = max_number
+        self.min_number, self.max_number = min_number, max_number
         targets = range(min_target, max_target + 1)
         self.heldout = _heldout(
             targets, n_heldout_targets, heldout_share, heldout_targets, heldout_sos_seed
         )
-        held = set(self.heldout)
-        self.train_targets = [t for t in targets if t not in held]
+        rest = [t for t in targets if t not in self.heldout]
+        # validation: as many targets as the test's, drawn from the rest (all three disjoint)
+        k = min(len(self.heldout), len(rest) // 2)
+        self.validation = sorted(random.Random("countdown-validation").sample(rest, k))
+        train = [t for t in rest if t not in self.validation]
+        self.targets = {"train": train, "validation": self.validation, "test": self.heldout}
 
     @property
     def has_step_checker(self) -> bool:
@@ -277,12 +281,12 @@ class CountdownTask:
             "or raise n_numbers"
         )
 
-    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+    def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
         """Exactly `n` distinct solvable problems of `split`, the same for the same options."""
         check_split(split)
         if n < 0:
             raise TaskDataError(f"number of problems must be non-negative, got {n}")
-        targets = self.heldout if split == "test" else self.train_targets
+        targets = self.targets[split]
         rng = random.Random(f"{self.seed}-{split}")
         found: dict[str, Problem] = {}
         max_attempts = 1_000 + 100 * n

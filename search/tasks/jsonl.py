@@ -152,7 +152,10 @@ class JsonlTask:
             )
         self.path = Path(path)
         self.fields = (question_field, answer_field)
-        self.source_splits = {split: (split_field_map or {}).get(split, split) for split in SPLITS}
+        chosen = split_field_map or {}
+        self.source_splits = {split: chosen.get(split, split) for split in SPLITS}
+        if self.source_splits["validation"] in {chosen.get(s) for s in ("train", "test")}:
+            del self.source_splits["validation"]  # that source is another split's: carve instead
         self._splits: dict[str, list[Problem]] | None = None
 
     @property
@@ -199,18 +202,23 @@ class JsonlTask:
                 by_split = {s: [p for p in problems if hash_split(p.prompt) == s] for s in SPLITS}
             else:
                 by_split = {s: [_to_problem(r) for r in rs] for s, rs in records.items()}
+            pool = by_split["train"]
+            if not by_split.get("validation"):  # none given: carved out of train by hash
+                by_split["validation"] = [p for p in pool if hash_split(p.prompt) == "validation"]
+                pool = [p for p in pool if hash_split(p.prompt) != "validation"]
             test = _unique(by_split["test"], set())
-            train = _unique(by_split["train"], {p.id for p in test})
-            if len(train) < len(by_split["train"]):
+            validation = _unique(by_split["validation"], {p.id for p in test})
+            train = _unique(pool, {p.id for p in (*test, *validation)})
+            if len(train) < len(pool):
                 log.info(
-                    "%s: dropped %d repeated or test train problems",
+                    "%s: dropped %d repeated, test or validation train problems",
                     self.path,
-                    len(by_split["train"]) - len(train),
+                    len(pool) - len(train),
                 )
-            self._splits = {"train": train, "test": test}
+            self._splits = {"train": train, "validation": validation, "test": test}
         return self._splits
 
-    def problems(self, split: Literal["train", "test"], n: int) -> list[Problem]:
+    def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
         """The first `n` problems of `split` in file order (all of them when n <= 0)."""
         check_split(split)
         problems = self._load()[split]

@@ -126,12 +126,14 @@ def test_countdown_targets_held_out() -> None:
 
 
 def test_countdown_default_problems_unchanged() -> None:
-    """Options became parameters; the default task must keep every problem id it had."""
+    """The default task keeps every test problem it had; its training problems changed once,
+    when the validation targets were carved out of the training ones (a draw over fewer targets)."""
     task = CountdownTask()
     assert task.heldout == [11, 23, 26, 40, 58, 62, 67, 74, 83, 89]
+    assert task.validation == [22, 39, 44, 46, 52, 64, 69, 80, 84, 91]
     assert [(p.id, p.prompt) for p in task.problems("train", 3)] == [
         ("countdown-3e8e5fd218357f9d", "16:20 60 10 30\n"),
-        ("countdown-f7dbe99ac5fc2574", "41:22 11 37 67\n"),
+        ("countdown-dbdff3904bd8fa82", "43:81 25 73 22\n"),
         ("countdown-657287386add1ff5", "100:12 92 50 98\n"),
     ]
     assert [p.id for p in task.problems("test", 3)] == [
@@ -285,7 +287,8 @@ def test_jsonl_file_loads_and_checks(tmp_path: Path) -> None:
     _write_jsonl(path, GSM_ROWS)
     task = JsonlTask(str(path))
     train, test = task.problems("train", 0), task.problems("test", 0)
-    assert len(train) + len(test) == len(GSM_ROWS) and test
+    validation = task.problems("validation", 0)
+    assert len(train) + len(validation) + len(test) == len(GSM_ROWS) and test and validation
     assert not {p.id for p in train} & {p.id for p in test}
     by_prompt = {p.prompt: p for p in train + test}
     apples = by_prompt["Tom has 3 apples and buys 997. How many?\n"]
@@ -399,3 +402,27 @@ def test_make_task() -> None:
         make_task("nope")
     with pytest.raises(ValueError, match="accepts the options: op, digits, seed"):
         make_task("arithmetic", digit=3)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "countdown", "jsonl"])
+def test_train_validation_and_test_are_disjoint(name: str, tmp_path: Path) -> None:
+    """Choices are made on validation problems: never a training or a test problem. Countdown:
+    the three splits' targets are disjoint too (a problem's target decides its split)."""
+    if name == "jsonl":
+        rows = [{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(400)]
+        path = tmp_path / "qa.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        task = make_task("jsonl", path=str(path))
+        n = 0  # all of each split
+    else:
+        task = make_task(name, seed=3)
+        n = 60
+    splits = {s: task.problems(s, n) for s in ("train", "validation", "test")}  # type: ignore[arg-type]
+    ids = {s: {p.id for p in ps} for s, ps in splits.items()}
+    assert all(ids.values())
+    assert not ids["train"] & ids["validation"] and not ids["train"] & ids["test"]
+    assert not ids["validation"] & ids["test"]
+    if name == "countdown":
+        targets = {s: {p.meta["target"] for p in ps} for s, ps in splits.items()}
+        assert not targets["validation"] & (targets["train"] | targets["test"])
+        assert not targets["train"] & targets["test"]
