@@ -424,7 +424,7 @@ def fresh_problems(task: CountdownTask, rng: random.Random, n: int) -> list[Prob
     then numbers drawn uniformly until they can reach it): the targets wait in a list and each
     numbers draw serves every waiting target it can reach (one problem per distinct target), so
     one reachability computation answers many rejection tests."""
-    wanted = [rng.choice(task.train_targets) for _ in range(n)]
+    wanted = [rng.choice(task.targets["train"]) for _ in range(n)]
     out: list[Problem] = []
     while wanted:
         numbers = [rng.randint(task.min_number, task.max_number) for _ in range(task.n_numbers)]

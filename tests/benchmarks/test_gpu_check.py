@@ -109,7 +109,7 @@ def test_fresh_problems_are_solvable_train_problems_of_the_task(check):
     problems = check.fresh_problems(task, random.Random(1), 40)
     assert len(problems) == 40
     for p in problems:
-        assert p.meta["target"] in task.train_targets
+        assert p.meta["target"] in task.targets["train"]
         assert len(p.meta["numbers"]) == 4
         assert all(task.min_number <= x <= task.max_number for x in p.meta["numbers"])
         assert task.is_correct(p, task.reference(p))
