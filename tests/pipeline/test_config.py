@@ -141,7 +141,7 @@ def test_bad_preset_file_names_the_file(tmp_path):
     path.write_text("search:\n  budgett: 3\n")
     with pytest.raises(ConfigError, match=r"mine.yaml.*unknown key 'budgett'"):
         load_config(str(path))
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; shipped presets: arith-tiny"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; shipped presets: arith-headroom"):
         load_config("nope")
 
 
