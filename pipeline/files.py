@@ -62,8 +62,9 @@ def publish(tmp: Path, final: Path) -> None:
     """Put the finished temporary `tmp` (a file or a folder, beside `final`) at `final`: flushed
     to disk, given the umask's permissions, renamed in (a folder that exists is swapped out in one
     step and then removed, so `final` is never missing), and the rename itself flushed."""
+    modes = {True: umask_mode(True), False: umask_mode(False)}
     for p in [tmp, *(tmp.rglob("*") if tmp.is_dir() else [])]:
-        p.chmod(umask_mode(p.is_dir()))
+        p.chmod(modes[p.is_dir()])
     fsync_tree(tmp)
     if tmp.is_dir() and final.is_dir():
         if _exchange(tmp, final):

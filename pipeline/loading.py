@@ -71,13 +71,16 @@ def check_prompts(
     limit = context_length(path)
     if limit is None or not problems:
         return
-    from workers.hf import SearchTokenizer, load_tokenizer
+    from workers.hf import chat_prompt, load_tokenizer
 
     hf = load_tokenizer(path, cfg.model.trust_remote_code)
-    chat = (cfg.task.chat_template, cfg.task.system_prompt)
-    delimiter = task_from_config(cfg.task).step_delimiter
-    tok = SearchTokenizer.wrap(hf, delimiter, cfg.trace.bksp_token, *chat)
-    encoded = [tok.encode_prompt(p.prompt) for p in problems]
+    t = cfg.task
+    delimiter = task_from_config(t).step_delimiter
+    texts = [
+        chat_prompt(hf, p.prompt, delimiter, t.system_prompt) if t.chat_template else p.prompt
+        for p in problems
+    ]
+    encoded = hf(texts, add_special_tokens=False)["input_ids"]  # as SearchTokenizer.encode_prompt
     for problem, ids in zip(problems, encoded, strict=True):
         if len(ids) + room > limit:
             need = f"{room} more ({what})" if what else "one more"

@@ -157,11 +157,8 @@ class SearchTokenizer:
         bksp_id = hf.convert_tokens_to_ids(bksp_token)
         assert isinstance(bksp_id, int)  # one token string in, one id out
         ends, straddling = step_end_ids(hf, delimiter, (hf.eos_token_id, bksp_id))
-        if chat_template and not getattr(hf, "chat_template", None):
-            raise CheckpointError(
-                "task.chat_template=true, but the tokenizer has no chat template (a base model, "
-                "or the bootstrap's); give an instruct model's checkpoint or set it to false"
-            )
+        if chat_template:
+            require_chat_template(hf)
         chat = (delimiter, system_prompt) if chat_template else None
         return cls(hf, hf.eos_token_id, delim[0], bksp_id, ends | {delim[0]}, straddling, chat)
 
@@ -171,12 +168,7 @@ class SearchTokenizer:
         turn, ending with the delimiter so that the first step starts on a fresh line."""
         if self.chat is None:
             return self.encode(text)
-        delimiter, system = self.chat
-        turns = [{"role": "system", "content": system}] if system else []
-        turns.append({"role": "user", "content": text.removesuffix(delimiter)})
-        chat = self.hf.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        chat = str(chat) if str(chat).endswith(delimiter) else f"{chat}{delimiter}"
-        return self.encode(chat)  # the template writes any BOS itself
+        return self.encode(chat_prompt(self.hf, text, *self.chat))  # the template writes any BOS
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
@@ -185,6 +177,25 @@ class SearchTokenizer:
         return str(self.hf.decode(list(ids), skip_special_tokens=False)).replace(
             str(self.hf.eos_token), ""
         )
+
+
+def require_chat_template(hf: PreTrainedTokenizerBase) -> None:
+    """Fail unless the tokenizer `hf` has a chat template (`task.chat_template`)."""
+    if not getattr(hf, "chat_template", None):
+        raise CheckpointError(
+            "task.chat_template=true, but the tokenizer has no chat template (a base model, "
+            "or the bootstrap's); give an instruct model's checkpoint or set it to false"
+        )
+
+
+def chat_prompt(hf: PreTrainedTokenizerBase, text: str, delimiter: str, system: str = "") -> str:
+    """A problem's prompt `text` in `hf`'s chat template: the system turn (when `system`), the
+    user's turn, the opening of the assistant's; ending with `delimiter`, appended if missing."""
+    require_chat_template(hf)
+    turns = [{"role": "system", "content": system}] if system else []
+    turns.append({"role": "user", "content": text.removesuffix(delimiter)})
+    chat = str(hf.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+    return chat if chat.endswith(delimiter) else f"{chat}{delimiter}"
 
 
 def step_end_ids(

@@ -136,14 +136,13 @@ class TransformersPolicy:
         self.model = model
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
-        ends = sorted(delim_id) if isinstance(delim_id, frozenset) else [delim_id]
-        self.step_end_ids = torch.tensor(ends, dtype=torch.long)
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.max_batch = max_batch
         self.logprobs = logprobs
         self.device = next(model.parameters()).device
-        self.step_end_ids = self.step_end_ids.to(self.device)
+        ends = sorted(delim_id) if isinstance(delim_id, frozenset) else [delim_id]
+        self.step_end_ids = torch.tensor(ends, dtype=torch.long, device=self.device)
         self.vocab = int(model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
         # ids the model cannot produce (e.g. a backspace added to the tokenizer only) need no ban
         self.ban_ids = [i for i in ban_ids if i < self.vocab]

@@ -49,19 +49,24 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def paired_bootstrap(
-    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
-) -> dict[str, Any]:
-    """Mean over seeds and problems of a - b (`a[s][p]`: seed s, problem p) and its 95%
-    percentile interval over `RESAMPLES` resamplings of the problems (the same problems for
-    every seed: it reflects which problems were drawn, not which seeds)."""
+def _differences(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """a - b as a seeds × problems array; `PairingError` unless both sides have that shape."""
     left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if left.shape != right.shape or left.ndim != 2 or left.size == 0:
         raise PairingError(
             f"paired figures need the same seeds and problems on both sides, got "
             f"{left.shape} and {right.shape} (seeds × problems)"
         )
-    diffs = left - right
+    return left - right
+
+
+def paired_bootstrap(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0
+) -> dict[str, Any]:
+    """Mean over seeds and problems of a - b (`a[s][p]`: seed s, problem p) and its 95%
+    percentile interval over `RESAMPLES` resamplings of the problems (the same problems for
+    every seed: it reflects which problems were drawn, not which seeds)."""
+    diffs = _differences(a, b)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, diffs.shape[1], size=(RESAMPLES, diffs.shape[1]))
     means = diffs[:, idx].mean(axis=(0, 2))
@@ -78,13 +83,7 @@ def seeds_then_problems(
     each drawn seed. The seed is the unit: two seeds that disagree widen the interval however
     many problems each has. With one seed there is no seed level to resample, and the interval is
     `paired_bootstrap`'s (problems only), stated as such by the callers."""
-    left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if left.shape != right.shape or left.ndim != 2 or left.size == 0:
-        raise PairingError(
-            f"paired figures need the same seeds and problems on both sides, got "
-            f"{left.shape} and {right.shape} (seeds × problems)"
-        )
-    diffs = left - right
+    diffs = _differences(a, b)
     per_seed = [float(x) for x in diffs.mean(axis=1)]
     if diffs.shape[0] == 1:
         return paired_bootstrap(a, b, seed) | {"per_seed": per_seed, "unit": "problems"}

@@ -45,6 +45,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.files import umask_mode
 from pipeline.layout import search_dirs, search_summary
 from pipeline.measure import value_quality
 from pipeline.shards import FEATURES, SCHEMA_VERSION, checked_shard_files, read_table
@@ -165,9 +166,7 @@ def _write(
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # a folder like any other, not mkdtemp's private one
+    tmp.chmod(umask_mode(directory=True))  # a folder like any other, not mkdtemp's private one
     try:
         counts = {t: _write_config(stages, t, tmp / "data") for t in CONFIGS}
         meta = {
