@@ -25,6 +25,8 @@
         train/rl-checkpoints/   (rl, while training) the newest checkpoint, and
         train/rl-reference.pt   the frozen reference model; both removed once trained
         eval.json  tune.json    that model's figures, held out and on validation problems
+        curve.json              accuracy against generated tokens: best-of-N curves and the
+                                samples they were read from (`measure.budget`)
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
@@ -99,6 +101,11 @@ class RoundLayout:
     @property
     def tune(self) -> Path:
         return self.root / "tune.json"
+
+    @property
+    def curve(self) -> Path:
+        """That model's accuracy against generated tokens (`pipeline.measure.budget`)."""
+        return self.root / "curve.json"
 
     @property
     def controls(self) -> Path:
@@ -217,6 +224,11 @@ class RunLayout:
     def start_tune(self) -> Path:
         """The start model's figures on validation problems (where settings are chosen)."""
         return self.start_eval.with_name(self.start_eval.stem.replace("eval", "tune") + ".json")
+
+    @property
+    def start_curve(self) -> Path:
+        """The start model's accuracy against generated tokens."""
+        return self.start_eval.with_name(self.start_eval.stem.replace("eval", "curve") + ".json")
 
     @property
     def start_eval(self) -> Path:

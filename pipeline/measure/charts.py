@@ -1,4 +1,4 @@
-"""The report's five charts, drawn by matplotlib as inline SVG (text drawn as paths: no fonts, no
+"""The report's six charts, drawn by matplotlib as inline SVG (text drawn as paths: no fonts, no
 scripts, no network), each an `<svg data-metric=NAME>` (`pipeline.measure.report` places them):
 
   accuracy     accuracy by round per arm (backtrack at its setting, baseline at its best setting,
@@ -8,94 +8,48 @@ scripts, no network), each an `<svg data-metric=NAME>` (`pipeline.measure.report
   precision    erased finished steps that were wrong against chance, by round (backtrack arm)
   detector     each arm's error detector in the last round: ROC, precision-recall, reliability
   tokens       generated tokens per solved sample by round per arm
+  budget       accuracy against generated tokens per problem, per round
+               (`pipeline.measure.token_chart`)
 
 `verdict` and `runs` are as `pipeline.measure.report` describes them.
 """
 
 from __future__ import annotations
 
-import html
-import io
-import re
 from statistics import fmean
 from typing import Any
 
 import matplotlib
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from pipeline.arms import REQUIRED
+from pipeline.measure import token_chart
+from pipeline.measure.plot import ARM_STYLE, RC, figure, percent, svg
 from pipeline.measure.settings import settings_of
 from pipeline.measure.stats import num
 from pipeline.measure.verdict import Evals, choose
 
-ARM_STYLE = {
-    "backtrack": ("#c0392b", "o"),
-    "baseline": ("#2c3e50", "s"),
-    "best_of_n": ("#16a085", "^"),
-}
-_RC: dict[Any, Any] = {
-    "svg.fonttype": "path",  # glyphs as paths: the page needs no font files
-    "svg.hashsalt": "halluc-report",  # the same figures draw the same bytes
-    "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-}
-
 
 def draw(verdict: dict[str, Any], runs: dict[str, Evals]) -> str:
-    """The five charts as inline SVG `<figure>`s, one after the other."""
+    """The six charts as inline SVG `<figure>`s, one after the other."""
     rounds = verdict["rounds"]
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         return "".join(
             [
-                _svg(_accuracy_chart(rounds), "accuracy", "Accuracy by round"),
-                _svg(_temperature_chart(runs), "temperature", "Accuracy against temperature"),
-                _svg(_precision_chart(runs, rounds), "precision", "Erase precision against chance"),
-                _svg(_detector_chart(runs, rounds), "detector", "Error detector, last round"),
-                _svg(_tokens_chart(runs, rounds), "tokens", "Tokens per solved sample"),
+                svg(_accuracy_chart(rounds), "accuracy", "Accuracy by round"),
+                svg(_temperature_chart(runs), "temperature", "Accuracy against temperature"),
+                svg(_precision_chart(runs, rounds), "precision", "Erase precision against chance"),
+                svg(_detector_chart(runs, rounds), "detector", "Error detector, last round"),
+                svg(_tokens_chart(runs, rounds), "tokens", "Tokens per solved sample"),
+                svg(
+                    token_chart.draw(runs),
+                    "budget",
+                    "Accuracy against generated tokens (best-of-N, majority, oracle; decodings)",
+                ),
             ]
         )
-
-
-def _figure(n: int, width: float) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(width, 3.3), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, list(fig.subplots(1, n, squeeze=False)[0])
-
-
-def _svg(fig: Figure, name: str, title: str) -> str:
-    """The figure as an `<svg>` element for an HTML page: no XML prologue, metadata or
-    namespace URLs, and every id prefixed with `name` (inline SVGs share the page's ids; glyph
-    ids repeat across figures with other glyphs behind them)."""
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg") :]
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg).replace("xlink:href=", "href=")
-    svg = re.sub(r'\b(id="|href="#|url\(#)', rf"\g<1>{name}-", svg)
-    label = html.escape(title, quote=True)
-    return (
-        f"<figure><figcaption>{label}</figcaption>"
-        + svg.replace("<svg", f"<svg data-metric='{name}' role='img' aria-label='{label}'", 1)
-        + "</figure>"
-    )
-
-
-def _percent(ax: Axes, label: str, axis: str = "y") -> None:
-    """A 0–100% axis with a tick every 20%."""
-    a = ax.yaxis if axis == "y" else ax.xaxis
-    (ax.set_ylim if axis == "y" else ax.set_xlim)(-0.02, 1.02)
-    a.set_major_locator(MultipleLocator(0.2))
-    a.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    a.set_label_text(label)
 
 
 def _by_round(ax: Axes, xs: list[int]) -> None:
@@ -149,7 +103,7 @@ ACC_ARMS = {
 
 
 def _accuracy_chart(rounds: list[dict[str, Any]]) -> Figure:
-    fig, (ax, diff) = _figure(2, 9.4)
+    fig, (ax, diff) = figure(2, 9.4)
     xs = [r["round"] for r in rounds]
     for i, (arm, label) in enumerate(ACC_ARMS.items()):
         entries = [r.get(arm) or {} for r in rounds]
@@ -163,7 +117,7 @@ def _accuracy_chart(rounds: list[dict[str, Any]]) -> Figure:
             cis=[e.get("ci95") for e in entries],
             label=f"{label} ({setting})" if arm == "backtrack" and setting else label,
         )
-    _percent(ax, "accuracy (pass@1)")
+    percent(ax, "accuracy (pass@1)")
     _by_round(ax, xs)
     ax.legend(loc="best")
     _difference_panel(diff, rounds)
@@ -214,7 +168,7 @@ def _sweep(result: dict[str, Any], banned: bool) -> dict[float, dict[str, Any]]:
 
 
 def _temperature_chart(runs: dict[str, Evals]) -> Figure:
-    fig, (ax,) = _figure(1, 4.8)
+    fig, (ax,) = figure(1, 4.8)
     lines = [
         ("backtrack", False, "backtrack", "-"),
         ("backtrack", True, "backtrack, backspace banned", "--"),
@@ -238,7 +192,7 @@ def _temperature_chart(runs: dict[str, Evals]) -> Figure:
         )
     ax.set_xticks(sorted(temps), [f"{t:g}" if t else "greedy" for t in sorted(temps)])
     ax.set_xlabel("sampling temperature (last round)")
-    _percent(ax, "accuracy (pass@1)")
+    percent(ax, "accuracy (pass@1)")
     ax.legend(loc="best")
     return fig
 
@@ -256,7 +210,7 @@ def _per_seed(
 
 
 def _precision_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Figure:
-    fig, (ax,) = _figure(1, 4.8)
+    fig, (ax,) = figure(1, 4.8)
     xs = [r["round"] for r in rounds]
     lines = [
         ("step_erase_precision", "erased finished steps that were wrong", "#c0392b", "o"),
@@ -272,14 +226,14 @@ def _precision_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Fi
             gid=key,
             label=label,
         )
-    _percent(ax, "share (backtrack arm)")
+    percent(ax, "share (backtrack arm)")
     _by_round(ax, xs)
     ax.legend(loc="best")
     return fig
 
 
 def _tokens_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Figure:
-    fig, (ax,) = _figure(1, 4.8)
+    fig, (ax,) = figure(1, 4.8)
     xs = [r["round"] for r in rounds]
     for i, arm in enumerate(REQUIRED):
         _series(
@@ -300,11 +254,11 @@ def _tokens_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Figur
 
 
 def _detector_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Figure:
-    fig, axes = _figure(3, 10.5)
+    fig, axes = figure(3, 10.5)
     roc, pr, rel = axes
     for ax, (x, y) in zip(axes, DETECTOR_AXES, strict=True):
-        _percent(ax, x, "x")
-        _percent(ax, y)
+        percent(ax, x, "x")
+        percent(ax, y)
     roc.plot([0, 1], [0, 1], ":", color="#888", label="chance")
     rel.plot([0, 1], [0, 1], ":", color="#888", label="calibrated")
     found = False

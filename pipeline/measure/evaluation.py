@@ -16,15 +16,13 @@ through `workers.policy` with `eval.policy` (transformers or vLLM). With `eval.b
 `eval.bksp_random` every setting that allows the backspace emits it by that rule (the settings keep
 their names; the figures record both values and the table's title names the one set). With
 `eval.value_drop` guided search (`eval.bksp_search`) erases by the value model at
-`eval.value_model` instead of by the model's own backspace. With `eval.value_model` the controls
-add value best-of-N.
+`eval.value_model` instead of by the model's own backspace. Best-of-N, majority vote and the
+accuracy-against-tokens curves are `pipeline.measure.budget`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,6 @@ from pipeline.measure.stats import interval, wilson
 from search.metrics import StreamReport, analyze, first_error
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Rollout, Task, Valuer
-from search.values import least_values
 from workers.policy import Decoding, Loaded, make_policy
 
 log = logging.getLogger(__name__)
@@ -125,8 +122,8 @@ def _figures(
     """One setting's figures (`aggregate`, the bootstrap interval over problems, per-problem
     accuracy and tokens) and its fields."""
     t, samples = s.temperature, s.samples_per_problem
-    policy = make_policy(loaded, _decoding(cfg, t, s.backspace_banned), valuer)
-    drawn = _sample_rollouts(policy, loaded, task, problems, samples, t, cfg.run.seed)
+    policy = make_policy(loaded, decoding(cfg, t, s.backspace_banned), valuer)
+    drawn = sample_rollouts(policy, loaded, task, problems, samples, t, cfg.run.seed)
     reports = [report for _, report in drawn]
     solved = per_problem(reports, samples)
     # guided search draws candidates it throws away: they count as generated tokens too
@@ -146,7 +143,7 @@ def _figures(
     return m
 
 
-def _decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:
+def decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:
     return Decoding(
         temperature=temperature,
         max_new_tokens=cfg.sampling.stream_length,
@@ -175,7 +172,7 @@ def per_problem(reports: list[StreamReport], k: int) -> list[float]:
     return [sum(r.correct for r in reports[i : i + k]) / k for i in range(0, len(reports), k)]
 
 
-def _sample_rollouts(
+def sample_rollouts(
     policy: Policy,
     loaded: Loaded,
     task: Task,
@@ -195,107 +192,6 @@ def _sample_rollouts(
         judge = Judge(task, p, tok, pr, loaded.unit)
         out += [(r, analyze(judge, r.tokens, r.finished)) for r in rollouts]
     return out
-
-
-def controls(
-    path: Path,
-    task: Task,
-    problems: list[Problem],
-    cfg: Config,
-    setting: Setting,
-    budget: list[float],
-    valuer: Valuer | None = None,
-) -> dict[str, Any]:
-    """What a user would do instead of backtracking, at the same generated tokens per problem:
-    sample N times at `setting`'s temperature (its backspace banned or not) and keep the sample
-    the model finds most likely (mean log-probability per token: best-of-N) or the most common
-    final step (majority vote, its likeliest member). N per problem is the smallest count whose
-    expected tokens (this model's mean tokens per sample on that problem, from a first draw)
-    reach `budget` tokens.
-
-    With a value model (`valuer`, else the one at `eval.value_model` when set) also value
-    best-of-N: of the same N samples, the one whose least value over its visible step prefixes is
-    highest (`search.values.least_values`; the first such on a tie). Its value model's forward
-    passes are not generated tokens and are not counted."""
-    loaded = load_model(cfg, cfg.eval.policy, path, task)
-    temperature = setting.temperature or 1.0  # greedy gives one answer: vote among samples at T=1
-    policy = make_policy(
-        loaded, _decoding(cfg, temperature, setting.backspace_banned, logprobs=True)
-    )
-    n_max = max(1, min(32, round(max(budget) / 4)))
-    drawn = _sample_rollouts(policy, loaded, task, problems, n_max, temperature, cfg.run.seed + 1)
-    if valuer is None and cfg.eval.value_model:
-        valuer = load_value_model(cfg)
-    scores = _value_scores(valuer, loaded, task, problems, drawn) if valuer else None
-    picks: dict[str, list[float]] = {"best_of_n": [], "majority": [], "value_best_of_n": []}
-    tokens, ns = [], []
-    for i, problem in enumerate(problems):
-        mine = drawn[i * n_max : (i + 1) * n_max]
-        per_sample = sum(len(r.tokens) for r, _ in mine) / n_max
-        n = max(1, min(n_max, math.ceil(budget[i] / max(per_sample, 1.0))))
-        chosen = mine[:n]
-        picks["best_of_n"].append(float(max(chosen, key=lambda x: _mean_logprob(x[0]))[1].correct))
-        picks["majority"].append(float(_majority(chosen, loaded, problem).correct))
-        if scores is not None:
-            mine_scores = scores[i * n_max : i * n_max + n]
-            top = max(range(n), key=mine_scores.__getitem__)
-            picks["value_best_of_n"].append(float(chosen[top][1].correct))
-        tokens.append(sum(len(r.tokens) for r, _ in chosen))
-        ns.append(n)
-    common = {
-        "temperature": temperature,
-        "mean_n": sum(ns) / len(ns),
-        "generated_tokens": sum(tokens),
-    }
-    return {
-        name: common | {"accuracy": sum(got) / len(got), "per_problem": got}
-        for name, got in picks.items()
-        if got
-    }
-
-
-def _value_scores(
-    valuer: Valuer,
-    loaded: Loaded,
-    task: Task,
-    problems: list[Problem],
-    drawn: list[tuple[Rollout, StreamReport]],
-) -> list[float]:
-    """Each drawn sample's least value over its visible step prefixes, -inf for a stream whose
-    backspaces reach into the prompt (`drawn` holds the same number of samples per problem, in
-    the order of `problems`)."""
-    tok, k = loaded.tokenizer, len(drawn) // len(problems)
-    judges = [
-        Judge(task, p, tok, tuple(tok.encode_prompt(p.prompt)), loaded.unit) for p in problems
-    ]
-    steps = [judges[i // k].visible_steps(r.tokens) for i, (r, _) in enumerate(drawn)]
-    valid = [i for i, s in enumerate(steps) if s is not None]
-    scores = [float("-inf")] * len(drawn)
-    got = least_values(valuer, [(judges[i // k].prompt, steps[i] or []) for i in valid])
-    for i, v in zip(valid, got, strict=True):
-        scores[i] = v
-    return scores
-
-
-def _mean_logprob(rollout: Rollout) -> float:
-    lp = rollout.logprobs or ()
-    return sum(lp) / len(lp) if lp else float("-inf")
-
-
-def _majority(
-    chosen: list[tuple[Rollout, StreamReport]], loaded: Loaded, problem: Problem
-) -> StreamReport:
-    """The likeliest sample among those whose last line is the most common last line."""
-    tok = loaded.tokenizer
-
-    def last_line(r: Rollout) -> str:
-        text = tok.decode([t for t in r.tokens if t != tok.bksp_id])
-        return text.strip().splitlines()[-1] if text.strip() else ""
-
-    counts = Counter(last_line(r) for r, _ in chosen)
-    winner = max(counts, key=lambda line: (counts[line], line))
-    group = [x for x in chosen if last_line(x[0]) == winner]
-    return max(group, key=lambda x: _mean_logprob(x[0]))[1]
 
 
 def aggregate(reports: list[StreamReport], temperature: float, samples: int) -> dict[str, Any]:

@@ -41,8 +41,8 @@ from pipeline.config import Config, ConfigError
 from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
-from pipeline.measure import report
-from pipeline.measure.evaluation import controls, evaluate_to, format_table
+from pipeline.measure import budget, report
+from pipeline.measure.evaluation import evaluate_to, format_table
 from pipeline.measure.settings import sweep
 from pipeline.measure.verdict import choose, verdict
 from pipeline.runtime import record_environment, set_threads, stage_config
@@ -117,6 +117,7 @@ def run_seed(cfg: Config) -> dict[str, Any]:
         bootstrap.main(cfg)
     paths = (layout.start_eval, layout.start_tune)
     start = _evaluate(layout.start_model, paths, task, test, tune, cfg)
+    _curve(start, layout.start_curve, layout.start_model, task, test, cfg)
     out: dict[str, Any] = {a.name: [start] for a in in_order(cfg.run.arms)} | {"controls": [None]}
     for r in range(cfg.run.rounds):
         tokens, steps = None, -1  # the budget arm's (backtrack), which the other arms match
@@ -134,8 +135,9 @@ def run_seed(cfg: Config) -> dict[str, Any]:
                 steps = read_json(rnd.compute)["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
             out[a.name].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, acfg))
+            _curve(out[a.name][-1], rnd.curve, rnd.model, task, test, acfg)
             log.info("round %d, %s arm:\n%s", r + 1, a.name, format_table(out[a.name][-1]["eval"]))
-        out["controls"].append(_controls(layout, r, task, test, cfg_round(cfg, r), out))
+        out["controls"].append(_controls(layout, r, out))
     return out
 
 
@@ -168,19 +170,33 @@ def _evaluate(
     return {"eval": held, "tune": tuned}
 
 
-def _controls(
-    layout: RunLayout, r: int, task: Task, test: list[Problem], cfg: Config, out: dict[str, Any]
-) -> dict[str, Any]:
-    """The baseline at its best sampling temperature (chosen on validation problems), sampled N
-    times per problem up to the backtrack arm's generated tokens per problem at its chosen
-    setting (cached in the baseline round's controls.json)."""
+def _curve(
+    evaluated: dict[str, Any], path: Path, model: Path, task: Task, test: list[Problem], cfg: Config
+) -> None:
+    """The model's accuracy against generated tokens on the held-out problems at its sampling
+    setting chosen on validation problems (`measure.budget`; cached at `path`), added to its
+    held-out figures as `curve` (without the samples, which stay in the file)."""
+    if not path.exists():
+        chosen = choose(evaluated["tune"], sampling=True)
+        setting = {s.name: s for s in sweep(cfg)}[chosen]
+        write_json(path, budget.measure(model, task, test, cfg, setting))
+    measured = dict(read_json(path))
+    measured.pop("draw")
+    evaluated["eval"] = evaluated["eval"] | {"curve": measured}
+
+
+def _controls(layout: RunLayout, r: int, out: dict[str, Any]) -> dict[str, Any]:
+    """The baseline at its sampling setting chosen on validation problems, N samples per problem
+    up to the backtrack arm's generated tokens per problem at its chosen setting, read from the
+    baseline's curve samples (cached in the baseline round's controls.json)."""
     path = layout.round(r, "baseline").controls
     if path.exists():
         return dict(read_json(path))
-    bt, bl = out["backtrack"][-1], out["baseline"][-1]
-    budget = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
-    setting = {s.name: s for s in sweep(cfg)}[choose(bl["tune"], sampling=True)]
-    result = controls(layout.round(r, "baseline").model, task, test, cfg, setting, budget)
+    bt = out["backtrack"][-1]
+    tokens = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
+    measured = dict(read_json(layout.round(r, "baseline").curve))
+    drawn = budget.samples_of(measured)
+    result = budget.matched(drawn, tokens, measured["temperature"])
     write_json(path, result)
     return result
 

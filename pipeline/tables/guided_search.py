@@ -29,7 +29,8 @@ from pipeline.config import load_config
 from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
-from pipeline.measure.evaluation import controls, evaluate_to
+from pipeline.measure.budget import controls
+from pipeline.measure.evaluation import evaluate_to
 from pipeline.measure.settings import Setting
 from pipeline.measure.stats import paired_bootstrap as paired
 from pipeline.measure.verdict import choose

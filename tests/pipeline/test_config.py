@@ -307,7 +307,7 @@ def test_deliberate_backspaces_key_the_evaluation_and_refuse_bad_combinations():
 
 
 def test_evaluation_decodes_with_the_configured_threshold():
-    from pipeline.measure.evaluation import _decoding
+    from pipeline.measure.evaluation import decoding as _decoding
 
     cfg = load_config("arith-tiny", ["eval.bksp_threshold=0.25"])
     d = _decoding(cfg, 0.7, ban=False)

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import ConfigError, load_config
 from pipeline.loading import task_from_config
-from pipeline.measure.evaluation import controls
+from pipeline.measure.budget import controls
 from pipeline.measure.settings import Setting
 from pipeline.stages import search as search_stage
 from pipeline.stages import value

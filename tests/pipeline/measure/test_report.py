@@ -42,7 +42,20 @@ def setting(acc, temperature, full=True):
         pp = per_problem(acc)
         m |= {"accuracy": sum(pp) / N, "per_problem": pp, "pass_at_k": {"1": acc, "4": acc + 0.1}}
         m |= {"generated_tokens": 12000, "truncation_rate": 0.01}
+        m["tokens_per_problem"] = [20.0 + 10 * temperature] * N
     return m
+
+
+def a_curve(acc):
+    """Accuracy against tokens as `pipeline.measure.budget.measure` writes it (without samples)."""
+    rows = []
+    for i, n in enumerate((1, 2, 4, 8, 16)):
+        figures = {"best_of_n": acc + 0.02 * i, "majority": acc + 0.03 * i, "oracle": acc + 0.1 * i}
+        rows.append(
+            {"n": n, "tokens_per_problem": 25.0 * n}
+            | {k: {"accuracy": min(1.0, v)} for k, v in figures.items()}
+        )
+    return {"setting": "T=1.0", "temperature": 1.0, "curve": rows}
 
 
 def detector(auc):
@@ -77,7 +90,7 @@ def an_eval(acc, full=True):
             "majority": common | {"accuracy": sum(vote) / N, "per_problem": vote},
         }
         e["controls"]["best_of_n"]["ci95"] = [acc, acc + 0.1]
-        e |= {"detector": detector(None if acc < 0.4 else 0.8)}
+        e |= {"detector": detector(None if acc < 0.4 else 0.8), "curve": a_curve(acc)}
     return e
 
 
@@ -167,7 +180,7 @@ def axes_of(svg):
 
 def test_every_chart_has_labelled_axes_with_ticks(page):
     charts = svgs(page[0])
-    assert list(charts) == ["accuracy", "temperature", "precision", "detector", "tokens"]
+    assert list(charts) == ["accuracy", "temperature", "precision", "detector", "tokens", "budget"]
     for name, svg in charts.items():
         axes = axes_of(svg)
         assert len(axes) >= 2, name
@@ -183,6 +196,22 @@ def test_every_chart_has_labelled_axes_with_ticks(page):
     assert all(re.fullmatch(r"[\d,]+", t) for t in tok_y) and "%" not in "".join(tok_y)
     legend = texts(charts["accuracy"])
     assert "best-of-N control" in legend and "backtrack − baseline (paired 95% CI)" in legend
+    (b_x, b_xlabel), (_, b_ylabel), *_ = axes_of(charts["budget"])
+    assert b_xlabel == ["generated tokens per problem"] and b_ylabel == ["accuracy"]
+    assert "32" in b_x and "256" in b_x  # a log2 axis from 25 to 400 tokens
+
+
+def test_budget_chart_draws_every_arm_selector_and_decoding(page):
+    chart = svgs(page[0])["budget"]
+    ids = {g.get("id", "") for g in chart.iter("g")}
+    for arm in ("backtrack", "baseline"):
+        for name in ("best_of_n", "majority", "oracle", "greedy", "T=0.7"):
+            assert any(i.endswith(f"{name}-{arm}") for i in ids), (name, arm)
+    assert any(i.endswith("oracle-start") for i in ids)  # round 0: the start model, once
+    assert not any(i.endswith("value_best_of_n-backtrack") for i in ids)  # no value model
+    assert not any("backspace banned" in i for i in ids)  # banned decodings are not placed
+    legend = texts(chart)
+    assert "oracle pass@N" in legend and "majority vote" in legend and "start" in legend
 
 
 def markers(svg, gid):
