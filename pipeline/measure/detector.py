@@ -196,13 +196,20 @@ class Points:
     token_labels: tuple[int, ...] = field(default=(), compare=False)
     lengths: tuple[int, ...] = field(default=(), compare=False)  # tokens of each point's step
     problem: str = field(default="", compare=False)
+    # each point's step: the mean and the least log-probability of its sampled tokens
+    logprobs: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
 
 def decision_points(
-    judge: Judge, generated: Sequence[int], finished: bool, backspace_at: BackspaceAt = "step_end"
+    judge: Judge,
+    generated: Sequence[int],
+    finished: bool,
+    backspace_at: BackspaceAt = "step_end",
+    logprobs: Sequence[float] | None = None,
 ) -> Points:
     """The decision points of one sampled stream (no backspaces in it) and their labels; see the
-    module docstring. `finished`: the stream ended with end-of-sequence."""
+    module docstring. `finished`: the stream ended with end-of-sequence; `logprobs`: each
+    generated token's sampled log-probability (then each step's mean and least are kept)."""
     delim = judge.tokenizer.step_ends
     steps = split_steps(generated, delim)
     if steps and not is_step_end(steps[-1][-1], delim) and not finished:
@@ -228,7 +235,19 @@ def decision_points(
         token_labels=tuple(token_labels) if any_token else (),
         lengths=tuple(len(s) for s in kept),
         problem=judge.problem.id,
+        logprobs=_step_logprobs(kept, logprobs) if logprobs else (),
     )
+
+
+def _step_logprobs(
+    steps: Sequence[Sequence[int]], logprobs: Sequence[float]
+) -> tuple[tuple[float, float], ...]:
+    out, start = [], 0
+    for step in steps:
+        lp = logprobs[start : start + len(step)]
+        out.append((sum(lp) / len(lp), min(lp)))
+        start += len(step)
+    return tuple(out)
 
 
 def sample_points(
@@ -245,7 +264,11 @@ def sample_points(
     `derive_seed(seed, "detector", problem.id)`), each with its decision points."""
     tok = loaded.tokenizer
     decoding = Decoding(
-        temperature=1.0, max_new_tokens=max_new_tokens, max_batch=max_batch, ban_backspace=True
+        temperature=1.0,
+        max_new_tokens=max_new_tokens,
+        max_batch=max_batch,
+        ban_backspace=True,
+        logprobs=True,
     )
     prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
     asks = [
@@ -256,7 +279,7 @@ def sample_points(
     rollouts = make_policy(loaded, decoding).sample(asks)
     for p, pr, got in zip(problems, prompts, rollouts, strict=True):
         judge = Judge(task, p, tok, pr, loaded.unit)
-        out += [decision_points(judge, r.tokens, r.finished, backspace_at) for r in got]
+        out += [decision_points(judge, r.tokens, r.finished, backspace_at, r.logprobs) for r in got]
     return out
 
 
@@ -358,12 +381,9 @@ def detector_figures(
         token_scores = [x for p, q in zip(points, probs, strict=True) for x in q[len(p.at) :]]
     out = head | {"samples": len(points)} | figures(scores, labels) | {"note": note}
     if scores is not None:  # what difficulty and position alone give (pipeline.measure.strata)
-        from pipeline.measure.strata import stratified
+        from pipeline.measure.strata import of_points
 
-        steps = [i for p in points for i in range(len(p.at))]
-        lengths = [n for p in points for n in p.lengths]
-        problems_of = [p.problem for p in points for _ in p.at]
-        out["stratified"] = stratified(scores, labels, steps, lengths, problems_of)
+        out["stratified"] = of_points(points, scores, labels)
     if backspace_at == "any":
         out["tokens"] = figures(token_scores, token_labels)
     log.info(

@@ -137,10 +137,22 @@ def _figures(
         }
         | s.fields()
     )
+    if all("target" in p.meta for p in problems):  # Countdown: results by target
+        m["by_target"] = by_target(problems, solved)
     if policy.discards:  # the stream's tokens and the candidates thrown away
         m["generated_tokens"] = sum(map(sum, drawn_tokens))
         m["tokens_per_solved"] = m["generated_tokens"] / max(1, sum(r.correct for r in reports))
     return m
+
+
+def by_target(problems: list[Problem], solved: list[float]) -> dict[str, dict[str, float]]:
+    """Accuracy and problem count per target (in target order)."""
+    groups: dict[int, list[float]] = {}
+    for p, x in zip(problems, solved, strict=True):
+        groups.setdefault(int(p.meta["target"]), []).append(x)
+    return {
+        str(t): {"accuracy": sum(xs) / len(xs), "n": len(xs)} for t, xs in sorted(groups.items())
+    }
 
 
 def decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False) -> Decoding:

@@ -65,6 +65,11 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
     first = next(iter(runs.values()))
     others = other_arm_rows(verdict)
     md = markdown(summary_rows(verdict)) + (f"\n\n{markdown(others)}" if len(others) > 1 else "")
+    curves, targets = curve_rows(runs), target_rows(verdict)
+    if curves:
+        md += f"\n\nAccuracy against generated tokens, last round:\n\n{markdown(curves)}"
+    if targets:
+        md += f"\n\nAccuracy by target, last round:\n\n{markdown(targets)}"
     seeds = ", ".join(str(s) for s in verdict["seeds"])
     intro = (
         f"Task `{cfg.task.name}`, {first['backtrack'][0]['n_problems']} held-out problems, "
@@ -81,6 +86,8 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
         f"<p>{html.escape(intro)}</p>{_html_table(summary_rows(verdict), 'comparison')}"
         f"{_html_table(others, 'arms') if len(others) > 1 else ''}"
         f"<h2>Charts</h2><div class='charts'>{charts.draw(verdict, runs)}</div>"
+        f"{_html_table(curves, 'curves') if curves else ''}"
+        f"{_html_table(targets, 'targets') if targets else ''}"
         f"<h2>Every figure</h2>{_html_table(figure_rows(runs), 'figures')}"
         f"{_html_table(detector_rows(runs), 'detector')}"
         f"<h2>Traces</h2>{traces.traces(traced, cfg, len(first['backtrack']) - 1)}</body></html>"
@@ -216,6 +223,69 @@ def detector_rows(runs: dict[str, Evals]) -> list[list[str]]:
                 if det := e.get("detector"):
                     rows.append([seed, arm, str(r), *(fmt(k, det.get(k)) for k in DETECTOR)])
     return rows
+
+
+CURVE_NAMES = {"best_of_n": "best-of-N", "majority": "majority vote",
+               "value_best_of_n": "value best-of-N", "oracle": "oracle pass@N"}  # fmt: skip
+
+
+def curve_rows(runs: dict[str, Evals]) -> list[list[str]]:
+    """Accuracy against generated tokens in the last round (round 0: the start model): per arm
+    and selector, the mean over seeds at each N with the tokens per problem it spent."""
+    seeds = list(runs.values())
+    last = len(next(iter(seeds[0].values()))) - 1
+    arms = {"start": [next(iter(s.values()))[0] for s in seeds]}
+    arms |= {a: [s[a][last] for s in seeds] for a in seeds[0]} if last else {}
+    curves = {a: [e["curve"]["curve"] for e in es] for a, es in arms.items()
+              if all(e.get("curve") for e in es)}  # fmt: skip
+    if not curves:
+        return []
+    ns = min(len(c) for cs in curves.values() for c in cs)
+    head = next(iter(curves.values()))[0]
+    rows = [["arm", "setting", "selector", *(f"N={head[i]['n']}" for i in range(ns))]]
+    for arm, cs in curves.items():
+        setting = arms[arm][0]["curve"].get("setting", "")
+        for key, name in CURVE_NAMES.items():
+            if not all(key in c[i] for c in cs for i in range(ns)):
+                continue
+            cells = []
+            for i in range(ns):
+                acc = sum(c[i][key]["accuracy"] for c in cs) / len(cs)
+                tok = sum(c[i]["tokens_per_problem"] for c in cs) / len(cs)
+                cells.append(f"{pct(acc)} ({tok:.0f} tok)")
+            rows.append([arm, setting, name, *cells])
+    return rows
+
+
+def target_rows(verdict: dict[str, Any]) -> list[list[str]]:
+    """Accuracy by target in the last round (Countdown), each arm at each seed's chosen setting,
+    mean over seeds; empty when the evaluations hold no per-target figures."""
+    runs: dict[str, Evals] = verdict["per_seed_evals"]
+    last = verdict["rounds"][-1]
+    by: dict[str, dict[str, list[float]]] = {}
+    for i, evals in enumerate(runs.values()):
+        for arm, es in evals.items():
+            setting = _chosen(last, arm, i) or "greedy"
+            figures = es[-1]["settings"].get(setting, {}).get("by_target")
+            for t, m in (figures or {}).items():
+                by.setdefault(arm, {}).setdefault(t, []).append(m["accuracy"])
+    if not by:
+        return []
+    targets = sorted({t for d in by.values() for t in d}, key=int)
+    rows = [["target", *by]]
+    for t in targets:
+        rows.append([t, *(pct(sum(v) / len(v)) if (v := by[a].get(t)) else "–" for a in by)])
+    return rows
+
+
+def _chosen(rnd: dict[str, Any], arm: str, i: int) -> str | None:
+    chosen = (rnd.get("chosen") or {}).get(arm) or ((rnd.get("arms") or {}).get(arm) or {}).get(
+        "chosen"
+    )
+    if chosen:
+        return str(chosen[i])
+    setting = (rnd.get(arm) or {}).get("setting")
+    return setting if setting and " / " not in setting else None
 
 
 def markdown(rows: list[list[str]]) -> str:

@@ -6,17 +6,18 @@ the solution a step is, already beats 0.5. Beside it:
                                      inside each (strata: the step's index, or its problem)
     stratified(scores, labels, ...)  pooled, within-step-index and within-problem AUC of the
                                      detector and of trivial scores on the same positions (the
-                                     step's index, its length), each trivial score in its better
+                                     step's index, its length, its mean and least token
+                                     log-probability), each trivial score in its better
                                      orientation, and the detector's lift over the best of them
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from pipeline.measure.detector import roc_auc
+from pipeline.measure.detector import Points, roc_auc
 
 
 def within(
@@ -53,17 +54,35 @@ def stratified(
     steps: Sequence[int],
     lengths: Sequence[int],
     problems: Sequence[str],
+    more: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """The detector's AUC pooled and within strata, the same for the trivial scores `steps`
-    (the step's index in its solution) and `lengths` (its tokens), and the lift: the detector's
-    figure minus the best trivial one's, per measure (None where a figure is missing)."""
+    (the step's index in its solution), `lengths` (its tokens) and each of `more` (such as the
+    step's mean and least token log-probability), and the lift: the detector's figure minus the
+    best trivial one's, per measure (None where a figure is missing)."""
     mine = _measures(scores, labels, steps, problems)
-    trivial = {
-        "step_index": _oriented(_measures([float(s) for s in steps], labels, steps, problems)),
-        "step_length": _oriented(_measures([float(n) for n in lengths], labels, steps, problems)),
-    }
+    named: dict[str, Sequence[float]] = {"step_index": [float(s) for s in steps]}
+    named["step_length"] = [float(n) for n in lengths]
+    named |= more or {}
+    trivial = {k: _oriented(_measures(v, labels, steps, problems)) for k, v in named.items()}
     lift: dict[str, float | None] = {}
     for key, value in mine.items():
         others = [v for t in trivial.values() if (v := t[key]) is not None]
         lift[key] = None if value is None or not others else value - max(others)
     return {"detector": mine, "trivial": trivial, "lift": lift}
+
+
+def of_points(points: Sequence[Points], scores: Sequence[float], labels: Sequence[int]) -> Any:
+    """`stratified` over the decision points of `points` (`pipeline.measure.detector`), with
+    the step's mean and least token log-probability as trivial scores where the samples carry
+    them (negated: a step the model found unlikely is the one to suspect)."""
+    steps = [i for p in points for i in range(len(p.at))]
+    lengths = [n for p in points for n in p.lengths]
+    problems = [p.problem for p in points for _ in p.at]
+    more = {}
+    if all(len(p.logprobs) == len(p.at) for p in points):
+        more = {
+            "step_mean_logprob": [-m for p in points for m, _ in p.logprobs],
+            "step_min_logprob": [-m for p in points for _, m in p.logprobs],
+        }
+    return stratified(scores, labels, steps, lengths, problems, more)

@@ -282,19 +282,19 @@ class CountdownTask:
         )
 
     def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
-        """Exactly `n` distinct solvable problems of `split`, the same for the same options."""
+        """Exactly `n` distinct solvable problems of `split` (numbers reordered count once)."""
         check_split(split)
         if n < 0:
             raise TaskDataError(f"number of problems must be non-negative, got {n}")
         targets = self.targets[split]
         rng = random.Random(f"{self.seed}-{split}")
-        found: dict[str, Problem] = {}
+        found: dict[tuple[int, ...], Problem] = {}
         max_attempts = 1_000 + 100 * n
         for _ in range(max_attempts):
             if len(found) == n:
                 break
-            problem = self._draw(rng, targets)
-            found.setdefault(problem.id, problem)
+            p = self._draw(rng, targets)
+            found.setdefault((p.meta["target"], *sorted(p.meta["numbers"])), p)
         if len(found) < n:
             raise TaskDataError(
                 f"found only {len(found)} distinct countdown {split} problems in {max_attempts} "

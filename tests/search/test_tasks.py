@@ -125,6 +125,24 @@ def test_countdown_targets_held_out() -> None:
     assert not {p.meta["target"] for p in task.problems("train", 500)} & held
 
 
+def test_countdown_counts_reordered_numbers_once() -> None:
+    """A split holds as many problems as it has distinct (target, numbers multiset) pairs, not
+    ordered draws: asking for one more fails."""
+    task = CountdownTask(n_numbers=2, min_number=1, max_number=5, min_target=2, max_target=9,
+                         n_heldout_targets=2)  # fmt: skip
+    pairs = {
+        (t, a, b)
+        for t in task.heldout
+        for a in range(1, 6)
+        for b in range(a, 6)
+        if solvable([a, b], t)
+    }
+    got = task.problems("test", len(pairs))
+    assert {(p.meta["target"], *sorted(p.meta["numbers"])) for p in got} == pairs
+    with pytest.raises(TaskDataError, match="distinct countdown test problems"):
+        task.problems("test", len(pairs) + 1)
+
+
 def test_countdown_default_problems_unchanged() -> None:
     """The default task keeps every test problem it had; its training problems changed once,
     when the validation targets were carved out of the training ones (a draw over fewer targets)."""
@@ -426,3 +444,6 @@ def test_train_validation_and_test_are_disjoint(name: str, tmp_path: Path) -> No
         targets = {s: {p.meta["target"] for p in ps} for s, ps in splits.items()}
         assert not targets["validation"] & (targets["train"] | targets["test"])
         assert not targets["train"] & targets["test"]
+        for ps in splits.values():  # the same numbers in another order are the same problem
+            keys = [(p.meta["target"], *sorted(p.meta["numbers"])) for p in ps]
+            assert len(set(keys)) == len(keys)

@@ -135,6 +135,15 @@ def test_decision_points_at_every_token(arith_judge):
     assert set(points.at) <= set(points.token_at)
 
 
+def test_decision_points_keep_each_steps_mean_and_least_logprob(arith_judge):
+    judge, tok = arith_judge
+    ids = tok.encode("2+4+0=6\n1+3+0=5\nans 56")
+    logprobs = [-0.5] * 8 + [-0.1] * 7 + [-2.0] + [-9.0] * 6  # the steps after the error: unread
+    points = decision_points(judge, ids, True, logprobs=logprobs)
+    assert points.logprobs == ((-0.5, -0.5), (-0.1 * 7 / 8 - 2.0 / 8, -2.0))
+    assert decision_points(judge, ids, True).logprobs == ()
+
+
 # ---- on a tiny model ------------------------------------------------------------------------
 
 
@@ -249,7 +258,8 @@ def test_detector_figures_match_a_direct_computation(tiny):
     assert got["pr_auc"] == pytest.approx(average_precision(scores, labels), abs=1e-9)
     strata = got["stratified"]  # beside the pooled AUC: within strata, and trivial scores
     assert strata["detector"]["pooled"] == pytest.approx(got["roc_auc"], abs=1e-9)
-    assert set(strata["trivial"]) == {"step_index", "step_length"}
+    assert set(strata["trivial"]) == {"step_index", "step_length", "step_mean_logprob",
+                                      "step_min_logprob"}  # fmt: skip
     assert set(strata["lift"]) == {"pooled", "within_step_index", "within_problem"}
     assert got["mean_p_wrong"] == pytest.approx(
         np.mean([s for s, y in zip(scores, labels, strict=True) if y]), abs=1e-6

@@ -84,3 +84,13 @@ def test_controls_spend_the_given_tokens(trained):
     big = controls(model, task, problems, cfg, Setting(1.0, 2), budget=[60.0] * 6)
     assert big["best_of_n"]["mean_n"] > 1
     assert big["best_of_n"]["generated_tokens"] <= 6 * 60 + 6 * 2 * cfg.sampling.max_new_tokens
+
+
+def test_by_target_groups_problems_in_target_order():
+    from pipeline.measure.evaluation import by_target
+    from search.types import Problem
+
+    ps = [Problem(str(i), "", "", {"target": t}) for i, t in enumerate([12, 7, 12])]
+    got = by_target(ps, [1.0, 0.0, 0.5])
+    assert list(got) == ["7", "12"]
+    assert got == {"7": {"accuracy": 0.0, "n": 1}, "12": {"accuracy": 0.75, "n": 2}}

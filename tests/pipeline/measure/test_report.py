@@ -338,7 +338,7 @@ def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
     md = report.write_verdict(RunLayout(tmp_path), cfg, v)
     html = (tmp_path / "report.html").read_text()
     assert v["sentence"] in html
-    last = md.splitlines()[-1].split(" | ")
+    last = md.split("\n\nAccuracy against")[0].splitlines()[-1].split(" | ")
     d, bon = v["rounds"][-1]["difference"], v["rounds"][-1]["best_of_n"]["difference"]
     assert (
         last[3]
@@ -362,7 +362,7 @@ def test_a_dpo_arm_gets_its_table_and_its_figures(tmp_path, cfg):
     html = (tmp_path / "report.html").read_text()
     dpo = v["rounds"][-1]["arms"]["dpo"]
     d = dpo["difference"]
-    last = md.splitlines()[-1].split(" | ")
+    last = md.split("\n\nAccuracy against")[0].splitlines()[-1].split(" | ")
     assert last[:2] == ["| 2", "dpo"]
     assert last[3] == (
         f"{100 * d['mean']:+.1f} pts ({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f})"
@@ -372,3 +372,29 @@ def test_a_dpo_arm_gets_its_table_and_its_figures(tmp_path, cfg):
     assert sum(r[1] == "dpo" for r in figures) == sum(r[1] == "baseline" for r in figures) > 0
     with pytest.raises(KeyError, match="per_seed_evals"):
         report.write_verdict(RunLayout(tmp_path), cfg, {k: v[k] for k in ("seeds", "rounds")})
+
+
+def test_report_tables_accuracy_against_tokens(page):
+    _, md = page
+    assert "Accuracy against generated tokens, last round:" in md
+    table = md.split("Accuracy against generated tokens, last round:")[1]
+    assert "| arm | setting | selector | N=1 | N=2 | N=4 | N=8 | N=16 |" in table
+    # the start model, then each arm; the last round's backtrack best-of-N at N=1 is the mean of
+    # the seeds' 0.55, 0.56, 0.57 (+0.02 per step of N): 56.0% at 25 tokens per problem
+    assert "| start | T=1.0 | best-of-N | 36.0% (25 tok) |" in table
+    assert "| backtrack | T=1.0 | best-of-N | 56.0% (25 tok) | 58.0% (50 tok) |" in table
+    assert "oracle pass@N" in table and "value best-of-N" not in table
+    assert "Accuracy by target" not in md  # arithmetic evaluations hold no per-target figures
+
+
+def test_report_tables_accuracy_by_target():
+    v = a_verdict(seeds=(0, 1))
+    for i, evals in enumerate(v["per_seed_evals"].values()):
+        for arm, es in evals.items():
+            es[-1]["settings"]["T=1.0"]["by_target"] = {
+                "12": {"accuracy": 0.5 + 0.1 * i, "n": 20},
+                "7": {"accuracy": 0.2 if arm == "backtrack" else 0.1, "n": 20},
+            }
+    rows = report.target_rows(v)
+    assert rows[0] == ["target", "backtrack", "baseline"]
+    assert rows[1:] == [["7", "20.0%", "10.0%"], ["12", "55.0%", "55.0%"]]  # in target order

@@ -33,3 +33,17 @@ def test_trivial_scores_take_their_better_orientation_and_the_lift_is_against_th
     assert got["trivial"]["step_index"]["within_step_index"] is None  # no stratum has both
     backwards = stratified([1 - s for s in scores], labels, steps, lengths, ["p"] * 8)
     assert backwards["trivial"] == got["trivial"]  # a trivial score in its better orientation
+
+
+def test_more_trivial_scores_enter_the_lift():
+    """A trivial score as good as the detector (here: the detector's own scores, as a step's
+    log-probability might be) leaves no lift."""
+    labels = [0, 0, 1, 0, 0, 1, 0, 1]
+    steps = [0, 1, 2, 0, 1, 2, 0, 2]
+    scores = [0.1, 0.2, 0.6, 0.3, 0.7, 0.8, 0.2, 0.4]
+    got = stratified(scores, labels, [0] * 8, [5] * 8, ["p"] * 8, {"step_mean_logprob": scores})
+    assert got["trivial"]["step_mean_logprob"]["pooled"] == got["detector"]["pooled"]
+    assert got["lift"]["pooled"] == 0.0
+    assert (
+        "step_mean_logprob" not in stratified(scores, labels, steps, [5] * 8, ["p"] * 8)["trivial"]
+    )
