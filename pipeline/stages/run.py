@@ -2,7 +2,7 @@
 measured so that it can carry a verdict.
 
     halluc run --preset arith-tiny                            # the demo: one seed
-    halluc run --preset arith-tiny --set 'run.seeds=[0,1,2]'  # the verdict: three seeds
+    halluc run --preset arith-tiny --set 'run.seeds=[0,1,2,3,4]'  # the verdict: five seeds
     ray job submit --working-dir . -- halluc run --preset countdown-gpu \
         --set model.path=/mnt/shared/models/m --set run.out_dir=/mnt/shared/runs/countdown
 
