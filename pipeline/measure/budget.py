@@ -128,10 +128,11 @@ def likeliest(chosen: list[Sample]) -> Sample:
 
 
 def majority(chosen: list[Sample]) -> Sample:
-    """The likeliest sample among those whose final step is the most common one."""
+    """The likeliest sample among those whose final step is the most common one (a tie goes to
+    the answer with the likeliest sample)."""
     counts = Counter(s.answer for s in chosen)
-    winner = max(counts, key=lambda a: (counts[a], a))
-    return likeliest([s for s in chosen if s.answer == winner])
+    best = {a: likeliest([s for s in chosen if s.answer == a]) for a in counts}
+    return best[max(counts, key=lambda a: (counts[a], best[a].logprob))]
 
 
 def best_value(chosen: list[Sample]) -> Sample:

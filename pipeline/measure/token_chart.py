@@ -11,13 +11,14 @@ points sit above the baseline's lines at their tokens, backtracking beat samplin
 
 from __future__ import annotations
 
+import math
 from statistics import fmean
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator
 
 from pipeline.measure.plot import ARM_STYLE, figure, percent
 from pipeline.measure.settings import settings_of
@@ -48,6 +49,7 @@ def draw(runs: dict[str, Evals]) -> Figure:
         ax.set_xlabel("generated tokens per problem")
         ax.set_title("start model" if r == 0 else f"round {r}", fontsize=9)
         percent(ax, "accuracy")
+        _zoom(ax)
     shown = [a for a in ARM_STYLE if a in {"start", *arms}]
     handles = [
         Line2D([], [], color=ARM_STYLE[a][0], marker=ARM_STYLE[a][1], label=a) for a in shown
@@ -108,3 +110,13 @@ def _arm(ax: Axes, arm: str, evals: list[dict[str, Any]], r: int) -> set[str]:
             zorder=3,
         )
     return drawn
+
+
+def _zoom(ax: Axes) -> None:
+    """Start the accuracy axis at the 10% below the lowest point (a task near its ceiling
+    would otherwise squeeze every curve into the top of the panel)."""
+    if not ax.has_data():
+        return
+    low = math.floor(ax.dataLim.y0 * 10) / 10
+    ax.set_ylim(max(-0.02, low - 0.02), 1.02)
+    ax.yaxis.set_major_locator(MultipleLocator(0.1 if low >= 0.5 else 0.2))

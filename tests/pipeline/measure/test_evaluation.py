@@ -18,6 +18,8 @@ def test_majority_votes_on_the_final_step_then_takes_the_likeliest():
         s("ans 3", -0.5, True),  # the likeliest of the majority
     ]
     assert majority(chosen).correct is True
+    # a tie goes to the answer with the likeliest sample, whatever its text
+    assert majority([s("b", -0.9, False), s("a", -0.1, True)]).correct is True
 
 
 # two problems, four samples each: problem 0 right only at sample 2 (the likeliest of all four),
@@ -45,7 +47,7 @@ def test_curve_by_hand():
     assert rows[2]["best_of_n"]["per_problem"] == [0.0, 0.0]
     assert rows[2]["oracle"]["per_problem"] == [0.0, 1.0]
     # N=4: likeliest is sample 2 (right) and sample 1 (wrong); majority: "a" twice (wrong),
-    # x/y tie 2-2 broken by the larger string "y" (wrong)
+    # x/y tie 2-2 goes to the answer with the likeliest sample, "y" at -0.2 (wrong)
     assert rows[4]["best_of_n"]["per_problem"] == [1.0, 0.0]
     assert rows[4]["majority"]["per_problem"] == [0.0, 0.0]
     assert rows[4]["oracle"]["accuracy"] == 1.0
