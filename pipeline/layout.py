@@ -10,6 +10,7 @@
                                 stage has a tb/ of its own: `tensorboard --logdir` the run)
       seed-S/                   with run.seeds: seed S's sub-run, laid out like run.out_dir
       verdict.json              the arms compared over the seeds (`halluc run`)
+      timing.json               wall seconds per stage, arm and round (`halluc run`)
       ARM/round-R/              one arm's round R (ARM: each of run.arms; a stage run on its
                                 own uses round-R/)
         search/                 traces/ steps/ pairs/ shards, stats/, config.yaml, summary.json
@@ -196,6 +197,11 @@ class RunLayout:
     @property
     def bootstrap_eval(self) -> Path:
         return self.bootstrap / "eval.json"
+
+    @property
+    def timing(self) -> Path:
+        """Where `halluc run` adds the wall seconds of each stage (`runtime.timed`)."""
+        return self.root / "timing.json"
 
     @property
     def verdict(self) -> Path:

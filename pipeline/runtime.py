@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +103,20 @@ def run_lock(directory: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextmanager
+def timed(path: Path, stage: str, arm: str = "", r: int | None = None) -> Iterator[None]:
+    """Add the wall seconds of the block to `path` (a JSON list of {stage, arm, round, seconds},
+    kept across resumes: a stage that finds its work done adds its few seconds again), so a run
+    says where its time went."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        rows = list(read_json(path)) if path.exists() else []
+        rows.append({"stage": stage, "arm": arm, "round": r, "seconds": time.perf_counter() - t0})
+        write_json(path, rows)
 
 
 def set_threads(cfg: Config) -> None:

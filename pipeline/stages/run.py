@@ -45,7 +45,7 @@ from pipeline.measure import budget, report
 from pipeline.measure.evaluation import evaluate_to, format_table
 from pipeline.measure.settings import sweep
 from pipeline.measure.verdict import choose, verdict
-from pipeline.runtime import record_environment, set_threads, stage_config
+from pipeline.runtime import record_environment, set_threads, stage_config, timed
 from pipeline.stages import bootstrap, select, train
 from pipeline.stages import search as search_stage
 from search.types import Problem, Task
@@ -79,6 +79,7 @@ def main(cfg: Config) -> dict[str, Any]:
     subs = [RunLayout.of(c) for c in configs]
     result = verdict(runs, seeds)
     result["compute"] = [_compute(sub, cfg) for sub in subs]
+    result["wall_seconds"] = [_wall(sub) for sub in subs]
     write_json(layout.verdict, result)
     per_seed = {
         str(s): {a.name: [x["eval"] for x in run[a.name]] for a in in_order(cfg.run.arms)}
@@ -113,11 +114,12 @@ def run_seed(cfg: Config) -> dict[str, Any]:
     task = task_from_config(cfg.task)
     test = task.problems("test", cfg.eval.n_problems)
     tune = task.problems("validation", cfg.eval.n_tune)  # choices never see test or training
+    clock = layout.timing
     if not cfg.model.path:
-        bootstrap.main(cfg)
-    paths = (layout.start_eval, layout.start_tune)
-    start = _evaluate(layout.start_model, paths, task, test, tune, cfg)
-    _curve(start, layout.start_curve, layout.start_model, task, test, cfg)
+        with timed(clock, "bootstrap"):
+            bootstrap.main(cfg)
+    paths = (layout.start_eval, layout.start_tune, layout.start_curve)
+    start = _measure(clock, "start", 0, layout.start_model, paths, task, test, tune, cfg)
     out: dict[str, Any] = {a.name: [start] for a in in_order(cfg.run.arms)} | {"controls": [None]}
     for r in range(cfg.run.rounds):
         tokens, steps = None, -1  # the budget arm's (backtrack), which the other arms match
@@ -125,17 +127,21 @@ def run_seed(cfg: Config) -> dict[str, Any]:
             acfg = arm_config(cfg, a.name, r)
             rnd, model = layout.round(r, a.name), layout.model(r, a.name)
             if a.searches:
-                search_stage.search(acfg, model, rnd.search)
+                with timed(clock, "search", a.name, r + 1):
+                    search_stage.search(acfg, model, rnd.search)
             if a.selects:
                 _, n = select.select(acfg, a.name, rnd, tokens)
             backspace = a.backspace or cfg.run.baseline_backspace
-            train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
+            with timed(clock, "train", a.name, r + 1):
+                train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
             if a.sets_budget:
                 tokens = n
                 steps = read_json(rnd.compute)["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
-            out[a.name].append(_evaluate(rnd.model, (rnd.eval, rnd.tune), task, test, tune, acfg))
-            _curve(out[a.name][-1], rnd.curve, rnd.model, task, test, acfg)
+            paths = (rnd.eval, rnd.tune, rnd.curve)
+            out[a.name].append(
+                _measure(clock, a.name, r + 1, rnd.model, paths, task, test, tune, acfg)
+            )
             log.info("round %d, %s arm:\n%s", r + 1, a.name, format_table(out[a.name][-1]["eval"]))
         out["controls"].append(_controls(layout, r, out))
     return out
@@ -156,9 +162,28 @@ def arm_config(cfg: Config, name: str, r: int) -> Config:
     return dataclasses.replace(cfg_round(cfg, r), train=training)
 
 
+def _measure(
+    clock: Path,
+    arm: str,
+    r: int,
+    model: Path,
+    paths: tuple[Path, Path, Path],
+    task: Task,
+    test: list[Problem],
+    tune: list[Problem],
+    cfg: Config,
+) -> dict[str, Any]:
+    """`_evaluate` then `_curve` (`paths`: eval.json, tune.json, curve.json), each timed."""
+    with timed(clock, "eval", arm, r):
+        got = _evaluate(model, paths[:2], task, test, tune, cfg)
+    with timed(clock, "curve", arm, r):
+        _curve(got, paths[2], model, task, test, cfg)
+    return got
+
+
 def _evaluate(
     model: Path,
-    paths: tuple[Path, Path],
+    paths: tuple[Path, ...],
     task: Task,
     test: list[Problem],
     tune: list[Problem],
@@ -199,6 +224,16 @@ def _controls(layout: RunLayout, r: int, out: dict[str, Any]) -> dict[str, Any]:
     result = budget.matched(drawn, tokens, measured["temperature"])
     write_json(path, result)
     return result
+
+
+def _wall(layout: RunLayout) -> dict[str, float]:
+    """A seed's wall seconds by stage (bootstrap, search, train, eval, curve) and in all, summed
+    over every time the run was started."""
+    rows = list(read_json(layout.timing)) if layout.timing.exists() else []
+    out: dict[str, float] = {}
+    for row in rows:
+        out[row["stage"]] = out.get(row["stage"], 0.0) + row["seconds"]
+    return out | {"total": sum(out.values())}
 
 
 def _compute(layout: RunLayout, cfg: Config) -> dict[str, list[dict[str, Any]]]:

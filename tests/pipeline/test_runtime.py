@@ -12,7 +12,7 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.layout import RunLayout
-from pipeline.runtime import set_threads, stage_config
+from pipeline.runtime import set_threads, stage_config, timed
 from pipeline.stages import train
 from tests.conftest import TINY
 from tests.pipeline.stages.test_search import read_all, run
@@ -105,3 +105,17 @@ from pipeline.runtime import run_lock
 with run_lock(Path(sys.argv[1])):
     os.kill(os.getpid(), signal.SIGKILL)
 """
+
+
+def test_timed_adds_each_block_to_the_file_even_when_it_fails(tmp_path):
+    clock = tmp_path / "timing.json"
+    with timed(clock, "search", "backtrack", 1):
+        pass
+    with pytest.raises(RuntimeError), timed(clock, "train", "backtrack", 1):
+        raise RuntimeError("killed")
+    rows = json.loads(clock.read_text())
+    assert [(r["stage"], r["arm"], r["round"]) for r in rows] == [
+        ("search", "backtrack", 1),
+        ("train", "backtrack", 1),
+    ]
+    assert all(r["seconds"] >= 0 for r in rows)
