@@ -40,6 +40,13 @@ class Table:
 
 TABLES: tuple[Table, ...] = (
     Table(
+        "main",
+        "the main table under verdict v2: each arm per round against the baseline and the "
+        "start model (seeds then problems), first-error figures, stratified detector AUC, "
+        "best-of-N against tokens, compute and wall time",
+        ("main.md",),
+    ),
+    Table(
         "arms",
         "every arm of a finished run per round, paired against the baseline, with its cost",
         ("arms.md",),

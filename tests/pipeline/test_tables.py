@@ -180,3 +180,20 @@ def test_guided_search_on_a_tiny_run_and_again_from_its_cache(model_run, monkeyp
     monkeypatch.setattr("pipeline.tables.guided_search.controls", no_model)
     assert cli.main(argv) == 0
     assert capsys.readouterr().out == printed
+
+
+def test_main_table_takes_seeds_as_the_unit(run):
+    from pipeline.tables import main
+
+    result = main.compute(run)
+    rows = result["rows"]
+    assert rows[0]["arm"] == "start model" and rows[0]["minus_start"] is None
+    bt = next(r for r in rows if r["round"] == 2 and r["arm"] == "backtrack")
+    d = bt["minus_baseline"]
+    assert len(d["per_seed"]) == 3 and d["unit"] == "seeds, then problems"
+    assert d["mean"] == pytest.approx(sum(d["per_seed"]) / 3)
+    assert next(r for r in rows if r["arm"] == "baseline")["minus_baseline"] is None
+    text = main.render(result)
+    assert text.count("| 2 | backtrack |") == 1 and "backtrack − it: +3.1" in text
+    assert cli.main(["table", "main", "--run", str(run)]) == 0
+    assert (run / "main.md").exists()
