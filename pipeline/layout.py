@@ -30,6 +30,7 @@
                                 samples they were read from (`measure.budget`)
         controls.json           (baseline) best-of-N and majority vote at equal tokens
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
+      probes/MODEL/             a residual-stream probe of MODEL (`halluc probe`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
       value/tb/                 its training curves
       report.md  report.html
@@ -260,6 +261,11 @@ class RunLayout:
         """Where an ad-hoc evaluation of `model` goes: never over a stage's figures."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("_")[-80:] or "model"
         return self.root / "evals" / f"{slug}-{config_hash}.json"
+
+    def probe(self, model: str | Path) -> Path:
+        """Where `halluc probe` writes the probe of `model`: never beside a user's model."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("_")[-80:] or "model"
+        return self.root / "probes" / slug
 
     @property
     def value(self) -> Path:

@@ -50,7 +50,7 @@ CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
-OWN_SECTIONS = ("value",)
+OWN_SECTIONS = ("value", "probe")
 
 # task keys added after evaluations were cached under protocol 2, with the default that leaves
 # every task as it was: a file cached before one existed holds the same evaluation

@@ -322,6 +322,26 @@ class ValueConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """The residual-stream probe (`halluc probe`, `pipeline.measure.probe`): the model at
+    `eval.model` (empty: the run's start model) writes `eval.samples` solutions per problem on
+    `n_train` training problems (the probe's data), `eval.n_tune` validation problems (the layer
+    is chosen there) and `eval.n_problems` test problems (its figures); a logistic probe per layer
+    with an L2 penalty `l2` on standardized features. Written to `out_dir` (empty:
+    `run.out_dir/probes/MODEL/`). Shapes only the probe: not in the config hash."""
+
+    n_train: int = 300
+    l2: float = 1e-3
+    out_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or self.l2 < 0:
+            raise ConfigError(
+                f"n_train must be >= 1 and l2 >= 0; got n_train={self.n_train}, l2={self.l2}"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole config: what `load_config` returns and every stage reads."""
 
@@ -336,6 +356,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,6 +42,10 @@ STAGES: tuple[Stage, ...] = (
         composes=("bootstrap", "search", "select", "train", "eval"),
     ),
     Stage(
+        "probe",
+        "a linear probe per layer on the hidden state at step ends: does the model know it erred?",
+    ),
+    Stage(
         "value", "train a value model (a PRM) on the search's steps table and measure its labels"
     ),
     Stage(
