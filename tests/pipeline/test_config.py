@@ -401,10 +401,12 @@ def test_retired_keys_are_dropped_with_a_reason(caplog):
 
 def test_shipped_presets_keep_the_hashes_they_had_before_the_renames():
     """Each row carries the config hash: the same config keeps it (values from commit 88654bc).
-    countdown-gpu and gsm8k set the retired task.n_test to 1000 and 1319, now hashed as 500."""
+    countdown-gpu and gsm8k set the retired task.n_test to 1000 and 1319, now hashed as 500;
+    countdown-tiny changed on purpose (10 test and 10 validation targets where it had 5: its hash
+    at 88654bc was 8d441ad61e25)."""
     before = {"arith-tiny": "1db31368326a", "countdown-small": "5707da6815b8"}
-    before |= {"countdown-tiny": "8d441ad61e25"}
     assert {name: load_config(name).hash for name in before} == before
+    assert load_config("countdown-tiny").hash != "8d441ad61e25"
 
 
 def test_a_run_made_before_the_renames_resumes_and_keeps_its_keys(tmp_path):
