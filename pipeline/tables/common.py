@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import read_json
 from pipeline.layout import RunLayout
 from search.errors import HallucError
 
@@ -48,6 +49,16 @@ def mean_known(values: list[Any]) -> float | None:
     """The mean of the values present (None when none is)."""
     known = [v for v in values if v is not None]
     return sum(known) / len(known) if known else None
+
+
+def read_verdict(run: Path) -> dict[str, Any]:
+    """The run's verdict.json, or a TableError saying the run is not finished."""
+    if not RunLayout(run).verdict.is_file():
+        raise TableError(
+            f"{run}: no verdict.json; give the out_dir of a finished `halluc run` (rerun the same "
+            "command to finish it)"
+        )
+    return dict(read_json(RunLayout(run).verdict))
 
 
 def seed_dirs(run: Path, seeds: list[int] | None = None) -> list[Path]:

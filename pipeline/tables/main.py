@@ -24,10 +24,9 @@ from typing import Any
 
 from pipeline.arms import ARMS
 from pipeline.files import read_json
-from pipeline.layout import RunLayout
 from pipeline.measure.stats import seeds_then_problems
 from pipeline.measure.verdict import choose
-from pipeline.tables.common import MISSING, TableError, mean_all, num, pct, run_dir
+from pipeline.tables.common import MISSING, TableError, mean_all, num, pct, read_verdict, run_dir
 
 CURVE_N = (1, 4, 16)
 
@@ -58,12 +57,7 @@ def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | No
 
 
 def compute(run: Path) -> dict[str, Any]:
-    if not RunLayout(run).verdict.is_file():
-        raise TableError(
-            f"{run}: no verdict.json; give the out_dir of a finished `halluc run` (rerun the same "
-            "command to finish it)"
-        )
-    verdict = read_json(RunLayout(run).verdict)
+    verdict = read_verdict(run)
     seeds, costs = verdict["seeds"], verdict["compute"]
     start = chosen(run, seeds, "bootstrap")
     if start is None:

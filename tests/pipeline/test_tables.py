@@ -97,7 +97,7 @@ def test_table_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["table", "arms", "--run", str(tmp_path / "nowhere")])
     assert "no such directory" in capsys.readouterr().err
-    with pytest.raises(TableError, match="the tables are arms"):
+    with pytest.raises(TableError, match="the tables are main, arms"):
         table.main("arm", {"run": tmp_path})
 
 
