@@ -15,7 +15,10 @@ With a `valuer` and `value_drop` d > 0 the erase rule is the value model's inste
 own backspace (issue 16, item 4b: the reference detector): the last step is erased where its
 value fell by more than d, from the visible prefix before the step to the one after it (before
 the first step: from the prompt); the redraw is the same. The model's own backspace probability
-is then not read at all.
+is then not read at all. With `erase_logprob` < 0 the erase rule is the step's own likelihood
+(issue 27, item 2): the last step is erased where the mean log-probability of its tokens, as the
+model gave them when they were drawn (before temperature), is below `erase_logprob`. The redraw
+is a tabu: a candidate equal to the erased step is kept only when every candidate is one.
 
 Rollouts keep the raw stream (erased step, backspaces, chosen step), so evaluation judges them
 like any other; `generated[i][j]` counts every token the search drew for sample j of ask i,
@@ -48,6 +51,7 @@ class _Row:
     stream: list[int] = field(default_factory=list)  # generated: steps and backspaces
     extra: int = 0  # tokens of candidates drawn and thrown away
     erased: tuple[int, ...] = ()  # the step the last backspace erased
+    last_lp: float = 0.0  # the mean token log-probability of the last step drawn
     erases: int = 0
     steps: int = 0
     done: bool = False
@@ -79,10 +83,18 @@ class GuidedPolicy:
         bksp_threshold: float = 0.0,
         valuer: Valuer | None = None,
         value_drop: float = 0.0,
+        erase_logprob: float = 0.0,
     ) -> None:
         if m < 1:  # 0 is "off" to make_policy, which then builds no guided policy
             raise ConfigError(f"bksp_search: m must be at least 1 candidate, got {m}")
-        check_decoding(bksp_threshold, 0.0, m, value_drop, value_model=valuer is not None)
+        check_decoding(
+            bksp_threshold,
+            0.0,
+            m,
+            value_drop,
+            value_model=valuer is not None,
+            erase_logprob=erase_logprob,
+        )
         banned = sorted({*ban_ids, bksp_id})
 
         def steps(temperature: float) -> TransformersPolicy:
@@ -103,7 +115,7 @@ class GuidedPolicy:
         self.bksp_id, self.delim_id, self.unit = bksp_id, delim_id, unit
         self.m, self.temperature = m, temperature
         self.max_new_tokens, self.max_backspaces = max_new_tokens, max_backspaces
-        self.bksp_threshold = bksp_threshold
+        self.bksp_threshold, self.erase_logprob = bksp_threshold, erase_logprob
         self.valuer, self.value_drop = valuer, value_drop
         self._values: dict[tuple[int, ...], float] = {}  # per `sample` call: prefix -> value
         self.generated: list[list[int]] = []
@@ -165,6 +177,8 @@ class GuidedPolicy:
             # the candidates thrown away, each up to where the row's token budget ends
             r.extra += sum(min(len(d.tokens), room) for d in drawn) - min(len(pick.tokens), room)
         kept = pick.tokens[:room]
+        lp = (pick.logprobs or ())[: len(kept)]
+        r.last_lp = sum(lp) / len(lp) if lp else 0.0
         r.stream += kept
         r.steps += 1
         if len(pick.tokens) > room or not pick.finished:
@@ -185,6 +199,10 @@ class GuidedPolicy:
         idx = [i for i, c in enumerate(can) if c]
         out = [False] * len(live)
         if not idx:
+            return out
+        if self.erase_logprob < 0:
+            for i in idx:
+                out[i] = live[i].last_lp < self.erase_logprob
             return out
         seqs = [self._visible(live[i]) for i in idx]
         if self.value_drop > 0:

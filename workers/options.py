@@ -19,12 +19,13 @@ def check_decoding(
     *,
     kind: str = "transformers",
     value_model: bool = False,
+    erase_logprob: float = 0.0,
 ) -> None:
     """Raise `ConfigError` naming the option unless (0 is off everywhere): `bksp_threshold` and
     `bksp_random` are in [0, 1] and at most one of them is > 0; `value_drop` d > 0 is in (0, 1]
     and comes with a value model (`value_model`), `bksp_search` > 0 and no `bksp_threshold`; a
     `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0, not with
-    `bksp_random`."""
+    `bksp_random`; `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule."""
     for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
         if not 0 <= value <= 1:
             raise ConfigError(f"{name}: must be in [0, 1] (0: off), got {value}")
@@ -54,6 +55,14 @@ def check_decoding(
                     f"or guided search; sample with the transformers policy "
                     f"(eval.policy=transformers) or set {name}=0"
                 )
+    if erase_logprob > 0 or (
+        erase_logprob and (not bksp_search or bksp_threshold or bksp_random or value_drop)
+    ):
+        raise ConfigError(
+            f"erase_logprob: {erase_logprob} is guided search's likelihood erase rule (erase a "
+            "step whose mean token log-probability is below it); it must be < 0 (0: off), with "
+            "bksp_search=m > 0 and no other erase rule (bksp_threshold, bksp_random, value_drop)"
+        )
     if bksp_search < 0 or (bksp_search and bksp_random):
         raise ConfigError(
             f"bksp_search: m candidates >= 0 (0: off), got {bksp_search}; the random eraser "

@@ -51,7 +51,9 @@ class Decoding:
     model trained on backspaces, backspace not banned): backspace-guided search
     (`workers.guided`), with `bksp_threshold` as its erase rule when set, or with `value_drop`
     d > 0 the value model's: erase a step whose value fell by more than d (`make_policy` is given
-    the value model). `make_policy` checks these options (`workers.options.check_decoding`)."""
+    the value model), or with `erase_logprob` < 0 the step's own likelihood: erase a step whose
+    mean token log-probability is below it. `make_policy` checks these options
+    (`workers.options.check_decoding`)."""
 
     temperature: float = 1.0
     max_new_tokens: int = 64
@@ -64,6 +66,7 @@ class Decoding:
     bksp_random: float = 0.0
     bksp_search: int = 0
     value_drop: float = 0.0
+    erase_logprob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         d.value_drop,
         kind=loaded.kind,
         value_model=valuer is not None,
+        erase_logprob=d.erase_logprob,
     )
     if loaded.kind == "fake":
         return _scripted(loaded, d)
@@ -253,4 +257,5 @@ def _guided(loaded: Loaded, d: Decoding, valuer: Valuer | None) -> Policy:
         bksp_threshold=d.bksp_threshold,
         valuer=valuer if d.value_drop else None,
         value_drop=d.value_drop,
+        erase_logprob=d.erase_logprob,
     )

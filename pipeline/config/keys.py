@@ -44,7 +44,7 @@ SHAPES = {
 
 # value-guided search (SearchConfig): hashed only when search.value is not mc
 SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
-EVAL_VALUE_KEYS = ("value_model", "value_drop")  # EvalConfig: hashed only when set
+EVAL_VALUE_KEYS = ("value_model", "value_drop", "erase_logprob")  # EvalConfig: hashed when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 
@@ -129,6 +129,8 @@ def _eval_key(
     off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
     if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
         off |= {"value_model", "value_drop"}
+    if not d["eval"].get("erase_logprob"):
+        off.add("erase_logprob")
     shaping = {
         "task": d["task"],
         "eval": {

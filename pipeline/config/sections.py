@@ -245,7 +245,12 @@ class EvalConfig:
     `bksp_threshold`): guided search's erase rule becomes the value model's, erasing the last
     step where its value fell by more than d from the prefix before it to the prefix after it,
     so it can be set against the model's own backspace. Both keys enter the config hash only
-    when set, and `value_model` enters the evaluation's key only with `value_drop`."""
+    when set, and `value_model` enters the evaluation's key only with `value_drop`.
+
+    `erase_logprob` < 0 (with `bksp_search` m > 0, no other erase rule): guided search's erase rule
+    is the step's own likelihood: erase the last step where the mean log-probability the model
+    gave its tokens as they were drawn is below it, and redraw with the erased step tabu. Choose
+    it on validation problems. Enters the config hash only when set."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -259,6 +264,7 @@ class EvalConfig:
     bksp_search: int = 0
     value_model: str = ""
     value_drop: float = 0.0
+    erase_logprob: float = 0.0
 
     def __post_init__(self) -> None:
         check_decoding(
@@ -268,6 +274,7 @@ class EvalConfig:
             self.value_drop,
             kind=self.policy,
             value_model=bool(self.value_model),
+            erase_logprob=self.erase_logprob,
         )
         if self.n_problems < 1 or self.samples < 1 or self.n_tune < 1:
             raise ConfigError(

@@ -89,6 +89,7 @@ def evaluate_model(
         "bksp_threshold": cfg.eval.bksp_threshold,
         "bksp_random": cfg.eval.bksp_random,
         "bksp_search": cfg.eval.bksp_search,
+        "erase_logprob": cfg.eval.erase_logprob,
         "settings": {},
     }
     valuer = None
@@ -168,6 +169,7 @@ def decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False)
         bksp_random=cfg.eval.bksp_random,
         bksp_search=cfg.eval.bksp_search,
         value_drop=cfg.eval.value_drop,
+        erase_logprob=cfg.eval.erase_logprob,
     )
 
 
@@ -264,6 +266,7 @@ def format_table(result: dict[str, Any]) -> str:
             ("bksp_random", "random eraser"),
             ("bksp_search", "guided search, candidates"),
             ("value_drop", "value-triggered erase, drop"),
+            ("erase_logprob", "likelihood-triggered erase below"),
         )
         if result.get(key)
     )

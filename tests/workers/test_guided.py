@@ -147,6 +147,85 @@ def test_the_options_are_checked_and_route_to_the_guided_policy(base):
     assert isinstance(make_policy(untrained, Decoding(bksp_search=4)), TransformersPolicy)
 
 
+def record_all(policy: GuidedPolicy) -> dict:
+    """Wrap both samplers; the dict fills with (visible prefix, step tokens) -> mean log-prob."""
+    seen: dict = {}
+    for sampler in (policy.step, policy.candidates):
+        inner = sampler.sample
+
+        def sample(batch, inner=inner):
+            got = inner(batch)
+            for a, rs in zip(batch, got, strict=True):
+                seen.update({(a.prefix, r.tokens): mean_lp(r) for r in rs if r.logprobs})
+            return got
+
+        sampler.sample = sample
+    return seen
+
+
+# the random tiny model's steps have mean log-probabilities near -2.9 (greedy) and -3.1 to -3.4
+# (T=1): thresholds in between erase some steps and keep others
+@pytest.mark.parametrize("temperature, tau", [(0.0, -2.9), (1.0, -3.25)])
+def test_the_likelihood_rule_erases_exactly_the_unlikely_steps_and_never_redraws_them(
+    base, temperature, tau
+):
+    """`erase_logprob`: a step is erased if and only if the mean log-probability of its tokens
+    (as drawn) is below the threshold; the redraw keeps a candidate other than the erased step
+    whenever one was drawn. The model's own P(backspace) is near zero here: every erase is the
+    rule's."""
+    policy, tok = guided(base, after_delim=1e-6, temperature=temperature, erase_logprob=tau,
+                         max_backspaces=3)  # fmt: skip
+    seen = record_all(policy)
+    batch = asks(tok)
+    got = policy.sample(batch)
+    erased_any = kept_any = False
+    for a, rs in zip(batch, got, strict=True):
+        for r in rs:
+            ids, erases = [*a.prefix, *r.tokens], 0
+            visible = list(a.prefix)
+            k = 0
+
+            def drawn(k, visible=visible, r=r):  # the step drawn at this prefix the stream holds
+                held = [t for (p, t) in seen if p == tuple(visible)]
+                return next(t for t in held if r.tokens[k : k + len(t)] == t[: len(r.tokens) - k])
+
+            while k < len(r.tokens):
+                step = drawn(k)
+                k += len(step)
+                after = k < len(r.tokens) and r.tokens[k] == tok.bksp_id
+                lp = seen[(tuple(visible), step)]
+                if after:
+                    assert lp < tau  # erased: unlikely
+                    erases, erased_any = erases + 1, True
+                    k += 1
+                    redo = drawn(k)
+                    others = [t for (p, t) in seen if p == tuple(visible) and t != step]
+                    assert redo != step or not others  # the erased step is tabu
+                else:
+                    visible += step
+                    if k < len(r.tokens) and erases < 3 and len(r.tokens) < policy.max_new_tokens:
+                        assert lp >= tau  # kept with room to erase: likely enough
+                        kept_any = True
+            assert ids  # the stream is well formed
+    # greedy streams of this random model are one long step after the erased ones: no kept
+    # decision to check there, only erases
+    assert erased_any and (kept_any or temperature == 0.0)
+
+
+def test_the_likelihood_rule_is_one_rule_of_guided_search():
+    with pytest.raises(ConfigError, match="erase_logprob"):
+        load_config("arith-tiny", ["eval.erase_logprob=-1.0"])  # no guided search
+    with pytest.raises(ConfigError, match="erase_logprob"):
+        load_config("arith-tiny", ["eval.bksp_search=2", "eval.erase_logprob=0.5"])  # a log-prob
+    with pytest.raises(ConfigError, match="erase_logprob"):
+        load_config(
+            "arith-tiny",
+            ["eval.bksp_search=2", "eval.erase_logprob=-1.0", "eval.bksp_threshold=0.5"],
+        )
+    cfg = load_config("arith-tiny", ["eval.bksp_search=2", "eval.erase_logprob=-1.0"])
+    assert cfg.hash != load_config("arith-tiny", ["eval.bksp_search=2"]).hash
+
+
 class HashValuer:
     """A value for every prefix, fixed by its ids (so drops over a step are large or small at
     random); `seen` collects what it was asked."""
