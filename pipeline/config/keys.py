@@ -47,6 +47,7 @@ SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
 EVAL_VALUE_KEYS = ("value_model", "value_drop", "erase_logprob")  # EvalConfig: hashed when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
+RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -71,6 +72,9 @@ def config_hash(cfg: Config) -> str:
     for key in EVAL_VALUE_KEYS:  # likewise, unless set
         if not d["eval"][key]:
             del d["eval"][key]
+    for key in RL_CREDIT_KEYS:  # likewise
+        if not d["train"]["rl"][key]:
+            del d["train"]["rl"][key]
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:
             del d["bootstrap"][key]

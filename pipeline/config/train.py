@@ -66,7 +66,12 @@ class RlConfig:
     prefix was not probed (the prompt alone never is), the outcome advantage. `lr`: the rl
     objective's learning rate (0: `train.lr`, the SFT one; policy-gradient steps on 32 streams
     are far noisier than SFT's). Steps: `train.max_steps`, else `train.epochs` passes over the
-    training problems. A checkpoint every `train.save_steps` steps; a killed run resumes from
+    training problems. Erase credit (issue 28, item 2; 0 gives the outcome-only reward): the
+    reward adds `erase_bonus` per backspace run that erased a fresh error (a wrong step written on
+    a right prefix: the first error, by the exact checker), subtracts `erase_penalty` per right
+    finished step erased, and adds `repair_bonus` when the first error was erased before a later
+    step and the stream ended correct (SCoRe's bonus for improving after an attempt); hashed only
+    when set. A checkpoint every `train.save_steps` steps; a killed run resumes from
     the newest. `train.error_weight` does not apply. With `train.workers` N > 0 it runs under
     Ray Train: each worker samples its share of a step's problems (whole groups) and DDP
     averages the gradients, weighted so that the step is the same mean over all loss-bearing
@@ -77,8 +82,16 @@ class RlConfig:
     token_cost: float = 0.001
     credit: Literal["outcome", "tree"] = "outcome"
     lr: float = 0.0
+    erase_bonus: float = 0.0
+    erase_penalty: float = 0.0
+    repair_bonus: float = 0.0
 
     def __post_init__(self) -> None:
+        if min(self.erase_bonus, self.erase_penalty, self.repair_bonus) < 0:
+            raise ConfigError(
+                "erase_bonus, erase_penalty and repair_bonus are weights >= 0 (0: off); got "
+                f"{self.erase_bonus}, {self.erase_penalty}, {self.repair_bonus}"
+            )
         if self.group < 2 or self.kl < 0 or self.token_cost < 0 or self.lr < 0:
             raise ConfigError(
                 f"group must be >= 2 (a group of one has no spread to normalise by), kl, "

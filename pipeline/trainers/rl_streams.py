@@ -9,10 +9,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.config import Config, RlConfig
 from pipeline.layout import RoundLayout
 from pipeline.shards import ShardError, checked_shard_files, read_table
-from search.metrics import analyze
+from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
 from search.types import Ask, Policy, Problem, Task
 from workers.grpo import erase_credits
@@ -106,7 +106,7 @@ def sample(
             group.append(
                 Stream(
                     row | {"prompt_len": len(pr)},
-                    float(report.correct) - t.rl.token_cost * len(r.tokens),
+                    reward(report, t.rl),
                     report.correct,
                     len(r.tokens),
                     report.n_backspaces,
@@ -115,6 +115,19 @@ def sample(
                 )
             )
         out.append(group)
+    return out
+
+
+def reward(report: StreamReport, rl: RlConfig) -> float:
+    """1 for a correct stream, minus `rl.token_cost` per generated token; with the erase credit,
+    plus `erase_bonus` per erase of a fresh error, minus `erase_penalty` per right finished step
+    erased, plus `repair_bonus` when the first error was erased in time and the stream ended
+    correct (a task without an exact checker earns the outcome part only)."""
+    out = float(report.correct) - rl.token_cost * report.n_tokens
+    out += rl.erase_bonus * (report.fresh_erases or 0)
+    out -= rl.erase_penalty * report.right_steps_erased
+    if report.first_error_erased and report.correct:
+        out += rl.repair_bonus
     return out
 
 
