@@ -69,17 +69,19 @@ def config_hash(cfg: Config) -> str:
     if cfg.search.value == "mc":  # they shape nothing then: the hash they had before
         for key in SEARCH_VALUE_KEYS:
             del d["search"][key]
-    for key in EVAL_VALUE_KEYS:  # likewise, unless set
-        if not d["eval"][key]:
-            del d["eval"][key]
-    for key in RL_CREDIT_KEYS:  # likewise
-        if not d["train"]["rl"][key]:
-            del d["train"]["rl"][key]
+    _drop_unset(d["eval"], EVAL_VALUE_KEYS)  # likewise, unless set
+    _drop_unset(d["train"]["rl"], RL_CREDIT_KEYS)
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:
             del d["bootstrap"][key]
     _drop_chat(d)
     return _digest(legacy(d))
+
+
+def _drop_unset(section: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if not section[key]:
+            del section[key]
 
 
 def _drop_chat(d: dict[str, Any]) -> None:
