@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.config import load_config
 from pipeline.layout import RunLayout, compute_of
-from pipeline.measure.stats import interval, paired_bootstrap
+from pipeline.measure.stats import interval, seeds_then_problems
 from pipeline.stages import bootstrap
 from pipeline.tables.common import diff, mean_known, num, pct
 
@@ -73,7 +73,9 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             }
             if form != forms[0]:
                 base = [s["settings"][name]["per_problem"] for s in results[forms[0]]]
-                row[name]["minus_first"] = paired_bootstrap([f["per_problem"] for f in figs], base)
+                row[name]["minus_first"] = seeds_then_problems(
+                    [f["per_problem"] for f in figs], base
+                )
         out[form] = row
     return out
 

@@ -4,16 +4,16 @@ at its best decoding and against the backtrack arm, with what each arm cost.
 
     halluc table arms --run runs/arith-arms
 
-RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-runs when it
-has `run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per
-seed); its difference with the baseline, with the backtrack arm and with the start model
-(bootstrap/, each seed at its chosen setting), as 95% paired intervals (`paired_bootstrap`: the
-same seeds and problems on both sides); backtrack rate, erased steps that were wrong against
-chance, detector ROC-AUC, tokens per solved problem (at the chosen setting); and the compute of
-its training stage summed over seeds: optimizer steps, loss-bearing tokens, tokens generated in
-search and in training (the rl arms sample their own streams). Then the baseline's best-of-N at
-the backtrack arm's generated tokens, against the baseline. Prints Markdown and writes
-RUN/arms.md.
+RUN is the run directory (`run.out_dir`, with `verdict.json`, and `seed-S/` sub-runs when it has
+`run.seeds`). Per round and arm: accuracy at its chosen setting (mean over seeds, and per seed); its
+difference with the baseline, with the backtrack arm and with the start model (bootstrap/, each seed
+at its chosen setting), as 95% intervals that resample seeds, then problems within each
+(`seeds_then_problems`: the same seeds and problems on both sides); backtrack rate, erased steps
+that were wrong against chance, detector ROC-AUC, tokens per solved problem (at the chosen setting);
+and the compute of its training stage summed over seeds: optimizer steps, loss-bearing tokens,
+tokens generated in search and in training (the rl arms sample their own streams). Then the
+baseline's best-of-N at the backtrack arm's generated tokens, against the baseline. Prints Markdown
+and writes RUN/arms.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.arms import ARMS
 from pipeline.files import read_json
-from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.measure.verdict import choose
 from pipeline.tables.common import diff, mean_all, num, pct, read_verdict, run_dir
 

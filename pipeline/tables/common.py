@@ -27,7 +27,7 @@ def pct(x: float | None) -> str:
 
 
 def diff(d: dict[str, Any] | None) -> str:
-    """A paired difference (`paired_bootstrap`'s mean and ci95) in percentage points."""
+    """A paired difference (`seeds_then_problems`'s mean and ci95) in percentage points."""
     if not d:
         return MISSING
     lo, hi = d["ci95"]

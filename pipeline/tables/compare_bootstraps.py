@@ -5,10 +5,11 @@ every setting.
     halluc table compare-bootstraps \\
         --a runs/countdown-retry/seed-{0,1,2} --b runs/countdown-levers/defaults/seed-{0,1,2}
 
-`--a` and `--b` take one directory per seed, in the same seed order. Prints a Markdown table:
-per setting, each side's mean accuracy (and per seed), a − b with its 95% paired interval
-(`paired_bootstrap`), and for side a: the setting against the same one with the backspace banned
-(what erasing itself adds), its backtrack rate and erased steps wrong against chance.
+`--a` and `--b` take one directory per seed, in the same seed order. Prints a Markdown table: per
+setting, each side's mean accuracy (and per seed), a − b with its 95% interval over seeds, then
+problems (`stats.seeds_then_problems`), and for side a: the setting against the same one with the
+backspace banned (what erasing itself adds), its backtrack rate and erased steps wrong against
+chance.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import read_json
-from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.tables.common import TableError, diff, mean_known, pct, run_dir
 
 

@@ -32,7 +32,7 @@ from pipeline.loading import task_from_config
 from pipeline.measure.budget import controls
 from pipeline.measure.evaluation import evaluate_to
 from pipeline.measure.settings import Setting
-from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.measure.verdict import choose
 from pipeline.tables.common import (
     TableError,

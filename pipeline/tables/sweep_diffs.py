@@ -4,9 +4,10 @@ baseline at the same setting.
 
     halluc table sweep-diffs --run runs/arith-tiny-verdict
 
-Reads every `seed-S/ARM/round-R/eval.json` (`per_problem` lists over the same held-out problems)
-and pairs them per problem over seeds (`stats.paired_bootstrap`). Round numbers are the
-verdict's: round r is the model trained in round r-1. Prints two Markdown tables.
+Reads every `seed-S/ARM/round-R/eval.json` (`per_problem` lists over the same held-out problems) and
+pairs them per problem within each seed; the interval resamples seeds, then problems
+(`stats.seeds_then_problems`). Round numbers are the verdict's: round r is the model trained in
+round r-1. Prints two Markdown tables.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import read_json
-from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.tables.common import TableError, diff, run_dir
 
 BANNED = ", backspace banned"

@@ -11,7 +11,8 @@ validation problems (greedy and each `eval.temperatures`). Per seed and setting 
 threshold with the best accuracy there (ties: the lower one). On the held-out problems it then
 evaluates that threshold, the model's own sampling (`eval.bksp_threshold=0`), the backspace
 banned, and the random eraser (`eval.bksp_random` = the chosen threshold's backspaces per
-generated token there). Differences are paired per problem over seeds (`stats.paired_bootstrap`).
+generated token there). Differences are paired per problem within each seed; intervals resample
+seeds, then problems (`stats.seeds_then_problems`).
 
 Writes `run/threshold.md` (table and command) and `run/threshold.json` (the summary and the
 command); each evaluation is cached in `run/seed-S/threshold/`, so a killed sweep resumes.
@@ -28,7 +29,7 @@ from pipeline.config import Config, load_config
 from pipeline.layout import RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to
-from pipeline.measure.stats import paired_bootstrap as paired
+from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.tables.common import (
     TableError,
     add_round,
