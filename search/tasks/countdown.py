@@ -141,10 +141,7 @@ def _check_ranges(
     if n_numbers < 2:
         raise TaskDataError(f"countdown n_numbers must be at least 2, got {n_numbers}")
     if min_number < 1:
-        raise TaskDataError(
-            "countdown min_number must be at least 1 (a 0 multiplies anything away), "
-            f"got {min_number}"
-        )
+        raise TaskDataError(f"countdown min_number must be at least 1 (not 0), got {min_number}")
     if max_number < min_number:
         raise TaskDataError(
             f"countdown max_number ({max_number}) must be at least min_number ({min_number})"
@@ -282,19 +279,20 @@ class CountdownTask:
         )
 
     def problems(self, split: Literal["train", "validation", "test"], n: int) -> list[Problem]:
-        """Exactly `n` distinct solvable problems of `split` (numbers reordered count once)."""
+        """Exactly `n` distinct solvable problems of `split`; in validation and test the same
+        numbers reordered are one problem (training keeps each order: a different input)."""
         check_split(split)
         if n < 0:
             raise TaskDataError(f"number of problems must be non-negative, got {n}")
-        targets = self.targets[split]
-        rng = random.Random(f"{self.seed}-{split}")
+        targets, rng = self.targets[split], random.Random(f"{self.seed}-{split}")
         found: dict[tuple[int, ...], Problem] = {}
         max_attempts = 1_000 + 100 * n
         for _ in range(max_attempts):
             if len(found) == n:
                 break
             p = self._draw(rng, targets)
-            found.setdefault((p.meta["target"], *sorted(p.meta["numbers"])), p)
+            key = p.meta["numbers"] if split == "train" else sorted(p.meta["numbers"])
+            found.setdefault((p.meta["target"], *key), p)
         if len(found) < n:
             raise TaskDataError(
                 f"found only {len(found)} distinct countdown {split} problems in {max_attempts} "

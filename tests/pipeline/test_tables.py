@@ -3,7 +3,8 @@
 The tables that only read a run are checked on runs written by hand (`tests/tables_fixture.py`)
 against `tests/golden/`: the Markdown the scripts they replace (benchmarks/arms_table.py,
 sweep_diffs.py, compare_bootstraps.py at 88654bc) printed on the same figures, the run's path
-written as RUN, with the intervals of protocol v2 (seeds, then problems) since issue 25. The tables that also evaluate the run's models run on tiny random checkpoints.
+written as RUN, with the intervals of protocol v2 (seeds, then problems) since issue 25. The tables
+that also evaluate the run's models run on tiny random checkpoints.
 """
 
 import json

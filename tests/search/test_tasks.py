@@ -126,8 +126,8 @@ def test_countdown_targets_held_out() -> None:
 
 
 def test_countdown_counts_reordered_numbers_once() -> None:
-    """A split holds as many problems as it has distinct (target, numbers multiset) pairs, not
-    ordered draws: asking for one more fails."""
+    """An evaluation split holds as many problems as it has distinct (target, numbers multiset)
+    pairs, not ordered draws: asking for one more fails. Training keeps each order."""
     task = CountdownTask(n_numbers=2, min_number=1, max_number=5, min_target=2, max_target=9,
                          n_heldout_targets=2)  # fmt: skip
     pairs = {
@@ -141,6 +141,15 @@ def test_countdown_counts_reordered_numbers_once() -> None:
     assert {(p.meta["target"], *sorted(p.meta["numbers"])) for p in got} == pairs
     with pytest.raises(TaskDataError, match="distinct countdown test problems"):
         task.problems("test", len(pairs) + 1)
+    ordered = {
+        (t, a, b)
+        for t in task.targets["train"]
+        for a in range(1, 6)
+        for b in range(1, 6)
+        if solvable([a, b], t)
+    }
+    train = task.problems("train", len(ordered))  # every order of every solvable pair
+    assert {(p.meta["target"], *p.meta["numbers"]) for p in train} == ordered
 
 
 def test_countdown_default_problems_unchanged() -> None:
@@ -444,6 +453,6 @@ def test_train_validation_and_test_are_disjoint(name: str, tmp_path: Path) -> No
         targets = {s: {p.meta["target"] for p in ps} for s, ps in splits.items()}
         assert not targets["validation"] & (targets["train"] | targets["test"])
         assert not targets["train"] & targets["test"]
-        for ps in splits.values():  # the same numbers in another order are the same problem
+        for ps in (splits["validation"], splits["test"]):  # reordered numbers: one problem
             keys = [(p.meta["target"], *sorted(p.meta["numbers"])) for p in ps]
             assert len(set(keys)) == len(keys)
