@@ -56,7 +56,8 @@ def test_both_arms_and_the_report(whole):
     md = (whole / "report.md").read_text()
     assert "| 0 |" in md and "| 1 |" in md and "pts" in md
     html = (whole / "report.html").read_text()
-    assert html.count("<svg") == 5 and "class='trace'" in html and "<del>" in html
+    assert html.count("<svg") == 6 and "class='trace'" in html and "<del>" in html
+    assert "data-metric='budget'" in html and "Accuracy against generated tokens" in md
 
 
 def test_killed_in_search_and_in_training_resumes_to_the_same_outputs(
@@ -198,6 +199,7 @@ def test_report_renders_in_a_headless_browser(whole):
         timeout=120,
         check=True,
     ).stdout
-    assert dom.count("<svg") == 5 and 'data-metric="accuracy"' in dom
+    assert dom.count("<svg") == 6 and 'data-metric="accuracy"' in dom
+    assert 'data-metric="budget"' in dom
     assert 'id="accuracy-mean-backtrack"' in dom and 'class="trace"' in dom and "⌫" in dom
     assert 'id="comparison"' in dom
