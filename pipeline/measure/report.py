@@ -18,8 +18,9 @@ evals alone as a verdict of one seed (`verdict.one_seed_verdict`), reading each 
 accurate held-out setting: descriptive only, never the run's verdict.
 
 The page, top to bottom: the verdict sentence (several seeds only), the comparison table (and,
-when the run has more arms, such as dpo, a table of each against the baseline), the five charts,
-every figure, the traces.
+when the run has more arms, such as dpo, a table of each against the baseline), the six charts,
+accuracy against generated tokens and (Countdown) accuracy by target in the last round, every
+figure, the traces.
 """
 
 from __future__ import annotations
