@@ -201,12 +201,13 @@ def _curve(
     """The model's accuracy against generated tokens on the held-out problems at its sampling
     setting chosen on validation problems (`measure.budget`; cached at `path`), added to its
     held-out figures as `curve` (without the samples, which stay in the file)."""
-    if not path.exists():
+    if path.exists():
+        measured = dict(read_json(path))
+    else:  # measured now: kept in memory, not read back
         chosen = choose(evaluated["tune"], sampling=True)
-        setting = {s.name: s for s in sweep(cfg)}[chosen]
-        write_json(path, budget.measure(model, task, test, cfg, setting))
-    measured = dict(read_json(path))
-    measured.pop("draw")
+        measured = budget.measure(model, task, test, cfg, {s.name: s for s in sweep(cfg)}[chosen])
+        write_json(path, measured)
+    measured = {k: v for k, v in measured.items() if k != "draw"}
     evaluated["eval"] = evaluated["eval"] | {"curve": measured}
 
 
