@@ -13,13 +13,50 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from search.errors import HallucError
+
+Precision = Literal["fp32", "bf16"]
+
+
+def set_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
+    """Run `model`'s forward under bf16 autocast (`"bf16"`: matrix products in bfloat16; weights,
+    optimizer state and the ops autocast keeps in float32 (softmax, losses, norms) as they are) or
+    as it is (`"fp32"`). The one switch for training (mixed precision: fp32 master weights) and
+    sampling alike, on CPU and GPU; returns `model`. Forward hooks, not a patched `forward`: a
+    `copy.deepcopy` of the model (rl's reference) keeps the switch and stays its own model."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision is fp32 or bf16, not {precision!r}")
+    for handle in getattr(model, "_halluc_precision", ()):
+        handle.remove()
+    model._halluc_precision = ()  # type: ignore[assignment]
+    if precision == "bf16":
+        hooks = _Autocast()
+        model._halluc_precision = (  # type: ignore[assignment]
+            model.register_forward_pre_hook(hooks.enter),
+            model.register_forward_hook(hooks.exit, always_call=True),
+        )
+    return model
+
+
+class _Autocast:
+    """Enter bf16 autocast before a forward and leave it after, on the module's device."""
+
+    def __init__(self) -> None:
+        self.open: list[Any] = []
+
+    def enter(self, module: torch.nn.Module, args: Any) -> None:
+        ctx = torch.autocast(next(module.parameters()).device.type, dtype=torch.bfloat16)
+        ctx.__enter__()
+        self.open.append(ctx)
+
+    def exit(self, module: torch.nn.Module, args: Any, out: Any) -> None:
+        self.open.pop().__exit__(None, None, None)
 
 
 class CheckpointError(HallucError, ValueError):

@@ -48,6 +48,7 @@ EVAL_VALUE_KEYS = ("value_model", "value_drop", "erase_logprob")  # EvalConfig: 
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
+BOOTSTRAP_LADDER_KEYS = ("size", "fresh")  # BootstrapConfig: hashed only when set
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -71,6 +72,9 @@ def config_hash(cfg: Config) -> str:
             del d["search"][key]
     _drop_unset(d["eval"], EVAL_VALUE_KEYS)  # likewise, unless set
     _drop_unset(d["train"]["rl"], RL_CREDIT_KEYS)
+    _drop_unset(d["bootstrap"], BOOTSTRAP_LADDER_KEYS)
+    if d["model"]["precision"] == "fp32":  # added later: the hash fp32 runs had before
+        del d["model"]["precision"]
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:
             del d["bootstrap"][key]

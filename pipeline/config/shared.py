@@ -87,12 +87,18 @@ class TaskConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """The model the stages load: a local Hugging Face checkpoint directory (empty: the run's
-    bootstrap model). Remote code runs only if `trust_remote_code` is set."""
+    bootstrap model). Remote code runs only if `trust_remote_code` is set. `dtype`: the weights'
+    type as sampling loads them (search, evaluation, rl's streams). `precision`: how training
+    computes (the bootstrap, the train stage, the value model): `bf16` runs its forwards under
+    bf16 autocast over float32 master weights (loaded in float32 whatever `dtype` says), `fp32`
+    all in float32. On this project's CPU bf16 training steps are 1.5-1.9x faster, and bf16
+    sampling slower (BENCHMARKS.md, scale), hence the split."""
 
     path: str = ""
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,14 @@ from pipeline.shards import ShardError
 from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
 from workers.collate import BacktrackCollator
-from workers.hf import META, CheckpointError, check_erase_support, load_checkpoint, step_end_ids
+from workers.hf import (
+    META,
+    CheckpointError,
+    check_erase_support,
+    load_checkpoint,
+    set_precision,
+    step_end_ids,
+)
 from workers.tokens import add_backspace_token, untie_output
 
 log = logging.getLogger(__name__)
@@ -145,8 +152,12 @@ def check_lengths(rows: Dataset, model: Any, rnd: RoundLayout) -> None:
 def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, BacktrackCollator]:
     """The model at `base` on the CPU (an output layer of its own with `train.untie`, the
     backspace token when `backspace`, dropout `train.dropout`, its attention checked against
-    `train.mode`), its tokenizer, and the collator of `train.mode` and `trace.unit`."""
-    model, tok = load_checkpoint(base, "cpu", cfg.model.dtype, cfg.model.trust_remote_code)
+    `train.mode`, its forwards under `model.precision`), its tokenizer, and the collator of
+    `train.mode` and `trace.unit`."""
+    # mixed precision keeps float32 master weights, whatever dtype sampling loads them in
+    dtype = "float32" if cfg.model.precision == "bf16" else cfg.model.dtype
+    model, tok = load_checkpoint(base, "cpu", dtype, cfg.model.trust_remote_code)
+    set_precision(model, cfg.model.precision)  # rl's streams, sampled by this model, too
     if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
         log.info("train: untied the output layer from the input embeddings")
     bksp = -1  # no row holds one without the token

@@ -64,7 +64,7 @@ from pipeline.measure import value_quality
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.value_data import TARGETS, Rows, ValueModelError, load_rows, split, targets
 from search.errors import HallucError
-from workers.hf import check_checkpoint_dir, load_tokenizer, pick_device
+from workers.hf import check_checkpoint_dir, load_tokenizer, pick_device, set_precision
 from workers.valuer import logits, score
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ def train(
     training curves to `curves`."""
     v = cfg.value
     torch.manual_seed(v.seed)  # the new head's initial weights
-    model, tok = build(init, v.head, cfg.model.dtype, cfg.model.trust_remote_code)
+    dtype = "float32" if cfg.model.precision == "bf16" else cfg.model.dtype  # master weights
+    model, tok = build(init, v.head, dtype, cfg.model.trust_remote_code)
     check_ids(rows, tok, model, init)
     model.to(pick_device(cfg.model.device))
     y = targets(rows, v.targets)
@@ -111,7 +112,9 @@ def train(
     val_rows = [i for i, h in enumerate(held_out) if h]
     val_seqs = [rows.sequences[i] for i in val_rows]
     before = bce(score(model, val_seqs, v.batch_size), y[val_rows])
+    set_precision(model, cfg.model.precision)  # the updates only: scores stay in float32
     curve = fit(model, [rows.sequences[i] for i in train_rows], y[train_rows], v, curves)
+    set_precision(model, "fp32")
     preds = score(model, val_seqs, v.batch_size)
     quality = value_quality.label_quality(rows.mc, rows.exact, held_out, preds.tolist())
     fit_figures = {
