@@ -39,6 +39,7 @@ from pipeline.config.load import (
 )
 from pipeline.config.sections import (
     AUTO_SHARE,
+    SIZES,
     BootstrapConfig,
     Config,
     EvalConfig,
@@ -73,6 +74,7 @@ __all__ = [
     "ArithmeticConfig",
     "Arm",
     "BootstrapConfig",
+    "SIZES",
     "Config",
     "ConfigError",
     "CountdownConfig",

@@ -25,6 +25,14 @@ from search.omegaprm import OmegaParams
 from search.values import ValueMode
 from workers.options import check_decoding
 
+# the model-size ladder (`bootstrap.size`): (n_layer, n_embd, n_head) of a GPT-2-shaped decoder;
+# parameters with a 30-token character vocabulary and 256 positions
+SIZES: dict[str, tuple[int, int, int]] = {
+    "0.6m": (3, 128, 4),  # 0.63M, the presets' model
+    "2.7m": (6, 192, 3),  # 2.72M
+    "10m": (8, 320, 5),  # 9.96M
+}
+
 
 @dataclass(frozen=True)
 class BootstrapConfig:
@@ -75,8 +83,20 @@ class BootstrapConfig:
     retry_rate: float = 0.0
     tokenizer: Literal["char", "gpt2-bpe", "qwen2-bpe"] = "char"
     vocab_size: int = 512
+    size: Literal["", "0.6m", "2.7m", "10m"] = ""
+    fresh: bool = False
+
+    def shape(self) -> tuple[int, int, int]:
+        """(n_layer, n_embd, n_head): the `size` rung's, else the keys as given."""
+        return SIZES[self.size] if self.size else (self.n_layer, self.n_embd, self.n_head)
 
     def __post_init__(self) -> None:
+        given = (self.n_layer, self.n_embd, self.n_head)
+        if self.size and given not in (SIZES[self.size], (3, 128, 4)):
+            raise ConfigError(
+                f"size={self.size} sets n_layer, n_embd, n_head to {SIZES[self.size]}; they are "
+                f"set to {given} too: give one or the other"
+            )
         if self.tokenizer != "char" and (self.data != "optimal" or self.retry_rate):
             raise ConfigError(
                 f"tokenizer={self.tokenizer}: a BPE bootstrap trains on clean solutions; set "
@@ -99,10 +119,9 @@ class BootstrapConfig:
         for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
-            )
+        _, n_embd, n_head = self.shape()
+        if n_embd % n_head:
+            raise ConfigError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
 
 
 @dataclass(frozen=True)

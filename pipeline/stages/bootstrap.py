@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from search.errors import HallucError
 from search.tasks.countdown_stream import Mode, Piece, search_trace
 from search.types import Problem, Task
 from workers.collate import BacktrackCollator
-from workers.hf import META
+from workers.hf import META, set_precision
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<|unk|>"
 
 def main(cfg: Config) -> dict[str, Any]:
     """Train (unless the model exists), evaluate (unless done), and return the eval figures."""
-    layout = RunLayout.of(cfg)
+    layout, b = RunLayout.of(cfg), cfg.bootstrap
     set_threads(cfg)
     record_environment(cfg, layout.environment)
     task = task_from_config(cfg.task)
     # a model bootstrapped on data with backspaces carries trace.bksp_token: the trace section too
-    shaping = ("task", "bootstrap", *(("trace",) if has_backspaces(cfg.bootstrap) else ()))
+    shaping = ("task", "bootstrap", "model.precision", *(("trace",) if has_backspaces(b) else ()))
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
     # compute.json is written before the model, so a model there (trained here, or a copy a
@@ -116,27 +117,28 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    n_layer, n_embd, n_head = b.shape()
     if b.arch == "gpt2":
         config: Any = GPT2Config(
-            n_layer=b.n_layer, n_embd=b.n_embd, n_head=b.n_head, n_positions=b.n_positions, **common
+            n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=b.n_positions, **common
         )
     elif b.arch == "qwen2":  # grouped-query attention, as the family has
         config = Qwen2Config(
-            num_hidden_layers=b.n_layer,
-            hidden_size=b.n_embd,
-            num_attention_heads=b.n_head,
-            num_key_value_heads=2 if b.n_head % 2 == 0 else b.n_head,
-            intermediate_size=4 * b.n_embd,
+            num_hidden_layers=n_layer,
+            hidden_size=n_embd,
+            num_attention_heads=n_head,
+            num_key_value_heads=2 if n_head % 2 == 0 else n_head,
+            intermediate_size=4 * n_embd,
             max_position_embeddings=b.n_positions,
             tie_word_embeddings=True,
             **common,
         )
     else:
         config = LlamaConfig(
-            num_hidden_layers=b.n_layer,
-            hidden_size=b.n_embd,
-            num_attention_heads=b.n_head,
-            intermediate_size=4 * b.n_embd,
+            num_hidden_layers=n_layer,
+            hidden_size=n_embd,
+            num_attention_heads=n_head,
+            intermediate_size=4 * n_embd,
             max_position_embeddings=b.n_positions,
             tie_word_embeddings=True,
             **common,
@@ -235,16 +237,42 @@ def encode_examples(
     return out
 
 
-def draw_batch(examples: list[Example], b: BootstrapConfig, rng: random.Random) -> list[Example]:
-    """`b.batch_size` examples, or (`b.batch_tokens` > 0) examples until their loss-bearing tokens
-    reach `b.batch_tokens`."""
-    if not b.batch_tokens:
-        return rng.sample(examples, min(b.batch_size, len(examples)))
-    batch, tokens = [], 0
-    while tokens < b.batch_tokens:
-        batch.append(rng.choice(examples))
-        tokens += sum(batch[-1]["loss_mask"])
-    return batch
+class Batches:
+    """The bootstrap's batches over `examples`: `b.batch_size` examples, or (`b.batch_tokens` > 0)
+    examples until their loss-bearing tokens reach `b.batch_tokens`; drawn at random with
+    replacement, or (`b.fresh`) in a shuffled order, every example once before any twice.
+    `epochs`: passes over the examples so far."""
+
+    def __init__(self, examples: list[Example], b: BootstrapConfig, rng: random.Random) -> None:
+        self.examples, self.b, self.rng = examples, b, rng
+        self.order: list[int] = []
+        self.drawn = 0
+
+    @property
+    def epochs(self) -> float:
+        return self.drawn / len(self.examples)
+
+    def _one(self) -> Example:
+        self.drawn += 1
+        if not self.b.fresh:
+            return self.rng.choice(self.examples)
+        if not self.order:
+            self.order = list(range(len(self.examples)))
+            self.rng.shuffle(self.order)
+        return self.examples[self.order.pop()]
+
+    def next(self) -> list[Example]:
+        b, n = self.b, min(self.b.batch_size, len(self.examples))
+        if not b.batch_tokens and not b.fresh:
+            self.drawn += n
+            return self.rng.sample(self.examples, n)
+        if not b.batch_tokens:
+            return [self._one() for _ in range(b.batch_size)]
+        batch, tokens = [], 0
+        while tokens < b.batch_tokens:
+            batch.append(self._one())
+            tokens += sum(batch[-1]["loss_mask"])
+        return batch
 
 
 def train(cfg: Config, task: Task, out: Path) -> None:
@@ -272,14 +300,17 @@ def train(cfg: Config, task: Task, out: Path) -> None:
             f"bootstrap.n_positions={b.n_positions} is shorter than the longest "
             f"training sequence ({longest} tokens); raise it"
         )
-    model = build_model(b, tokenizer)
+    model = set_precision(build_model(b, tokenizer), cfg.model.precision)
+    n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "bootstrap: %s with %d parameters on %d problems (%s), %d steps",
+        "bootstrap: %s %s with %d parameters on %d problems (%s), %d steps, %s",
         b.arch,
-        sum(p.numel() for p in model.parameters()),
+        "x".join(map(str, b.shape()[:2])),
+        n_params,
         len(examples),
         b.data,
         b.steps,
+        cfg.model.precision,
     )
     collate = BacktrackCollator(
         "erase" if erase else "stream",
@@ -288,7 +319,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         tokenizer.encode(delim, add_special_tokens=False)[0],
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    loss_tokens = _fit(model, examples, collate, b, rng, out.parent)
+    loss_tokens, epochs, seconds = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
@@ -301,6 +332,11 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "problems": len(problems),
         "optimizer_steps": b.steps,
         "loss_tokens": loss_tokens,
+        "parameters": n_params,
+        "loss_tokens_per_parameter": loss_tokens / n_params,
+        "epochs": epochs,
+        "precision": cfg.model.precision,
+        "train_seconds": seconds,
     }
     write_json(compute_of(out), compute)  # first: the model, renamed in last, is whole or absent
     kill_point("bootstrap:compute-written")
@@ -326,17 +362,20 @@ def _fit(
     b: BootstrapConfig,
     rng: random.Random,
     stage_dir: Path,
-) -> int:
-    """`b.steps` optimizer steps on batches drawn from `examples`, each step's loss, learning
-    rate and gradient norm to `stage_dir`'s curves; the loss-bearing tokens seen."""
+) -> tuple[int, float, float]:
+    """`b.steps` optimizer steps on `Batches` of `examples`, each step's loss, learning rate and
+    gradient norm to `stage_dir`'s curves; the loss-bearing tokens seen, the epochs and the
+    seconds it took."""
     opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, b))
     model.train()
     loss_tokens = 0
+    batches = Batches(examples, b, rng)
+    start = time.perf_counter()
     bar = tqdm(range(b.steps), desc="bootstrap", unit="step")
     with Curves(stage_dir) as curves, bar:
         for step in bar:
-            batch = draw_batch(examples, b, rng)
+            batch = batches.next()
             loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
             loss = model(**collate(batch)).loss
             loss.backward()
@@ -348,7 +387,7 @@ def _fit(
             bar.set_postfix(loss=f"{value:.3f}")
             scalars = {LOSS: value, LR: sched.get_last_lr()[0], GRAD_NORM: norm.item()}
             curves.add(step + 1, scalars)
-    return loss_tokens
+    return loss_tokens, batches.epochs, time.perf_counter() - start
 
 
 def _lr_scale(step: int, b: BootstrapConfig) -> float:

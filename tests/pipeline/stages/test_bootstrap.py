@@ -93,3 +93,35 @@ def test_search_bad_input_says_what_to_do(tmp_path, capsys):
     assert "cannot reach a Ray cluster at 127.0.0.1:9" in fails(
         "search.policy=fake", "task.n_train=4", address="127.0.0.1:9"
     )
+
+
+def test_bf16_bootstrap_trains_mixed_precision_and_records_its_compute(tmp_path):
+    """bf16 autocast over float32 weights: the saved model is float32, trained to about the loss
+    fp32 reaches, and compute.json says the precision, parameters and tokens per parameter."""
+    cfg = tiny_cfg(tmp_path, "model.precision=bf16", "bootstrap.steps=60", "eval.n_problems=4")
+    bootstrap.main(cfg)
+    compute = json.loads((tmp_path / "bootstrap" / "compute.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "bootstrap" / "model")
+    assert str(next(model.parameters()).dtype) == "torch.float32"
+    assert compute["precision"] == "bf16" and compute["parameters"] == model.num_parameters()
+    assert compute["loss_tokens_per_parameter"] == compute["loss_tokens"] / compute["parameters"]
+    assert compute["epochs"] == 60 * 32 / 2000 and compute["train_seconds"] > 0
+    losses = [v for _, v in read_curves(tmp_path / "bootstrap")["train/loss"]]
+    assert losses[-1] < 0.6 * losses[0]  # it learns under autocast
+    with pytest.raises(HallucError, match="another config"):  # same directory, other precision
+        bootstrap.main(tiny_cfg(tmp_path, "bootstrap.steps=60", "eval.n_problems=4"))
+
+
+def test_size_sets_the_shape(tmp_path):
+    from pipeline.config import SIZES, ConfigError, config_hash, load_config
+
+    cfg = load_config("countdown-tiny", ["bootstrap.size=2.7m"])
+    assert cfg.bootstrap.shape() == SIZES["2.7m"] == (6, 192, 3)
+    tok = bootstrap.build_tokenizer(["0123456789+-*/=,\n "])
+    model = bootstrap.build_model(cfg.bootstrap, tok)
+    assert model.config.n_layer == 6 and model.config.n_embd == 192
+    assert 2.6e6 < model.num_parameters() < 2.8e6
+    plain = load_config("countdown-tiny")
+    assert config_hash(cfg) != config_hash(plain)
+    with pytest.raises(ConfigError, match="give one or the other"):
+        load_config("countdown-tiny", ["bootstrap.size=10m", "bootstrap.n_embd=256"])

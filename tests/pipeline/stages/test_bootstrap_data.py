@@ -73,11 +73,23 @@ def test_stream_output_is_judged_by_its_last_path():
 def test_batches_by_tokens_hold_equal_loss_tokens():
     _, _, _, examples = _examples("stream")
     b = dataclasses.replace(_cfg("unused").bootstrap, batch_tokens=500)
-    rng = random.Random(0)
+    batches = bootstrap.Batches(examples, b, random.Random(0))
     for _ in range(20):
-        batch = bootstrap.draw_batch(examples, b, rng)
+        batch = batches.next()
         tokens = sum(sum(e["loss_mask"]) for e in batch)
         assert 500 <= tokens < 500 + max(sum(e["loss_mask"]) for e in batch)
+
+
+def test_fresh_batches_use_every_example_once_before_any_twice():
+    examples = [{"input_ids": [i], "loss_mask": [1], "prompt_len": 0} for i in range(10)]
+    b = dataclasses.replace(_cfg("unused").bootstrap, batch_size=4, fresh=True)
+    batches = bootstrap.Batches(examples, b, random.Random(0))
+    seen = [e["input_ids"][0] for _ in range(5) for e in batches.next()]
+    assert sorted(seen[:10]) == list(range(10))  # the first pass: each once
+    assert len(set(seen[10:20])) == 10 and batches.epochs == 2.0
+    drawn = bootstrap.Batches(examples, dataclasses.replace(b, fresh=False), random.Random(0))
+    repeats = [e["input_ids"][0] for _ in range(5) for e in drawn.next()]
+    assert len(set(repeats[:10])) < 10  # with replacement across batches: some twice already
 
 
 def test_backspace_bootstrap_writes_an_erase_model(tmp_path):
