@@ -7,7 +7,8 @@
    banned), sampling at T=1.0. Ratio of tokens/s.
 2. Search throughput with 2 Ray workers vs 1 on this machine: `halluc search` on the arith-tiny
    bootstrap model (trained first if missing), same problems, rollouts/s over the whole stage
-   (actor start-up included) and over the search alone.
+   (actor start-up included) and over the search alone. With `--scale-model DIR [--preset P]`,
+   this alone, on that checkpoint (the model-size ladder's 10M model: a stage of minutes).
 3. Share of wall time outside the model: the in-process search, time inside `policy.sample`
    against the stage's wall time.
 """
@@ -149,11 +150,40 @@ def search_runs(n_train: int) -> dict[str, Any]:
     return figures
 
 
+def search_scaling(preset: str, model: str, n_train: int) -> dict[str, Any]:
+    """`halluc search` with 1 then 2 Ray workers on the checkpoint `model` (a larger model, whose
+    stage is long enough to amortise the actors' start-up), `n_train` training problems."""
+    root = RUN / "scale"
+    common = [f"run.out_dir={root}", f"task.n_train={n_train}", f"model.path={model}"]
+    figures: dict[str, Any] = {"preset": preset, "model": model, "problems": n_train}
+    for workers in (1, 2):
+        shutil.rmtree(root, ignore_errors=True)
+        cfg = load_config(preset, [*common, f"search.workers={workers}"])
+        t = time.perf_counter()
+        summary = search_stage.main(cfg)
+        wall = time.perf_counter() - t
+        figures[f"ray_workers_{workers}"] = {
+            "wall_s": wall,
+            "rollouts": summary["rollouts"],
+            "rollouts_per_s": summary["rollouts"] / wall,
+        }
+        print(json.dumps({workers: figures[f"ray_workers_{workers}"]}), flush=True)
+    w1, w2 = figures["ray_workers_1"], figures["ray_workers_2"]
+    figures["two_vs_one_workers"] = w2["rollouts_per_s"] / w1["rollouts_per_s"]
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-model.json")
     ap.add_argument("--problems", type=int, default=128)
+    ap.add_argument("--scale-model", default="", help="only 2 workers vs 1 on this checkpoint")
+    ap.add_argument("--preset", default="arith-headroom", help="with --scale-model")
     args = ap.parse_args()
+    if args.scale_model:
+        scaling = search_scaling(args.preset, args.scale_model, args.problems)
+        Path(args.out).write_text(json.dumps(scaling, indent=2))
+        return
     report = {
         "threads": torch.get_num_threads(),
         "sampler": sampler_vs_generate(),

@@ -1,0 +1,181 @@
+"""The model-size ladder: one task, the bootstrap at each `bootstrap.size`, its held-out accuracy
+and how well its own wrong steps can be told from right ones, over seeds.
+
+    .venv/bin/python experiments/ladder.py --preset arith-headroom --sizes 0.6m,2.7m,10m \\
+        --seeds 0,1,2 [--seeds-for 10m=0] --root runs/ladder/arith-headroom [--set KEY=VALUE ...]
+
+Each size and seed is one `halluc bootstrap` run (`bootstrap.size=SIZE`, `bootstrap.seed=S`,
+`run.seed=S`, `model.precision=bf16`: mixed precision, 1.5-1.7x faster training steps here and
+float32 weights) in `root/SIZE/seed-S`, then one `halluc probe` on that model (a logistic probe of
+the residual stream per layer, its layer chosen on validation problems, scored on test problems
+beside the step's own mean log-probability and step index). Everything else is the preset's, so
+every size trains the same steps on the same problems: equal training tokens, not equal tokens per
+parameter, which this machine cannot afford past the smallest size (stated per row). Rerunning
+reuses what is done.
+
+Writes `root/ladder.md` (the table and the command), `root/ladder.json` and `root/ladder.svg`
+(accuracy and detector AUC against parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import load_config
+from pipeline.layout import RunLayout, compute_of
+from pipeline.measure.plot import figure, percent
+from pipeline.measure.stats import interval
+from pipeline.stages import bootstrap, probe
+from pipeline.tables.common import mean_known, num, pct
+
+SETTINGS = ("greedy", "T=1.0")
+# detector scores, read within problem (a wrong and a right step of the same problem)
+DETECTORS = {
+    "probe": ("probe", "detector"),
+    "step mean log-prob": ("probe", "trivial", "step_mean_logprob"),
+    "step index": ("probe", "trivial", "step_index"),
+}
+
+
+def run(preset: str, root: Path, size: str, seed: int, sets: list[str]) -> dict[str, Any]:
+    out = RunLayout(root / size).seed(seed)
+    cfg = load_config(
+        preset,
+        [f"run.out_dir={out}", f"bootstrap.size={size}", "model.precision=bf16"]
+        + [f"bootstrap.seed={seed}", f"run.seed={seed}", *sets],
+    )
+    start = time.perf_counter()
+    figures = bootstrap.main(cfg)
+    boot_s = time.perf_counter() - start
+    probed = probe.main(cfg)
+    compute = json.loads(compute_of(RunLayout(out).bootstrap_model).read_text())
+    return {
+        "size": size,
+        "seed": seed,
+        "settings": {k: figures["settings"][k] for k in SETTINGS},
+        "compute": compute,
+        "probe": probed.get("probe"),  # none when a split's steps are all right or all wrong
+        "chosen_layer": probed.get("chosen_layer"),
+        "wall_s": {"bootstrap_this_call": boot_s, "train": compute.get("train_seconds")},
+    }
+
+
+def _auc(r: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    d: Any = r
+    for key in path:
+        if d is None:
+            return None
+        d = d[key]
+    return d.get("within_problem") if d else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in dict.fromkeys(r["size"] for r in rows):
+        rs = [r for r in rows if r["size"] == size]
+        c = rs[0]["compute"]
+        row: dict[str, Any] = {
+            "seeds": [r["seed"] for r in rs],
+            "parameters": c["parameters"],
+            "loss_tokens": c["loss_tokens"],
+            "loss_tokens_per_parameter": c["loss_tokens_per_parameter"],
+            "steps": c["optimizer_steps"],
+            "epochs": c["epochs"],
+            "train_seconds": [r["compute"]["train_seconds"] for r in rs],
+        }
+        for name in SETTINGS:
+            per = [r["settings"][name] for r in rs]
+            row[name] = {
+                "accuracy": interval([f["per_problem"] for f in per]),
+                "per_seed": [f["accuracy"] for f in per],
+            }
+        for name, path in DETECTORS.items():
+            vals = [_auc(r, path) for r in rs]
+            row[name] = {"mean": mean_known(vals), "per_seed": vals}
+        out[size] = row
+    return out
+
+
+def table(summary: dict[str, Any], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| size | parameters | steps, loss tokens (per parameter), epochs | train s per seed "
+        "| greedy (95%, seeds then problems) | per seed | T=1.0 | per seed "
+        "| AUC within problem: probe / step mean log-prob / step index (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, r in summary.items():
+        accs = []
+        for name in SETTINGS:
+            a = r[name]["accuracy"]
+            accs.append(f"{pct(a['mean'])} ({pct(a['ci95'][0])}–{pct(a['ci95'][1])})")
+            accs.append(" · ".join(pct(x) for x in r[name]["per_seed"]))
+        aucs = " / ".join(
+            f"{num(r[d]['mean'], 3)} ({' · '.join(num(x, 3) for x in r[d]['per_seed'])})"
+            for d in DETECTORS
+        )
+        lines.append(
+            f"| {size} | {r['parameters'] / 1e6:.2f}M | {r['steps']:,}, {r['loss_tokens']:,} "
+            f"({r['loss_tokens_per_parameter']:.2f}), {r['epochs']:.1f} | "
+            f"{' · '.join(f'{s:.0f}' for s in r['train_seconds'])} | {' | '.join(accs)} | {aucs} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    fig, (acc, auc) = figure(2, 8.0)
+    params = {size: r["parameters"] for size, r in summary.items()}
+    for ax, names, key in ((acc, SETTINGS, "accuracy"), (auc, tuple(DETECTORS), "auc")):
+        for name in names:
+            xs = [params[s] for s in summary]
+            means = [
+                r[name]["accuracy"]["mean"] if key == "accuracy" else r[name]["mean"]
+                for r in summary.values()
+            ]
+            (line,) = ax.plot(xs, means, marker="o", label=name)
+            for s, r in summary.items():
+                ys = [y for y in r[name]["per_seed"] if y is not None]
+                ax.scatter([params[s]] * len(ys), ys, s=10, color=line.get_color(), alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.legend(fontsize=7)
+    percent(acc, "held-out accuracy")
+    auc.set_ylim(0.4, 1.0)
+    auc.set_ylabel("ROC-AUC within problem")
+    fig.savefig(path, format="svg")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="arith-headroom")
+    ap.add_argument("--root", default="runs/ladder/arith-headroom")
+    ap.add_argument("--sizes", default="0.6m,2.7m,10m")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds-for", action="append", default=[], help="SIZE=0,1: fewer seeds")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    args = ap.parse_args()
+    root = Path(args.root)
+    seeds = {s: [int(x) for x in args.seeds.split(",")] for s in args.sizes.split(",")}
+    for item in args.seeds_for:
+        size, _, chosen = item.partition("=")
+        seeds[size] = [int(x) for x in chosen.split(",")]
+    rows = [run(args.preset, root, size, s, args.sets) for size in seeds for s in seeds[size]]
+    summary = summarize(rows)
+    command = " ".join(shlex.quote(a) for a in ["experiments/ladder.py", *sys.argv[1:]])
+    text = table(summary, command)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ladder.md").write_text(text)
+    (root / "ladder.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    chart(summary, root / "ladder.svg")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
