@@ -13,6 +13,10 @@ every size trains the same steps on the same problems: equal training tokens, no
 parameter, which this machine cannot afford past the smallest size (stated per row). Rerunning
 reuses what is done.
 
+`--fp32-run DIR` (a run made in fp32 with the same preset, e.g. the verdict's `runs/v2/...`): the
+first size's bf16 bootstraps against DIR/seed-S/bootstrap/eval.json, seed by seed (the same seeds,
+so the same problems and sampling seeds), as a paired difference over seeds then problems.
+
 Writes `root/ladder.md` (the table and the command), `root/ladder.json` and `root/ladder.svg`
 (accuracy and detector AUC against parameters).
 """
@@ -30,9 +34,9 @@ from typing import Any
 from pipeline.config import load_config
 from pipeline.layout import RunLayout, compute_of
 from pipeline.measure.plot import figure, percent
-from pipeline.measure.stats import interval
+from pipeline.measure.stats import interval, seeds_then_problems
 from pipeline.stages import bootstrap, probe
-from pipeline.tables.common import mean_known, num, pct
+from pipeline.tables.common import diff, mean_known, num, pct
 
 SETTINGS = ("greedy", "T=1.0")
 # detector scores, read within problem (a wrong and a right step of the same problem)
@@ -129,6 +133,33 @@ def table(summary: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def against_fp32(rows: list[dict[str, Any]], fp32_run: Path) -> str:
+    """The first size's rows (bf16) against the same seeds' bootstraps in `fp32_run`."""
+    first = [r for r in rows if r["size"] == rows[0]["size"]]
+    lines = [
+        "",
+        f"bf16 − fp32 ({rows[0]['size']}; fp32: {fp32_run}/seed-S/bootstrap, seeds "
+        f"{', '.join(str(r['seed']) for r in first)}):",
+        "",
+        "| setting | bf16 | fp32 | bf16 − fp32 (95%, seeds then problems) | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for name in SETTINGS:
+        evals = [
+            json.loads((fp32_run / f"seed-{r['seed']}" / "bootstrap" / "eval.json").read_text())
+            for r in first
+        ]
+        a = [r["settings"][name]["per_problem"] for r in first]
+        b = [e["settings"][name]["per_problem"] for e in evals]
+        d = seeds_then_problems(a, b)
+        lines.append(
+            f"| {name} | {' · '.join(pct(r['settings'][name]['accuracy']) for r in first)} | "
+            f"{' · '.join(pct(e['settings'][name]['accuracy']) for e in evals)} | {diff(d)} | "
+            f"{' · '.join(f'{100 * x:+.1f}' for x in d['per_seed'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def chart(summary: dict[str, Any], path: Path) -> None:
     fig, (acc, auc) = figure(2, 8.0)
     params = {size: r["parameters"] for size, r in summary.items()}
@@ -160,6 +191,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--seeds-for", action="append", default=[], help="SIZE=0,1: fewer seeds")
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--fp32-run", default="", help="a run's seed dirs to pair the first size with")
     args = ap.parse_args()
     root = Path(args.root)
     seeds = {s: [int(x) for x in args.seeds.split(",")] for s in args.sizes.split(",")}
@@ -170,6 +202,8 @@ def main() -> None:
     summary = summarize(rows)
     command = " ".join(shlex.quote(a) for a in ["experiments/ladder.py", *sys.argv[1:]])
     text = table(summary, command)
+    if args.fp32_run:
+        text += against_fp32(rows, Path(args.fp32_run))
     root.mkdir(parents=True, exist_ok=True)
     (root / "ladder.md").write_text(text)
     (root / "ladder.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))

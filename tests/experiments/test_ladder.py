@@ -1,0 +1,62 @@
+"""experiments/ladder.py's summary, table, chart and bf16-against-fp32 pairing, on rows built by
+hand (the runs themselves are `halluc bootstrap` and `halluc probe`, tested with their stages)."""
+
+import json
+
+import pytest
+
+from experiments import ladder
+
+
+def _row(size, seed, params, greedy, auc):
+    probe = {
+        "detector": {"within_problem": auc},
+        "trivial": {
+            "step_mean_logprob": {"within_problem": 0.9},
+            "step_index": {"within_problem": 0.5},
+        },
+    }
+    settings = {k: {"per_problem": greedy, "accuracy": sum(greedy) / len(greedy)} for k in
+                ladder.SETTINGS}  # fmt: skip
+    compute = {
+        "parameters": params,
+        "loss_tokens": 1000,
+        "loss_tokens_per_parameter": 1000 / params,
+        "optimizer_steps": 10,
+        "epochs": 1.5,
+        "train_seconds": 12.0,
+    }
+    return {"size": size, "seed": seed, "settings": settings, "compute": compute, "probe": probe}
+
+
+def test_summary_table_chart_and_the_fp32_pairing(tmp_path):
+    rows = [
+        _row("0.6m", 0, 600_000, [1, 0, 1, 1], 0.6),
+        _row("0.6m", 1, 600_000, [1, 1, 1, 1], 0.7),
+        _row("2.7m", 0, 2_700_000, [0, 0, 1, 1], 0.8),
+        _row("2.7m", 1, 2_700_000, [0, 0, 0, 1], None),  # a probe that had one class only
+    ]
+    rows[3]["probe"] = None
+    summary = ladder.summarize(rows)
+    small, big = summary["0.6m"], summary["2.7m"]
+    assert small["greedy"]["accuracy"]["mean"] == pytest.approx(7 / 8)
+    assert small["greedy"]["per_seed"] == [0.75, 1.0]
+    assert small["probe"] == {"mean": pytest.approx(0.65), "per_seed": [0.6, 0.7]}
+    assert big["probe"] == {"mean": 0.8, "per_seed": [0.8, None]}
+    assert big["loss_tokens_per_parameter"] == pytest.approx(1000 / 2_700_000)
+    text = ladder.table(summary, "experiments/ladder.py --x")
+    assert "| 0.6m | 0.60M | 10, 1,000 (0.00), 1.5 | 12 · 12 | 87.5%" in text
+    assert "0.800 (0.800 · –)" in text  # the missing probe shown as missing, not as 0
+    ladder.chart(summary, tmp_path / "ladder.svg")
+    assert (tmp_path / "ladder.svg").read_text().startswith("<?xml")
+    for seed, problems in ((0, [1, 0, 0, 1]), (1, [1, 1, 1, 0])):
+        boot = tmp_path / "fp32" / f"seed-{seed}" / "bootstrap"
+        boot.mkdir(parents=True)
+        figs = {
+            k: {"per_problem": problems, "accuracy": sum(problems) / 4} for k in ladder.SETTINGS
+        }
+        (boot / "eval.json").write_text(json.dumps({"settings": figs}))
+    paired = ladder.against_fp32(rows, tmp_path / "fp32")
+    # bf16 − fp32 per seed: (3 - 2) / 4 and (4 - 3) / 4
+    assert "| greedy | 75.0% · 100.0% | 50.0% · 75.0% | +25.0 (" in paired
+    assert "| +25.0 · +25.0 |" in paired
