@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import load_config
 from pipeline.layout import RunLayout, compute_of
 from pipeline.measure.plot import figure, percent
@@ -106,6 +108,31 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def auc_differences(summary: dict[str, Any], resamples: int = 10_000) -> dict[str, Any]:
+    """Each later size's detector AUC (within problem) minus the first size's, paired by seed:
+    the mean, each seed's difference, and a 95% percentile interval resampling seeds (the probe
+    keeps no per-point scores, so there is no problem level; with one seed, no interval)."""
+    sizes = list(summary)
+    out: dict[str, Any] = {}
+    for size in sizes[1:]:
+        out[size] = {}
+        for name in DETECTORS:
+            a, b = summary[sizes[0]], summary[size]
+            first = dict(zip(a["seeds"], a[name]["per_seed"], strict=True))
+            here = dict(zip(b["seeds"], b[name]["per_seed"], strict=True))
+            diffs = [
+                here[s] - first[s] for s in here if here[s] is not None and first.get(s) is not None
+            ]
+            ci = None
+            if len(diffs) > 1:
+                rng = np.random.default_rng(0)
+                draws = np.asarray(diffs)[rng.integers(0, len(diffs), (resamples, len(diffs)))]
+                ci = [float(x) for x in np.percentile(draws.mean(axis=1), [2.5, 97.5])]
+            mean = float(np.mean(diffs)) if diffs else None
+            out[size][name] = {"mean": mean, "ci95": ci, "per_seed": diffs}
+    return out
+
+
 def table(summary: dict[str, Any], command: str) -> str:
     lines = [
         f"Command: `{command}`",
@@ -130,6 +157,15 @@ def table(summary: dict[str, Any], command: str) -> str:
             f"({r['loss_tokens_per_parameter']:.2f}), {r['epochs']:.1f} | "
             f"{' · '.join(f'{s:.0f}' for s in r['train_seconds'])} | {' | '.join(accs)} | {aucs} |"
         )
+    diffs = auc_differences(summary)
+    first = next(iter(summary), "")
+    for size, by_detector in diffs.items():
+        parts = []
+        for name, d in by_detector.items():
+            ci = f", 95% over seeds {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}" if d["ci95"] else ""
+            per = " · ".join(f"{x:+.3f}" for x in d["per_seed"])
+            parts.append(f"{name} {num(d['mean'], 3)}{ci} ({per})")
+        lines.append(f"\nAUC {size} − {first}, paired by seed: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,10 @@ def test_summary_table_chart_and_the_fp32_pairing(tmp_path):
     text = ladder.table(summary, "experiments/ladder.py --x")
     assert "| 0.6m | 0.60M | 10, 1,000 (0.00), 1.5 | 12 · 12 | 87.5%" in text
     assert "0.800 (0.800 · –)" in text  # the missing probe shown as missing, not as 0
+    # the probe's AUC 2.7m − 0.6m paired by seed: seed 0 only (seed 1's probe is missing)
+    assert "AUC 2.7m − 0.6m, paired by seed: probe 0.200 (+0.200); step mean log-prob 0.000" in text
+    diffs = ladder.auc_differences(summary)["2.7m"]["step index"]
+    assert diffs["per_seed"] == [0.0] and diffs["ci95"] is None  # one seed: no interval
     ladder.chart(summary, tmp_path / "ladder.svg")
     assert (tmp_path / "ladder.svg").read_text().startswith("<?xml")
     for seed, problems in ((0, [1, 0, 0, 1]), (1, [1, 1, 1, 0])):
