@@ -18,6 +18,7 @@ every output, with its hash on every row.
     keys.py      the config hash and the evaluation cache keys
 """
 
+from pipeline.config.bootstrap import SIZES
 from pipeline.config.keys import (
     EVAL_VALUE_KEYS,
     LATE_TASK_KEYS,
@@ -39,7 +40,6 @@ from pipeline.config.load import (
 )
 from pipeline.config.sections import (
     AUTO_SHARE,
-    SIZES,
     BootstrapConfig,
     Config,
     EvalConfig,

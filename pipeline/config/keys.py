@@ -49,6 +49,7 @@ BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
 BOOTSTRAP_LADDER_KEYS = ("size", "fresh")  # BootstrapConfig: hashed only when set
+BOOTSTRAP_OWN_ERROR_KEYS = ("retry_model", "retry_samples")  # with a retry_model only
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -73,6 +74,9 @@ def config_hash(cfg: Config) -> str:
     _drop_unset(d["eval"], EVAL_VALUE_KEYS)  # likewise, unless set
     _drop_unset(d["train"]["rl"], RL_CREDIT_KEYS)
     _drop_unset(d["bootstrap"], BOOTSTRAP_LADDER_KEYS)
+    if not d["bootstrap"]["retry_model"]:  # added later: hashed only when set
+        for key in BOOTSTRAP_OWN_ERROR_KEYS:
+            del d["bootstrap"][key]
     if d["model"]["precision"] == "fp32":  # added later: the hash fp32 runs had before
         del d["model"]["precision"]
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.arms import SelectArm
+from pipeline.config.bootstrap import BootstrapConfig
 from pipeline.config.keys import config_hash
 from pipeline.config.shared import (
     ModelConfig,
@@ -24,104 +25,6 @@ from search.mcts import MctsParams
 from search.omegaprm import OmegaParams
 from search.values import ValueMode
 from workers.options import check_decoding
-
-# the model-size ladder (`bootstrap.size`): (n_layer, n_embd, n_head) of a GPT-2-shaped decoder;
-# parameters with a 30-token character vocabulary and 256 positions
-SIZES: dict[str, tuple[int, int, int]] = {
-    "0.6m": (3, 128, 4),  # 0.63M, the presets' model
-    "2.7m": (6, 192, 3),  # 2.72M
-    "10m": (8, 320, 5),  # 9.96M
-}
-
-
-@dataclass(frozen=True)
-class BootstrapConfig:
-    """A small decoder trained from scratch on the task's reference solutions (docs/design.md §9).
-
-    `data` (Countdown: a task with search streams): `optimal` (the solver's path), `stream` (a
-    Stream-of-Search stream of the heuristic search in `search_order`, dead ends and "back" lines
-    visible, plain attention), `backspace` (the same search, each dead end erased back to the
-    state it branched from: step-unit backspaces, erase attention; the model has the backspace
-    token from step 0), or `optimal+stream` / `optimal+backspace` (each problem drawn in one of
-    the two forms at random). `erased_loss`: the backspace form's erased moves carry loss too
-    (the model learns to try them; off: it learns the path kept and when to erase). `batch_tokens`
-    > 0: each batch is filled to that many loss-bearing tokens instead of `batch_size` examples,
-    so forms of different lengths train on equal tokens and steps.
-
-    `retry_rate` p (arithmetic and countdown, `data=optimal` only): each solution, with
-    probability p (seeded, a generator of its own), has one step chosen uniformly typed wrong
-    first, erased by one step backspace and typed right; the data has backspaces, so erase
-    attention and the token from step 0, as for `backspace`. The wrong step is the task's
-    `wrong_step` (a plausible slip its exact checker flags): errors sampled from a model need a
-    model, and a bootstrap has none.
-
-    `tokenizer`: `char` (one token per character: the delimiter is always a token of its own) or
-    a byte-level BPE of `vocab_size` tokens trained on the solutions with GPT-2's or Qwen2's
-    pre-tokenizer (`gpt2-bpe`, `qwen2-bpe`: the tokenizers users' checkpoints bring, whose steps
-    end in merged tokens such as `.\n`; no pad token), for clean data (`data=optimal`, no
-    retries). `arch` `qwen2` is a Qwen2 config (grouped-query attention, 2 key/value heads when
-    `n_head` allows)."""
-
-    arch: Literal["gpt2", "llama", "qwen2"] = "gpt2"
-    n_layer: int = 3
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 256
-    n_problems: int = 20000
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 3e-3
-    warmup: int = 100
-    seed: int = 0
-    data: Literal["optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"] = (
-        "optimal"
-    )
-    search_order: Literal["dfs", "bfs"] = "dfs"
-    max_states: int = 100
-    erased_loss: bool = False
-    batch_tokens: int = 0
-    retry_rate: float = 0.0
-    tokenizer: Literal["char", "gpt2-bpe", "qwen2-bpe"] = "char"
-    vocab_size: int = 512
-    size: Literal["", "0.6m", "2.7m", "10m"] = ""
-    fresh: bool = False
-
-    def shape(self) -> tuple[int, int, int]:
-        """(n_layer, n_embd, n_head): the `size` rung's, else the keys as given."""
-        return SIZES[self.size] if self.size else (self.n_layer, self.n_embd, self.n_head)
-
-    def __post_init__(self) -> None:
-        given = (self.n_layer, self.n_embd, self.n_head)
-        if self.size and given not in (SIZES[self.size], (3, 128, 4)):
-            raise ConfigError(
-                f"size={self.size} sets n_layer, n_embd, n_head to {SIZES[self.size]}; they are "
-                f"set to {given} too: give one or the other"
-            )
-        if self.tokenizer != "char" and (self.data != "optimal" or self.retry_rate):
-            raise ConfigError(
-                f"tokenizer={self.tokenizer}: a BPE bootstrap trains on clean solutions; set "
-                "data=optimal and retry_rate=0, or tokenizer=char"
-            )
-        if self.vocab_size < 300:
-            raise ConfigError(
-                f"vocab_size: at least 300 (256 bytes and merges), got {self.vocab_size}"
-            )
-        if self.max_states < 1 or self.batch_tokens < 0:
-            raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
-        if not 0 <= self.retry_rate <= 1:
-            raise ConfigError(f"retry_rate: must be in [0, 1], got {self.retry_rate}")
-        if self.retry_rate and self.data != "optimal":
-            raise ConfigError(
-                f"retry_rate: retries are added to optimal solutions only; set data=optimal "
-                f"(not {self.data}) or retry_rate=0"
-            )
-        positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
-        for name in (*positive, "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        _, n_embd, n_head = self.shape()
-        if n_embd % n_head:
-            raise ConfigError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
+from pipeline.bootstrap_data import (
+    Batches,
+    Example,
+    encode_examples,
+    forms,
+    has_backspaces,
+    retry,
+    solutions,
+)
 from pipeline.bpe import PATTERNS, bpe_tokenizer
 from pipeline.config import BootstrapConfig, Config
 from pipeline.curves import GRAD_NORM, LOSS, LR, Curves
@@ -37,6 +47,7 @@ from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout, compute_of
 from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_to, format_table
+from pipeline.own_errors import own_retries
 from pipeline.runtime import (
     finished,
     kill_point,
@@ -45,10 +56,8 @@ from pipeline.runtime import (
     set_threads,
     stage_config,
 )
-from search.backspace import serialize_stream
 from search.errors import HallucError
-from search.tasks.countdown_stream import Mode, Piece, search_trace
-from search.types import Problem, Task
+from search.types import Task
 from workers.collate import BacktrackCollator
 from workers.hf import META, set_precision
 
@@ -146,133 +155,7 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
     return AutoModelForCausalLM.from_config(config)
 
 
-Example = dict[str, Any]  # input_ids, loss_mask, prompt_len: a row as training collates it
-
-
-def forms(data: str) -> list[str]:
-    """The trace forms `bootstrap.data` names: "optimal+backspace" -> ["optimal", "backspace"]."""
-    return data.split("+")
-
-
-def has_backspaces(b: BootstrapConfig) -> bool:
-    """Whether `b` trains on data with backspaces (the backspace form, or retries): the model
-    gets the backspace token and erase attention from step 0."""
-    return "backspace" in forms(b.data) or b.retry_rate > 0
-
-
-def solutions(
-    task: Task, problems: list[Problem], b: BootstrapConfig
-) -> list[tuple[Problem, list[Piece]]]:
-    """Each problem with its solution in one of `b.data`'s forms (drawn at random, seeded), as
-    (text, backspaces) pieces without prompt or end-of-sequence; an optimal one, with
-    probability `b.retry_rate`, as a retry (`retry`; a generator of its own, so the rest is the
-    same whatever the rate). A problem the search does not solve within `b.max_states` states
-    is left out."""
-    choices = forms(b.data)
-    if choices != ["optimal"] and task.name != "countdown":
-        raise HallucError(
-            f"bootstrap.data={b.data}: search streams exist for countdown only; "
-            f"use bootstrap.data=optimal for {task.name}"
-        )
-    if b.retry_rate and not task.has_wrong_steps:
-        raise HallucError(
-            f"bootstrap.retry_rate={b.retry_rate}: synthetic wrong steps exist for arithmetic "
-            f"and countdown, not {task.name}; set bootstrap.retry_rate=0"
-        )
-    rng, retry_rng = random.Random(f"{b.seed}-forms"), random.Random(f"{b.seed}-retry")
-    out = []
-    for problem in problems:
-        form = rng.choice(choices)
-        if form == "optimal":
-            if retry_rng.random() < b.retry_rate:
-                out.append((problem, retry(task, problem, retry_rng)))
-            else:
-                out.append((problem, [(task.step_delimiter.join(task.reference(problem)), 0)]))
-            continue
-        mode: Mode = "stream" if form == "stream" else "backspace"
-        found = search_trace(problem, mode, b.search_order, b.max_states)
-        if found is not None:
-            out.append((problem, found))
-    return out
-
-
-def retry(task: Task, problem: Problem, rng: random.Random) -> list[Piece]:
-    """The reference solution with one step (drawn uniformly) first typed wrong
-    (`task.wrong_step`), then erased by one step backspace and typed right:
-    [(steps before + wrong step + delimiter, 1), (right step + the rest, 0)]. The backspace takes
-    the delimiter and the wrong step, so `apply_backspaces` (step unit) leaves the reference."""
-    steps, d = task.reference(problem), task.step_delimiter
-    k = rng.randrange(len(steps))
-    wrong = task.wrong_step(problem, steps[:k], rng)
-    return [("".join(s + d for s in steps[:k]) + wrong + d, 1), (d.join(steps[k:]), 0)]
-
-
-def encode_examples(
-    tokenizer: Any,
-    solved: list[tuple[Problem, list[Piece]]],
-    delimiter: str,
-    bksp_token: str,
-    erased_loss: bool = False,
-) -> list[Example]:
-    """Prompt, solution, end-of-sequence. Loss on what follows the prompt, except on the moves a
-    backspace erases unless `erased_loss`."""
-    bksp = (
-        tokenizer.convert_tokens_to_ids(bksp_token) if bksp_token in tokenizer.get_vocab() else -1
-    )
-    delim = tokenizer.encode(delimiter, add_special_tokens=False)[0]
-    out = []
-    for problem, found in solved:
-        # the ids the search and training use: no BOS or other added token (SearchTokenizer)
-        prompt = tokenizer.encode(problem.prompt, add_special_tokens=False)
-        completion = [
-            i
-            for text, n in found
-            for i in [*tokenizer.encode(text, add_special_tokens=False), *[bksp] * n]
-        ]
-        ser = serialize_stream(prompt, [*completion, tokenizer.eos_token_id], "step", bksp, delim)
-        mask = ser.loss_mask
-        if erased_loss:
-            mask = [0] * len(prompt) + [1] * (len(ser.input_ids) - len(prompt))
-        out.append({"input_ids": ser.input_ids, "loss_mask": mask, "prompt_len": len(prompt)})
-    return out
-
-
-class Batches:
-    """The bootstrap's batches over `examples`: `b.batch_size` examples, or (`b.batch_tokens` > 0)
-    examples until their loss-bearing tokens reach `b.batch_tokens`; drawn at random with
-    replacement, or (`b.fresh`) in a shuffled order, every example once before any twice.
-    `epochs`: passes over the examples so far."""
-
-    def __init__(self, examples: list[Example], b: BootstrapConfig, rng: random.Random) -> None:
-        self.examples, self.b, self.rng = examples, b, rng
-        self.order: list[int] = []
-        self.drawn = 0
-
-    @property
-    def epochs(self) -> float:
-        return self.drawn / len(self.examples)
-
-    def _one(self) -> Example:
-        self.drawn += 1
-        if not self.b.fresh:
-            return self.rng.choice(self.examples)
-        if not self.order:
-            self.order = list(range(len(self.examples)))
-            self.rng.shuffle(self.order)
-        return self.examples[self.order.pop()]
-
-    def next(self) -> list[Example]:
-        b, n = self.b, min(self.b.batch_size, len(self.examples))
-        if not b.batch_tokens and not b.fresh:
-            self.drawn += n
-            return self.rng.sample(self.examples, n)
-        if not b.batch_tokens:
-            return [self._one() for _ in range(b.batch_size)]
-        batch, tokens = [], 0
-        while tokens < b.batch_tokens:
-            batch.append(self._one())
-            tokens += sum(batch[-1]["loss_mask"])
-        return batch
+__all__ = ["Batches", "encode_examples", "forms", "retry"]  # the data's, used from here too
 
 
 def train(cfg: Config, task: Task, out: Path) -> None:
@@ -282,7 +165,8 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
     problems = task.problems("train", b.n_problems)
-    solved = solutions(task, problems, b)
+    own = partial(own_retries, cfg, task, model=Path(b.retry_model)) if b.retry_model else None
+    solved = solutions(task, problems, b, own)
     if not solved:
         raise HallucError(
             f"bootstrap.data={b.data}: the search solved none of {len(problems)} problems "

@@ -1,0 +1,83 @@
+"""Retry data made of a model's own errors (`bootstrap.retry_model`), instead of synthetic ones.
+
+For each problem the bootstrap chose for a retry, the model at `bootstrap.retry_model` samples
+`bootstrap.retry_samples` solutions at T=1.0 (backspace banned); the first that the exact checker
+rejects gives the retry: the model's own steps up to its first wrong step (all right), that wrong
+step as it wrote it, one step backspace, then a right continuation from the model's own prefix
+(`continuation`). A problem the model solved in every sample keeps its reference solution. The
+errors are then the model's, on its own prefixes (on-policy), where the synthetic retry's are a
+rule's slips on the reference's prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.loading import load_model
+from search.errors import HallucError
+from search.tasks.countdown import apply_step, solve
+from search.tasks.countdown_stream import Piece
+from search.tree import Judge, derive_seed
+from search.types import Ask, Problem, Task
+from workers.policy import Decoding, make_policy
+
+log = logging.getLogger(__name__)
+
+
+def continuation(task: Task, problem: Problem, before: Sequence[str]) -> list[str]:
+    """A right rest of the solution after `before`, steps the exact checker accepts (arithmetic:
+    the scratchpad's remaining steps; Countdown: a solver's path from the numbers left)."""
+    if not task.has_step_checker or task.first_error(problem, before) is not None:
+        raise HallucError(
+            f"{task.name}: a continuation needs an exact step checker and a right prefix"
+        )
+    if task.name == "countdown":
+        state: tuple[int, ...] | None = tuple(problem.meta["numbers"])
+        for step in before:
+            state = apply_step(state, step) if state is not None else None
+        rest = solve(state, problem.meta["target"]) if state is not None else None
+        if rest is None:
+            raise HallucError(f"countdown: no path from {state} after {list(before)}")
+        return rest
+    return task.reference(problem)[len(before) :]
+
+
+def own_retries(
+    cfg: Config, task: Task, problems: list[Problem], model: Path
+) -> list[list[Piece] | None]:
+    """Per problem, the retry from the model's own first wrong step as (text, backspaces)
+    pieces (as `pipeline.stages.bootstrap.retry` gives), or None when every sample was right or
+    unfinished."""
+    b = cfg.bootstrap
+    loaded = load_model(cfg, "transformers", model, task)
+    decoding = Decoding(
+        temperature=1.0,
+        max_new_tokens=cfg.sampling.max_new_tokens,
+        max_batch=cfg.sampling.max_batch,
+        ban_backspace=True,
+    )
+    policy = make_policy(loaded, decoding)
+    tok, d = loaded.tokenizer, task.step_delimiter
+    prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
+    asks = [
+        Ask(pr, b.retry_samples, "end", derive_seed(b.seed, "own-retry", p.id))
+        for p, pr in zip(problems, prompts, strict=True)
+    ]
+    out: list[list[Piece] | None] = []
+    for p, pr, rollouts in zip(problems, prompts, policy.sample(asks), strict=True):
+        judge = Judge(task, p, tok, pr, loaded.unit)
+        out.append(None)
+        for r in rollouts:
+            split = judge.visible_steps(r.tokens) if r.finished else None
+            steps = judge.texts(split) if split else []
+            k = task.first_error(p, steps) if steps else None
+            if k is not None:
+                rest = continuation(task, p, steps[:k])
+                out[-1] = [("".join(s + d for s in steps[:k]) + steps[k] + d, 1), (d.join(rest), 0)]
+                break
+    found = sum(o is not None for o in out)
+    log.info("own-error retries: %d of %d problems had a wrong sample", found, len(problems))
+    return out
