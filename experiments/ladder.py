@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.config import load_config
 from pipeline.layout import RunLayout, compute_of
 from pipeline.measure.plot import figure, percent
-from pipeline.measure.stats import interval, seeds_then_problems
+from pipeline.measure.stats import seeds_then_problems
 from pipeline.stages import bootstrap, probe
 from pipeline.tables.common import diff, mean_known, num, pct
 
@@ -97,8 +97,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for name in SETTINGS:
             per = [r["settings"][name] for r in rs]
-            row[name] = {
-                "accuracy": interval([f["per_problem"] for f in per]),
+            problems = [f["per_problem"] for f in per]
+            zeros = [[0.0] * len(p) for p in problems]
+            row[name] = {  # seeds, then problems (problems only with one seed)
+                "accuracy": seeds_then_problems(problems, zeros),
                 "per_seed": [f["accuracy"] for f in per],
             }
         for name, path in DETECTORS.items():
