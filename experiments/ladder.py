@@ -107,6 +107,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             vals = [_auc(r, path) for r in rs]
             row[name] = {"mean": mean_known(vals), "per_seed": vals}
         out[size] = row
+    first = next(iter(out), None)
+    for size, row in out.items():
+        if size == first:
+            continue
+        for name in SETTINGS:  # the same test problems at every size: paired per seed index
+            base = {r["seed"]: r for r in rows if r["size"] == first}
+            mine = [r for r in rows if r["size"] == size and r["seed"] in base]
+            row[name]["minus_first"] = seeds_then_problems(
+                [r["settings"][name]["per_problem"] for r in mine],
+                [base[r["seed"]]["settings"][name]["per_problem"] for r in mine],
+            )
     return out
 
 
@@ -159,8 +170,14 @@ def table(summary: dict[str, Any], command: str) -> str:
             f"({r['loss_tokens_per_parameter']:.2f}), {r['epochs']:.1f} | "
             f"{' · '.join(f'{s:.0f}' for s in r['train_seconds'])} | {' | '.join(accs)} | {aucs} |"
         )
-    diffs = auc_differences(summary)
     first = next(iter(summary), "")
+    for size, r in list(summary.items())[1:]:
+        parts = [f"{name} {diff(r[name].get('minus_first'))}" for name in SETTINGS]
+        lines.append(
+            f"\nAccuracy {size} − {first} (seeds paired by index, then problems; "
+            f"{len(r['greedy']['minus_first']['per_seed'])} seed(s)): " + "; ".join(parts) + "."
+        )
+    diffs = auc_differences(summary)
     for size, by_detector in diffs.items():
         parts = []
         for name, d in by_detector.items():

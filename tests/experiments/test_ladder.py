@@ -51,6 +51,9 @@ def test_summary_table_chart_and_the_fp32_pairing(tmp_path):
     assert "AUC 2.7m − 0.6m, paired by seed: probe 0.200 (+0.200); step mean log-prob 0.000" in text
     diffs = ladder.auc_differences(summary)["2.7m"]["step index"]
     assert diffs["per_seed"] == [0.0] and diffs["ci95"] is None  # one seed: no interval
+    # accuracy 2.7m − 0.6m paired by seed: (2 - 3) / 4 and (1 - 4) / 4
+    assert big["greedy"]["minus_first"]["per_seed"] == [-0.25, -0.75]
+    assert "then problems; 2 seed(s)): greedy -50.0 (" in text
     ladder.chart(summary, tmp_path / "ladder.svg")
     assert (tmp_path / "ladder.svg").read_text().startswith("<?xml")
     for seed, problems in ((0, [1, 0, 0, 1]), (1, [1, 1, 1, 0])):
