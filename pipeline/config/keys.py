@@ -48,8 +48,15 @@ EVAL_VALUE_KEYS = ("value_model", "value_drop", "erase_logprob")  # EvalConfig: 
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
-BOOTSTRAP_LADDER_KEYS = ("size", "fresh")  # BootstrapConfig: hashed only when set
 BOOTSTRAP_OWN_ERROR_KEYS = ("retry_model", "retry_samples")  # with a retry_model only
+# keys added later, dropped at these values: a config that leaves them there keeps its hash
+LATE_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("model", "precision"): "fp32",
+    ("bootstrap", "size"): "",
+    ("bootstrap", "fresh"): False,
+    ("train", "anchor"): "previous",
+    ("train", "accumulate"): False,
+}
 
 # sections that shape only their own stage's output (nothing the search, training or
 # evaluation writes): not hashed, and compared on resume only by a stage that names them
@@ -73,17 +80,21 @@ def config_hash(cfg: Config) -> str:
             del d["search"][key]
     _drop_unset(d["eval"], EVAL_VALUE_KEYS)  # likewise, unless set
     _drop_unset(d["train"]["rl"], RL_CREDIT_KEYS)
-    _drop_unset(d["bootstrap"], BOOTSTRAP_LADDER_KEYS)
-    if not d["bootstrap"]["retry_model"]:  # added later: hashed only when set
-        for key in BOOTSTRAP_OWN_ERROR_KEYS:
-            del d["bootstrap"][key]
-    if d["model"]["precision"] == "fp32":  # added later: the hash fp32 runs had before
-        del d["model"]["precision"]
+    _drop_late(d)
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:
             del d["bootstrap"][key]
     _drop_chat(d)
     return _digest(legacy(d))
+
+
+def _drop_late(d: dict[str, Any]) -> None:
+    for (section, key), default in LATE_DEFAULTS.items():
+        if d[section][key] == default:
+            del d[section][key]
+    if not d["bootstrap"]["retry_model"]:
+        for key in BOOTSTRAP_OWN_ERROR_KEYS:
+            del d["bootstrap"][key]
 
 
 def _drop_unset(section: dict[str, Any], keys: tuple[str, ...]) -> None:

@@ -123,7 +123,13 @@ class TrainConfig:
     `train/tb/`; the other names are the Trainer's own reporters (`wandb`, `mlflow`, ...: opt-in,
     each needs its package and its login) and reach sft and dpo only, rl's loop writing
     TensorBoard alone; `[]` writes none. Not hashed: it changes no weight or figure. The
-    bootstrap and value stages always write their curves to their own `tb/`."""
+    bootstrap and value stages always write their curves to their own `tb/`.
+
+    Anchored expert iteration (ReST-EM): `anchor=start` trains every round from the start model
+    (the bootstrap or `model.path`) instead of the previous round's (`previous`); the round still
+    searches with the previous round's model. `accumulate` (sft arms: baseline, backtrack; dpo
+    and rl read pairs or sample) trains round r on the arm's selections of rounds 0..r, rows that
+    repeat an earlier one's tokens dropped, earlier rounds first. Both hashed only when set."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -145,6 +151,8 @@ class TrainConfig:
     dpo: DpoConfig = field(default_factory=DpoConfig)
     rl: RlConfig = field(default_factory=RlConfig)
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    anchor: Literal["previous", "start"] = "previous"
+    accumulate: bool = False
 
     def __post_init__(self) -> None:
         if {"all", "none"} & set(self.report_to):

@@ -133,7 +133,9 @@ def run_seed(cfg: Config) -> dict[str, Any]:
                 _, n = select.select(acfg, a.name, rnd, tokens)
             backspace = a.backspace or cfg.run.baseline_backspace
             with timed(clock, "train", a.name, r + 1):
-                train.train(acfg, model, rnd, backspace=backspace, max_steps=steps)
+                base = train.base_of(acfg, layout, r, a.name)
+                earlier = train.earlier_of(acfg, layout, r, a.name)
+                train.train(acfg, base, rnd, backspace, steps, earlier)
             if a.sets_budget:
                 tokens = n
                 steps = read_json(rnd.compute)["optimizer_steps"]

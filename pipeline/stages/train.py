@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from pipeline.arms import arm as arm_named
 from pipeline.config import SHAPES, Config
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RoundLayout, RunLayout
@@ -80,17 +81,38 @@ def main(cfg: Config) -> Path:
     layout = RunLayout.of(cfg)
     record_environment(cfg, layout.environment)
     r = cfg.run.round
-    return train(cfg, layout.model(r), layout.round(r))
+    return train(cfg, base_of(cfg, layout, r), layout.round(r), earlier=earlier_of(cfg, layout, r))
+
+
+def base_of(cfg: Config, layout: RunLayout, r: int, arm: str = "") -> Path:
+    """The model round `r` trains from: the start model with `train.anchor=start` (an arm that
+    starts from another arm's model keeps it), else the model the round searched with."""
+    if cfg.train.anchor == "start" and not (arm and arm_named(arm).starts_from):
+        return layout.start_model
+    return layout.model(r, arm)
+
+
+def earlier_of(cfg: Config, layout: RunLayout, r: int, arm: str = "") -> tuple[RoundLayout, ...]:
+    """The rounds before `r` whose selections round `r` adds (`train.accumulate`, sft only)."""
+    if not cfg.train.accumulate or cfg.train.objective != "sft":
+        return ()
+    return tuple(layout.round(q, arm) for q in range(r))
 
 
 def train(
-    cfg: Config, base: Path, rnd: RoundLayout, backspace: bool = True, max_steps: int = -1
+    cfg: Config,
+    base: Path,
+    rnd: RoundLayout,
+    backspace: bool = True,
+    max_steps: int = -1,
+    earlier: tuple[RoundLayout, ...] = (),
 ) -> Path:
     """Fine-tune the checkpoint `base` on the round's selection (its search traces when nothing
     was selected; its pairs for dpo) unless the round's model exists; returns the trained model's
     directory. `backspace` False trains without adding the backspace token (a clean-only arm);
     `max_steps` > 0 fixes the optimizer steps (equal compute between arms), else `train.epochs`
-    decides. What it cost goes to `train/compute.json` (`Compute.record`)."""
+    decides; `earlier`: rounds whose selections are added first (`train.accumulate`). What it
+    cost goes to `train/compute.json` (`Compute.record`)."""
     stage_config(cfg, rnd.train, only=SHAPES["train"])  # first: never reuse another's model
     remove_stale(rnd.train)
     if finished(rnd.train, outputs(rnd)):
@@ -98,7 +120,7 @@ def train(
         log.info("train: %s is trained, nothing to do", rnd.model)
         return rnd.model
     steps = max_steps if max_steps > 0 else cfg.train.max_steps
-    job = Job(cfg, base, rnd, backspace, steps)
+    job = Job(cfg, base, rnd, backspace, steps, earlier=earlier)
     if cfg.train.workers > 0:
         TRAINERS[cfg.train.objective].check(job)  # fail on bad shards before any worker starts
         _run_ray_train(job)

@@ -34,8 +34,9 @@ class Job:
     """One training of one round. `base`: the checkpoint it starts from; `rnd`: the round whose
     selection (or search) it reads and whose `train/` it writes; `backspace` False trains without
     the backspace token (a clean-only arm); `max_steps` > 0 fixes the optimizer steps (equal
-    compute between arms), else `train.epochs` decides; `ray`: one of Ray Train's workers. It
-    pickles: Ray Train hands it to every worker."""
+    compute between arms), else `train.epochs` decides; `ray`: one of Ray Train's workers;
+    `earlier`: rounds whose selections come first (`train.accumulate`). It pickles: Ray Train
+    hands it to every worker."""
 
     cfg: Config
     base: Path
@@ -43,6 +44,7 @@ class Job:
     backspace: bool = True
     max_steps: int = -1
     ray: bool = False
+    earlier: tuple[RoundLayout, ...] = ()  # rounds whose selections are added (train.accumulate)
 
     @property
     def out(self) -> Path:

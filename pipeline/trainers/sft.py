@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from datasets import logging as ds_logging
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
@@ -59,6 +59,12 @@ def load(job: Job, tok: Any, collate: BacktrackCollator) -> Dataset:
     """The training rows (`input_ids`, `loss_mask`, `prompt_len`), tokenized by `tok`'s
     tokenizer (checked on the first row)."""
     ds = load_traces(job.cfg, job.rnd)
+    if job.earlier:  # train.accumulate: the earlier rounds' rows first, repeats dropped
+        ds = concatenate_datasets([*(load_traces(job.cfg, r) for r in job.earlier), ds])
+        first: dict[tuple[int, ...], int] = {}
+        for i, ids in enumerate(ds["input_ids"]):
+            first.setdefault(tuple(ids), i)
+        ds = ds.select(sorted(first.values()))
     _check_same_tokenizer(ds, tok)
     return ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
 

@@ -266,3 +266,36 @@ def test_a_training_row_longer_than_the_context_is_refused(tmp_path):
     ):
         train.check_lengths(rows, model, rnd)
     train.check_lengths(rows.select([0]), model, rnd)
+
+
+def test_anchored_round_on_accumulated_data_equals_one_training_on_the_union(searched, tmp_path):
+    """train.anchor=start with train.accumulate: round 1 trains from the start model on rounds 0
+    and 1's rows, repeats dropped. Round 1's rows here repeat round 0's, so the union is round 0's
+    rows: the same weights as training once on them from the start model."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(searched / "bootstrap", out / "bootstrap")
+    for r in (0, 1):
+        shutil.copytree(searched / "round-0" / "search", out / f"round-{r}" / "search")
+    cfg = cfg_for(out, "train.anchor=start", "train.accumulate=true", "train.max_steps=4")
+    layout = RunLayout(out)
+    rows = sft.load_traces(cfg, layout.round(0))
+    assert len({tuple(ids) for ids in rows["input_ids"]}) == len(rows)  # no repeats within
+    assert train.base_of(cfg, layout, 1) == layout.start_model != layout.model(1)
+    assert train.base_of(cfg_for(out), layout, 1) == layout.model(1)  # previous, the default
+    earlier = train.earlier_of(cfg, layout, 1)
+    assert earlier == (layout.round(0),)
+    assert (
+        train.earlier_of(cfg_for(out, "train.objective=dpo", "train.accumulate=true"), layout, 1)
+        == ()
+    )
+    union = train.train(cfg, train.base_of(cfg, layout, 1), layout.round(1), earlier=earlier)
+    once = train.train(cfg, layout.start_model, layout.round(0))
+    a = AutoModelForCausalLM.from_pretrained(union)
+    b = AutoModelForCausalLM.from_pretrained(once)
+    for (n, x), (_, y) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(x, y), n
+    assert (
+        json.loads((out / "round-1" / "train" / "compute.json").read_text())["optimizer_steps"] == 4
+    )
