@@ -134,30 +134,15 @@ def search_runs(n_train: int) -> dict[str, Any]:
     bootstrap.main(load_config("arith-tiny", common))
     shutil.rmtree(RunLayout(RUN).round(0).root, ignore_errors=True)
     figures: dict[str, Any] = {"in_process": in_process(load_config("arith-tiny", common))}
-    for workers in (1, 2):
-        shutil.rmtree(RunLayout(RUN).round(0).root, ignore_errors=True)
-        cfg = load_config("arith-tiny", [*common, f"search.workers={workers}"])
-        t = time.perf_counter()
-        summary = search_stage.main(cfg)
-        wall = time.perf_counter() - t
-        figures[f"ray_workers_{workers}"] = {
-            "wall_s": wall,
-            "rollouts": summary["rollouts"],
-            "rollouts_per_s": summary["rollouts"] / wall,
-        }
-    w1, w2 = figures["ray_workers_1"], figures["ray_workers_2"]
-    figures["two_vs_one_workers"] = w2["rollouts_per_s"] / w1["rollouts_per_s"]
-    return figures
+    return figures | one_and_two_workers("arith-tiny", common, RunLayout(RUN).round(0).root)
 
 
-def search_scaling(preset: str, model: str, n_train: int) -> dict[str, Any]:
-    """`halluc search` with 1 then 2 Ray workers on the checkpoint `model` (a larger model, whose
-    stage is long enough to amortise the actors' start-up), `n_train` training problems."""
-    root = RUN / "scale"
-    common = [f"run.out_dir={root}", f"task.n_train={n_train}", f"model.path={model}"]
-    figures: dict[str, Any] = {"preset": preset, "model": model, "problems": n_train}
+def one_and_two_workers(preset: str, common: list[str], scratch: Path) -> dict[str, Any]:
+    """The search stage with 1, then 2 Ray workers (`scratch`, its output, removed before each),
+    timed whole; rollouts/s of each and their ratio."""
+    figures: dict[str, Any] = {}
     for workers in (1, 2):
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
         cfg = load_config(preset, [*common, f"search.workers={workers}"])
         t = time.perf_counter()
         summary = search_stage.main(cfg)
@@ -171,6 +156,15 @@ def search_scaling(preset: str, model: str, n_train: int) -> dict[str, Any]:
     w1, w2 = figures["ray_workers_1"], figures["ray_workers_2"]
     figures["two_vs_one_workers"] = w2["rollouts_per_s"] / w1["rollouts_per_s"]
     return figures
+
+
+def search_scaling(preset: str, model: str, n_train: int) -> dict[str, Any]:
+    """`halluc search` with 1 then 2 Ray workers on the checkpoint `model` (a larger model, whose
+    stage is long enough to amortise the actors' start-up), `n_train` training problems."""
+    root = RUN / "scale"
+    common = [f"run.out_dir={root}", f"task.n_train={n_train}", f"model.path={model}"]
+    figures: dict[str, Any] = {"preset": preset, "model": model, "problems": n_train}
+    return figures | one_and_two_workers(preset, common, root)
 
 
 def main() -> None:
