@@ -186,15 +186,10 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         )
     model = set_precision(build_model(b, tokenizer), cfg.model.precision)
     n_params = sum(p.numel() for p in model.parameters())
+    shape = "x".join(map(str, b.shape()[:2]))
     log.info(
-        "bootstrap: %s %s with %d parameters on %d problems (%s), %d steps, %s",
-        b.arch,
-        "x".join(map(str, b.shape()[:2])),
-        n_params,
-        len(examples),
-        b.data,
-        b.steps,
-        cfg.model.precision,
+        f"bootstrap: {b.arch} {shape} with {n_params} parameters on {len(examples)} problems "
+        f"({b.data}), {b.steps} steps, {cfg.model.precision}"
     )
     collate = BacktrackCollator(
         "erase" if erase else "stream",
@@ -209,19 +204,10 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
     # retries come only on optimal data, which has no other backspaces
     retries = sum(any(n for _, n in found) for _, found in solved) if b.retry_rate else 0
-    compute = {
-        "data": b.data,
-        "examples": len(examples),
-        "retry_examples": retries,
-        "problems": len(problems),
-        "optimizer_steps": b.steps,
-        "loss_tokens": loss_tokens,
-        "parameters": n_params,
-        "loss_tokens_per_parameter": loss_tokens / n_params,
-        "epochs": epochs,
-        "precision": cfg.model.precision,
-        "train_seconds": seconds,
-    }
+    compute: dict[str, Any] = {"data": b.data, "examples": len(examples), "retry_examples": retries}
+    compute |= {"problems": len(problems), "optimizer_steps": b.steps, "loss_tokens": loss_tokens}
+    compute |= {"parameters": n_params, "loss_tokens_per_parameter": loss_tokens / n_params}
+    compute |= {"epochs": epochs, "precision": cfg.model.precision, "train_seconds": seconds}
     write_json(compute_of(out), compute)  # first: the model, renamed in last, is whole or absent
     kill_point("bootstrap:compute-written")
     save_model(model, tokenizer, out, extra=extra)
