@@ -108,12 +108,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             row[name] = {"mean": mean_known(vals), "per_seed": vals}
         out[size] = row
     first = next(iter(out), None)
+    base = {r["seed"]: r for r in rows if r["size"] == first}
     for size, row in out.items():
         if size == first:
             continue
+        mine = [r for r in rows if r["size"] == size and r["seed"] in base]
         for name in SETTINGS:  # the same test problems at every size: paired per seed index
-            base = {r["seed"]: r for r in rows if r["size"] == first}
-            mine = [r for r in rows if r["size"] == size and r["seed"] in base]
             row[name]["minus_first"] = seeds_then_problems(
                 [r["settings"][name]["per_problem"] for r in mine],
                 [base[r["seed"]]["settings"][name]["per_problem"] for r in mine],
@@ -199,11 +199,11 @@ def against_fp32(rows: list[dict[str, Any]], fp32_run: Path) -> str:
         "| setting | bf16 | fp32 | bf16 − fp32 (95%, seeds then problems) | per seed |",
         "|---|---|---|---|---|",
     ]
+    evals = [
+        json.loads((fp32_run / f"seed-{r['seed']}" / "bootstrap" / "eval.json").read_text())
+        for r in first
+    ]
     for name in SETTINGS:
-        evals = [
-            json.loads((fp32_run / f"seed-{r['seed']}" / "bootstrap" / "eval.json").read_text())
-            for r in first
-        ]
         a = [r["settings"][name]["per_problem"] for r in first]
         b = [e["settings"][name]["per_problem"] for e in evals]
         d = seeds_then_problems(a, b)

@@ -49,7 +49,7 @@ def own_retries(
     cfg: Config, task: Task, problems: list[Problem], model: Path
 ) -> list[list[Piece] | None]:
     """Per problem, the retry from the model's own first wrong step as (text, backspaces)
-    pieces (as `pipeline.stages.bootstrap.retry` gives), or None when every sample was right or
+    pieces (as `pipeline.bootstrap_data.retry` gives), or None when every sample was right or
     unfinished."""
     b = cfg.bootstrap
     loaded = load_model(cfg, "transformers", model, task)

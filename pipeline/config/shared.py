@@ -100,6 +100,11 @@ class ModelConfig:
     trust_remote_code: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
 
+    @property
+    def train_dtype(self) -> str:
+        """The weights' type for training: float32 master weights under bf16, else `dtype`."""
+        return "float32" if self.precision == "bf16" else self.dtype
+
 
 @dataclass(frozen=True)
 class SamplingConfig:

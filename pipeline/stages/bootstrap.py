@@ -31,15 +31,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
-from pipeline.bootstrap_data import (
-    Batches,
-    Example,
-    encode_examples,
-    forms,
-    has_backspaces,
-    retry,
-    solutions,
-)
+from pipeline.bootstrap_data import Batches, Example, encode_examples, has_backspaces, solutions
 from pipeline.bpe import PATTERNS, bpe_tokenizer
 from pipeline.config import BootstrapConfig, Config
 from pipeline.curves import GRAD_NORM, LOSS, LR, Curves
@@ -153,9 +145,6 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
             **common,
         )
     return AutoModelForCausalLM.from_config(config)
-
-
-__all__ = ["Batches", "encode_examples", "forms", "retry"]  # the data's, used from here too
 
 
 def train(cfg: Config, task: Task, out: Path) -> None:

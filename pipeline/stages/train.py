@@ -176,9 +176,7 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
     backspace token when `backspace`, dropout `train.dropout`, its attention checked against
     `train.mode`, its forwards under `model.precision`), its tokenizer, and the collator of
     `train.mode` and `trace.unit`."""
-    # mixed precision keeps float32 master weights, whatever dtype sampling loads them in
-    dtype = "float32" if cfg.model.precision == "bf16" else cfg.model.dtype
-    model, tok = load_checkpoint(base, "cpu", dtype, cfg.model.trust_remote_code)
+    model, tok = load_checkpoint(base, "cpu", cfg.model.train_dtype, cfg.model.trust_remote_code)
     set_precision(model, cfg.model.precision)  # rl's streams, sampled by this model, too
     if cfg.train.untie and untie_output(model):  # first: the token then gets two rows
         log.info("train: untied the output layer from the input embeddings")

@@ -103,8 +103,7 @@ def train(
     training curves to `curves`."""
     v = cfg.value
     torch.manual_seed(v.seed)  # the new head's initial weights
-    dtype = "float32" if cfg.model.precision == "bf16" else cfg.model.dtype  # master weights
-    model, tok = build(init, v.head, dtype, cfg.model.trust_remote_code)
+    model, tok = build(init, v.head, cfg.model.train_dtype, cfg.model.trust_remote_code)
     check_ids(rows, tok, model, init)
     model.to(pick_device(cfg.model.device))
     y = targets(rows, v.targets)

@@ -10,6 +10,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
+from pipeline import bootstrap_data
 from pipeline.config import load_config
 from pipeline.loading import task_from_config
 from pipeline.stages import bootstrap
@@ -32,10 +33,11 @@ def _cfg(out, *extra):
 def _examples(data: str, erased_loss: bool = False):
     cfg = _cfg("unused", f"bootstrap.data={data}")
     task = task_from_config(cfg.task)
-    solved = bootstrap.solutions(task, task.problems("train", 30), cfg.bootstrap)
+    solved = bootstrap_data.solutions(task, task.problems("train", 30), cfg.bootstrap)
     tok = bootstrap.build_tokenizer([p.prompt + t for p, f in solved for t, _ in f])
     tok.add_special_tokens({"additional_special_tokens": ["<|bksp|>"]})
-    return task, solved, tok, bootstrap.encode_examples(tok, solved, "\n", "<|bksp|>", erased_loss)
+    examples = bootstrap_data.encode_examples(tok, solved, "\n", "<|bksp|>", erased_loss)
+    return task, solved, tok, examples
 
 
 def test_backspace_examples_leave_the_found_path_and_erased_moves_carry_no_loss():
@@ -73,7 +75,7 @@ def test_stream_output_is_judged_by_its_last_path():
 def test_batches_by_tokens_hold_equal_loss_tokens():
     _, _, _, examples = _examples("stream")
     b = dataclasses.replace(_cfg("unused").bootstrap, batch_tokens=500)
-    batches = bootstrap.Batches(examples, b, random.Random(0))
+    batches = bootstrap_data.Batches(examples, b, random.Random(0))
     for _ in range(20):
         batch = batches.next()
         tokens = sum(sum(e["loss_mask"]) for e in batch)
@@ -83,11 +85,11 @@ def test_batches_by_tokens_hold_equal_loss_tokens():
 def test_fresh_batches_use_every_example_once_before_any_twice():
     examples = [{"input_ids": [i], "loss_mask": [1], "prompt_len": 0} for i in range(10)]
     b = dataclasses.replace(_cfg("unused").bootstrap, batch_size=4, fresh=True)
-    batches = bootstrap.Batches(examples, b, random.Random(0))
+    batches = bootstrap_data.Batches(examples, b, random.Random(0))
     seen = [e["input_ids"][0] for _ in range(5) for e in batches.next()]
     assert sorted(seen[:10]) == list(range(10))  # the first pass: each once
     assert len(set(seen[10:20])) == 10 and batches.epochs == 2.0
-    drawn = bootstrap.Batches(examples, dataclasses.replace(b, fresh=False), random.Random(0))
+    drawn = bootstrap_data.Batches(examples, dataclasses.replace(b, fresh=False), random.Random(0))
     repeats = [e["input_ids"][0] for _ in range(5) for e in drawn.next()]
     assert len(set(repeats[:10])) < 10  # with replacement across batches: some twice already
 

@@ -9,6 +9,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
+from pipeline import bootstrap_data
 from pipeline.config import ConfigError, load_config
 from pipeline.loading import task_from_config
 from pipeline.stages import bootstrap
@@ -25,7 +26,7 @@ PRESETS = ["arith-tiny", "countdown-tiny"]
 def _solved(preset: str, rate: float, n: int, seed: int = 0):
     cfg = load_config(preset, [f"bootstrap.retry_rate={rate}", f"bootstrap.seed={seed}"])
     task = task_from_config(cfg.task)
-    return task, bootstrap.solutions(task, task.problems("train", n), cfg.bootstrap)
+    return task, bootstrap_data.solutions(task, task.problems("train", n), cfg.bootstrap)
 
 
 def _is_retry(found) -> bool:
@@ -46,7 +47,7 @@ def test_backspaces_leave_exactly_the_reference(preset):
     task, solved = _solved(preset, 0.5, 200)
     tok = bootstrap.build_tokenizer([p.prompt + t for p, f in solved for t, _ in f])
     tok.add_special_tokens({"additional_special_tokens": ["<|bksp|>"]})
-    examples = bootstrap.encode_examples(tok, solved, "\n", "<|bksp|>")
+    examples = bootstrap_data.encode_examples(tok, solved, "\n", "<|bksp|>")
     bksp, delim = tok.get_vocab()["<|bksp|>"], tok.get_vocab()["\n"]
     retried = set()  # (index of the retried step, number of steps)
     for (problem, found), ex in zip(solved, examples, strict=True):
@@ -146,4 +147,4 @@ def test_bad_rates_and_combinations_are_refused(tmp_path):
 
     no_wrong_steps = JsonlTask(str(tmp_path / "unread.jsonl"))  # refused before it is read
     with pytest.raises(HallucError, match="retry_rate=0"):
-        bootstrap.solutions(no_wrong_steps, [], cfg.bootstrap)
+        bootstrap_data.solutions(no_wrong_steps, [], cfg.bootstrap)
