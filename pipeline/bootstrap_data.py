@@ -4,6 +4,7 @@ and the batches drawn from them (`pipeline.stages.bootstrap` trains on them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,25 @@ def encode_examples(
             mask = [0] * len(prompt) + [1] * (len(ser.input_ids) - len(prompt))
         out.append({"input_ids": ser.input_ids, "loss_mask": mask, "prompt_len": len(prompt)})
     return out
+
+
+def replay(
+    task: Task, b: BootstrapConfig, tokenizer: Any, n: int, seed: int, bksp_token: str, erase: bool
+) -> list[Example]:
+    """`train.replay`: `n` rows of the bootstrap's own data for a round to train on beside its
+    selection: `n` of the bootstrap's training problems drawn at random (seeded by `seed`), each
+    in one of `b.data`'s forms as the bootstrap made them. With `erase` False (an arm trained
+    without the backspace token) the forms without backspaces only: no retries, no backspace
+    form. Retries are synthetic even where the bootstrap's were the model's own
+    (`bootstrap.retry_model`): replay samples no model."""
+    if not erase:
+        clean = "+".join(f for f in forms(b.data) if f != "backspace") or "optimal"
+        b = dataclasses.replace(b, data=clean, retry_rate=0.0)
+    b = dataclasses.replace(b, seed=seed)
+    pool = task.problems("train", b.n_problems)
+    picked = random.Random(f"{seed}-replay").sample(pool, min(n, len(pool)))
+    solved = solutions(task, picked, b)
+    return encode_examples(tokenizer, solved, task.step_delimiter, bksp_token, b.erased_loss)
 
 
 class Batches:

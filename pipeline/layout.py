@@ -29,14 +29,16 @@
         curve.json              accuracy against generated tokens: best-of-N curves and the
                                 samples they were read from (`measure.budget`)
         controls.json           (baseline) best-of-N and majority vote at equal tokens
+        gate.json               (train.keep_best) whether the round's model was kept
       evals/NAME.json           ad-hoc evaluations (`halluc eval --set eval.model=...`)
       probes/MODEL/             a residual-stream probe of MODEL (`halluc probe`)
       value/model/              the value model (`halluc value`; value.out_dir moves it)
       value/tb/                 its training curves
       report.md  report.html
 
-Round R searches with the model of round R-1 (round 0 with the start model) and trains from it
-(an arm that starts from another arm's model, sft_rl: that arm's model of round R; `pipeline.arms`).
+Round R searches with the model of round R-1 (round 0 with the start model; with the keep-best
+gate, the latest model it kept) and trains from it (an arm that starts from another arm's model,
+sft_rl: that arm's model of round R; `pipeline.arms`).
 A grid (`halluc grid`, `GridLayout`) holds a run directory per row and grid.json, grid.md.
 """
 
@@ -48,6 +50,7 @@ from pathlib import Path
 
 from pipeline.arms import arm as arm_named
 from pipeline.config import Config
+from pipeline.files import read_json
 
 
 def curves(stage_dir: Path) -> Path:
@@ -113,6 +116,17 @@ class RoundLayout:
     def controls(self) -> Path:
         """(the baseline arm) best-of-N and majority vote at the backtrack arm's tokens."""
         return self.root / "controls.json"
+
+    @property
+    def gate(self) -> Path:
+        """`train.keep_best`: whether the round's model replaced the one it trained to replace
+        (its validation accuracy beside that model's)."""
+        return self.root / "gate.json"
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the keep-best gate turned the round's model down."""
+        return self.gate.exists() and not read_json(self.gate)["kept"]
 
 
 @dataclass(frozen=True)
@@ -250,12 +264,21 @@ class RunLayout:
         return RoundLayout(base / f"round-{r}")
 
     def model(self, r: int, arm: str = "") -> Path:
-        """The model round `r` of `arm` searches with and trains from: the arm's model of the
-        round before (round 0: the start model), or for an arm that starts from another (sft_rl)
-        that arm's model of round `r`, which it trains further."""
+        """The model round `r` of `arm` searches with and trains from: the arm's model after the
+        round before (`kept`; round 0: the start model), or for an arm that starts from another
+        (sft_rl) that arm's model of round `r`, which it trains further."""
         if arm and (start := arm_named(arm).starts_from):
             return self.round(r, start).model
-        return self.start_model if r == 0 else self.round(r - 1, arm).model
+        held = self.kept(r - 1, arm)
+        return held.model if held else self.start_model
+
+    def kept(self, r: int, arm: str = "") -> RoundLayout | None:
+        """The round whose model `arm` holds after round `r`: round `r`, or where the keep-best
+        gate rejected it the latest earlier round it kept; None: the start model."""
+        for q in range(r, -1, -1):
+            if not self.round(q, arm).rejected:
+                return self.round(q, arm)
+        return None
 
     def adhoc_eval(self, model: str | Path, config_hash: str) -> Path:
         """Where an ad-hoc evaluation of `model` goes: never over a stage's figures."""

@@ -56,6 +56,8 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("bootstrap", "fresh"): False,
     ("train", "anchor"): "previous",
     ("train", "accumulate"): False,
+    ("train", "keep_best"): False,
+    ("train", "replay"): 0.0,
 }
 
 # sections that shape only their own stage's output (nothing the search, training or

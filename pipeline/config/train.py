@@ -129,7 +129,15 @@ class TrainConfig:
     (the bootstrap or `model.path`) instead of the previous round's (`previous`); the round still
     searches with the previous round's model. `accumulate` (sft arms: baseline, backtrack; dpo
     and rl read pairs or sample) trains round r on the arm's selections of rounds 0..r, rows that
-    repeat an earlier one's tokens dropped, earlier rounds first. Both hashed only when set."""
+    repeat an earlier one's tokens dropped, earlier rounds first. `keep_best`: a round's model
+    replaces the arm's model only when its validation accuracy (at its setting chosen there) is
+    not below that model's; otherwise the arm keeps the model it had, whose figures stand for the
+    round, and the round's `gate.json` and the report say so (`halluc run`; an arm that trains
+    another arm's model, sft_rl, is not gated). `replay` = s in [0, 1) (sft): the round's rows
+    make 1 − s of what it trains on and rows of the bootstrap's own data (its training problems
+    in its forms, drawn anew each round; without backspaces for an arm trained without the
+    token) the share s, as ReST-style loops replay their start distribution. All four hashed
+    only when set."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -153,6 +161,8 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     anchor: Literal["previous", "start"] = "previous"
     accumulate: bool = False
+    keep_best: bool = False
+    replay: float = 0.0
 
     def __post_init__(self) -> None:
         if {"all", "none"} & set(self.report_to):
@@ -170,6 +180,11 @@ class TrainConfig:
         bad = set(self.kinds.split(",")) - allowed
         if bad:
             raise ConfigError(f"kinds: {sorted(bad)} not allowed; use {sorted(allowed)}")
+        if not 0 <= self.replay < 1:
+            raise ConfigError(
+                f"replay={self.replay}: the share of each round's rows taken from the bootstrap's "
+                "data must be in [0, 1)"
+            )
         if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0 or self.token_warmup < 0:
             raise ConfigError(
                 "batch_size and save_steps must be >= 1, workers and token_warmup >= 0"

@@ -78,6 +78,7 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
         f"setting named beside it. Config hash `{cfg.hash}`."
     )
     sentence = verdict.get("sentence") or ""
+    intro += gate_note(verdict.get("gates") or [])
     head = "\n\n".join(x for x in ("# Halluc run report", intro, sentence) if x)
     write_text(layout.report_md, f"{head}\n\n{md}\n")
     verdict_html = f"<p class='verdict'>{html.escape(sentence)}</p>" if sentence else ""
@@ -95,6 +96,23 @@ def _write(layout: RunLayout, cfg: Config, verdict: dict[str, Any], traced: RunL
     )
     write_text(layout.report_html, doc)
     return md
+
+
+def gate_note(gates: list[dict[str, Any]]) -> str:
+    """What the keep-best gate (`train.keep_best`) decided, for the report's introduction."""
+    if not gates:
+        return ""
+    out = [
+        f"seed {g['seed']}, {g['arm']} round {g['round']} ({pct(g['validation'])} against "
+        f"{pct(g['held_validation'])})"
+        for g in gates
+        if not g["kept"]
+    ]
+    said = "; ".join(out) if out else "none"
+    return (
+        f" Keep-best gate: of {len(gates)} rounds, these were rejected (validation accuracy "
+        f"below the model kept, whose figures stand for the round): {said}."
+    )
 
 
 # --- tables ----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Any
 from pipeline.arms import Arm, arm, in_order
 from pipeline.config import Config, ConfigError
 from pipeline.files import read_json, write_json
-from pipeline.layout import RunLayout
+from pipeline.layout import RoundLayout, RunLayout
 from pipeline.loading import task_from_config
 from pipeline.measure import budget, report
 from pipeline.measure.evaluation import evaluate_to, format_table
@@ -80,6 +80,7 @@ def main(cfg: Config) -> dict[str, Any]:
     result = verdict(runs, seeds)
     result["compute"] = [_compute(sub, cfg) for sub in subs]
     result["wall_seconds"] = [_wall(sub) for sub in subs]
+    result["gates"] = gates(runs, seeds)
     write_json(layout.verdict, result)
     per_seed = {
         str(s): {a.name: [x["eval"] for x in run[a.name]] for a in in_order(cfg.run.arms)}
@@ -87,6 +88,19 @@ def main(cfg: Config) -> dict[str, Any]:
     }
     summary = report.write_verdict(layout, cfg, result | {"per_seed_evals": per_seed}, subs[0])
     return {"verdict": result, "summary": summary, "report": str(layout.report_html)}
+
+
+def gates(runs: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Every keep-best decision (`train.keep_best`): seed, arm, round, kept, validation
+    accuracies."""
+    return [
+        {"seed": s, "arm": name, "round": r} | m["gate"]
+        for s, run in zip(seeds, runs, strict=True)
+        for name, rounds in run.items()
+        if name != "controls"
+        for r, m in enumerate(rounds)
+        if "gate" in m
+    ]
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -141,9 +155,10 @@ def run_seed(cfg: Config) -> dict[str, Any]:
                 steps = read_json(rnd.compute)["optimizer_steps"]
             set_threads(cfg)  # Ray Train or the search may have left another count
             paths = (rnd.eval, rnd.tune, rnd.curve)
-            out[a.name].append(
-                _measure(clock, a.name, r + 1, rnd.model, paths, task, test, tune, acfg)
-            )
+            got = _measure(clock, a.name, r + 1, rnd.model, paths, task, test, tune, acfg)
+            if cfg.train.keep_best and not a.starts_from:
+                got = gate(rnd, out[a.name][-1], got)
+            out[a.name].append(got)
             log.info("round %d, %s arm:\n%s", r + 1, a.name, format_table(out[a.name][-1]["eval"]))
         out["controls"].append(_controls(layout, r, out))
     return out
@@ -162,6 +177,20 @@ def arm_config(cfg: Config, name: str, r: int) -> Config:
     if a.starts_from:
         training = dataclasses.replace(training, token_warmup=0)
     return dataclasses.replace(cfg_round(cfg, r), train=training)
+
+
+def gate(rnd: RoundLayout, held: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`train.keep_best`: the round's model is kept when its validation accuracy at its chosen
+    setting is not below that of `held`, the model it would replace (both measurements as
+    `_measure` returns them); else the arm keeps `held`, whose figures stand for the round. The
+    decision goes to the round's gate.json (read back on resume) and onto the figures returned."""
+    if rnd.gate.exists():
+        decision = dict(read_json(rnd.gate))
+    else:
+        now, before = (m["tune"]["settings"][choose(m["tune"])]["accuracy"] for m in (new, held))
+        decision = {"kept": now >= before, "validation": now, "held_validation": before}
+        write_json(rnd.gate, decision)
+    return (new if decision["kept"] else held) | {"gate": decision}
 
 
 def _measure(
@@ -222,7 +251,8 @@ def _controls(layout: RunLayout, r: int, out: dict[str, Any]) -> dict[str, Any]:
         return dict(read_json(path))
     bt = out["backtrack"][-1]
     tokens = bt["eval"]["settings"][choose(bt["tune"])]["tokens_per_problem"]
-    measured = dict(read_json(layout.round(r, "baseline").curve))
+    held = layout.kept(r, "baseline")  # the baseline the arm holds after the round
+    measured = dict(read_json(held.curve if held else layout.start_curve))
     drawn = budget.samples_of(measured)
     result = budget.matched(drawn, tokens, measured["temperature"])
     write_json(path, result)

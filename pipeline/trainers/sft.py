@@ -34,9 +34,11 @@ from safetensors.torch import load_model
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
+from pipeline.bootstrap_data import replay
 from pipeline.config import Config
 from pipeline.curves import summary_writer
 from pipeline.layout import RoundLayout
+from pipeline.loading import task_from_config
 from pipeline.shards import ShardError, check_shard, checked_shard_files, read_shard, read_table
 from pipeline.trainers.job import Compute, Job, world
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator, loss
@@ -66,7 +68,24 @@ def load(job: Job, tok: Any, collate: BacktrackCollator) -> Dataset:
             first.setdefault(tuple(ids), i)
         ds = ds.select(sorted(first.values()))
     _check_same_tokenizer(ds, tok)
-    return ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
+    ds = ds.select_columns(["input_ids", "loss_mask", "prompt_len"])
+    return _with_replay(job, tok, ds) if job.cfg.train.replay else ds
+
+
+def _with_replay(job: Job, tok: Any, ds: Dataset) -> Dataset:
+    """`train.replay` = s: the round's rows and rows of the bootstrap's own data
+    (`bootstrap_data.replay`), as many as make them the share s of the whole."""
+    cfg, s = job.cfg, job.cfg.train.replay
+    n = round(len(ds) * s / (1 - s))
+    erase = job.backspace and cfg.trace.bksp_token in tok.get_vocab()
+    seed = cfg.train.seed * 1000 + cfg.run.round  # new problems each round
+    task = task_from_config(cfg.task)
+    rows = replay(task, cfg.bootstrap, tok, n, seed, cfg.trace.bksp_token, erase)
+    log.info(
+        "train: %d rows of the bootstrap's data replayed beside %d of the round", len(rows), len(ds)
+    )
+    extra = Dataset.from_list(rows).cast(ds.features) if rows else ds.select([])
+    return concatenate_datasets([ds, extra])
 
 
 def load_traces(cfg: Config, rnd: RoundLayout) -> Dataset:

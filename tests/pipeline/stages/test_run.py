@@ -11,6 +11,8 @@ import torch
 
 from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import ConfigError, load_config
+from pipeline.layout import RunLayout
+from pipeline.measure import report
 from pipeline.stages import run, train
 from pipeline.stages import search as search_stage
 from pipeline.tables import arms
@@ -203,3 +205,47 @@ def test_report_renders_in_a_headless_browser(whole):
     assert 'data-metric="budget"' in dom
     assert 'id="accuracy-mean-backtrack"' in dom and 'class="trace"' in dom and "⌫" in dom
     assert 'id="comparison"' in dom
+
+
+def _measured(greedy, t1, banned=0.0):
+    """A measurement as `run._measure` returns it: held-out and validation figures."""
+    settings = {
+        "greedy": {"accuracy": greedy, "temperature": 0.0},
+        "T=1.0": {"accuracy": t1, "temperature": 1.0, "samples_per_problem": 4},
+        "T=1.0 banned": {"accuracy": banned, "temperature": 1.0, "backspace_banned": True},
+    }
+    for s in settings.values():
+        s.setdefault("samples_per_problem", 1)
+        s.setdefault("backspace_banned", False)
+        s.update(bksp_threshold=0.0, bksp_random=0.0, bksp_search=0, value_drop=0.0)
+    return {"eval": {"settings": settings, "n_problems": 9}, "tune": {"settings": settings}}
+
+
+def test_the_keep_best_gate_keeps_the_previous_model_when_validation_drops(tmp_path):
+    layout = RunLayout.of(cfg_at(tmp_path, "train.keep_best=true"))
+    start = _measured(0.40, 0.30, banned=0.9)  # a banned setting is never the one compared
+    first = run.gate(layout.round(0, "backtrack"), start, _measured(0.35, 0.42))
+    assert first["gate"] == {"kept": True, "validation": 0.42, "held_validation": 0.40}
+    assert first["eval"]["settings"]["T=1.0"]["accuracy"] == 0.42
+    second = run.gate(layout.round(1, "backtrack"), first, _measured(0.41, 0.20))
+    assert second["gate"] == {"kept": False, "validation": 0.41, "held_validation": 0.42}
+    assert second["eval"] == first["eval"]  # the kept model's figures stand for the round
+    third = run.gate(layout.round(2, "backtrack"), second, _measured(0.42, 0.1))  # equal: kept
+    assert third["gate"]["kept"] and third["eval"]["settings"]["greedy"]["accuracy"] == 0.42
+    # the round after a rejected one searches with and trains from the model kept before it
+    r0, r1, r2 = (layout.round(r, "backtrack").model for r in range(3))
+    assert [layout.model(r, "backtrack") for r in range(4)] == [layout.start_model, r0, r0, r2]
+    assert train.base_of(cfg_at(tmp_path), layout, 2, "backtrack") == r0
+    assert layout.kept(1, "baseline") == layout.round(1, "baseline")  # no gate there: kept
+    # read back on resume, whatever the figures say now
+    again = run.gate(layout.round(1, "backtrack"), first, _measured(0.9, 0.9))
+    assert again["gate"]["kept"] is False and again["eval"] == first["eval"]
+    gated = {"baseline": [start], "backtrack": [start, first, second, third], "controls": []}
+    decisions = run.gates([gated], [7])
+    assert [(g["seed"], g["round"], g["kept"]) for g in decisions] == [
+        (7, 1, True),
+        (7, 2, False),
+        (7, 3, True),
+    ]
+    note = report.gate_note(decisions)
+    assert "of 3 rounds" in note and "seed 7, backtrack round 2 (41.0% against 42.0%)" in note

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
+from pipeline.config import ConfigError
 from pipeline.layout import RunLayout
 from pipeline.shards import ShardError
 from pipeline.stages import eval as evaluate
@@ -299,3 +300,34 @@ def test_anchored_round_on_accumulated_data_equals_one_training_on_the_union(sea
     assert (
         json.loads((out / "round-1" / "train" / "compute.json").read_text())["optimizer_steps"] == 4
     )
+
+
+def test_replay_adds_the_bootstrap_data_as_the_share_asked_and_new_problems_each_round(searched):
+    """train.replay=0.25: a quarter of what the round trains on is the bootstrap's own data, each
+    row a training problem's prompt and its reference solution (arith-tiny: the optimal form)."""
+    from pipeline.loading import task_from_config
+
+    layout = RunLayout(searched)
+    model, tok, collate = train.prepare_model(cfg_for(searched), layout.model(0), True)
+    plain = sft.load(Job(cfg_for(searched), layout.model(0), layout.round(0)), tok, collate)
+    cfg = cfg_for(searched, "train.replay=0.25")
+    job = Job(cfg, layout.model(0), layout.round(0))
+    rows = sft.load(job, tok, collate)
+    extra = rows.select(range(len(plain), len(rows)))
+    assert rows.select(range(len(plain)))["input_ids"] == plain["input_ids"]
+    assert len(extra) == round(len(plain) / 3) > 0  # 1/4 of the whole is 1/3 of the round's
+    task = task_from_config(cfg.task)
+    truth = {
+        p.prompt: task.step_delimiter.join(task.reference(p))
+        for p in task.problems("train", cfg.bootstrap.n_problems)
+    }
+    for row in extra:
+        p = row["prompt_len"]
+        prompt = tok.decode(row["input_ids"][:p])
+        assert prompt in truth and tok.decode(row["input_ids"][p:-1]) == truth[prompt]
+        assert sum(row["loss_mask"]) == len(row["input_ids"]) - p  # the solution and the end
+    later = cfg_for(searched, "train.replay=0.25", "run.round=1")
+    nxt = sft.load(Job(later, layout.model(0), layout.round(0)), tok, collate)
+    assert nxt.select(range(len(plain), len(nxt)))["input_ids"] != extra["input_ids"]
+    with pytest.raises(ConfigError, match="replay=1.0"):
+        cfg_for(searched, "train.replay=1.0")
