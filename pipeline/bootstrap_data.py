@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import BootstrapConfig
+from pipeline.config.bootstrap import DataForm
 from search.backspace import serialize_stream
 from search.errors import HallucError
 from search.tasks.countdown_stream import Mode, Piece, search_trace
@@ -123,7 +125,7 @@ def replay(
     (`bootstrap.retry_model`): replay samples no model."""
     if not erase:
         clean = "+".join(f for f in forms(b.data) if f != "backspace") or "optimal"
-        b = dataclasses.replace(b, data=clean, retry_rate=0.0)
+        b = dataclasses.replace(b, data=typing.cast(DataForm, clean), retry_rate=0.0)
     b = dataclasses.replace(b, seed=seed)
     pool = task.problems("train", b.n_problems)
     picked = random.Random(f"{seed}-replay").sample(pool, min(n, len(pool)))

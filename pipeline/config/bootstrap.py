@@ -16,6 +16,9 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+DataForm = Literal["optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"]
+
+
 @dataclass(frozen=True)
 class BootstrapConfig:
     """A small decoder trained from scratch on the task's reference solutions (docs/design.md §9).
@@ -56,9 +59,7 @@ class BootstrapConfig:
     lr: float = 3e-3
     warmup: int = 100
     seed: int = 0
-    data: Literal["optimal", "stream", "backspace", "optimal+stream", "optimal+backspace"] = (
-        "optimal"
-    )
+    data: DataForm = "optimal"
     search_order: Literal["dfs", "bfs"] = "dfs"
     max_states: int = 100
     erased_loss: bool = False

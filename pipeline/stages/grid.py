@@ -35,21 +35,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.arms import REQUIRED
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
 from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import GridLayout, RunLayout, compute_of
 from pipeline.measure import report
-from pipeline.measure.settings import settings_of
-from pipeline.measure.stats import fmt
-from pipeline.measure.verdict import precision
+from pipeline.measure.grid_table import command_line, page, record, sets, table_rows
 from pipeline.stages import run
 
 log = logging.getLogger(__name__)
@@ -57,8 +53,6 @@ log = logging.getLogger(__name__)
 ROW_KEYS = ("name", "set")
 GRID_KEYS = ("run.out_dir", "run.seeds")  # one grid, one place, one set of seeds
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SAMPLED = 1.0  # the temperature the backtrack rate and erase precision are read at (greedy
-# rarely erases)
 
 
 @dataclass(frozen=True)
@@ -93,14 +87,14 @@ def main(
         if finished(row, seeds):
             log.info("grid row %d/%d %s: finished, skipped", i, len(rows), row.name)
             continue
-        log.info("grid row %d/%d %s: running %s", i, len(rows), row.name, _sets(row.overrides))
+        log.info("grid row %d/%d %s: running %s", i, len(rows), row.name, sets(row.overrides))
         share_bootstrap(row, rows, seeds)
         run.main(row.cfg)
     records = [record(row, seeds) for row in rows]
     command = command_line(str(grid), preset, overrides, seeds)
     write_json(layout.json, {"command": command, "seeds": seeds, "rows": records})
     table = report.markdown(table_rows(records))
-    write_text(layout.md, _page(command, seeds, records, table))
+    write_text(layout.md, page(command, seeds, records, table))
     return {"table": table, "json": str(layout.json), "md": str(layout.md)}
 
 
@@ -257,144 +251,3 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
     return None
-
-
-# --- the table -------------------------------------------------------------------------------
-
-
-def record(row: Row, seeds: list[int]) -> dict[str, Any]:
-    """A finished row: its name, overrides and verdict sentence, and every round of its
-    verdict.json (`rounds`; the last also as `last`), each round with `at_t1`, the backtrack
-    arm's backtrack rate, share of erased finished steps that were wrong and chance's share at
-    T=1.0 (mean over seeds; None where a seed lacks them), and `compute`, each arm's loss-bearing
-    tokens and optimizer steps in that round's training (mean per seed; None in round 0)."""
-    verdict = read_json(RunLayout.of(row.cfg).verdict)
-    layouts = [RunLayout.of(run.seed_config(row.cfg, s)) for s in seeds]
-    rounds = [
-        r | {"at_t1": _sampled(layouts, r["round"]), "compute": _compute(verdict, r["round"])}
-        for r in verdict["rounds"]
-    ]
-    return {
-        "name": row.name,
-        "overrides": row.overrides,
-        "out_dir": str(row.root),
-        "config_hash": row.cfg.hash,
-        "sentence": verdict["sentence"],
-        "last": rounds[-1],
-        "rounds": rounds,
-    }
-
-
-def _sampled(layouts: list[RunLayout], i: int) -> dict[str, float | None]:
-    """The backtrack arm's erase figures at T=1.0 in verdict round `i` (round 0: the start model's
-    eval, round i: the eval after training round i-1), mean over the seeds' `layouts`."""
-    paths = [lay.start_eval if i == 0 else lay.round(i - 1, "backtrack").eval for lay in layouts]
-    evals = [read_json(p) for p in paths]
-    names = [_sampled_setting(e) for e in evals]
-    if None in names:  # T=1.0 not in eval.temperatures
-        return dict.fromkeys(("step_erase_precision", "chance_precision", "backtrack_rate"))
-    return precision(evals, [n for n in names if n is not None])
-
-
-def _sampled_setting(result: dict[str, Any]) -> str | None:
-    """The name of the evaluation's setting at temperature `SAMPLED` with the backspace allowed
-    (None when the sweep has none)."""
-    found = settings_of(result).items()
-    return next((k for k, s in found if s.temperature == SAMPLED and not s.backspace_banned), None)
-
-
-def _compute(verdict: dict[str, Any], i: int) -> dict[str, dict[str, float | None]] | None:
-    """Each arm's training in verdict round `i` (verdict.json's compute, per seed, arm and round
-    trained), mean per seed."""
-    per_seed = verdict.get("compute") or []
-    if i == 0 or not per_seed:
-        return None
-    out: dict[str, dict[str, float | None]] = {}
-    for arm in REQUIRED:
-        figures = [seed[arm][i - 1] for seed in per_seed]
-        out[arm] = {}
-        for key in ("loss_tokens", "optimizer_steps"):
-            values = [f.get(key) for f in figures]
-            out[arm][key] = None if None in values else sum(values) / len(values)
-    return out
-
-
-# the verdict's columns (report.summary_rows) that the grid leaves out: it reads erasing at T=1.0
-LEFT_OUT = (
-    "majority-vote acc.",
-    "steps erased: wrong (chance)",
-    "first error erased: precision (chance) / recall (chance)",
-)
-
-
-def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
-    """One line per row and round: the verdict's columns as `report.summary_rows` formats them
-    (but `LEFT_OUT`), then the backtrack arm at T=1.0 and each arm's compute."""
-    head = report.summary_rows({"rounds": []})[0]
-    picked = [j for j, column in enumerate(head) if column not in LEFT_OUT]
-    out = [
-        [
-            "row",
-            *(head[j] for j in picked),
-            f"backtrack rate at T={SAMPLED}",
-            f"{LEFT_OUT[1]} at T={SAMPLED}",
-            "loss tokens: backtrack / baseline",
-            "optimizer steps: backtrack / baseline",
-        ]
-    ]
-    for rec in records:
-        summary = report.summary_rows({"rounds": rec["rounds"]})
-        for r, cells in zip(rec["rounds"], summary[1:], strict=True):
-            t1, compute = r["at_t1"], r["compute"] or {}
-            erased = fmt("step_erase_precision", t1["step_erase_precision"])
-            chance = fmt("chance_precision", t1["chance_precision"])
-            out.append(
-                [
-                    rec["name"],
-                    *(cells[j] for j in picked),
-                    fmt("backtrack_rate", t1["backtrack_rate"]),
-                    f"{erased} ({chance})",
-                    _per_arm(compute, "loss_tokens"),
-                    _per_arm(compute, "optimizer_steps"),
-                ]
-            )
-    return out
-
-
-def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
-    values = [compute.get(arm, {}).get(key) for arm in REQUIRED]
-    whole = [int(v) if v is not None and float(v).is_integer() else v for v in values]
-    return " / ".join(fmt(key, v) for v in whole)
-
-
-def command_line(grid: str, preset: str, overrides: list[str], seeds: list[int]) -> str:
-    """The `halluc grid` command that makes this grid (from the directory it ran in)."""
-    args = ["halluc", "grid", "--preset", preset, "--grid", grid]
-    args += ["--seeds", ",".join(str(s) for s in seeds)]
-    for item in overrides:
-        args += ["--set", item]
-    return shlex.join(args)
-
-
-def _sets(overrides: dict[str, Any]) -> str:
-    items = (f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())
-    return ", ".join(f"`{x}`" for x in items) or "no overrides"
-
-
-def _page(command: str, seeds: list[int], records: list[dict[str, Any]], table: str) -> str:
-    rows = "\n".join(
-        f"- `{r['name']}`: {_sets(r['overrides'])} ({RunLayout(Path(r['out_dir'])).report_html})"
-        for r in records
-    )
-    intro = (
-        f"Seeds {', '.join(str(s) for s in seeds)}. Round 0 is the starting model. Each arm is "
-        "read at the decoding setting chosen on validation problems (named beside it); the "
-        "difference and backtrack − best-of-N are paired over problems, with their 95% interval. "
-        f"The backtrack rate and erased steps at T={SAMPLED} are the backtrack arm's, mean over "
-        "seeds; loss tokens and optimizer steps are each arm's training in that round, mean per "
-        "seed."
-    )
-    return (
-        f"# Halluc grid\n\nMade by (from the directory it ran in):\n\n```bash\n{command}\n```\n\n"
-        f"{intro}\n\n{rows}\n\n{table}\n"
-    )

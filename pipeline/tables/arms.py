@@ -26,7 +26,7 @@ from pipeline.arms import ARMS
 from pipeline.files import read_json
 from pipeline.measure.stats import seeds_then_problems as paired
 from pipeline.measure.verdict import choose
-from pipeline.tables.common import diff, mean_all, num, pct, read_verdict, run_dir
+from pipeline.tables.common import diff, held_dir, mean_all, num, pct, read_verdict, run_dir
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | No
     out = []
     for s in seeds:
         sub = run / f"seed-{s}"  # a run of one seed without run.seeds has no seed directory
-        d = (sub if sub.exists() else run) / where
+        d = held_dir(sub if sub.exists() else run, where)
         if not (d / "eval.json").exists() or not (d / "tune.json").exists():
             return None
         held = read_json(d / "eval.json")

@@ -70,6 +70,17 @@ def seed_dirs(run: Path, seeds: list[int] | None = None) -> list[Path]:
     return layout.seed_dirs() or [run]
 
 
+def held_dir(seed_dir: Path, where: str) -> Path:
+    """The directory of the figures that stand for `where` (ARM/round-R, or bootstrap) in one
+    seed's run: where the keep-best gate (`train.keep_best`) rejected round R, the round whose
+    model the arm kept (or bootstrap/ for the start model)."""
+    arm, sep, r = where.partition("/round-")
+    if not sep:
+        return seed_dir / where
+    held = RunLayout(seed_dir).kept(int(r), arm)
+    return held.root if held else seed_dir / "bootstrap"
+
+
 def config_of(seed_dir: Path) -> str:
     """The saved config of a run (or seed) directory, as a preset path for `load_config`."""
     path = seed_dir / "config.yaml"

@@ -26,7 +26,16 @@ from pipeline.arms import ARMS
 from pipeline.files import read_json
 from pipeline.measure.stats import seeds_then_problems
 from pipeline.measure.verdict import choose
-from pipeline.tables.common import MISSING, TableError, mean_all, num, pct, read_verdict, run_dir
+from pipeline.tables.common import (
+    MISSING,
+    TableError,
+    held_dir,
+    mean_all,
+    num,
+    pct,
+    read_verdict,
+    run_dir,
+)
 
 CURVE_N = (1, 4, 16)
 
@@ -45,7 +54,7 @@ def chosen(run: Path, seeds: list[int], where: str) -> list[dict[str, Any]] | No
     with the detector block and the curve (None when any seed lacks the figures)."""
     out = []
     for s in seeds:
-        d = _seed(run, s) / where
+        d = held_dir(_seed(run, s), where)
         if not (d / "eval.json").exists() or not (d / "tune.json").exists():
             return None
         held = read_json(d / "eval.json")

@@ -16,6 +16,7 @@ from pipeline.measure import report
 from pipeline.stages import run, train
 from pipeline.stages import search as search_stage
 from pipeline.tables import arms
+from pipeline.tables.common import held_dir
 from pipeline.trainers import rl
 from search.pairs import pair_loss_tokens
 from tests.conftest import TINY
@@ -237,6 +238,8 @@ def test_the_keep_best_gate_keeps_the_previous_model_when_validation_drops(tmp_p
     assert [layout.model(r, "backtrack") for r in range(4)] == [layout.start_model, r0, r0, r2]
     assert train.base_of(cfg_at(tmp_path), layout, 2, "backtrack") == r0
     assert layout.kept(1, "baseline") == layout.round(1, "baseline")  # no gate there: kept
+    assert held_dir(tmp_path, "backtrack/round-1") == layout.round(0, "backtrack").root
+    assert held_dir(tmp_path, "backtrack/round-2") == layout.round(2, "backtrack").root
     # read back on resume, whatever the figures say now
     again = run.gate(layout.round(1, "backtrack"), first, _measured(0.9, 0.9))
     assert again["gate"]["kept"] is False and again["eval"] == first["eval"]
