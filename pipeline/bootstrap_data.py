@@ -14,6 +14,7 @@ from pipeline.config import BootstrapConfig
 from pipeline.config.bootstrap import DataForm
 from search.backspace import serialize_stream
 from search.errors import HallucError
+from search.tasks.countdown import apply_step, children
 from search.tasks.countdown_stream import Mode, Piece, search_trace
 from search.types import Problem, Task
 
@@ -47,6 +48,11 @@ def solutions(
             f"bootstrap.data={b.data}: search streams exist for countdown only; "
             f"use bootstrap.data=optimal for {task.name}"
         )
+    if b.retry_placement == "at_detection" and task.name != "countdown":
+        raise HallucError(
+            f"bootstrap.retry_placement=at_detection: a visible dead end exists for countdown, "
+            f"not {task.name}; use retry_placement=at_error"
+        )
     if b.retry_rate and not task.has_wrong_steps:
         raise HallucError(
             f"bootstrap.retry_rate={b.retry_rate}: synthetic wrong steps exist for arithmetic "
@@ -60,7 +66,8 @@ def solutions(
         if form == "optimal":
             if retry_rng.random() < b.retry_rate:
                 pending += [len(out)] if own else []
-                out.append((problem, [] if own else retry(task, problem, retry_rng)))
+                placed = [] if own else retry(task, problem, retry_rng, b.retry_placement)
+                out.append((problem, placed))
             else:
                 out.append((problem, [(task.step_delimiter.join(task.reference(problem)), 0)]))
             continue
@@ -73,15 +80,39 @@ def solutions(
     return out
 
 
-def retry(task: Task, problem: Problem, rng: random.Random) -> list[Piece]:
+def retry(
+    task: Task, problem: Problem, rng: random.Random, placement: str = "at_error"
+) -> list[Piece]:
     """The reference solution with one step (drawn uniformly) first typed wrong
-    (`task.wrong_step`), then erased by one step backspace and typed right:
-    [(steps before + wrong step + delimiter, 1), (right step + the rest, 0)]. The backspace takes
-    the delimiter and the wrong step, so `apply_backspaces` (step unit) leaves the reference."""
+    (`task.wrong_step`), then erased by step backspaces and typed right. `at_error`:
+    [(steps before + wrong step + delimiter, 1), (right step + the rest, 0)], the backspace
+    taking the delimiter and the wrong step. `at_detection` (countdown): the wrong move and its
+    continuation to the dead end (`dead_end`) written without a final delimiter, then one
+    backspace for the part-written last move and one per move before it back to the wrong one.
+    Either way `apply_backspaces` (step unit) leaves the reference."""
     steps, d = task.reference(problem), task.step_delimiter
     k = rng.randrange(len(steps))
     wrong = task.wrong_step(problem, steps[:k], rng)
-    return [("".join(s + d for s in steps[:k]) + wrong + d, 1), (d.join(steps[k:]), 0)]
+    before = "".join(s + d for s in steps[:k])
+    more = dead_end(problem, [*steps[:k], wrong], rng) if placement == "at_detection" else None
+    if more is None:  # at_error, or a wrong move that is itself invalid: erased where it stands
+        return [(before + wrong + d, 1), (d.join(steps[k:]), 0)]
+    return [(before + d.join([wrong, *more]), 1 + len(more)), (d.join(steps[k:]), 0)]
+
+
+def dead_end(problem: Problem, moves: list[str], rng: random.Random) -> list[str] | None:
+    """Countdown: random legal moves (seeded by `rng`) from the state `moves` leave until one
+    number is left; None when a move of `moves` is invalid (its failure shows at once)."""
+    state: tuple[int, ...] | None = tuple(sorted(problem.meta["numbers"]))
+    for move in moves:
+        state = apply_step(state, move) if state is not None else None
+    if state is None:
+        return None
+    out = []
+    while len(state) > 1:
+        move, state = rng.choice(children(state, problem.meta["target"]))
+        out.append(move)
+    return out
 
 
 def encode_examples(

@@ -20,6 +20,13 @@ is then not read at all. With `erase_logprob` < 0 the erase rule is the step's o
 model gave them when they were drawn (before temperature), is below `erase_logprob`. The redraw
 is a tabu: a candidate equal to the erased step is kept only when every candidate is one.
 
+With `at_end` (issue 27, item 3: the visible dead end as the trigger), a step that ends the
+stream (end-of-sequence) is not final yet: the erase rule is read once more where the
+end-of-sequence was drawn, after the step's last token, as a model trained on dead-end retries
+(`bootstrap.retry_placement=at_detection`) has its backspace there; where it fires, the last step
+is erased (step unit: the part-written step) and redrawn with the tabu, so each retry tries
+another move; where it does not, the stream ends.
+
 Rollouts keep the raw stream (erased step, backspaces, chosen step), so evaluation judges them
 like any other; `generated[i][j]` counts every token the search drew for sample j of ask i,
 the candidates it threw away included (each up to the row's token budget), which is what
@@ -54,6 +61,7 @@ class _Row:
     last_lp: float = 0.0  # the mean token log-probability of the last step drawn
     erases: int = 0
     steps: int = 0
+    ended: bool = False  # its last step ended with end-of-sequence, not yet final (`at_end`)
     done: bool = False
     finished: bool = False
 
@@ -84,6 +92,7 @@ class GuidedPolicy:
         valuer: Valuer | None = None,
         value_drop: float = 0.0,
         erase_logprob: float = 0.0,
+        at_end: bool = False,
     ) -> None:
         if m < 1:  # 0 is "off" to make_policy, which then builds no guided policy
             raise ConfigError(f"bksp_search: m must be at least 1 candidate, got {m}")
@@ -117,6 +126,7 @@ class GuidedPolicy:
         self.max_new_tokens, self.max_backspaces = max_new_tokens, max_backspaces
         self.bksp_threshold, self.erase_logprob = bksp_threshold, erase_logprob
         self.valuer, self.value_drop = valuer, value_drop
+        self.at_end = at_end
         self._values: dict[tuple[int, ...], float] = {}  # per `sample` call: prefix -> value
         self.generated: list[list[int]] = []
         self.tokens_generated = 0
@@ -126,9 +136,13 @@ class GuidedPolicy:
         self._values = {}
         while live := [r for r in rows if not r.done]:
             erase = self._erase(live)
-            plain = [(r, False) for r, e in zip(live, erase, strict=True) if not e]
+            for r, e in zip(live, erase, strict=True):
+                if r.ended and not e:  # the end stands
+                    r.done = r.finished = True
+            plain = [(r, False) for r, e in zip(live, erase, strict=True) if not e and not r.done]
             redo = [(r, True) for r, e in zip(live, erase, strict=True) if e]
             for r, _ in redo:
+                r.ended = False
                 self._backspace(r)
             for policy, group, n in ((self.step, plain, 1), (self.candidates, redo, self.m)):
                 if not group:
@@ -184,7 +198,8 @@ class GuidedPolicy:
         if len(pick.tokens) > room or not pick.finished:
             r.done = True  # out of tokens: unfinished
         elif not kept or not is_step_end(kept[-1], self.delim_id):
-            r.done = r.finished = True  # end-of-sequence
+            r.ended = self.at_end and bool(kept)  # end-of-sequence: final, or erasable once
+            r.done = r.finished = not r.ended
         elif len(r.stream) >= self.max_new_tokens:
             r.done = True
 

@@ -20,12 +20,14 @@ def check_decoding(
     kind: str = "transformers",
     value_model: bool = False,
     erase_logprob: float = 0.0,
+    erase_at_end: bool = False,
 ) -> None:
     """Raise `ConfigError` naming the option unless (0 is off everywhere): `bksp_threshold` and
     `bksp_random` are in [0, 1] and at most one of them is > 0; `value_drop` d > 0 is in (0, 1]
     and comes with a value model (`value_model`), `bksp_search` > 0 and no `bksp_threshold`; a
     `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0, not with
-    `bksp_random`; `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule."""
+    `bksp_random`; `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule;
+    `erase_at_end` with `bksp_search` > 0."""
     for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
         if not 0 <= value <= 1:
             raise ConfigError(f"{name}: must be in [0, 1] (0: off), got {value}")
@@ -63,8 +65,9 @@ def check_decoding(
             "step whose mean token log-probability is below it); it must be < 0 (0: off), with "
             "bksp_search=m > 0 and no other erase rule (bksp_threshold, bksp_random, value_drop)"
         )
-    if bksp_search < 0 or (bksp_search and bksp_random):
+    if bksp_search < 0 or (bksp_search and bksp_random) or (erase_at_end and not bksp_search):
         raise ConfigError(
             f"bksp_search: m candidates >= 0 (0: off), got {bksp_search}; the random eraser "
-            "(bksp_random) does not combine with it"
+            "(bksp_random) does not combine with it, and erase_at_end (guided search's erase "
+            "rule read where a step ended the stream) needs it"
         )

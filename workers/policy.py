@@ -52,7 +52,8 @@ class Decoding:
     (`workers.guided`), with `bksp_threshold` as its erase rule when set, or with `value_drop`
     d > 0 the value model's: erase a step whose value fell by more than d (`make_policy` is given
     the value model), or with `erase_logprob` < 0 the step's own likelihood: erase a step whose
-    mean token log-probability is below it. `make_policy` checks these options
+    mean token log-probability is below it; `erase_at_end` lets that rule also erase a step
+    that ended the stream (`workers.guided`, `at_end`). `make_policy` checks these options
     (`workers.options.check_decoding`)."""
 
     temperature: float = 1.0
@@ -67,6 +68,7 @@ class Decoding:
     bksp_search: int = 0
     value_drop: float = 0.0
     erase_logprob: float = 0.0
+    erase_at_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         kind=loaded.kind,
         value_model=valuer is not None,
         erase_logprob=d.erase_logprob,
+        erase_at_end=d.erase_at_end,
     )
     if loaded.kind == "fake":
         return _scripted(loaded, d)
@@ -258,4 +261,5 @@ def _guided(loaded: Loaded, d: Decoding, valuer: Valuer | None) -> Policy:
         valuer=valuer if d.value_drop else None,
         value_drop=d.value_drop,
         erase_logprob=d.erase_logprob,
+        at_end=d.erase_at_end,
     )

@@ -40,6 +40,12 @@ class BootstrapConfig:
     `wrong_step` (a plausible slip its exact checker flags), or with `retry_model` (a checkpoint,
     e.g. a clean bootstrap) the model's own: its first wrong step in `retry_samples` samples at
     T=1.0, on its own right prefix, then a right continuation (`pipeline.own_errors`).
+    `retry_placement` (countdown): `at_error` erases the wrong step right after it;
+    `at_detection` plays the wrong move on (random legal moves) to the visible dead end, one
+    number left that is not the target, writes the backspaces where end-of-sequence would
+    have gone (after the last move, before any delimiter), and erases back to the branching
+    move: the trigger Stream of Search backtracks at (a wrong step that is itself invalid, or
+    the last move, is erased where it stands).
 
     `tokenizer`: `char` (one token per character: the delimiter is always a token of its own) or
     a byte-level BPE of `vocab_size` tokens trained on the solutions with GPT-2's or Qwen2's
@@ -71,6 +77,7 @@ class BootstrapConfig:
     fresh: bool = False
     retry_model: str = ""
     retry_samples: int = 4
+    retry_placement: Literal["at_error", "at_detection"] = "at_error"
 
     def shape(self) -> tuple[int, int, int]:
         """(n_layer, n_embd, n_head): the `size` rung's, else the keys as given."""
@@ -82,6 +89,25 @@ class BootstrapConfig:
             raise ConfigError(
                 f"size={self.size} sets n_layer, n_embd, n_head to {SIZES[self.size]}; they are "
                 f"set to {given} too: give one or the other"
+            )
+
+    def _check_retry(self) -> None:
+        if self.retry_placement != "at_error" and (not self.retry_rate or self.retry_model):
+            raise ConfigError(
+                f"retry_placement={self.retry_placement}: places synthetic retries, so it needs "
+                f"retry_rate > 0 (got {self.retry_rate}) and no retry_model"
+            )
+        if not 0 <= self.retry_rate <= 1:
+            raise ConfigError(f"retry_rate: must be in [0, 1], got {self.retry_rate}")
+        if self.retry_model and (not self.retry_rate or self.retry_samples < 1):
+            raise ConfigError(
+                f"retry_model: errors of {self.retry_model} become retries only at retry_rate "
+                f"> 0 (got {self.retry_rate}) with retry_samples >= 1 (got {self.retry_samples})"
+            )
+        if self.retry_rate and self.data != "optimal":
+            raise ConfigError(
+                f"retry_rate: retries are added to optimal solutions only; set data=optimal "
+                f"(not {self.data}) or retry_rate=0"
             )
 
     def __post_init__(self) -> None:
@@ -97,18 +123,7 @@ class BootstrapConfig:
             )
         if self.max_states < 1 or self.batch_tokens < 0:
             raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
-        if not 0 <= self.retry_rate <= 1:
-            raise ConfigError(f"retry_rate: must be in [0, 1], got {self.retry_rate}")
-        if self.retry_model and (not self.retry_rate or self.retry_samples < 1):
-            raise ConfigError(
-                f"retry_model: errors of {self.retry_model} become retries only at retry_rate "
-                f"> 0 (got {self.retry_rate}) with retry_samples >= 1 (got {self.retry_samples})"
-            )
-        if self.retry_rate and self.data != "optimal":
-            raise ConfigError(
-                f"retry_rate: retries are added to optimal solutions only; set data=optimal "
-                f"(not {self.data}) or retry_rate=0"
-            )
+        self._check_retry()
         positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
         for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:

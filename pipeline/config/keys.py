@@ -44,7 +44,12 @@ SHAPES = {
 
 # value-guided search (SearchConfig): hashed only when search.value is not mc
 SEARCH_VALUE_KEYS = ("value", "value_model", "value_mix", "value_threshold")
-EVAL_VALUE_KEYS = ("value_model", "value_drop", "erase_logprob")  # EvalConfig: hashed when set
+EVAL_VALUE_KEYS = (
+    "value_model",
+    "value_drop",
+    "erase_logprob",
+    "erase_at_end",
+)  # EvalConfig: hashed when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
 RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
@@ -54,6 +59,7 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("model", "precision"): "fp32",
     ("bootstrap", "size"): "",
     ("bootstrap", "fresh"): False,
+    ("bootstrap", "retry_placement"): "at_error",
     ("train", "anchor"): "previous",
     ("train", "accumulate"): False,
     ("train", "keep_best"): False,
@@ -156,8 +162,7 @@ def _eval_key(
     off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
     if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
         off |= {"value_model", "value_drop"}
-    if not d["eval"].get("erase_logprob"):
-        off.add("erase_logprob")
+    off |= {k for k in ("erase_logprob", "erase_at_end") if not d["eval"].get(k)}
     shaping = {
         "task": d["task"],
         "eval": {

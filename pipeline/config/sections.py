@@ -172,7 +172,10 @@ class EvalConfig:
     `erase_logprob` < 0 (with `bksp_search` m > 0, no other erase rule): guided search's erase rule
     is the step's own likelihood: erase the last step where the mean log-probability the model
     gave its tokens as they were drawn is below it, and redraw with the erased step tabu. Choose
-    it on validation problems. Enters the config hash only when set."""
+    it on validation problems. `erase_at_end` (with `bksp_search`): the erase rule is read once
+    more where a step ended the stream, so a model trained on dead-end retries
+    (`bootstrap.retry_placement=at_detection`) can erase its last move there and retry another
+    (`workers.guided`). Both enter the config hash only when set."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -187,6 +190,7 @@ class EvalConfig:
     value_model: str = ""
     value_drop: float = 0.0
     erase_logprob: float = 0.0
+    erase_at_end: bool = False
 
     def __post_init__(self) -> None:
         check_decoding(
@@ -197,6 +201,7 @@ class EvalConfig:
             kind=self.policy,
             value_model=bool(self.value_model),
             erase_logprob=self.erase_logprob,
+            erase_at_end=self.erase_at_end,
         )
         if self.n_problems < 1 or self.samples < 1 or self.n_tune < 1:
             raise ConfigError(

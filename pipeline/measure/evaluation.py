@@ -90,6 +90,7 @@ def evaluate_model(
         "bksp_random": cfg.eval.bksp_random,
         "bksp_search": cfg.eval.bksp_search,
         "erase_logprob": cfg.eval.erase_logprob,
+        "erase_at_end": cfg.eval.erase_at_end,
         "settings": {},
     }
     valuer = None
@@ -170,6 +171,7 @@ def decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False)
         bksp_search=cfg.eval.bksp_search,
         value_drop=cfg.eval.value_drop,
         erase_logprob=cfg.eval.erase_logprob,
+        erase_at_end=cfg.eval.erase_at_end,
     )
 
 

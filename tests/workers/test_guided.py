@@ -6,7 +6,10 @@ step delimiter, so the model wants to erase at every step end, or low everywhere
 does. What the candidates were is recorded by wrapping the candidate sampler.
 """
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from pipeline.config import ConfigError, load_config
 from search.backspace import apply_backspaces, pop_count
@@ -293,3 +296,74 @@ def test_the_value_rule_needs_a_value_model_and_is_one_rule(base):
         make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2))
     policy = make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2), HashValuer())
     assert isinstance(policy, GuidedPolicy) and policy.value_drop == 0.2
+
+
+class EndsAfter(torch.nn.Module):
+    """`inner` made to end the stream (end-of-sequence far likelier than anything else) after
+    reading any token of `ends`."""
+
+    def __init__(self, inner, eos_id: int, ends: list[int]):
+        super().__init__()
+        self.inner, self.config, self.eos_id = inner, inner.config, eos_id
+        self.ends = torch.tensor(ends)
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True):
+        out = self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+        logits = out.logits.float().clone()
+        hit = torch.isin(input_ids[:, -1], self.ends)
+        logits[hit, -1, self.eos_id] += 30.0
+        return SimpleNamespace(logits=logits, cache=out.cache)
+
+
+@pytest.mark.parametrize("at_end", [False, True])
+def test_the_dead_end_trigger_erases_a_step_that_ended_the_stream_and_retries_another(base, at_end):
+    """`erase_at_end` (issue 27, item 3): a model whose backspace is likely only where a stream
+    ends (after its last token, never after a delimiter) erases there only with the option; each
+    erase takes the part-written last step and the redraw never rewrites it while another
+    candidate was drawn; the stream ends for good once the erases are spent."""
+    model, tok = base
+    special = {tok.delim_id, tok.bksp_id, tok.eos_id}
+    ends = [i for i in range(len(tok.hf)) if i not in special]  # a step ends at its first token
+    inner = FixedBackspace(
+        EndsAfter(model, tok.eos_id, ends), tok.bksp_id, {tok.delim_id: 1e-6}, 0.999
+    )
+    options = {"temperature": 0.0, "max_new_tokens": 40, "max_backspaces": 2, "at_end": at_end}
+    policy = GuidedPolicy(inner, tok.eos_id, tok.delim_id, tok.bksp_id, "step", 3, **options)
+    seen = record(policy)
+    batch = asks(tok, n=1)
+    got = policy.sample(batch)
+    for a, (r,) in zip(batch, got, strict=True):
+        ids = [*a.prefix, *r.tokens]
+        assert r.finished and r.tokens[-1] in ends  # each stream ends after a step's token
+        if not at_end:
+            assert tok.bksp_id not in r.tokens
+            continue
+        assert r.tokens.count(tok.bksp_id) == 2  # every end is erased while erases are left
+        for k, t in enumerate(r.tokens):
+            if t != tok.bksp_id:
+                continue
+            assert r.tokens[k - 1] in ends  # the backspace stands where the stream had ended
+            before = apply_backspaces(ids[: len(a.prefix) + k], len(a.prefix), "step",
+                                      tok.bksp_id, tok.delim_id)  # fmt: skip
+            n = pop_count(before, len(a.prefix), "step", tok.delim_id)
+            erased, prefix = tuple(before[len(before) - n :]), tuple(before[: len(before) - n])
+            redo = r.tokens[k + 1 :]
+            redo = tuple(redo[: redo.index(tok.bksp_id)] if tok.bksp_id in redo else redo)
+            # the candidates drawn at that prefix that hold the redo (a prefix can be retried)
+            drawn = [[x.tokens for x in d] for p, d in seen if p == prefix]
+            drawn = [d for d in drawn if redo in d]
+            assert drawn
+            assert any(redo != erased or all(x == erased for x in d) for d in drawn)  # tabu
+    with pytest.raises(ConfigError, match="erase_at_end"):
+        load_config("arith-tiny", ["eval.erase_at_end=true"])
+    cfg = load_config("arith-tiny", ["eval.bksp_search=2", "eval.erase_at_end=true"])
+    assert cfg.hash != load_config("arith-tiny", ["eval.bksp_search=2"]).hash

@@ -148,3 +148,53 @@ def test_bad_rates_and_combinations_are_refused(tmp_path):
     no_wrong_steps = JsonlTask(str(tmp_path / "unread.jsonl"))  # refused before it is read
     with pytest.raises(HallucError, match="retry_rate=0"):
         bootstrap_data.solutions(no_wrong_steps, [], cfg.bootstrap)
+
+
+def test_dead_end_placement_erases_at_the_visible_dead_end_back_to_the_wrong_move():
+    """bootstrap.retry_placement=at_detection (countdown): the wrong move is played on to one
+    number left that is not the target; the backspaces come right after that last move (where
+    end-of-sequence would go, no delimiter before them), one per move back to the wrong one, and
+    leave the reference; every erased move is legal but the wrong one may not be."""
+    sets = ["bootstrap.retry_rate=1.0", "bootstrap.retry_placement=at_detection"]
+    cfg = load_config("countdown-tiny", sets)
+    task = task_from_config(cfg.task)
+    solved = bootstrap_data.solutions(task, task.problems("train", 200), cfg.bootstrap)
+    tok = bootstrap.build_tokenizer([p.prompt + t for p, f in solved for t, _ in f])
+    tok.add_special_tokens({"additional_special_tokens": ["<|bksp|>"]})
+    examples = bootstrap_data.encode_examples(tok, solved, "\n", "<|bksp|>")
+    bksp, delim = tok.get_vocab()["<|bksp|>"], tok.get_vocab()["\n"]
+    played_on = 0
+    for (problem, found), ex in zip(solved, examples, strict=True):
+        ids, n = ex["input_ids"], ex["prompt_len"]
+        reference = task.reference(problem)
+        visible = apply_backspaces(ids, n, "step", bksp, delim)
+        assert tok.decode(visible[n:-1]) == "\n".join(reference)
+        (written, erases), _ = found
+        state = tuple(problem.meta["numbers"])
+        moves = written.split("\n")
+        k = next(i for i, m in enumerate(moves) if i >= len(reference) or m != reference[i])
+        assert moves[:k] == reference[:k]
+        if apply_step_through(state, moves[: k + 1]) is None:  # an invalid wrong move
+            assert written.endswith("\n") and erases == 1  # erased where it stands
+            continue
+        played_on += 1
+        assert not written.endswith("\n")  # the backspaces stand where the end would
+        assert erases == len(moves) - k  # the last move, then each move back to the wrong one
+        end = apply_step_through(state, moves)
+        assert end is not None and len(end) == 1 and end[0] != problem.meta["target"]
+        assert not solvable(apply_step_through(state, moves[: k + 1]), problem.meta["target"])
+        i = ids.index(bksp)
+        assert ids[i - 1] != delim and ids[i : i + erases] == [bksp] * erases
+    assert played_on > 150  # on this task the wrong move is almost always a legal losing one
+    with pytest.raises(ConfigError, match="retry_placement"):
+        load_config("countdown-tiny", [*sets[1:], "bootstrap.retry_rate=0"])
+    arith = load_config("arith-tiny", sets)
+    with pytest.raises(HallucError, match="dead end"):
+        t = task_from_config(arith.task)
+        bootstrap_data.solutions(t, t.problems("train", 4), arith.bootstrap)
+
+
+def apply_step_through(state, moves):
+    for move in moves:
+        state = apply_step(state, move) if state is not None else None
+    return state
