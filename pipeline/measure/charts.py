@@ -267,6 +267,8 @@ def _detector_chart(runs: dict[str, Evals], rounds: list[dict[str, Any]]) -> Fig
         found |= bool(dets)
         auc = (rounds[-1].get("detector_auc") or {}).get(arm)
         _detector_arm(axes, dets, arm, f"{arm} (ROC AUC {num(auc, 3)})")
+        if arm == "backtrack" and dets:
+            _trivial_rocs(roc, dets[0])
     for ax in axes:
         if not found:
             ax.text(
@@ -291,6 +293,28 @@ DETECTOR_AXES = [
     ("recall", "precision"),
     ("predicted error probability", "observed error rate"),
 ]
+
+
+TRIVIAL_STYLE = {  # the trivial scores' ROC curves: first seed of the backtrack arm
+    "step_mean_logprob": ("step mean log-prob", "--"),
+    "step_min_logprob": ("step least log-prob", "-."),
+    "step_index": ("step index", ":"),
+    "step_length": ("step length", (0, (1, 3))),
+}
+
+
+def _trivial_rocs(ax: Axes, det: dict[str, Any]) -> None:
+    """The trivial scores' ROC curves on the same positions as the backtrack arm's detector
+    (its first seed), grey, each with its pooled AUC: the detectors on one chart."""
+    strata = det.get("stratified") or {}
+    for name, (label, style) in TRIVIAL_STYLE.items():
+        curve = (strata.get("roc") or {}).get(name)
+        if not curve:
+            continue
+        auc = ((strata.get("trivial") or {}).get(name) or {}).get("pooled")
+        xs, ys = zip(*curve, strict=True)
+        ax.plot(xs, ys, linestyle=style, color="#777", linewidth=1,
+                label=f"{label} ({num(auc, 3)})", gid=f"roc-trivial-{name}")  # fmt: skip
 
 
 def _detector_arm(axes: list[Axes], dets: list[dict[str, Any]], arm: str, label: str) -> None:

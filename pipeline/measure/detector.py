@@ -144,7 +144,7 @@ def reliability(
     return rows
 
 
-def _thin(points: list[list[float]], max_points: int) -> list[list[float]]:
+def thin(points: list[list[float]], max_points: int) -> list[list[float]]:
     """At most `max_points` points, evenly spaced along the curve, both ends kept."""
     if len(points) <= max_points:
         return points
@@ -177,8 +177,8 @@ def figures(
         "pr_auc": average_precision(s, y),
         "mean_p_wrong": float(s[y == 1].mean()) if positives else None,
         "mean_p_right": float(s[y == 0].mean()) if positives < n else None,
-        "roc": _thin(roc_curve(s, y), max_points),
-        "pr": _thin(pr_curve(s, y), max_points),
+        "roc": thin(roc_curve(s, y), max_points),
+        "pr": thin(pr_curve(s, y), max_points),
         "reliability": reliability(s, y),
     }
     return out

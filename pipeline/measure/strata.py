@@ -8,7 +8,9 @@ the solution a step is, already beats 0.5. Beside it:
                                      detector and of trivial scores on the same positions (the
                                      step's index, its length, its mean and least token
                                      log-probability), each trivial score in its better
-                                     orientation, and the detector's lift over the best of them
+                                     orientation, and the detector's lift over the best of them;
+                                     `roc`: each trivial score's pooled ROC curve (the report
+                                     draws them beside the detector's)
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from pipeline.measure.detector import Points, roc_auc
+from pipeline.measure.detector import Points, roc_auc, roc_curve, thin
+
+ROC_POINTS = 51
 
 
 def within(
@@ -59,17 +63,23 @@ def stratified(
     """The detector's AUC pooled and within strata, the same for the trivial scores `steps`
     (the step's index in its solution), `lengths` (its tokens) and each of `more` (such as the
     step's mean and least token log-probability), and the lift: the detector's figure minus the
-    best trivial one's, per measure (None where a figure is missing)."""
+    best trivial one's, per measure (None where a figure is missing); `roc`: each trivial
+    score's pooled ROC curve in its better orientation, at most `ROC_POINTS` points."""
     mine = _measures(scores, labels, steps, problems)
     named: dict[str, Sequence[float]] = {"step_index": [float(s) for s in steps]}
     named["step_length"] = [float(n) for n in lengths]
     named |= more or {}
     trivial = {k: _oriented(_measures(v, labels, steps, problems)) for k, v in named.items()}
+    roc = {}
+    for k, score in named.items():
+        auc = roc_auc(score, labels)
+        backwards = auc is not None and auc < 0.5
+        roc[k] = thin(roc_curve([-x for x in score] if backwards else score, labels), ROC_POINTS)
     lift: dict[str, float | None] = {}
     for key, value in mine.items():
         others = [v for t in trivial.values() if (v := t[key]) is not None]
         lift[key] = None if value is None or not others else value - max(others)
-    return {"detector": mine, "trivial": trivial, "lift": lift}
+    return {"detector": mine, "trivial": trivial, "lift": lift, "roc": roc}
 
 
 def of_points(points: Sequence[Points], scores: Sequence[float], labels: Sequence[int]) -> Any:

@@ -71,6 +71,10 @@ def detector(auc):
             {"lo": 0, "hi": 0.5, "mean_p": 0.1, "observed": 0.08, "n": 800},
             {"lo": 0.5, "hi": 1, "mean_p": 0.7, "observed": 0.6, "n": 100},
         ],
+        "stratified": {
+            "trivial": {"step_mean_logprob": {"pooled": 0.85}},
+            "roc": {"step_mean_logprob": [[0, 0], [0.05, 0.6], [1, 1]]},
+        },
     }
 
 
@@ -238,6 +242,9 @@ def test_detector_curves_one_per_seed_and_arm(page):
         for curve in ("roc", "pr", "reliability"):
             assert sum(i.startswith(f"detector-{curve}-{arm}-") for i in ids) == 3
     assert "backtrack (ROC AUC 0.800)" in texts(svg)
+    # the trivial scores on the same chart, once (the backtrack arm's first seed)
+    assert sum(i.startswith("detector-roc-trivial-step_mean_logprob") for i in ids) == 1
+    assert "step mean log-prob (0.850)" in texts(svg)
 
 
 def test_page_is_self_contained_with_unique_ids(page):

@@ -33,6 +33,12 @@ def test_trivial_scores_take_their_better_orientation_and_the_lift_is_against_th
     assert got["trivial"]["step_index"]["within_step_index"] is None  # no stratum has both
     backwards = stratified([1 - s for s in scores], labels, steps, lengths, ["p"] * 8)
     assert backwards["trivial"] == got["trivial"]  # a trivial score in its better orientation
+    # the ROC curves the report draws: the index separates perfectly (through [0, 1]); the
+    # constant length is the diagonal; a backwards score is drawn the right way round
+    assert got["roc"]["step_index"] == [[0.0, 0.0], [0.0, 1.0], [0.4, 1.0], [1.0, 1.0]]
+    assert got["roc"]["step_length"] == [[0.0, 0.0], [1.0, 1.0]]
+    late_first = stratified(scores, labels, [2 - s for s in steps], lengths, ["p"] * 8)
+    assert late_first["roc"]["step_index"] == got["roc"]["step_index"]
 
 
 def test_more_trivial_scores_enter_the_lift():
