@@ -7,6 +7,13 @@ step as it wrote it, one step backspace, then a right continuation from the mode
 (`continuation`). A problem the model solved in every sample keeps its reference solution. The
 errors are then the model's, on its own prefixes (on-policy), where the synthetic retry's are a
 rule's slips on the reference's prefix.
+
+`bootstrap.retry_detector=logprob` (issue 27, item 4: a backspace trained on a detector's
+decisions): the erased step is instead the first whose mean token log-probability, as the model
+drew it, is below `bootstrap.retry_tau`, whether the checker calls it wrong or not; the
+continuation is still a right one, so a sample whose steps before the flagged one are not all
+right is passed over. The backspace then learns where that score fires; the retries' share of
+steps the checker rejects is logged.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.loading import load_model
+from pipeline.measure.detector import step_logprobs
 from search.errors import HallucError
 from search.tasks.countdown import apply_step, solve
 from search.tasks.countdown_stream import Piece
@@ -58,6 +66,7 @@ def own_retries(
         max_new_tokens=cfg.sampling.max_new_tokens,
         max_batch=cfg.sampling.max_batch,
         ban_backspace=True,
+        logprobs=b.retry_detector == "logprob",
     )
     policy = make_policy(loaded, decoding)
     tok, d = loaded.tokenizer, task.step_delimiter
@@ -67,17 +76,41 @@ def own_retries(
         for p, pr in zip(problems, prompts, strict=True)
     ]
     out: list[list[Piece] | None] = []
+    wrong = 0  # flagged steps the checker rejects
     for p, pr, rollouts in zip(problems, prompts, policy.sample(asks), strict=True):
         judge = Judge(task, p, tok, pr, loaded.unit)
         out.append(None)
         for r in rollouts:
             split = judge.visible_steps(r.tokens) if r.finished else None
             steps = judge.texts(split) if split else []
-            k = task.first_error(p, steps) if steps else None
+            k = flagged(cfg, task, p, steps, step_logprobs(split or [], r.logprobs or []))
             if k is not None:
                 rest = continuation(task, p, steps[:k])
                 out[-1] = [("".join(s + d for s in steps[:k]) + steps[k] + d, 1), (d.join(rest), 0)]
+                wrong += task.first_error(p, steps[: k + 1]) == k
                 break
     found = sum(o is not None for o in out)
-    log.info("own-error retries: %d of %d problems had a wrong sample", found, len(problems))
+    log.info(
+        "own-error retries (%s): %d of %d problems had a flagged sample, %d of those steps wrong",
+        b.retry_detector,
+        found,
+        len(problems),
+        wrong,
+    )
     return out
+
+
+def flagged(
+    cfg: Config, task: Task, p: Problem, steps: list[str], scores: Sequence[tuple[float, float]]
+) -> int | None:
+    """The step a retry erases in one sample (`steps`, with each step's (mean, least) token
+    log-probability in `scores`): the first the checker rejects, or (`retry_detector=logprob`)
+    the first whose mean is below `retry_tau` after steps that are all right; None: none."""
+    if not steps:
+        return None
+    if cfg.bootstrap.retry_detector == "checker":
+        return task.first_error(p, steps)
+    k = next((i for i, (mean, _) in enumerate(scores) if mean < cfg.bootstrap.retry_tau), None)
+    if k is None or task.first_error(p, steps[:k]) is not None:
+        return None  # nothing flagged, or no right continuation from a wrong prefix
+    return k

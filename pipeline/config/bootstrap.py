@@ -39,7 +39,9 @@ class BootstrapConfig:
     attention and the token from step 0, as for `backspace`. The wrong step is the task's
     `wrong_step` (a plausible slip its exact checker flags), or with `retry_model` (a checkpoint,
     e.g. a clean bootstrap) the model's own: its first wrong step in `retry_samples` samples at
-    T=1.0, on its own right prefix, then a right continuation (`pipeline.own_errors`).
+    T=1.0, on its own right prefix, then a right continuation (`pipeline.own_errors`);
+    `retry_detector=logprob` erases instead the first step whose mean token log-probability is
+    below `retry_tau` (< 0), right or wrong: the backspace learns that detector's decisions.
     `retry_placement` (countdown): `at_error` erases the wrong step right after it;
     `at_detection` plays the wrong move on (random legal moves) to the visible dead end, one
     number left that is not the target, writes the backspaces where end-of-sequence would
@@ -78,6 +80,8 @@ class BootstrapConfig:
     retry_model: str = ""
     retry_samples: int = 4
     retry_placement: Literal["at_error", "at_detection"] = "at_error"
+    retry_detector: Literal["checker", "logprob"] = "checker"
+    retry_tau: float = -1.0
 
     def shape(self) -> tuple[int, int, int]:
         """(n_layer, n_embd, n_head): the `size` rung's, else the keys as given."""
@@ -96,6 +100,12 @@ class BootstrapConfig:
             raise ConfigError(
                 f"retry_placement={self.retry_placement}: places synthetic retries, so it needs "
                 f"retry_rate > 0 (got {self.retry_rate}) and no retry_model"
+            )
+        if self.retry_detector == "logprob" and (not self.retry_model or self.retry_tau >= 0):
+            raise ConfigError(
+                f"retry_detector=logprob: flags a step of retry_model's own samples whose mean "
+                f"token log-probability is below retry_tau; set retry_model and retry_tau < 0 "
+                f"(got {self.retry_model!r}, {self.retry_tau})"
             )
         if not 0 <= self.retry_rate <= 1:
             raise ConfigError(f"retry_rate: must be in [0, 1], got {self.retry_rate}")

@@ -60,6 +60,8 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("bootstrap", "size"): "",
     ("bootstrap", "fresh"): False,
     ("bootstrap", "retry_placement"): "at_error",
+    ("bootstrap", "retry_detector"): "checker",
+    ("bootstrap", "retry_tau"): -1.0,
     ("train", "anchor"): "previous",
     ("train", "accumulate"): False,
     ("train", "keep_best"): False,

@@ -235,11 +235,11 @@ def decision_points(
         token_labels=tuple(token_labels) if any_token else (),
         lengths=tuple(len(s) for s in kept),
         problem=judge.problem.id,
-        logprobs=_step_logprobs(kept, logprobs) if logprobs else (),
+        logprobs=step_logprobs(kept, logprobs) if logprobs else (),
     )
 
 
-def _step_logprobs(
+def step_logprobs(
     steps: Sequence[Sequence[int]], logprobs: Sequence[float]
 ) -> tuple[tuple[float, float], ...]:
     out, start = [], 0
