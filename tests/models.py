@@ -43,22 +43,19 @@ def tiny_checkpoint(path: Path, arch: str = "gpt2", seed: int = 0, **config: Any
     return path
 
 
-class FixedBackspace(torch.nn.Module):
-    """`inner` with its next-token backspace probability replaced: `prob[t]` after reading token
-    t, `default` after any other. The other tokens keep their relative probabilities."""
+class Relogit(torch.nn.Module):
+    """`inner` with its next-token logits changed by `adjust(logits, input_ids)` (in place, on
+    a float copy): the hand-set models the decoding tests run."""
 
-    def __init__(
-        self, inner: torch.nn.Module, bksp_id: int, prob: dict[int, float], default: float
-    ):
+    def __init__(self, inner: torch.nn.Module):
         super().__init__()
         self.inner, self.config = inner, inner.config
-        table = torch.full((inner.get_output_embeddings().weight.shape[0],), default)
-        for t, p in prob.items():
-            table[t] = p
-        self.bksp_id, self.table = bksp_id, table
 
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.inner.get_output_embeddings()
+
+    def adjust(self, logits: torch.Tensor, input_ids: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True):
         out = self.inner(
@@ -69,8 +66,38 @@ class FixedBackspace(torch.nn.Module):
             use_cache=use_cache,
         )
         logits = out.logits.float().clone()
+        self.adjust(logits, input_ids)
+        return SimpleNamespace(logits=logits, cache=out.cache)
+
+
+class FixedBackspace(Relogit):
+    """`inner` with its next-token backspace probability replaced: `prob[t]` after reading token
+    t, `default` after any other. The other tokens keep their relative probabilities."""
+
+    def __init__(
+        self, inner: torch.nn.Module, bksp_id: int, prob: dict[int, float], default: float
+    ):
+        super().__init__(inner)
+        table = torch.full((inner.get_output_embeddings().weight.shape[0],), default)
+        for t, p in prob.items():
+            table[t] = p
+        self.bksp_id, self.table = bksp_id, table
+
+    def adjust(self, logits: torch.Tensor, input_ids: torch.Tensor) -> None:
         last = logits[:, -1]
         others = torch.cat([last[:, : self.bksp_id], last[:, self.bksp_id + 1 :]], dim=1)
         p = self.table[input_ids[:, -1]]
         last[:, self.bksp_id] = torch.logsumexp(others, dim=1) + torch.log(p / (1 - p))
-        return SimpleNamespace(logits=logits, cache=out.cache)
+
+
+class EndsAfter(Relogit):
+    """`inner` made to end the stream (end-of-sequence far likelier than anything else) after
+    reading any token of `ends`."""
+
+    def __init__(self, inner: torch.nn.Module, eos_id: int, ends: list[int]):
+        super().__init__(inner)
+        self.eos_id, self.ends = eos_id, torch.tensor(ends)
+
+    def adjust(self, logits: torch.Tensor, input_ids: torch.Tensor) -> None:
+        hit = torch.isin(input_ids[:, -1], self.ends)
+        logits[hit, -1, self.eos_id] += 30.0

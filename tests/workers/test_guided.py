@@ -6,16 +6,13 @@ step delimiter, so the model wants to erase at every step end, or low everywhere
 does. What the candidates were is recorded by wrapping the candidate sampler.
 """
 
-from types import SimpleNamespace
-
 import pytest
-import torch
 
 from pipeline.config import ConfigError, load_config
 from search.backspace import apply_backspaces, pop_count
 from search.tree import derive_seed
 from search.types import Ask
-from tests.models import FixedBackspace, tiny_checkpoint
+from tests.models import EndsAfter, FixedBackspace, tiny_checkpoint
 from workers.guided import GuidedPolicy
 from workers.hf import SearchTokenizer, load_checkpoint
 from workers.policy import Decoding, Loaded, make_policy
@@ -296,32 +293,6 @@ def test_the_value_rule_needs_a_value_model_and_is_one_rule(base):
         make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2))
     policy = make_policy(loaded, Decoding(bksp_search=4, value_drop=0.2), HashValuer())
     assert isinstance(policy, GuidedPolicy) and policy.value_drop == 0.2
-
-
-class EndsAfter(torch.nn.Module):
-    """`inner` made to end the stream (end-of-sequence far likelier than anything else) after
-    reading any token of `ends`."""
-
-    def __init__(self, inner, eos_id: int, ends: list[int]):
-        super().__init__()
-        self.inner, self.config, self.eos_id = inner, inner.config, eos_id
-        self.ends = torch.tensor(ends)
-
-    def get_output_embeddings(self):
-        return self.inner.get_output_embeddings()
-
-    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True):
-        out = self.inner(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=use_cache,
-        )
-        logits = out.logits.float().clone()
-        hit = torch.isin(input_ids[:, -1], self.ends)
-        logits[hit, -1, self.eos_id] += 30.0
-        return SimpleNamespace(logits=logits, cache=out.cache)
 
 
 @pytest.mark.parametrize("at_end", [False, True])
