@@ -101,9 +101,11 @@ def erase_credits(
         whole = (not before or is_step_end(before[-1], delim_id)) and (
             not visible or is_step_end(visible[-1], delim_id)
         )
+        if not (before and whole):
+            return  # a cut step, or back to the prompt alone: no credit, nothing looked up
         v_before = values.get((*prompt, *visible))
         v_after = values.get((*prompt, *before))
-        if before and whole and v_before is not None and v_after is not None:
+        if v_before is not None and v_after is not None:
             out.append(Credit(tuple(run), v_before - v_after))
 
     for i, tok in enumerate(generated):

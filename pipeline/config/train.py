@@ -63,7 +63,10 @@ class RlConfig:
     and nothing is clipped. `credit=tree`: a backspace run that erases whole finished steps,
     from a visible prefix P+S back to P, takes the advantage v(P) − v(P+S) on its backspaces,
     the values from the round's `steps` table (its search's Monte Carlo values); where either
-    prefix was not probed (the prompt alone never is), the outcome advantage. `lr`: the rl
+    prefix was not probed (the prompt alone never is), the outcome advantage. `credit=value`
+    (issue 28, item 2): the same, with the value model at `eval.value_model` (`halluc value`)
+    valuing every prefix the tree did not probe (the round's `steps` table where there is one),
+    so every run that erases whole steps is credited. `lr`: the rl
     objective's learning rate (0: `train.lr`, the SFT one; policy-gradient steps on 32 streams
     are far noisier than SFT's). Steps: `train.max_steps`, else `train.epochs` passes over the
     training problems. Erase credit (issue 28, item 2; 0 gives the outcome-only reward): the
@@ -80,7 +83,7 @@ class RlConfig:
     group: int = 8
     kl: float = 0.04
     token_cost: float = 0.001
-    credit: Literal["outcome", "tree"] = "outcome"
+    credit: Literal["outcome", "tree", "value"] = "outcome"
     lr: float = 0.0
     erase_bonus: float = 0.0
     erase_penalty: float = 0.0

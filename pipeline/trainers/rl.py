@@ -48,13 +48,16 @@ from datasets import Dataset
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.curves import GRAD_NORM, LR, Curves
 from pipeline.files import save_torch
 from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import load_value_model
+from pipeline.shards import checked_shard_files
 from pipeline.trainers import sft
 from pipeline.trainers.job import Compute, Job, world
 from pipeline.trainers.rl_streams import Stream, sample, sampler, step_problems, step_values
+from search.types import Valuer
 from workers.collate import LOSS_WEIGHTS, BacktrackCollator
 from workers.grpo import group_advantages, policy_loss
 from workers.hf import SearchTokenizer, pick_device
@@ -120,7 +123,7 @@ def _loop(
     """The steps; returns the loop's state (totals, history), the steps and problems a step."""
     cfg, t, out = job.cfg, job.cfg.train, job.out
     rank, n = world()
-    values = step_values(job.rnd) if t.rl.credit == "tree" else {}
+    values, valuer = credit_values(job)
     task = task_from_config(cfg.task)
     problems = task.problems("train", cfg.task.n_train)
     per_step = max(1, t.batch_size // t.rl.group)
@@ -139,7 +142,7 @@ def _loop(
     with Curves(out if writes else None, state["step"] + 1) as curves:
         for step in _progress(range(state["step"], steps), rank):
             todo = step_problems(problems, step, per_step, t.seed)[rank::n]  # whole groups each
-            streams = sample(policy, model, task, tok, todo, step, cfg, values)
+            streams = sample(policy, model, task, tok, todo, step, cfg, values, valuer)
             figures, norm = train_step(trained, reference, optimizer, collate, streams, cfg)
             scheduler.step()
             _count(state, _gathered(streams, n), figures, step)
@@ -147,6 +150,23 @@ def _loop(
             if rank == 0 and (step + 1) % t.save_steps == 0 and step + 1 < steps:
                 _checkpoint(out, model, optimizer, scheduler, state | {"step": step + 1})
     return state, steps, per_step
+
+
+def credit_values(job: Job) -> tuple[dict[tuple[int, ...], float], Valuer | None]:
+    """What backspace runs are credited with: the round's step values (`rl.credit=tree`, or
+    `value` where the round searched), and for `value` the value model at `eval.value_model`."""
+    cfg, credit = job.cfg, job.cfg.train.rl.credit
+    if credit == "outcome":
+        return {}, None
+    if credit == "tree":
+        return step_values(job.rnd), None
+    if not cfg.eval.value_model:
+        raise ConfigError(
+            "train.rl.credit=value values the prefixes the tree lacks with a value model; set "
+            "eval.value_model=DIR (a `halluc value` model), or use train.rl.credit=tree"
+        )
+    searched = job.rnd.search.exists() and checked_shard_files(job.rnd.search, "steps")
+    return (step_values(job.rnd) if searched else {}), load_value_model(cfg)
 
 
 def _progress(steps: range, rank: int) -> Iterable[int]:

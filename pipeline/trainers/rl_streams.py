@@ -1,6 +1,7 @@
 """What an rl step samples (trainers/rl.py trains on it): the step's problems, the project's
 sampler over the live model, and each stream judged and rewarded (with the tree's credit of its
-backspace runs under `train.rl.credit=tree`, from the round's `steps` table).
+backspace runs under `train.rl.credit=tree`, from the round's `steps` table; under `value`, the
+value model values the prefixes the table lacks).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pipeline.layout import RoundLayout
 from pipeline.shards import ShardError, checked_shard_files, read_table
 from search.metrics import StreamReport, analyze
 from search.tree import Judge, derive_seed
-from search.types import Ask, Policy, Problem, Task
+from search.types import Ask, Policy, Problem, Task, Valuer
 from workers.grpo import erase_credits
 from workers.hf import SearchTokenizer
 from workers.policy import Decoding, Loaded, bans, make_policy, pad_of
@@ -81,10 +82,13 @@ def sample(
     step: int,
     cfg: Config,
     values: dict[tuple[int, ...], float],
+    valuer: Valuer | None = None,
 ) -> list[list[Stream]]:
     """`train.rl.group` streams per problem (one list per problem), judged and rewarded; with
-    `values` (rl.credit=tree), each with the tree's credit of its backspace runs."""
+    `values` (rl.credit=tree), each with the tree's credit of its backspace runs; with a `valuer`
+    (rl.credit=value), the prefixes `values` lacks are valued first, once, and added to it."""
     t = cfg.train
+    credit = t.rl.credit != "outcome"
     prompts = [tuple(tok.encode_prompt(p.prompt)) for p in problems]
     asks = [
         Ask(pr, t.rl.group, "end", derive_seed(cfg.run.seed, "rl", cfg.run.round, step, p.id))
@@ -93,6 +97,8 @@ def sample(
     model.eval()
     drawn = policy.sample(asks)
     model.train()
+    if valuer is not None:
+        value_missing(valuer, values, prompts, drawn, cfg, tok)
     out = []
     for p, pr, rollouts in zip(problems, prompts, drawn, strict=True):
         judge = Judge(task, p, tok, pr, cfg.trace.unit)
@@ -101,7 +107,7 @@ def sample(
             report = analyze(judge, r.tokens, r.finished)
             ids = [*pr, *r.tokens, *([tok.eos_id] if r.finished else [])]
             unit, bksp, delim = cfg.trace.unit, tok.bksp_id, tok.step_ends
-            credits = erase_credits(pr, r.tokens, unit, bksp, delim, values) if values else []
+            credits = erase_credits(pr, r.tokens, unit, bksp, delim, values) if credit else []
             row = {"input_ids": ids, "loss_mask": [0] * len(pr) + [1] * (len(ids) - len(pr))}
             group.append(
                 Stream(
@@ -116,6 +122,38 @@ def sample(
             )
         out.append(group)
     return out
+
+
+class _Asked(dict[tuple[int, ...], float]):
+    """A value table that records the prefixes looked up and missing (`erase_credits` asks it)."""
+
+    def __init__(self, known: dict[tuple[int, ...], float]) -> None:
+        super().__init__(known)
+        self.asked: dict[tuple[int, ...], None] = {}
+
+    def get(self, key: tuple[int, ...], default: Any = None) -> Any:
+        if key not in self:
+            self.asked[key] = None
+        return super().get(key, default)
+
+
+def value_missing(
+    valuer: Valuer,
+    values: dict[tuple[int, ...], float],
+    prompts: list[tuple[int, ...]],
+    drawn: list[list[Any]],
+    cfg: Config,
+    tok: SearchTokenizer,
+) -> None:
+    """Add to `values` the value model's value of every prefix a backspace run of `drawn` would
+    be credited with and `values` lacks (one batch)."""
+    asked = _Asked(values)
+    for pr, rollouts in zip(prompts, drawn, strict=True):
+        for r in rollouts:
+            erase_credits(pr, r.tokens, cfg.trace.unit, tok.bksp_id, tok.step_ends, asked)
+    missing = list(asked.asked)
+    if missing:
+        values.update(zip(missing, valuer.values(missing), strict=True))
 
 
 def reward(report: StreamReport, rl: RlConfig) -> float:

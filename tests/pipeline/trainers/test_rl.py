@@ -179,6 +179,42 @@ def test_erase_credit_is_the_value_before_the_step_minus_the_value_after_it():
     assert erase_credits(PROMPT, [*a, 4, B, *c], "step", B, D, values) == []
 
 
+class ListValuer:
+    """A value for every prefix from a table, counting the batches and prefixes asked."""
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def values(self, prefixes):
+        self.calls.append(list(prefixes))
+        return [self.table[p] for p in prefixes]
+
+
+def test_the_value_credit_values_what_the_tree_lacks_once_and_credits_every_whole_step_run():
+    """`rl.credit=value`: the prefixes a whole-step erase is credited with and the tree lacks are
+    valued by the value model in one batch, then credited v(P) − v(P+S) like the tree's."""
+    a, b, c = (3, D), (4, D), (5, D)
+    tree = {(*PROMPT, *a): 0.8}  # the search probed a alone
+    model = {(*PROMPT, *a, *b): 0.1, (*PROMPT, *a, *c): 0.5, (*PROMPT, *a, *b, *c): 0.3}
+    streams = [[SimpleNamespace(tokens=(*a, *b, B, *c, B, 6)), SimpleNamespace(tokens=(*a, 4, B))]]
+    cfg = load_config("arith-tiny", ["trace.unit=step"])
+    tok = SimpleNamespace(bksp_id=B, step_ends=D)
+    values, valuer = dict(tree), ListValuer(model)
+    rl_streams.value_missing(valuer, values, [PROMPT], streams, cfg, tok)
+    assert valuer.calls == [[(*PROMPT, *a, *b), (*PROMPT, *a, *c)]]  # one batch, the missing
+    assert values == tree | {k: model[k] for k in valuer.calls[0]}
+    got = erase_credits(PROMPT, streams[0][0].tokens, "step", B, D, values)
+    assert [(x.positions, x.value) for x in got] == [
+        ((4,), pytest.approx(0.8 - 0.1)),
+        ((7,), pytest.approx(0.8 - 0.5)),
+    ]
+    rl_streams.value_missing(valuer, values, [PROMPT], streams, cfg, tok)
+    assert len(valuer.calls) == 1  # nothing left to value
+    job = SimpleNamespace(cfg=load_config("arith-tiny", ["train.rl.credit=value"]), rnd=None)
+    with pytest.raises(ConfigError, match="eval.value_model"):
+        rl.credit_values(job)
+
+
 def test_advantage_targets_put_the_credit_on_the_backspaces_the_collator_labels():
     ids = [*PROMPT, 3, D, 4, D, B, 5, D, 0]
     row = {"input_ids": ids, "loss_mask": [0] * 3 + [1] * 8, "prompt_len": 3}
@@ -396,7 +432,7 @@ def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
         (["train.rl.kl=-0.1"], r"train.rl.group must be >= 2.*kl, token_cost and lr >= 0.*kl=-0.1"),
         (["train.rl.lr=-1e-4"], r"train.rl.group.* lr=-0.0001"),
         (["train.rl.token_cost=-1"], r"train.rl.group.* token_cost=-1.0"),
-        (["train.rl.credit=value"], r"train.rl.credit: 'value' is not allowed"),
+        (["train.rl.credit=values"], r"train.rl.credit: 'values' is not allowed"),
         (["train.objective=rl", "train.workers=5"], r"each worker samples whole groups"),
     ],
 )
@@ -450,3 +486,26 @@ def test_rl_under_ray_train_with_two_workers_reaches_the_in_process_weights(
     split = AutoModelForCausalLM.from_pretrained(path)
     for (n, a), (_, b) in zip(whole.named_parameters(), split.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4), n
+
+
+def test_rl_with_the_value_credit_asks_the_value_model_and_credits_runs(
+    tiny, tmp_path, monkeypatch
+):
+    """`halluc train` with `rl.credit=value` and no search: every credited prefix comes from the
+    value model (a scripted one here, valuing each prefix by its ids)."""
+    from search.tree import derive_seed
+
+    asked = []
+
+    class Scripted:
+        def values(self, prefixes):
+            asked.extend(prefixes)
+            return [derive_seed("v", *p) % 1000 / 1000 for p in prefixes]
+
+    monkeypatch.setattr(rl, "load_value_model", lambda cfg: Scripted())
+    sets = ["train.rl.credit=value", "eval.value_model=scripted", "train.max_steps=4"]
+    path = train.main(rl_cfg(tiny, tmp_path, *sets))
+    compute = json.loads((path.parent / "compute.json").read_text())
+    assert compute["credit"] == "value" and compute["optimizer_steps"] == 4
+    assert asked and len(set(asked)) == len(asked)  # each prefix valued once
+    assert sum(h["credited_runs"] for h in compute["history"]) > 0
