@@ -98,7 +98,10 @@ AUTO_SHARE = -1.0  # select.bksp_share: the searched model's own per-step error 
 class SelectConfig:
     """What each arm trains on next (docs/design.md §6). `arm` is the arm that
     `halluc select` selects for on its own (the loop selects for each of `run.arms`); the dpo
-    arm's selection is pairs, at most `corrections_per_problem` per problem.
+    arm's selection is pairs, at most `corrections_per_problem` per problem. Clean solutions
+    are taken at most `clean_per_problem` per problem and distinct (a solution whose tokens
+    repeat an earlier one's is passed over): several per problem is the filtered
+    self-improvement recipe, more problems per round is `task.n_train`.
 
     Cleaner selection (backtrack arm; off by default). `agree`: keep a correction only where the
     exact step checker puts the first error on the step the Monte Carlo search located (a task

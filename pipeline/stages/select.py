@@ -165,7 +165,7 @@ def select_backtrack(
         if s.precise_only and has_checker:
             own = [r for r in own if all_precise(r)]
         fixes += own[: s.self_corrections_per_problem]
-        clean += kinds["clean"][: s.clean_per_problem]
+        clean += distinct(kinds["clean"])[: s.clean_per_problem]
     rng = random.Random(seed)
     rng.shuffle(clean)
     if s.bksp_share:
@@ -269,7 +269,7 @@ def _predates(option: str) -> SelectError:
 def select_baseline(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> list[Row]:
     """Clean solutions, drawn (repeating if needed) until they hold `n_tokens` loss-bearing
     tokens."""
-    pool = _per_problem([r for r in rows if r["kind"] == "clean"], s.clean_per_problem)
+    pool = _per_problem(distinct([r for r in rows if r["kind"] == "clean"]), s.clean_per_problem)
     return _draw(pool, n_tokens, seed, _loss_tokens)
 
 
@@ -278,6 +278,18 @@ def select_pairs(rows: list[Row], s: SelectConfig, n_tokens: int, seed: int) -> 
     (repeating if needed) until their wrong-step pairs hold `n_tokens` loss-bearing tokens."""
     pool = _per_problem(rows, s.corrections_per_problem)
     return _draw(pool, n_tokens, seed, pair_loss_tokens)
+
+
+def distinct(rows: list[Row]) -> list[Row]:
+    """`rows` without those whose tokens repeat an earlier row's (the first kept, in order)."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for r in rows:
+        key = tuple(r["input_ids"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def _per_problem(rows: list[Row], cap: int) -> list[Row]:

@@ -68,6 +68,22 @@ def test_min_parent_mc_and_clean_share():
     assert len({r["problem_id"] for r in clean}) == len(clean)
 
 
+def test_clean_solutions_per_problem_are_distinct():
+    """Two copies of one solution and a second solution: a cap of 2 takes the two distinct ones,
+    in both arms' selections."""
+    rows = [row("a", "clean", length=20), row("a", "clean", length=20), row("a", "clean", length=25)]
+    rows += [row("a", "correction", 0.9, 8, nb=1)]
+    s = SelectConfig(clean_per_problem=2, clean_share=0.9)
+    got = [r for r in select_backtrack(rows, s, seed=0) if r["kind"] == "clean"]
+    assert sorted(len(r["input_ids"]) for r in got) == [20, 25]
+    base = select_baseline(rows, s, n_tokens=1000, seed=0)
+    assert {len(r["input_ids"]) for r in base} == {20, 25}
+    assert (
+        sum(len(r["input_ids"]) == 20 for r in base)
+        <= sum(len(r["input_ids"]) == 25 for r in base) + 1
+    )
+
+
 def test_baseline_matches_the_token_count_with_clean_only():
     chosen = select_baseline(ROWS, SelectConfig(), n_tokens=200, seed=0)
     assert all(r["kind"] == "clean" for r in chosen)
@@ -137,7 +153,10 @@ def share_rows(n_problems=200):
         pid = f"p{i:03d}"
         rows.append(row(pid, "correction", 0.9, 8, nb=1) | {"steps_written": 7, "erase_events": 1})
         rows.append(own(pid, 2, 2) | {"steps_written": 9})
-        rows += [row(pid, "clean") | {"steps_written": 5 + j, "erase_events": 0} for j in (0, 1)]
+        rows += [
+            row(pid, "clean", length=10 + j) | {"steps_written": 5 + j, "erase_events": 0}
+            for j in (0, 1)
+        ]
     return rows
 
 
