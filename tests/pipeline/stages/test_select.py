@@ -71,7 +71,7 @@ def test_min_parent_mc_and_clean_share():
 def test_clean_solutions_per_problem_are_distinct():
     """Two copies of one solution and a second solution: a cap of 2 takes the two distinct ones,
     in both arms' selections."""
-    rows = [row("a", "clean", length=20), row("a", "clean", length=20), row("a", "clean", length=25)]
+    rows = [row("a", "clean", length=n) for n in (20, 20, 25)]
     rows += [row("a", "correction", 0.9, 8, nb=1)]
     s = SelectConfig(clean_per_problem=2, clean_share=0.9)
     got = [r for r in select_backtrack(rows, s, seed=0) if r["kind"] == "clean"]
