@@ -83,7 +83,8 @@ def own_retries(
         for r in rollouts:
             split = judge.visible_steps(r.tokens) if r.finished else None
             steps = judge.texts(split) if split else []
-            k = flagged(cfg, task, p, steps, step_logprobs(split or [], r.logprobs or []))
+            scores = step_logprobs(split, r.logprobs) if split and r.logprobs else ()
+            k = flagged(cfg, task, p, steps, scores)
             if k is not None:
                 rest = continuation(task, p, steps[:k])
                 out[-1] = [("".join(s + d for s in steps[:k]) + steps[k] + d, 1), (d.join(rest), 0)]
