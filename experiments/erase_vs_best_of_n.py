@@ -30,8 +30,8 @@ from pipeline.measure.stats import seeds_then_problems
 
 def compare(run: Path, eval_path: Path, setting: str) -> dict[str, Any]:
     layout = RunLayout(run)
-    erasing = read_json(eval_path)["settings"][setting]
-    banned = read_json(eval_path)["settings"].get(setting + BANNED)
+    settings = read_json(eval_path)["settings"]
+    erasing, banned = settings[setting], settings.get(setting + BANNED)
     curve = dict(read_json(layout.start_curve))
     drawn = budget.samples_of(curve)
     tokens = erasing["tokens_per_problem"]
