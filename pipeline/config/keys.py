@@ -66,6 +66,7 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("train", "accumulate"): False,
     ("train", "keep_best"): False,
     ("train", "replay"): 0.0,
+    ("train", "replay_only"): False,
 }
 
 # sections that shape only their own stage's output (nothing the search, training or

@@ -139,8 +139,11 @@ class TrainConfig:
     another arm's model, sft_rl, is not gated). `replay` = s in [0, 1) (sft): the round's rows
     make 1 − s of what it trains on and rows of the bootstrap's own data (its training problems
     in its forms, drawn anew each round; without backspaces for an arm trained without the
-    token) the share s, as ReST-style loops replay their start distribution. All four hashed
-    only when set."""
+    token) the share s, as ReST-style loops replay their start distribution. `replay_only` (with
+    `replay` > 0): the control for replay: the round trains on as many rows as `replay` would
+    give it in all, every one of them the bootstrap's (none of the round's selections), so what
+    replay adds beyond training the start model further on its own data can be told apart.
+    All five hashed only when set."""
 
     mode: Literal["stream", "erase"] = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
@@ -166,6 +169,7 @@ class TrainConfig:
     accumulate: bool = False
     keep_best: bool = False
     replay: float = 0.0
+    replay_only: bool = False
 
     def __post_init__(self) -> None:
         if {"all", "none"} & set(self.report_to):
@@ -187,6 +191,11 @@ class TrainConfig:
             raise ConfigError(
                 f"replay={self.replay}: the share of each round's rows taken from the bootstrap's "
                 "data must be in [0, 1)"
+            )
+        if self.replay_only and not self.replay:
+            raise ConfigError(
+                "replay_only=true trains a round on bootstrap rows only, as many as train.replay "
+                "gives in all: set train.replay in (0, 1) too"
             )
         if self.batch_size < 1 or self.save_steps < 1 or self.workers < 0 or self.token_warmup < 0:
             raise ConfigError(

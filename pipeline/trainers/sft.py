@@ -74,17 +74,22 @@ def load(job: Job, tok: Any, collate: BacktrackCollator) -> Dataset:
 
 def _with_replay(job: Job, tok: Any, ds: Dataset) -> Dataset:
     """`train.replay` = s: the round's rows and rows of the bootstrap's own data
-    (`bootstrap_data.replay`), as many as make them the share s of the whole."""
+    (`bootstrap_data.replay`), as many as make them the share s of the whole; with
+    `train.replay_only`, as many bootstrap rows as that whole and none of the round's."""
     cfg, s = job.cfg, job.cfg.train.replay
-    n = round(len(ds) * s / (1 - s))
+    only = cfg.train.replay_only
+    n = round(len(ds) / (1 - s)) if only else round(len(ds) * s / (1 - s))
     erase = job.backspace and cfg.trace.bksp_token in tok.get_vocab()
     seed = cfg.train.seed * 1000 + cfg.run.round  # new problems each round
     task = task_from_config(cfg.task)
     rows = replay(task, cfg.bootstrap, tok, n, seed, cfg.trace.bksp_token, erase)
+    extra = Dataset.from_list(rows).cast(ds.features) if rows else ds.select([])
+    if only:
+        log.info("train: %d rows of the bootstrap's data and none of the round's", len(rows))
+        return extra
     log.info(
         "train: %d rows of the bootstrap's data replayed beside %d of the round", len(rows), len(ds)
     )
-    extra = Dataset.from_list(rows).cast(ds.features) if rows else ds.select([])
     return concatenate_datasets([ds, extra])
 
 

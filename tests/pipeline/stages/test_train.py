@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from pipeline.config import ConfigError
+from pipeline.config.keys import config_hash
 from pipeline.layout import RunLayout
 from pipeline.shards import ShardError
 from pipeline.stages import eval as evaluate
@@ -331,3 +332,21 @@ def test_replay_adds_the_bootstrap_data_as_the_share_asked_and_new_problems_each
     assert nxt.select(range(len(plain), len(nxt)))["input_ids"] != extra["input_ids"]
     with pytest.raises(ConfigError, match="replay=1.0"):
         cfg_for(searched, "train.replay=1.0")
+
+
+def test_replay_only_trains_on_as_many_rows_all_the_bootstraps(searched):
+    """train.replay_only (replay's control): the whole that replay=0.25 gives, every row a
+    bootstrap row, none of the round's selections."""
+    layout = RunLayout(searched)
+    model, tok, collate = train.prepare_model(cfg_for(searched), layout.model(0), True)
+    plain = sft.load(Job(cfg_for(searched), layout.model(0), layout.round(0)), tok, collate)
+    with_replay = cfg_for(searched, "train.replay=0.25")
+    mixed = sft.load(Job(with_replay, layout.model(0), layout.round(0)), tok, collate)
+    only = cfg_for(searched, "train.replay=0.25", "train.replay_only=true")
+    rows = sft.load(Job(only, layout.model(0), layout.round(0)), tok, collate)
+    assert len(rows) == round(len(plain) / 0.75) == pytest.approx(len(mixed), abs=1)
+    assert not set(map(tuple, rows["input_ids"])) & set(map(tuple, plain["input_ids"]))
+    unset = cfg_for(searched, "train.replay=0.25", "train.replay_only=false")
+    assert config_hash(only) != config_hash(with_replay) == config_hash(unset)
+    with pytest.raises(ConfigError, match="replay_only"):
+        cfg_for(searched, "train.replay_only=true")
