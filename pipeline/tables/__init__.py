@@ -61,6 +61,11 @@ TABLES: tuple[Table, ...] = (
         "two bootstraps of one preset, seed by seed, paired per held-out problem",
     ),
     Table(
+        "compare-rows",
+        "two rows of a grid (runs of the same seeds), arm by arm and round by round, paired per "
+        "held-out problem, each against its start model",
+    ),
+    Table(
         "threshold-sweep",
         "deliberate decoding: the backspace only above a probability threshold chosen on "
         "validation problems (evaluates the run's models)",

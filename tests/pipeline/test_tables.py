@@ -88,7 +88,8 @@ def test_table_help_lists_every_table_and_each_its_options(capsys):
         with pytest.raises(SystemExit) as done:
             cli.main(["table", t.name, "--help"])
         assert done.value.code == 0
-        assert ("--a" if t.name == "compare-bootstraps" else "--run") in capsys.readouterr().out
+        flag = "--a" if t.name.startswith("compare-") else "--run"
+        assert flag in capsys.readouterr().out
 
 
 def test_table_errors_are_one_line(tmp_path, capsys):
@@ -198,3 +199,30 @@ def test_main_table_takes_seeds_as_the_unit(run):
     assert text.count("| 2 | backtrack |") == 1 and "backtrack − it: +3.1" in text
     assert cli.main(["table", "main", "--run", str(run)]) == 0
     assert (run / "main.md").exists()
+
+
+def test_compare_rows_pairs_two_runs_seed_by_seed_at_their_chosen_settings(tmp_path, capsys):
+    from pipeline.tables import compare_rows
+
+    a = synthetic_run(tmp_path / "a", seed=1)
+    b = synthetic_run(tmp_path / "b", seed=2)
+    result = compare_rows.compute(a, b)
+    assert [(r["round"], r["arm"]) for r in result["rows"]][:3] == [
+        (1, "backtrack"),
+        (1, "baseline"),
+        (1, "dpo"),
+    ]
+    for r in result["rows"]:
+        d = r["a_minus_b"]
+        assert d["unit"] == "seeds, then problems" and len(d["per_seed"]) == 3
+        # per problem paired within a seed: each seed's difference is its accuracies' difference
+        gaps = [x - y for x, y in zip(r["a_per_seed"], r["b_per_seed"], strict=True)]
+        assert d["per_seed"] == pytest.approx(gaps)
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    same = compare_rows.compute(a, a)
+    assert all(r["a_minus_b"]["mean"] == 0 for r in same["rows"])
+    assert cli.main(["table", "compare-rows", "--a", str(a), "--b", str(b)]) == 0
+    assert "| 2 | backtrack |" in capsys.readouterr().out
+    other = synthetic_run(tmp_path / "c", seeds=(0, 1))
+    with pytest.raises(TableError, match="pair the same seeds"):
+        compare_rows.compute(a, other)
