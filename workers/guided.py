@@ -18,7 +18,10 @@ the first step: from the prompt); the redraw is the same. The model's own backsp
 is then not read at all. With `erase_logprob` < 0 the erase rule is the step's own likelihood
 (issue 27, item 2): the last step is erased where the mean log-probability of its tokens, as the
 model gave them when they were drawn (before temperature), is below `erase_logprob`. The redraw
-is a tabu: a candidate equal to the erased step is kept only when every candidate is one.
+is a tabu: a candidate equal to the erased step is kept only when every candidate is one. With
+`bksp_random` p > 0 the erase rule is a coin: the last step is erased with probability p
+(counter-based uniforms, so a rerun erases the same steps), whatever it is: the control that
+fires at a detector's rate without its information, with the same tabu redraw.
 
 With `at_end` (issue 27, item 3: the visible dead end as the trigger), a step that ends the
 stream (end-of-sequence) is not final yet: the erase rule is read once more where the
@@ -93,12 +96,13 @@ class GuidedPolicy:
         value_drop: float = 0.0,
         erase_logprob: float = 0.0,
         at_end: bool = False,
+        bksp_random: float = 0.0,
     ) -> None:
         if m < 1:  # 0 is "off" to make_policy, which then builds no guided policy
             raise ConfigError(f"bksp_search: m must be at least 1 candidate, got {m}")
         check_decoding(
             bksp_threshold,
-            0.0,
+            bksp_random,
             m,
             value_drop,
             value_model=valuer is not None,
@@ -126,7 +130,7 @@ class GuidedPolicy:
         self.max_new_tokens, self.max_backspaces = max_new_tokens, max_backspaces
         self.bksp_threshold, self.erase_logprob = bksp_threshold, erase_logprob
         self.valuer, self.value_drop = valuer, value_drop
-        self.at_end = at_end
+        self.at_end, self.bksp_random = at_end, bksp_random
         self._values: dict[tuple[int, ...], float] = {}  # per `sample` call: prefix -> value
         self.generated: list[list[int]] = []
         self.tokens_generated = 0
@@ -205,36 +209,45 @@ class GuidedPolicy:
 
     @torch.inference_mode()
     def _erase(self, live: list[_Row]) -> list[bool]:
-        """Per live row: whether the erase rule (the model's own, or the value model's) erases its
-        last step now."""
-        can = [
-            r.steps > 0 and r.erases < self.max_backspaces and len(r.stream) < self.max_new_tokens
-            for r in live
+        """Per live row: whether the erase rule (the model's own, the value model's, the step's
+        likelihood or the coin) erases its last step now."""
+        room = self.max_new_tokens
+        idx = [
+            i
+            for i, r in enumerate(live)
+            if r.steps > 0 and r.erases < self.max_backspaces and len(r.stream) < room
         ]
-        idx = [i for i, c in enumerate(can) if c]
         out = [False] * len(live)
         if not idx:
             return out
         if self.erase_logprob < 0:
-            for i in idx:
-                out[i] = live[i].last_lp < self.erase_logprob
-            return out
-        seqs = [self._visible(live[i]) for i in idx]
-        if self.value_drop > 0:
-            for i, drop in zip(idx, self._drops([live[i] for i in idx], seqs), strict=True):
-                out[i] = drop > self.value_drop
-            return out
-        logp = self._bksp_logprob(seqs)
-        seeds = np.array([_row_seed(live[i].seed, 10_000 + live[i].steps) for i in idx], np.uint64)
+            decided = [live[i].last_lp < self.erase_logprob for i in idx]
+        elif self.value_drop > 0:
+            rows = [live[i] for i in idx]
+            drops = self._drops(rows, [self._visible(r) for r in rows])
+            decided = [d > self.value_drop for d in drops]
+        else:
+            decided = self._own_or_coin([live[i] for i in idx])
+        for i, d in zip(idx, decided, strict=True):
+            out[i] = d
+        return out
+
+    def _own_or_coin(self, rows: list[_Row]) -> list[bool]:
+        """The model's own backspace (sampled at T from a counter-based uniform, greedy where it
+        is the likeliest token, or where its probability reaches `bksp_threshold`), or with
+        `bksp_random` the coin drawn from the same uniforms."""
+        seeds = np.array([_row_seed(r.seed, 10_000 + r.steps) for r in rows], np.uint64)
         u = uniforms(erase_seeds(seeds), 0)
-        for k, i in enumerate(idx):
-            lp, lp_t, top = logp[k]
+        if self.bksp_random > 0:
+            return [bool(x < self.bksp_random) for x in u[: len(rows)]]
+        out = []
+        for k, (lp, lp_t, top) in enumerate(self._bksp_logprob([self._visible(r) for r in rows])):
             if self.bksp_threshold > 0:
-                out[i] = lp >= math.log(self.bksp_threshold)
+                out.append(lp >= math.log(self.bksp_threshold))
             elif self.temperature <= 0:
-                out[i] = top
+                out.append(bool(top))
             else:
-                out[i] = bool(u[k] < math.exp(lp_t))
+                out.append(bool(u[k] < math.exp(lp_t)))
         return out
 
     def _drops(self, rows: list[_Row], seqs: list[tuple[int, ...]]) -> list[float]:

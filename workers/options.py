@@ -25,8 +25,9 @@ def check_decoding(
     """Raise `ConfigError` naming the option unless (0 is off everywhere): `bksp_threshold` and
     `bksp_random` are in [0, 1] and at most one of them is > 0; `value_drop` d > 0 is in (0, 1]
     and comes with a value model (`value_model`), `bksp_search` > 0 and no `bksp_threshold`; a
-    `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0, not with
-    `bksp_random`; `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule;
+    `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0 (with
+    `bksp_random`, the random eraser is guided search's erase rule, without `value_drop`);
+    `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule;
     `erase_at_end` with `bksp_search` > 0."""
     for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
         if not 0 <= value <= 1:
@@ -46,17 +47,7 @@ def check_decoding(
             "bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
         )
     if kind == "vllm":
-        for name, value in (
-            ("bksp_threshold", bksp_threshold),
-            ("bksp_random", bksp_random),
-            ("bksp_search", bksp_search),
-        ):
-            if value:
-                raise ConfigError(
-                    f"{name}={value}: the vLLM policy does not implement deliberate backspaces "
-                    f"or guided search; sample with the transformers policy "
-                    f"(eval.policy=transformers) or set {name}=0"
-                )
+        _plain_only(bksp_threshold=bksp_threshold, bksp_random=bksp_random, bksp_search=bksp_search)
     if erase_logprob > 0 or (
         erase_logprob and (not bksp_search or bksp_threshold or bksp_random or value_drop)
     ):
@@ -65,9 +56,25 @@ def check_decoding(
             "step whose mean token log-probability is below it); it must be < 0 (0: off), with "
             "bksp_search=m > 0 and no other erase rule (bksp_threshold, bksp_random, value_drop)"
         )
-    if bksp_search < 0 or (bksp_search and bksp_random) or (erase_at_end and not bksp_search):
+    if (
+        bksp_search < 0
+        or (bksp_search and bksp_random and value_drop)
+        or (erase_at_end and not bksp_search)
+    ):
         raise ConfigError(
-            f"bksp_search: m candidates >= 0 (0: off), got {bksp_search}; the random eraser "
-            "(bksp_random) does not combine with it, and erase_at_end (guided search's erase "
-            "rule read where a step ended the stream) needs it"
+            f"bksp_search: m candidates >= 0 (0: off), got {bksp_search}; with it the random "
+            "eraser (bksp_random) is guided search's erase rule and takes no other (value_drop), "
+            "and erase_at_end (guided search's erase rule read where a step ended the stream) "
+            "needs it"
         )
+
+
+def _plain_only(**options: float) -> None:
+    """The vLLM policy's rule: none of the deliberate options is set."""
+    for name, value in options.items():
+        if value:
+            raise ConfigError(
+                f"{name}={value}: the vLLM policy does not implement deliberate backspaces "
+                f"or guided search; sample with the transformers policy "
+                f"(eval.policy=transformers) or set {name}=0"
+            )

@@ -262,4 +262,5 @@ def _guided(loaded: Loaded, d: Decoding, valuer: Valuer | None) -> Policy:
         value_drop=d.value_drop,
         erase_logprob=d.erase_logprob,
         at_end=d.erase_at_end,
+        bksp_random=d.bksp_random,
     )

@@ -138,8 +138,10 @@ def test_the_options_are_checked_and_route_to_the_guided_policy(base):
         load_config("arith-tiny", ["eval.bksp_search=4", "eval.policy=vllm"])
     model, tok = base
     loaded = Loaded("transformers", "m", tok, model, "erase", "step", True)
-    with pytest.raises(ConfigError, match="bksp_search"):  # the config's rule, without a config
-        make_policy(loaded, Decoding(bksp_search=2, bksp_random=0.1))
+    with pytest.raises(ConfigError, match="value_drop"):  # the config's rule, without a config
+        make_policy(loaded, Decoding(bksp_search=2, bksp_random=0.1, value_drop=0.1))
+    coin = make_policy(loaded, Decoding(bksp_search=2, bksp_random=0.1))
+    assert isinstance(coin, GuidedPolicy) and coin.bksp_random == 0.1
     assert isinstance(make_policy(loaded, Decoding(bksp_search=4)), GuidedPolicy)
     banned = make_policy(loaded, Decoding(bksp_search=4, ban_backspace=True))
     assert isinstance(banned, TransformersPolicy)
@@ -210,6 +212,35 @@ def test_the_likelihood_rule_erases_exactly_the_unlikely_steps_and_never_redraws
     # greedy streams of this random model are one long step after the erased ones: no kept
     # decision to check there, only erases
     assert erased_any and (kept_any or temperature == 0.0)
+
+
+def test_the_random_eraser_fires_by_its_coin_alone_and_redraws_with_the_tabu(base):
+    """`bksp_random` p with guided search: the control at a detector's rate. The model never
+    wants to erase here (P(backspace) 1e-6); p = 1 erases at every step end while erases are left
+    (never into the prompt), the redraw keeps another step whenever one was drawn; p near 0 is
+    the decoding of a guided search that never erases; a rerun erases the same steps."""
+    _, tok = base
+    batch = asks(tok)
+    coin, _ = guided(base, after_delim=1e-6, bksp_random=1.0, max_backspaces=2)
+    seen = record(coin)
+    got = coin.sample(batch)
+    for rs in got:
+        for r in rs:
+            n = sum(1 for t in r.tokens if t == tok.bksp_id)
+            steps = sum(1 for t in r.tokens if t == tok.delim_id)
+            assert n == 2 or (n < 2 and steps <= n + 1)  # out of steps or tokens before 2
+    assert seen and all(len(c) == 3 for _, c in seen)  # m = 3 candidates after each erase
+    again, _ = guided(base, after_delim=1e-6, bksp_random=1.0, max_backspaces=2)
+    assert [[r.tokens for r in rs] for rs in again.sample(batch)] == [
+        [r.tokens for r in rs] for rs in got
+    ]
+    never, _ = guided(base, after_delim=1e-6, bksp_random=1e-12, max_backspaces=2)
+    plain, _ = guided(base, after_delim=1e-6, max_backspaces=2)
+    assert [[r.tokens for r in rs] for rs in never.sample(batch)] == [
+        [r.tokens for r in rs] for rs in plain.sample(batch)
+    ]
+    cfg = load_config("arith-tiny", ["eval.bksp_search=2", "eval.bksp_random=0.2"])
+    assert cfg.eval.bksp_random == 0.2
 
 
 def test_the_likelihood_rule_is_one_rule_of_guided_search():
