@@ -187,13 +187,15 @@ def config_diff(
 def check_resumable(cfg: Config, saved: Path, only: tuple[str, ...] = ()) -> None:
     """Fail when `saved` (a run's or a stage's config.yaml) holds another config than `cfg` (in
     the sections `only`, when given): resuming would mix the finished work of one config with the
-    rest of another. Paths, worker and thread counts and `run.rounds` (extending a run) may
-    differ, and so may the `OWN_SECTIONS` not named in `only`."""
+    rest of another. Paths, worker and thread counts, `run.rounds` (extending a run) and
+    `run.seeds` (seeds added to a several-seed run: each is its own sub-run, seed-S/, checked on
+    its own, and the verdict is remade over the seeds given) may differ, and so may the
+    `OWN_SECTIONS` not named in `only`."""
     if not saved.exists():
         return
     # a config.yaml saved before a rename is read the way a preset is: old names at their new
     # places, retired keys dropped, so the comparison is of the config as it is named now
-    allowed = {*NOT_HASHED, ("run", "rounds"), ("run", "round")}
+    allowed = {*NOT_HASHED, ("run", "rounds"), ("run", "round"), ("run", "seeds")}
     d = cfg.to_dict()
     allowed |= {(s, k) for s in OWN_SECTIONS if s not in only for k in d[s]}
     diff = config_diff(load_config(str(saved), warn=False), cfg, allowed, only)

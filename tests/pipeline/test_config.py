@@ -153,6 +153,8 @@ def test_a_run_directory_refuses_another_config(tmp_path):
     check_resumable(cfg, tmp_path / "config.yaml")  # the same run resumes
     more = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "run.rounds=3"])
     check_resumable(more, tmp_path / "config.yaml")  # extending a run is fine
+    seeds = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "run.seeds=[0,1,2,3,4]"])
+    check_resumable(seeds, tmp_path / "config.yaml")  # so is adding seeds (each a sub-run)
     other = load_config("arith-tiny", [f"run.out_dir={tmp_path}", "train.error_weight=1.0"])
     with pytest.raises(ConfigError, match=r"train.error_weight: 0.2 there, 1.0 now"):
         check_resumable(other, tmp_path / "config.yaml")

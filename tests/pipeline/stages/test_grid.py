@@ -178,6 +178,12 @@ def test_finished_rows_are_skipped(tmp_path, fake):
     # one more round: no row is finished (`halluc run` extends each)
     make(path, out, (0, 1), "run.rounds=2")
     assert [c.run.rounds for c in fake.calls] == [2, 2, 2, 2]
+    # one more seed: every row runs again over the three, the grid's table over the three
+    fake.calls.clear()
+    more = make(path, out, (0, 1, 2), "run.rounds=2")
+    assert [c.run.seeds for c in fake.calls] == [[0, 1, 2]] * 4
+    assert json.loads((out / "grid.json").read_text())["seeds"] == [0, 1, 2]
+    assert "Seeds 0, 1, 2" in (out / "grid.md").read_text() and more["table"]
 
 
 def test_a_killed_grid_resumes_where_it_stopped_to_the_same_table(tmp_path, fake):
