@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_config
-from pipeline.loading import load_model, task_from_config
-from pipeline.measure.detector import sample_points
+from pipeline.loading import task_from_config
 from pipeline.measure.evaluation import evaluate_model
+from pipeline.measure.likelihood import validation_steps
 
 
 def quantile_taus(means: list[float], shares: list[float]) -> list[tuple[float, float]]:
@@ -66,15 +66,7 @@ def measure(
     shares: list[float],
     sets: list[str],
 ) -> dict[str, Any]:
-    cfg = load_config(preset, sets)
-    task = task_from_config(cfg.task)
-    loaded = load_model(cfg, "transformers", model, task)
-    tune = task.problems("validation", problems)
-    points = sample_points(
-        loaded, task, tune, cfg.run.seed, samples, cfg.sampling.stream_length,
-        max_batch=cfg.sampling.max_batch,
-    )  # fmt: skip
-    means = [lp for p in points for lp, _ in p.logprobs]
+    means, _, n = validation_steps(preset, model, problems, samples, sets)
     guided = [f"eval.bksp_search={m}"]
     plain = validation_accuracy(preset, model, sets, problems, [])  # its own backspace, if any
     rows: list[dict[str, Any]] = [{"tau": None, "flagged_share": 0.0, **plain}]
@@ -95,7 +87,7 @@ def measure(
         "model": str(model),
         "preset": preset,
         "sets": sets,
-        "validation_problems": len(tune),
+        "validation_problems": n,
         "steps": len(means),
         "m": m,
         "rows": rows,

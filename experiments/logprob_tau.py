@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_config
-from pipeline.loading import load_model, task_from_config
-from pipeline.measure.detector import roc_auc, sample_points
+from pipeline.measure.detector import roc_auc
+from pipeline.measure.likelihood import validation_steps
 
 
 def youden(scores: Sequence[float], labels: Sequence[int]) -> dict[str, float]:
@@ -57,22 +56,13 @@ def youden(scores: Sequence[float], labels: Sequence[int]) -> dict[str, float]:
 
 
 def measure(preset: str, model: Path, problems: int, samples: int, sets: list[str]) -> Any:
-    cfg = load_config(preset, sets)
-    task = task_from_config(cfg.task)
-    loaded = load_model(cfg, "transformers", model, task)
-    tune = task.problems("validation", problems)
-    points = sample_points(
-        loaded, task, tune, cfg.run.seed, samples, cfg.sampling.stream_length,
-        max_batch=cfg.sampling.max_batch,
-    )  # fmt: skip
-    means = [m for p in points for m, _ in p.logprobs]
-    labels = [y for p in points for y in p.labels]
+    means, labels, n = validation_steps(preset, model, problems, samples, sets)
     chosen = youden(means, labels)
     return {
         "model": str(model),
         "preset": preset,
         "sets": sets,
-        "validation_problems": len(tune),
+        "validation_problems": n,
         "samples_per_problem": samples,
         "steps": len(labels),
         "wrong_steps": sum(labels),
