@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from workers.hf import SearchTokenizer
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # models already warned of guided search not applying to them
 
 Kind = Literal["transformers", "vllm", "fake"]
 Mode = Literal["stream", "erase"]
@@ -209,6 +210,14 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         return SegmentPolicy(loaded.backend, tok.eos_id, tok.step_ends, **options)
     if d.bksp_search and not (d.ban_backspace or not loaded.trained):
         return _guided(loaded, d, valuer)
+    if d.bksp_search and not d.ban_backspace and loaded.name not in _WARNED:
+        _WARNED.add(loaded.name)  # once per model: a run decodes its baseline this way by design
+        log.warning(
+            "eval.bksp_search: %s was not trained on backspaces (no halluc.json), so it is decoded "
+            "by plain sampling and no erase rule (the model's, erase_logprob, bksp_random, "
+            "value_drop) applies to it; give a model trained with the backspace token",
+            loaded.name,
+        )
     from workers.sampler import TransformersPolicy
 
     return TransformersPolicy(

@@ -131,7 +131,7 @@ def test_the_threshold_decides_the_erase_when_set(base):
         assert found == erases
 
 
-def test_the_options_are_checked_and_route_to_the_guided_policy(base):
+def test_the_options_are_checked_and_route_to_the_guided_policy(base, caplog):
     with pytest.raises(ConfigError, match="bksp_search"):
         load_config("arith-tiny", ["eval.bksp_search=-1"])
     with pytest.raises(ConfigError, match="vLLM"):
@@ -145,8 +145,12 @@ def test_the_options_are_checked_and_route_to_the_guided_policy(base):
     assert isinstance(make_policy(loaded, Decoding(bksp_search=4)), GuidedPolicy)
     banned = make_policy(loaded, Decoding(bksp_search=4, ban_backspace=True))
     assert isinstance(banned, TransformersPolicy)
-    untrained = Loaded("transformers", "m", tok, model, "stream", "step", False)
+    untrained = Loaded("transformers", "plain-model", tok, model, "stream", "step", False)
     assert isinstance(make_policy(untrained, Decoding(bksp_search=4)), TransformersPolicy)
+    # said, once per model: an erase rule asked of a model that guided search cannot decode
+    make_policy(untrained, Decoding(bksp_search=4, erase_logprob=-1.0))
+    said = [r.message for r in caplog.records if "not trained on backspaces" in r.message]
+    assert len(said) == 1 and "plain-model" in said[0]
 
 
 def record_all(policy: GuidedPolicy) -> dict:
