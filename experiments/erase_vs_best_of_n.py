@@ -12,10 +12,12 @@ The run is a `halluc run ... --set run.rounds=0` (its start model's eval.json, t
 curve.json: the curve samples at the sampling setting chosen on validation problems). Prints one
 Markdown row: the erasing decoder's accuracy, tokens per problem and backtrack rate, the same
 model with the backspace banned at that setting, best-of-N and majority at its tokens, and the
-differences paired over problems (95%; one seed: problems only). `--curve`: another model's curve
-(a round's `ARM/round-R/curve.json`, for a model that is not the run's start). `--control`: another
-evaluation of the same model and problems (the random eraser at the same rate), paired at the same
-setting.
+differences paired over problems (95%; one seed: problems only). Several seeds: `--run`, `--eval`
+(and `--curve`, `--control`) take one path per seed, in the same order; the figures are means over
+the seeds (each seed's accuracy in brackets) and the intervals resample seeds, then problems.
+`--curve`: other models' curves (a round's `ARM/round-R/curve.json`, for a model that is not the
+run's start). `--control`: other evaluations of the same models and problems (the random eraser at
+the same rate), paired at the same setting.
 """
 
 from __future__ import annotations
@@ -32,41 +34,63 @@ from pipeline.measure.settings import BANNED
 from pipeline.measure.stats import seeds_then_problems
 
 
-def compare(
+def sides(
     run: Path,
     eval_path: Path,
     setting: str,
     curve_path: Path | None = None,
     control: Path | None = None,
 ) -> dict[str, Any]:
+    """One seed: the erasing decoder's per-problem results at `setting` and those of what it is
+    set against (the banned twin, best-of-N and majority at its tokens, the control), with their
+    accuracies, tokens and N."""
     settings = read_json(eval_path)["settings"]
     erasing, banned = settings[setting], settings.get(setting + BANNED)
     curve = dict(read_json(curve_path or RunLayout(run).start_curve))
-    drawn = budget.samples_of(curve)
     tokens = erasing["tokens_per_problem"]
-    matched = budget.matched(drawn, tokens, curve["temperature"])
-    mine = erasing["per_problem"]
+    matched = budget.matched(budget.samples_of(curve), tokens, curve["temperature"])
+    out: dict[str, Any] = {
+        "mine": erasing,
+        "tokens_per_problem": sum(tokens) / len(tokens),
+        "curve_setting": curve["setting"],
+        "best_of_n": matched["best_of_n"],
+        "majority": matched["majority"],
+        "banned": banned,
+    }
+    if control:
+        out["control"] = read_json(control)["settings"][setting]
+    return out
+
+
+def compare(seeds: list[dict[str, Any]], setting: str) -> dict[str, Any]:
+    """Over the seeds (`sides` of each): mean figures and the paired differences, resampling
+    seeds then problems (problems only with one seed)."""
+    mine = [s["mine"]["per_problem"] for s in seeds]
+
+    def minus(key: str) -> dict[str, Any] | None:
+        if any(not s.get(key) for s in seeds):
+            return None
+        return seeds_then_problems(mine, [s[key]["per_problem"] for s in seeds])
+
+    def mean(key: str, field: str = "accuracy") -> float | None:
+        values = [(s.get(key) or {}).get(field) for s in seeds]
+        return None if None in values else sum(values) / len(values)
+
     out: dict[str, Any] = {
         "setting": setting,
-        "accuracy": erasing["accuracy"],
-        "tokens_per_problem": sum(tokens) / len(tokens),
-        "backtrack_rate": erasing.get("backtrack_rate"),
-        "curve_setting": curve["setting"],
-        "banned": banned["accuracy"] if banned else None,
+        "seeds": len(seeds),
+        "accuracy": mean("mine"),
+        "per_seed": [s["mine"]["accuracy"] for s in seeds],
+        "tokens_per_problem": sum(s["tokens_per_problem"] for s in seeds) / len(seeds),
+        "backtrack_rate": mean("mine", "backtrack_rate"),
+        "curve_setting": "/".join(sorted({s["curve_setting"] for s in seeds})),
+        "banned": mean("banned"),
+        "minus_banned": minus("banned"),
+        "control": mean("control"),
+        "minus_control": minus("control"),
     }
     for name in ("best_of_n", "majority"):
-        m = matched[name]
-        out[name] = {
-            "accuracy": m["accuracy"],
-            "mean_n": m["mean_n"],
-            "minus": seeds_then_problems([mine], [m["per_problem"]]),
-        }
-    if banned:
-        out["minus_banned"] = seeds_then_problems([mine], [banned["per_problem"]])
-    if control:
-        other = read_json(control)["settings"][setting]
-        out["control"] = other["accuracy"]
-        out["minus_control"] = seeds_then_problems([mine], [other["per_problem"]])
+        out[name] = {"accuracy": mean(name), "mean_n": mean(name, "mean_n"), "minus": minus(name)}
     return out
 
 
@@ -81,7 +105,9 @@ def row(name: str, got: dict[str, Any]) -> str:
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     bon, maj = got["best_of_n"], got["majority"]
     return (
-        f"| {name} | {got['setting']} | {pct(got['accuracy'])} | {got['tokens_per_problem']:.1f} | "
+        f"| {name} | {got['setting']} | {pct(got['accuracy'])} "
+        f"[{' · '.join(f'{100 * x:.1f}' for x in got['per_seed'])}] | "
+        f"{got['tokens_per_problem']:.1f} | "
         f"{pct(got['backtrack_rate'])} | {pct(got['banned'])} | {_diff(got.get('minus_banned'))} | "
         f"{pct(bon['accuracy'])} (N≈{bon['mean_n']:.2f}, {got['curve_setting']}) | "
         f"{_diff(bon['minus'])} | {pct(maj['accuracy'])} | {_diff(maj['minus'])} | "
@@ -99,17 +125,31 @@ HEADER = (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, type=Path)
-    ap.add_argument("--eval", required=True, type=Path)
+    ap.add_argument("--run", required=True, type=Path, nargs="+", help="one per seed")
+    ap.add_argument("--eval", required=True, type=Path, nargs="+", help="one per seed")
     ap.add_argument("--setting", default="T=1.0")
     ap.add_argument("--name", default="")
-    ap.add_argument("--curve", type=Path, help="the best-of-N curve (default: the run's start)")
-    ap.add_argument("--control", type=Path, help="another evaluation, paired at the setting")
+    ap.add_argument(
+        "--curve", type=Path, nargs="+", help="the best-of-N curves (default: the runs' start)"
+    )
+    ap.add_argument(
+        "--control", type=Path, nargs="+", help="other evaluations, paired at the setting"
+    )
     args = ap.parse_args()
-    got = compare(args.run, args.eval, args.setting, args.curve, args.control)
+    n = len(args.run)
+    if any(len(x) != n for x in (args.eval, args.curve or args.run, args.control or args.run)):
+        ap.error("--run, --eval and (when given) --curve and --control take one path per seed each")
+    curves, controls = args.curve or [None] * n, args.control or [None] * n
+    got = compare(
+        [
+            sides(r, e, args.setting, curves[i], controls[i])
+            for i, (r, e) in enumerate(zip(args.run, args.eval, strict=True))
+        ],
+        args.setting,
+    )
     print(json.dumps(got, indent=1))
     print(HEADER)
-    print(row(args.name or str(args.eval), got))
+    print(row(args.name or str(args.eval[0]), got))
 
 
 if __name__ == "__main__":
