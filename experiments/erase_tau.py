@@ -74,15 +74,6 @@ def measure(
         rule = [*guided, f"eval.erase_logprob={tau:.4f}"]
         acc = validation_accuracy(preset, model, sets, problems, rule)
         rows.append({"tau": round(tau, 4), "flagged_share": share, **acc})
-    settings = [k for k in rows[0] if k not in ("tau", "flagged_share")]
-    best = max(
-        ((r, s) for r in rows for s in settings),
-        key=lambda rs: (rs[0][rs[1]], -rs[0]["flagged_share"]),
-    )
-    erasing = max(
-        ((r, s) for r in rows[1:] for s in settings),
-        key=lambda rs: (rs[0][rs[1]], -rs[0]["flagged_share"]),
-    )
     return {
         "model": str(model),
         "preset": preset,
@@ -91,18 +82,23 @@ def measure(
         "steps": len(means),
         "m": m,
         "rows": rows,
-        "chosen": {
-            "tau": best[0]["tau"],
-            "setting": best[1],
-            "validation_accuracy": best[0][best[1]],
-            "flagged_share": best[0]["flagged_share"],
-        },
-        "best_erasing": {
-            "tau": erasing[0]["tau"],
-            "setting": erasing[1],
-            "validation_accuracy": erasing[0][erasing[1]],
-            "flagged_share": erasing[0]["flagged_share"],
-        },
+        "chosen": best(rows),
+        "best_erasing": best(rows[1:]),
+    }
+
+
+def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The (τ, setting) of `rows` with the highest validation accuracy, ties to the fewer flags."""
+    settings = [k for k in rows[0] if k not in ("tau", "flagged_share")]
+    row, setting = max(
+        ((r, s) for r in rows for s in settings),
+        key=lambda rs: (rs[0][rs[1]], -rs[0]["flagged_share"]),
+    )
+    return {
+        "tau": row["tau"],
+        "setting": setting,
+        "validation_accuracy": row[setting],
+        "flagged_share": row["flagged_share"],
     }
 
 
