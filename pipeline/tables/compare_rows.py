@@ -77,8 +77,8 @@ def compute(a: Path, b: Path) -> dict[str, Any]:
     return {"a": str(a), "b": str(b), "seeds": seeds, "start": start, "rows": rows}
 
 
-def _seeds(xs: list[float], scale: float = 100, sign: str = "") -> str:
-    return " · ".join(f"{scale * x:{sign}.1f}" for x in xs)
+def _seeds(xs: list[float], sign: str = "") -> str:
+    return " · ".join(f"{100 * x:{sign}.1f}" for x in xs)
 
 
 def render(result: dict[str, Any], command: str = "") -> str:
