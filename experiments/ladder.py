@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.layout import RunLayout, compute_of
+from pipeline.loading import task_from_config
+from pipeline.measure.evaluation import evaluate_to
 from pipeline.measure.plot import figure, percent
 from pipeline.measure.stats import seeds_then_problems
 from pipeline.stages import bootstrap, probe
@@ -49,21 +51,49 @@ DETECTORS = {
 }
 
 
-def run(preset: str, root: Path, size: str, seed: int, sets: list[str]) -> dict[str, Any]:
-    out = RunLayout(root / size).seed(seed)
-    cfg = load_config(
-        preset,
-        [f"run.out_dir={out}", f"bootstrap.size={size}", "model.precision=bf16"]
-        + [f"bootstrap.seed={seed}", f"run.seed={seed}", *sets],
-    )
+def config(
+    preset: str, root: Path, size: str, seed: int, sets: list[str], lr: float | None
+) -> Config:
+    """Seed `seed`'s bootstrap at `size` in `root/SIZE/seed-S` (`root/SIZE/lr-LR/seed-S` at a
+    learning rate of its own)."""
+    where = root / size if lr is None else root / size / f"lr-{lr:g}"
+    common = [f"bootstrap.size={size}", "model.precision=bf16", f"bootstrap.seed={seed}"]
+    common += [f"run.seed={seed}", *([f"bootstrap.lr={lr}"] if lr is not None else []), *sets]
+    return load_config(preset, [f"run.out_dir={RunLayout(where).seed(seed)}", *common])
+
+
+def choose_lr(
+    preset: str, root: Path, size: str, lrs: list[float], sets: list[str], n_val: int
+) -> tuple[float, dict[str, float]]:
+    """Seed 0's bootstrap at each of `lrs`, read greedy on `n_val` validation problems (never the
+    test ones): the learning rate with the highest accuracy (a tie: the earlier one) and each
+    one's accuracy."""
+    scores = {}
+    for lr in lrs:
+        cfg = config(preset, root, size, 0, sets, lr)
+        task = task_from_config(cfg.task)
+        model = bootstrap.trained_model(cfg, task)
+        problems = task.problems("validation", n_val)
+        where = RunLayout.of(cfg).bootstrap / f"validation-{n_val}.json"
+        figures = evaluate_to(where, model, task, problems, cfg, banned=False)
+        scores[f"{lr:g}"] = figures["settings"]["greedy"]["accuracy"]
+    best = max(lrs, key=lambda lr: scores[f"{lr:g}"])  # max keeps the first of equals
+    return best, scores
+
+
+def run(
+    preset: str, root: Path, size: str, seed: int, sets: list[str], lr: float | None = None
+) -> dict[str, Any]:
+    cfg = config(preset, root, size, seed, sets, lr)
     start = time.perf_counter()
     figures = bootstrap.main(cfg)
     boot_s = time.perf_counter() - start
     probed = probe.main(cfg)
-    compute = json.loads(compute_of(RunLayout(out).bootstrap_model).read_text())
+    compute = json.loads(compute_of(RunLayout.of(cfg).bootstrap_model).read_text())
     return {
         "size": size,
         "seed": seed,
+        "lr": cfg.bootstrap.lr,
         "settings": {k: figures["settings"][k] for k in SETTINGS},
         "compute": compute,
         "probe": probed.get("probe"),  # none when a split's steps are all right or all wrong
@@ -215,6 +245,18 @@ def against_fp32(rows: list[dict[str, Any]], fp32_run: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lr_lines(screens: dict[str, dict[str, float]], n_val: int) -> str:
+    """Each size's learning rates and their seed-0 greedy accuracy on the validation problems."""
+    if not screens:
+        return ""
+    lines = [f"\nLearning rate per size, chosen on {n_val} validation problems (seed 0, greedy):"]
+    for size, scores in screens.items():
+        best = max(scores, key=lambda lr: scores[lr])
+        each = ", ".join(f"{lr} {pct(acc)}" for lr, acc in scores.items())
+        lines.append(f"- {size}: **{best}** ({each})")
+    return "\n".join(lines) + "\n"
+
+
 def chart(summary: dict[str, Any], path: Path) -> None:
     fig, (acc, auc) = figure(2, 8.0)
     params = {size: r["parameters"] for size, r in summary.items()}
@@ -247,21 +289,35 @@ def main() -> None:
     ap.add_argument("--seeds-for", action="append", default=[], help="SIZE=0,1: fewer seeds")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--fp32-run", default="", help="a run's seed dirs to pair the first size with")
+    ap.add_argument("--lrs", default="", help="1e-3,3e-3: each size's lr chosen on validation")
+    ap.add_argument("--val-problems", type=int, default=300)
     args = ap.parse_args()
     root = Path(args.root)
     seeds = {s: [int(x) for x in args.seeds.split(",")] for s in args.sizes.split(",")}
     for item in args.seeds_for:
         size, _, chosen = item.partition("=")
         seeds[size] = [int(x) for x in chosen.split(",")]
-    rows = [run(args.preset, root, size, s, args.sets) for size in seeds for s in seeds[size]]
+    lrs = [float(x) for x in args.lrs.split(",") if x]
+    chosen_lr: dict[str, float | None] = dict.fromkeys(seeds)
+    screens = {}
+    for size in seeds if lrs else ():
+        chosen_lr[size], screens[size] = choose_lr(
+            args.preset, root, size, lrs, args.sets, args.val_problems
+        )
+    rows = [
+        run(args.preset, root, size, s, args.sets, chosen_lr[size])
+        for size in seeds
+        for s in seeds[size]
+    ]
     summary = summarize(rows)
     command = " ".join(shlex.quote(a) for a in ["experiments/ladder.py", *sys.argv[1:]])
-    text = table(summary, command)
+    text = table(summary, command) + lr_lines(screens, args.val_problems)
     if args.fp32_run:
         text += against_fp32(rows, Path(args.fp32_run))
     root.mkdir(parents=True, exist_ok=True)
     (root / "ladder.md").write_text(text)
-    (root / "ladder.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    record = {"summary": summary, "rows": rows, "lr_validation": screens}
+    (root / "ladder.json").write_text(json.dumps(record, indent=2))
     chart(summary, root / "ladder.svg")
     print(text)
 

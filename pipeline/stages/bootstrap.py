@@ -60,10 +60,19 @@ PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<|unk|>"
 
 def main(cfg: Config) -> dict[str, Any]:
     """Train (unless the model exists), evaluate (unless done), and return the eval figures."""
+    layout, task = RunLayout.of(cfg), task_from_config(cfg.task)
+    trained_model(cfg, task)
+    problems = task.problems("test", cfg.eval.n_problems)
+    figures = evaluate_to(layout.bootstrap_eval, layout.bootstrap_model, task, problems, cfg)
+    log.info("bootstrap model:\n%s", format_table(figures))
+    return figures
+
+
+def trained_model(cfg: Config, task: Task) -> Path:
+    """The bootstrap model's directory, trained here unless a finished one is there."""
     layout, b = RunLayout.of(cfg), cfg.bootstrap
     set_threads(cfg)
     record_environment(cfg, layout.environment)
-    task = task_from_config(cfg.task)
     # a model bootstrapped on data with backspaces carries trace.bksp_token: the trace section too
     shaping = ("task", "bootstrap", "model.precision", *(("trace",) if has_backspaces(b) else ()))
     stage_config(cfg, layout.bootstrap, only=shaping)
@@ -74,10 +83,7 @@ def main(cfg: Config) -> dict[str, Any]:
     if not finished(layout.bootstrap, trained):
         train(cfg, task, layout.bootstrap_model)
         mark_done(layout.bootstrap, trained)
-    problems = task.problems("test", cfg.eval.n_problems)
-    figures = evaluate_to(layout.bootstrap_eval, layout.bootstrap_model, task, problems, cfg)
-    log.info("bootstrap model:\n%s", format_table(figures))
-    return figures
+    return layout.bootstrap_model
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -67,3 +67,32 @@ def test_summary_table_chart_and_the_fp32_pairing(tmp_path):
     # bf16 − fp32 per seed: (3 - 2) / 4 and (4 - 3) / 4
     assert "| greedy | 75.0% · 100.0% | 50.0% · 75.0% | +25.0 (" in paired
     assert "| +25.0 · +25.0 |" in paired
+
+
+def test_each_size_learning_rate_is_chosen_on_validation_problems(tmp_path, monkeypatch):
+    from tests.conftest import SMALL
+
+    seen = []
+
+    def fake_eval(out, model, task, problems, cfg, banned=None):
+        seen.append((cfg.bootstrap.lr, [p.prompt for p in problems], banned))
+        assert (model / "config.json").exists()  # a trained checkpoint, read on validation
+        return {"settings": {"greedy": {"accuracy": {1e-3: 0.25, 3e-3: 0.5}[cfg.bootstrap.lr]}}}
+
+    monkeypatch.setattr(ladder, "evaluate_to", fake_eval)
+    sets = [s for s in SMALL if not s.startswith(("bootstrap.n_layer", "bootstrap.n_embd"))]
+    best, scores = ladder.choose_lr("arith-tiny", tmp_path, "0.6m", [1e-3, 3e-3], sets, 3)
+    assert best == 3e-3 and scores == {"0.001": 0.25, "0.003": 0.5}
+    assert (tmp_path / "0.6m" / "lr-0.001" / "seed-0" / "bootstrap" / "model").is_dir()
+    cfg = ladder.config("arith-tiny", tmp_path, "0.6m", 0, sets, 3e-3)
+    task = ladder.task_from_config(cfg.task)
+    validation = [p.prompt for p in task.problems("validation", 3)]
+    test = {p.prompt for p in task.problems("test", 50)}
+    assert all(s[1] == validation and not test & set(s[1]) for s in seen)
+    # a tie keeps the first learning rate listed; the report names the chosen one per size
+    monkeypatch.setattr(
+        ladder, "evaluate_to", lambda *a, **k: {"settings": {"greedy": {"accuracy": 0.5}}}
+    )
+    assert ladder.choose_lr("arith-tiny", tmp_path, "0.6m", [3e-3, 1e-3], sets, 3)[0] == 3e-3
+    text = ladder.lr_lines({"2.7m": scores}, 3)
+    assert "- 2.7m: **0.003** (0.001 25.0%, 0.003 50.0%)" in text
