@@ -9,7 +9,8 @@ every setting.
 setting, each side's mean accuracy (and per seed), a − b with its 95% interval over seeds, then
 problems (`stats.seeds_then_problems`), and for side a: the setting against the same one with the
 backspace banned (what erasing itself adds), its backtrack rate and erased steps wrong against
-chance.
+chance. Where both sides' evaluations carry them, P(backspace)'s ROC-AUC as a detector of the
+model's own first wrong steps, pooled and within problem, per seed and a − b over seeds.
 """
 
 from __future__ import annotations
@@ -71,7 +72,30 @@ def compute(a: list[Path], b: list[Path]) -> dict[str, Any]:
                 "chance": mean_known([s.get("chance_precision") for s in sa]),
             }
         )
-    return {"rows": rows}
+    return {"rows": rows, "detector": detector_rows(ea, eb)}
+
+
+# the backspace's probability as a detector of the model's own first wrong steps (eval.json)
+AUCS = {"pooled": "pooled", "within problem": "within_problem"}
+
+
+def detector_rows(ea: list[dict[str, Any]], eb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """P(backspace)'s ROC-AUC per seed on each side, pooled and within problem, and a − b with a
+    95% interval over seeds (an AUC has no per-problem value); none where a side has no figure."""
+    rows = []
+    for name, key in AUCS.items():
+        got = [[_auc(e, key) for e in side] for side in (ea, eb)]
+        if any(x is None for x in got[0] + got[1]):
+            continue  # a model without the backspace, or a split with one class only
+        va, vb = ([float(x or 0) for x in side] for side in got)
+        rows.append({"measure": name, "a": va, "b": vb, "minus_b": paired(
+            [[x] for x in va], [[y] for y in vb])})  # fmt: skip
+    return rows
+
+
+def _auc(evaluation: dict[str, Any], key: str) -> float | None:
+    strata = (evaluation.get("detector") or {}).get("stratified") or {}
+    return (strata.get("detector") or {}).get(key)
 
 
 def _per(settings: list[dict[str, Any]]) -> list[list[float]]:
@@ -97,6 +121,20 @@ def render(result: dict[str, Any], command: str = "") -> str:
             f"{diff(r['minus_banned'])} | {pct(r['backtrack_rate'])} | "
             f"{pct(r['erased_wrong'])} ({pct(r['chance'])}) |"
         )
+    if result.get("detector"):
+        lines += [
+            "",
+            "| P(backspace) ROC-AUC | a | b | a − b (95% over seeds) |",
+            "|---|---|---|---|",
+        ]
+        for r in result["detector"]:
+            a, b = (f"{sum(v) / len(v):.3f} [{' · '.join(f'{x:.3f}' for x in v)}]" for v in (
+                r["a"], r["b"]))  # fmt: skip
+            d = r["minus_b"]
+            lines.append(
+                f"| {r['measure']} | {a} | {b} | {d['mean']:+.3f} "
+                f"({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}) |"
+            )
     return "\n".join(lines)
 
 

@@ -65,6 +65,31 @@ def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
     assert capsys.readouterr().out == (GOLDEN / "compare-bootstraps.md").read_text()
 
 
+def test_compare_bootstraps_pairs_the_backspace_auc_seed_by_seed(tmp_path):
+    """P(backspace)'s AUC per seed on each side and a − b over seeds, pooled and within problem;
+    no AUC row where a seed of either side has no figure."""
+    a, b = bootstrap_pair(tmp_path)
+    aucs = {"a": [(0.7, 0.6), (0.8, 0.65), (0.75, None)], "b": [(0.6, 0.5), (0.6, 0.5), (0.5, 0.5)]}
+    for side, dirs in (("a", a), ("b", b)):
+        for d, (pooled, within) in zip(dirs, aucs[side], strict=True):
+            path = d / "bootstrap" / "eval.json"
+            e = json.loads(path.read_text())
+            e["detector"] = {
+                "stratified": {"detector": {"pooled": pooled, "within_problem": within}}
+            }
+            path.write_text(json.dumps(e))
+    rows = compare_bootstraps.compute(a, b)["detector"]
+    assert [r["measure"] for r in rows] == ["pooled"]  # a's seed 2 has no within-problem AUC
+    assert rows[0]["minus_b"]["per_seed"] == pytest.approx([0.1, 0.2, 0.25])
+    assert rows[0]["minus_b"]["mean"] == pytest.approx(0.55 / 3)
+    lo, hi = rows[0]["minus_b"]["ci95"]
+    assert 0.1 - 1e-9 <= lo < hi <= 0.25 + 1e-9  # resamples the three seeds
+    text = compare_bootstraps.render(compare_bootstraps.compute(a, b))
+    assert (
+        "| pooled | 0.750 [0.700 · 0.800 · 0.750] | 0.567 [0.600 · 0.600 · 0.500] | +0.183" in text
+    )
+
+
 def test_compare_bootstraps_either_way_round(tmp_path):
     """b − a is minus a − b, setting by setting; only a side with a backspace has a banned twin."""
     a, b = bootstrap_pair(tmp_path)
