@@ -153,10 +153,13 @@ def train_probe(
     max_new_tokens: int = 64,
     l2: float = 1e-3,
     max_batch: int = 256,
+    valuer: Any = None,
 ) -> tuple[dict[str, Any], Probe | None]:
     """Fit a probe per layer on `splits["train"]`, choose the layer on `splits["validation"]`,
-    and report on `splits["test"]` beside P(backspace) and the trivial scores. Returns the
-    figures (plain JSON types) and the chosen probe (None when a split lacks a class)."""
+    and report on `splits["test"]` beside P(backspace), the trivial scores and, with `valuer`
+    (`workers.valuer.ModelValuer`), the value model (1 − its value of the prefix through the
+    step). Returns the figures (plain JSON types) and the chosen probe (None when a split lacks
+    a class)."""
     from pipeline.measure.strata import of_points
 
     kw = {"samples": samples, "max_new_tokens": max_new_tokens, "max_batch": max_batch}
@@ -192,6 +195,9 @@ def train_probe(
                                 [p.at for p in te.points], bksp, loaded.pad_id)  # fmt: skip
         flat = [x for q in probs for x in q]
         out["p_backspace"] = of_points(te.points, flat, te.labels)
+    if valuer is not None:  # a step after which the value model expects failure is suspect
+        values = valuer.values([p.ids[: at + 1] for p in te.points for at in p.at])
+        out["value_model"] = of_points(te.points, [1 - v for v in values], te.labels)
     out["probe_minus_p_backspace"] = _gap(out)
     return out, probe
 

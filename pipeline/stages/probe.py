@@ -9,8 +9,9 @@ training problems, its layer chosen on `eval.n_tune` validation problems, its fi
 `eval.n_problems` test problems, `eval.samples` solutions each. Writes `probe.json` (per layer the
 train, validation and test ROC-AUC; for the chosen layer the test AUC pooled, within step index
 and within problem beside P(backspace) and the trivial scores) and `probe.safetensors` (the chosen
-layer's probe) to `probe.out_dir`, else `run.out_dir/probes/MODEL/`. Done once: rerunning reads the
-figures back.
+layer's probe) to `probe.out_dir`, else `run.out_dir/probes/MODEL/`. With `eval.value_model` (a
+`halluc value` checkpoint of this model's runs) its value of each step's prefix is a fourth
+detector beside them. Done once: rerunning reads the figures back.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pipeline.config import Config, ConfigError
 from pipeline.files import read_json, write_json
 from pipeline.layout import RunLayout
 from pipeline.loading import load_model, task_from_config
+from pipeline.measure.evaluation import load_value_model
 from pipeline.measure.probe import train_probe
 from pipeline.measure.stats import num
 from pipeline.runtime import set_threads, stage_config
+from workers.valuer import check_tokenizer
 
 
 def main(cfg: Config) -> dict[str, Any]:
@@ -45,6 +48,11 @@ def main(cfg: Config) -> dict[str, Any]:
         "validation": task.problems("validation", cfg.eval.n_tune),
         "test": task.problems("test", cfg.eval.n_problems),
     }
+    valuer = None
+    if cfg.eval.value_model:  # the value model as a fourth detector, on the same test steps
+        check_tokenizer(cfg.eval.value_model, model, splits["test"][0].prompt,
+                        cfg.model.trust_remote_code)  # fmt: skip
+        valuer = load_value_model(cfg)
     result, probe = train_probe(
         loaded,
         task,
@@ -54,6 +62,7 @@ def main(cfg: Config) -> dict[str, Any]:
         max_new_tokens=cfg.sampling.stream_length,
         l2=cfg.probe.l2,
         max_batch=cfg.sampling.max_batch,
+        valuer=valuer,
     )
     result = {"model": str(model)} | result
     if probe is not None:
@@ -77,6 +86,8 @@ def describe(result: dict[str, Any]) -> str:
     rows = {"probe": result["probe"]["detector"]}
     if "p_backspace" in result:
         rows["P(backspace)"] = result["p_backspace"]["detector"]
+    if "value_model" in result:
+        rows["value model"] = result["value_model"]["detector"]
     rows |= result["probe"]["trivial"]
     for name, m in rows.items():
         lines.append(f"  {name}: {num(m['within_problem'], 3)} ({num(m['pooled'], 3)})")

@@ -70,3 +70,35 @@ def test_probe_stage_on_a_tiny_model(trained, tmp_path):
     assert "chosen layer" in stage.describe(result)
     again = stage.main(cfg)  # done once: read back
     assert again == json.loads((tmp_path / "p" / "probe.json").read_text())
+
+
+def test_the_value_model_scores_each_test_step_through_its_end(trained, tmp_path, monkeypatch):
+    """With eval.value_model, 1 − V(prefix through the step) is a detector beside the probe: a
+    value model that knows each test step's label exactly gives AUC 1 (pooled)."""
+    from pipeline.measure import probe as measure
+    from pipeline.stages import probe as stage
+
+    splits = []
+    real = measure._split
+    monkeypatch.setattr(
+        measure, "_split", lambda *a, **k: splits.append(real(*a, **k)) or splits[-1]
+    )
+
+    class Oracle:  # the value of a prefix: 0 after the first wrong step, else 1
+        def values(self, prefixes):
+            test = splits[-1]
+            label = {
+                p.ids[: at + 1]: y
+                for p in test.points
+                for at, y in zip(p.at, p.labels, strict=True)
+            }
+            return [1.0 - label[tuple(x)] for x in prefixes]
+
+    monkeypatch.setattr(stage, "load_value_model", lambda cfg: Oracle())
+    monkeypatch.setattr(stage, "check_tokenizer", lambda *a: None)
+    out, _ = trained
+    sets = ["probe.n_train=24", "eval.n_tune=12", "eval.n_problems=12", "eval.samples=2"]
+    cfg = tiny_cfg(out, *sets, f"probe.out_dir={tmp_path / 'p'}", f"eval.value_model={out}")
+    result = stage.main(cfg)
+    assert result["value_model"]["detector"]["pooled"] == 1.0
+    assert "value model: " in stage.describe(result)
