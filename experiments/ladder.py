@@ -18,7 +18,11 @@ first size's bf16 bootstraps against DIR/seed-S/bootstrap/eval.json, seed by see
 so the same problems and sampling seeds), as a paired difference over seeds then problems.
 
 Writes `root/ladder.md` (the table and the command), `root/ladder.json` and `root/ladder.svg`
-(accuracy and detector AUC against parameters).
+(accuracy and detector AUC against parameters); `--name` another stem than `ladder`.
+
+`--lrs 1e-3,3e-3`: each size's `bootstrap.lr` chosen first on `--val-problems` validation problems
+(seed 0 at each, greedy; `root/SIZE/lr-LR/seed-0`), then every seed trained at the chosen one in
+`root/SIZE/lr-LR/seed-S`. One learning rate listed is a fixed one, in the same directories.
 """
 
 from __future__ import annotations
@@ -291,6 +295,7 @@ def main() -> None:
     ap.add_argument("--fp32-run", default="", help="a run's seed dirs to pair the first size with")
     ap.add_argument("--lrs", default="", help="1e-3,3e-3: each size's lr chosen on validation")
     ap.add_argument("--val-problems", type=int, default=300)
+    ap.add_argument("--name", default="ladder", help="the output files' stem in --root")
     args = ap.parse_args()
     root = Path(args.root)
     seeds = {s: [int(x) for x in args.seeds.split(",")] for s in args.sizes.split(",")}
@@ -315,10 +320,10 @@ def main() -> None:
     if args.fp32_run:
         text += against_fp32(rows, Path(args.fp32_run))
     root.mkdir(parents=True, exist_ok=True)
-    (root / "ladder.md").write_text(text)
+    (root / f"{args.name}.md").write_text(text)
     record = {"summary": summary, "rows": rows, "lr_validation": screens}
-    (root / "ladder.json").write_text(json.dumps(record, indent=2))
-    chart(summary, root / "ladder.svg")
+    (root / f"{args.name}.json").write_text(json.dumps(record, indent=2))
+    chart(summary, root / f"{args.name}.svg")
     print(text)
 
 
