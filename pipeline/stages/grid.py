@@ -20,10 +20,10 @@ earlier invocation made it, holds the same config). Then each row in order is on
 over the seeds (`--seeds`, else `run.seeds`, else `run.seed`) into `run.out_dir/NAME/`. A row
 whose report and `verdict.json` over these seeds and `run.rounds` are there is skipped; the first
 unfinished one is run, and since `halluc run` resumes at its first unfinished stage, rerunning the
-same command after a kill continues where it stopped. A row whose task and bootstrap sections
-equal those of a row that has its bootstrap model starts from a copy of that model, seed by seed
-(the model only: its figures depend on the row's eval and trace settings, so the row evaluates it
-itself).
+same command after a kill continues where it stopped. A row whose task (but for `task.n_train`)
+and bootstrap sections equal those of a row that has its bootstrap model starts from a copy of
+that model, seed by seed (the model only: its figures depend on the row's eval and trace
+settings, so the row evaluates it itself).
 
 At the end, `run.out_dir/grid.json` (per row: name, overrides, and every round's verdict figures
 with the backtrack arm at T=1.0 and the compute per arm) and `grid.md` (the command that makes it
@@ -46,7 +46,7 @@ from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import GridLayout, RunLayout, compute_of
 from pipeline.measure import report
 from pipeline.measure.grid_table import command_line, page, record, sets, table_rows
-from pipeline.stages import run
+from pipeline.stages import bootstrap, run
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,9 @@ def finished(row: Row, seeds: list[int]) -> bool:
 
 def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
     """Give `row`, seed by seed, a copy of the bootstrap model of the first other row whose saved
-    bootstrap config has the same task and bootstrap sections (what the bootstrap stage compares
-    when it resumes) and the same backspace token (which the backspace data forms train with).
+    bootstrap config has the same task (but for `task.n_train`) and bootstrap sections (what the
+    bootstrap stage compares when it resumes) and the same backspace token (which the backspace
+    data forms train with).
     Copies the model directory only (not its eval.json and tune.json, which depend on the eval
     and trace sections); never replaces or deletes anything."""
     if row.cfg.model.path:  # a given start model: no bootstrap
@@ -247,7 +248,7 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
         if not (layout.bootstrap_model.exists() and layout.bootstrap_config.exists()):
             continue
         made = load_config(str(layout.bootstrap_config), warn=False)  # old names or new
-        same = not config_diff(made, cfg, set(), ("task", "bootstrap"))
+        same = not config_diff(made, cfg, set(), (*bootstrap.TASK_SHAPING, "bootstrap"))
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
     return None

@@ -110,6 +110,17 @@ def test_bf16_bootstrap_trains_mixed_precision_and_records_its_compute(tmp_path)
     assert losses[-1] < 0.6 * losses[0]  # it learns under autocast
     with pytest.raises(HallucError, match="another config"):  # same directory, other precision
         bootstrap.main(tiny_cfg(tmp_path, "bootstrap.steps=60", "eval.n_problems=4"))
+    # how many problems the loop searches does not shape the bootstrap: the model is reused
+    from pipeline.loading import task_from_config
+
+    weights = tmp_path / "bootstrap" / "model" / "model.safetensors"
+    made = weights.stat().st_mtime_ns
+    more = tiny_cfg(tmp_path, "model.precision=bf16", "bootstrap.steps=60", "task.n_train=999")
+    assert bootstrap.trained_model(more, task_from_config(more.task)) == weights.parent
+    assert weights.stat().st_mtime_ns == made
+    other = tiny_cfg(tmp_path, "model.precision=bf16", "bootstrap.steps=60", "task.seed=5")
+    with pytest.raises(HallucError, match="task.seed"):  # another task is another bootstrap
+        bootstrap.trained_model(other, task_from_config(other.task))
 
 
 def test_size_sets_the_shape(tmp_path):
