@@ -291,6 +291,18 @@ def cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def last_logits_only(model: Any) -> dict[str, int]:
+    """The forward argument that computes the logits of the last position only (a prefill then
+    makes `[batch, 1, vocab]` logits, not `[batch, prompt, vocab]`: with a 50k-token vocabulary
+    and long prompts that is gigabytes), under its name in this transformers version; none where
+    the model takes neither."""
+    params = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
 def forward_cached(model: Any, kwarg: str, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
     """One forward pass with a KV cache; returns the logits and the updated cache."""
     out = model(**inputs, **{kwarg: cache}, use_cache=True)

@@ -32,7 +32,13 @@ import torch
 from search.backspace import Delim, Unit, is_step_end
 from search.types import Ask, Rollout
 from workers.erase import RowState
-from workers.hf import cache_kwarg, check_erase_support, forward_cached, select_rows
+from workers.hf import (
+    cache_kwarg,
+    check_erase_support,
+    forward_cached,
+    last_logits_only,
+    select_rows,
+)
 from workers.options import check_decoding
 
 Mode = Literal["stream", "erase"]
@@ -152,6 +158,7 @@ class TransformersPolicy:
         self.tokens_generated = 0
         self.generated: list[list[int]] = []
         self._cache_kwarg = cache_kwarg(model)
+        self._last_only = last_logits_only(model)
         if mode == "erase":
             check_erase_support(model)
 
@@ -192,6 +199,7 @@ class TransformersPolicy:
                 input_ids=step_ids,
                 attention_mask=live.mask,
                 position_ids=live.positions,
+                **self._last_only,
             )
             logits = logits[:, -1, : self.vocab].float()
             logp = torch.log_softmax(logits, dim=-1)  # the model's own, before any ban
@@ -302,8 +310,8 @@ class TransformersPolicy:
         if self.temperature <= 0:
             tok = logits.argmax(-1)
         else:
-            probs = torch.softmax(logits / self.temperature, dim=-1).double()
-            cdf = probs.cumsum(-1)
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            cdf = probs.cumsum(-1, dtype=torch.float64)  # the same sums as .double().cumsum()
             u = torch.from_numpy(uniforms(seeds, t)).to(cdf.device)[:, None] * cdf[:, -1:]
             tok = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[1] - 1)
         return tok

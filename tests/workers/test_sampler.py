@@ -38,6 +38,26 @@ def test_batched_rows_equal_one_at_a_time(loaded):
     assert [[r.tokens for r in rs] for rs in chunked] == [[r.tokens for r in rs] for rs in alone]
 
 
+def test_the_prefill_computes_the_last_position_logits_only(loaded):
+    """With a 50k-token vocabulary a prefill's logits at every prompt position are gigabytes; the
+    sampler asks for the last position's only, and samples the same tokens and log-probabilities
+    as from the full logits."""
+    model, tok = loaded
+    shapes = []
+    model.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.logits.shape)))
+    got = policy(loaded, max_new_tokens=6, logprobs=True).sample(asks(tok))
+    assert shapes and all(shape[1] == 1 for shape in shapes)  # the prefill's too
+    shapes.clear()
+    full = policy(loaded, max_new_tokens=6, logprobs=True)
+    full._last_only = {}
+    want = full.sample(asks(tok))
+    assert max(shape[1] for shape in shapes) > 1  # the full prefill, for comparison
+    assert [[r.tokens for r in rs] for rs in got] == [[r.tokens for r in rs] for rs in want]
+    for a, b in zip(sum(got, []), sum(want, []), strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    model._forward_hooks.clear()
+
+
 def test_banned_tokens_are_never_sampled(loaded):
     tok = loaded[1]
     p = policy(loaded, max_new_tokens=16, ban_ids=[tok.bksp_id, tok.encode("7")[0]])
