@@ -16,6 +16,15 @@ from search.types import Problem, Task
 from workers.policy import Kind, Loaded, load
 
 
+def round_problems(cfg: Config, task: Task) -> list[Problem]:
+    """The training problems round `run.round` searches (and the rl arm samples): the first
+    `task.n_train`, or with `search.fresh_problems` the n_train that follow the earlier rounds'
+    (a task's problems are drawn in a seeded order, so the first k of a longer draw are the k)."""
+    n = cfg.task.n_train
+    skip = n * cfg.run.round if cfg.search.fresh_problems else 0
+    return task.problems("train", skip + n)[skip:]
+
+
 def task_from_config(t: TaskConfig) -> Task:
     """The task `t.name`, built with its own section (`task.arithmetic`, `task.countdown`, ...)."""
     options = dataclasses.asdict(getattr(t, t.name))

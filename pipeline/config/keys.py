@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from dataclasses import fields
 from itertools import product
 from typing import Any
 
 from pipeline.config.history import RETIRED, legacy
+from pipeline.config.shared import TaskConfig
 
 if typing.TYPE_CHECKING:
     from pipeline.config.sections import Config
@@ -36,6 +38,10 @@ NOT_HASHED = [
 # what shapes each stage's outputs (sections, or dotted keys): a stage refuses to resume or reuse
 # a directory whose config.yaml differs here, naming the keys (`runtime.stage_config`)
 _SEARCH = ("task", "model", "sampling.max_new_tokens", "search", "trace", "run")
+# the task shapes the bootstrap, except for how many problems the loop searches (task.n_train): the
+# bootstrap trains on its own bootstrap.n_problems, so one model serves runs that search more
+BOOTSTRAP_TASK_KEYS = tuple(f"task.{f.name}" for f in fields(TaskConfig) if f.name != "n_train")
+
 SHAPES = {
     "search": _SEARCH,
     "select": (*_SEARCH, "bootstrap", "select"),
@@ -67,6 +73,7 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("train", "keep_best"): False,
     ("train", "replay"): 0.0,
     ("train", "replay_only"): False,
+    ("search", "fresh_problems"): False,
 }
 
 # sections that shape only their own stage's output (nothing the search, training or

@@ -45,6 +45,11 @@ class SearchConfig:
     `steps` row has n_rollouts 0). The four keys enter the config hash only when `value` is not
     `mc`.
 
+    `fresh_problems`: round r searches training problems r·n .. (r+1)·n − 1 (n = `task.n_train`),
+    none of which an earlier round searched, instead of the same first n every round (the rl
+    arm's streams likewise): a round then cannot learn the answers of the problems the next one
+    searches.
+
     How far and how wide it samples (`max_new_tokens`, `max_batch`) is the `sampling` section's,
     the Ray cluster its workers join `run.address`."""
 
@@ -62,6 +67,7 @@ class SearchConfig:
     value_model: str = ""
     value_mix: float = 0.5
     value_threshold: float = 0.5
+    fresh_problems: bool = False
 
     def __post_init__(self) -> None:
         if self.value != "mc" and not self.value_model:

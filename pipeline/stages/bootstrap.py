@@ -22,7 +22,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2
 
 from pipeline.bootstrap_data import Batches, Example, encode_examples, has_backspaces, solutions
 from pipeline.bpe import PATTERNS, bpe_tokenizer
-from pipeline.config import BootstrapConfig, Config, TaskConfig
+from pipeline.config import BootstrapConfig, Config
+from pipeline.config.keys import BOOTSTRAP_TASK_KEYS
 from pipeline.curves import GRAD_NORM, LOSS, LR, Curves
 from pipeline.files import remove_stale, save_model, write_json
 from pipeline.layout import RunLayout, compute_of
@@ -69,18 +69,13 @@ def main(cfg: Config) -> dict[str, Any]:
     return figures
 
 
-# the task shapes the bootstrap, except for how many problems the loop searches (task.n_train): the
-# bootstrap trains on its own bootstrap.n_problems, so one model serves runs that search more
-TASK_SHAPING = tuple(f"task.{f.name}" for f in fields(TaskConfig) if f.name != "n_train")
-
-
 def trained_model(cfg: Config, task: Task) -> Path:
     """The bootstrap model's directory, trained here unless a finished one is there."""
     layout, b = RunLayout.of(cfg), cfg.bootstrap
     set_threads(cfg)
     record_environment(cfg, layout.environment)
     # a model bootstrapped on data with backspaces carries trace.bksp_token: the trace section too
-    shaping = (*TASK_SHAPING, "bootstrap", "model.precision")
+    shaping = (*BOOTSTRAP_TASK_KEYS, "bootstrap", "model.precision")
     shaping += ("trace",) if has_backspaces(b) else ()
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)

@@ -42,11 +42,12 @@ from typing import Any
 import yaml
 
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
+from pipeline.config.keys import BOOTSTRAP_TASK_KEYS
 from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import GridLayout, RunLayout, compute_of
 from pipeline.measure import report
 from pipeline.measure.grid_table import command_line, page, record, sets, table_rows
-from pipeline.stages import bootstrap, run
+from pipeline.stages import run
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:
         if not (layout.bootstrap_model.exists() and layout.bootstrap_config.exists()):
             continue
         made = load_config(str(layout.bootstrap_config), warn=False)  # old names or new
-        same = not config_diff(made, cfg, set(), (*bootstrap.TASK_SHAPING, "bootstrap"))
+        same = not config_diff(made, cfg, set(), (*BOOTSTRAP_TASK_KEYS, "bootstrap"))
         if same and made.trace.bksp_token == cfg.trace.bksp_token:
             return layout.bootstrap_model
     return None

@@ -32,7 +32,13 @@ from tqdm import tqdm
 from pipeline.config import SHAPES, Config
 from pipeline.files import read_json, remove_stale, write_json
 from pipeline.layout import RunLayout, search_summary
-from pipeline.loading import check_prompts, check_trained_with, load_model, task_from_config
+from pipeline.loading import (
+    check_prompts,
+    check_trained_with,
+    load_model,
+    round_problems,
+    task_from_config,
+)
 from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.shards import SCHEMA_VERSION, batch_done, read_table, write_batch
 from search.driver import Search, run_batched
@@ -61,7 +67,7 @@ def search(cfg: Config, model: Path, out: Path) -> dict[str, Any]:
     """Search every training problem not searched yet with the checkpoint `model`, writing shards
     under `out`; returns (and saves) the summary."""
     task = task_from_config(cfg.task)
-    problems = task.problems("train", cfg.task.n_train)
+    problems = round_problems(cfg, task)
     if not problems:
         raise HallucError(f"task {task.name} gave no training problems; check the task config")
     if cfg.search.policy != "fake":

@@ -51,7 +51,7 @@ from transformers import get_cosine_schedule_with_warmup
 from pipeline.config import Config, ConfigError
 from pipeline.curves import GRAD_NORM, LR, Curves
 from pipeline.files import save_torch
-from pipeline.loading import task_from_config
+from pipeline.loading import round_problems, task_from_config
 from pipeline.measure.evaluation import load_value_model
 from pipeline.shards import checked_shard_files
 from pipeline.trainers import sft
@@ -125,7 +125,7 @@ def _loop(
     rank, n = world()
     values, valuer = credit_values(job)
     task = task_from_config(cfg.task)
-    problems = task.problems("train", cfg.task.n_train)
+    problems = round_problems(cfg, task)
     per_step = max(1, t.batch_size // t.rl.group)
     steps = job.max_steps if job.max_steps > 0 else math.ceil(t.epochs * len(problems) / per_step)
     model.to(pick_device(cfg.model.device))

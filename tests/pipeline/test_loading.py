@@ -18,3 +18,26 @@ def test_a_prompt_without_room_for_the_new_tokens_is_refused(trained):
     check_prompts(cfg, model, [fits, tight], 19, "sampling.max_new_tokens")
     with pytest.raises(PromptTooLong, match=r"p-tight: its prompt is \d+ tokens .* too few for 20"):
         check_prompts(cfg, model, [fits, tight], 20, "sampling.max_new_tokens")
+
+
+def test_fresh_problems_give_each_round_training_problems_no_earlier_round_searched():
+    import dataclasses
+
+    from pipeline.config import config_hash, load_config
+    from pipeline.loading import round_problems, task_from_config
+
+    def at(cfg, r):
+        return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))
+
+    same = load_config("countdown-tiny", ["task.n_train=20"])
+    fresh = load_config("countdown-tiny", ["task.n_train=20", "search.fresh_problems=true"])
+    task = task_from_config(same.task)
+    first = task.problems("train", 20)
+    assert round_problems(at(same, 0), task) == round_problems(at(same, 2), task) == first
+    rounds = [round_problems(at(fresh, r), task) for r in range(3)]
+    assert rounds[0] == first and all(len(p) == 20 for p in rounds)
+    ids = [p.id for ps in rounds for p in ps]
+    assert len(set(ids)) == 60  # no problem searched twice
+    assert rounds[2] == task.problems("train", 60)[40:]
+    assert config_hash(same) == "bcb1c981a361"  # off, the hash it had before the option existed
+    assert config_hash(fresh) != config_hash(same)
