@@ -22,7 +22,14 @@ def round_problems(cfg: Config, task: Task) -> list[Problem]:
     (a task's problems are drawn in a seeded order, so the first k of a longer draw are the k)."""
     n = cfg.task.n_train
     skip = n * cfg.run.round if cfg.search.fresh_problems else 0
-    return task.problems("train", skip + n)[skip:]
+    problems = task.problems("train", skip + n)[skip:]
+    if skip and len(problems) < n:  # a finite dataset (jsonl) runs out
+        raise HallucError(
+            f"search.fresh_problems: round {cfg.run.round} searches training problems "
+            f"{skip + 1}..{skip + n}, but task {task.name} has {skip + len(problems)}; lower "
+            "task.n_train or run.rounds, or turn fresh_problems off"
+        )
+    return problems
 
 
 def task_from_config(t: TaskConfig) -> Task:

@@ -41,3 +41,23 @@ def test_fresh_problems_give_each_round_training_problems_no_earlier_round_searc
     assert rounds[2] == task.problems("train", 60)[40:]
     assert config_hash(same) == "bcb1c981a361"  # off, the hash it had before the option existed
     assert config_hash(fresh) != config_hash(same)
+
+
+def test_fresh_problems_that_run_out_fail_with_what_to_change():
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.loading import round_problems
+    from search.errors import HallucError
+
+    class Few:  # a finite dataset of 50 training problems, as a jsonl file is
+        name = "jsonl"
+
+        def problems(self, split, n):
+            return [Problem(f"p{i}", "1+1=?\n", "2") for i in range(50)][:n]
+
+    cfg = load_config("arith-tiny", ["task.n_train=20", "search.fresh_problems=true"])
+    at = lambda r: dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, round=r))  # noqa: E731
+    assert [p.id for p in round_problems(at(1), Few())] == [f"p{i}" for i in range(20, 40)]
+    with pytest.raises(HallucError, match=r"round 2 searches training problems 41..60, but task"):
+        round_problems(at(2), Few())
