@@ -10,7 +10,8 @@ table reads; where a keep-best gate rejected a round, the model the arm kept). P
 each side's mean accuracy with its per-seed values, a − b and each side minus its start model as
 two-level intervals that resample seeds, then problems (`stats.seeds_then_problems`), each seed's
 own difference beside them, and each side's optimizer steps and loss-bearing tokens summed over
-seeds. Prints Markdown.
+seeds. Prints Markdown. `--seeds 0,1,2`: pair only these seeds, which both runs must have (a run
+extended to more seeds against one that was not); without it both runs must have the same seeds.
 """
 
 from __future__ import annotations
@@ -28,23 +29,38 @@ from pipeline.tables.main import chosen
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a", required=True, type=run_dir, help="one finished run (a grid row)")
     parser.add_argument("--b", required=True, type=run_dir, help="another, of the same seeds")
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=None,
+        help="0,1,2: pair only these seeds (both runs must have them)",
+    )
 
 
-def _costs(verdict: dict[str, Any], arm: str, r: int) -> tuple[int, int]:
-    cost = [c[arm][r] for c in verdict["compute"] if arm in c and len(c[arm]) > r]
+def _costs(verdict: dict[str, Any], seeds: list[int], arm: str, r: int) -> tuple[int, int]:
+    per_seed = dict(zip(verdict["seeds"], verdict["compute"], strict=True))
+    cost = [per_seed[s][arm][r] for s in seeds if arm in per_seed[s] and len(per_seed[s][arm]) > r]
     return (
         sum(c.get("optimizer_steps", 0) for c in cost),
         sum(c.get("loss_tokens", 0) for c in cost),
     )
 
 
-def compute(a: Path, b: Path) -> dict[str, Any]:
+def compute(a: Path, b: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     """Per round (1..R, the model trained in round R-1) and arm both runs have: both sides'
-    figures at their chosen settings and the paired differences."""
+    figures at their chosen settings and the paired differences, over `seeds` (default: the
+    runs' seeds, which must then be the same)."""
     va, vb = read_verdict(a), read_verdict(b)
-    seeds = va["seeds"]
-    if vb["seeds"] != seeds:
-        raise TableError(f"{a} has seeds {seeds} and {b} has {vb['seeds']}: pair the same seeds")
+    if seeds is None:
+        seeds = va["seeds"]
+        if vb["seeds"] != seeds:
+            raise TableError(
+                f"{a} has seeds {seeds} and {b} has {vb['seeds']}: pair the same seeds, or "
+                "give --seeds with the ones both have"
+            )
+    for run, v in ((a, va), (b, vb)):
+        if missing := [s for s in seeds if s not in v["seeds"]]:
+            raise TableError(f"{run} has seeds {v['seeds']}, not {missing}: pair seeds both have")
     start_a, start_b = chosen(a, seeds, "bootstrap"), chosen(b, seeds, "bootstrap")
     if start_a is None or start_b is None:
         raise TableError(f"{a if start_a is None else b}: a seed has no start model figures")
@@ -67,8 +83,8 @@ def compute(a: Path, b: Path) -> dict[str, Any]:
                     "a_minus_b": seeds_then_problems(pa, pb),
                     "a_minus_start": seeds_then_problems(pa, [f["per_problem"] for f in start_a]),
                     "b_minus_start": seeds_then_problems(pb, [f["per_problem"] for f in start_b]),
-                    "a_cost": _costs(va, arm, r),
-                    "b_cost": _costs(vb, arm, r),
+                    "a_cost": _costs(va, seeds, arm, r),
+                    "b_cost": _costs(vb, seeds, arm, r),
                 }
             )
     if not rows:

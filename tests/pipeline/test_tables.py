@@ -251,3 +251,14 @@ def test_compare_rows_pairs_two_runs_seed_by_seed_at_their_chosen_settings(tmp_p
     other = synthetic_run(tmp_path / "c", seeds=(0, 1))
     with pytest.raises(TableError, match="pair the same seeds"):
         compare_rows.compute(a, other)
+    # --seeds pairs the seeds both have: seed by seed the same as the full comparison's
+    two = compare_rows.compute(a, b, seeds=[0, 2])
+    for full, part in zip(result["rows"], two["rows"], strict=True):
+        assert part["a_minus_b"]["per_seed"] == [full["a_minus_b"]["per_seed"][i] for i in (0, 2)]
+        assert part["a_per_seed"] == [full["a_per_seed"][i] for i in (0, 2)]
+        assert 0 < part["a_cost"][0] < full["a_cost"][0]
+    assert compare_rows.compute(a, other, seeds=[0, 1])["seeds"] == [0, 1]
+    with pytest.raises(TableError, match=r"not \[2\]: pair seeds both have"):
+        compare_rows.compute(a, other, seeds=[0, 2])
+    argv = ["table", "compare-rows", "--a", str(a), "--b", str(other), "--seeds", "0,1"]
+    assert cli.main(argv) == 0
