@@ -159,3 +159,18 @@ def test_summary_has_the_model_step_error_rate_and_select_can_match_it(tmp_path,
     stats.write_text(json.dumps(older))  # a batch searched before the counts were recorded
     (tmp_path / "low" / "round-0" / "search" / "summary.json").unlink()
     assert rate("low") is None
+
+
+def test_fresh_problems_search_new_training_problems_each_round(tmp_path):
+    """`halluc search` of round 1 with `search.fresh_problems` searches 24 problems that round 0
+    did not; without it, the same 24."""
+
+    def searched(out, r, *extra):
+        assert run(out, f"run.round={r}", *extra) == 0
+        rows = pq.read_table(shard_files(out / f"round-{r}" / "search", "traces")).to_pylist()
+        return {row["problem_id"] for row in rows}
+
+    first = searched(tmp_path / "fresh", 0, "search.fresh_problems=true")
+    second = searched(tmp_path / "fresh", 1, "search.fresh_problems=true")
+    assert len(first) == len(second) == 24 and not first & second
+    assert searched(tmp_path / "same", 1) == first
