@@ -22,7 +22,7 @@ from statistics import fmean
 from typing import Any
 
 from pipeline.measure.stats import seeds_then_problems
-from pipeline.tables.common import MISSING, TableError, diff, pct, read_verdict, run_dir
+from pipeline.tables.common import MISSING, TableError, diff, ints, pct, read_verdict, run_dir
 from pipeline.tables.main import chosen
 
 
@@ -30,10 +30,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a", required=True, type=run_dir, help="one finished run (a grid row)")
     parser.add_argument("--b", required=True, type=run_dir, help="another, of the same seeds")
     parser.add_argument(
-        "--seeds",
-        type=lambda text: [int(x) for x in text.split(",")],
-        default=None,
-        help="0,1,2: pair only these seeds (both runs must have them)",
+        "--seeds", type=ints, default=None, help="0,1,2: pair only these seeds (both runs have)"
     )
 
 
