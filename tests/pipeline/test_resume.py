@@ -126,7 +126,11 @@ def test_the_bootstrap_killed_between_its_writes_finishes(trained, tmp_path):
     assert done_of(out / "bootstrap").exists()
     mine = load_file(str(out / "bootstrap" / "model" / "model.safetensors"))
     theirs = load_file(str(done / "bootstrap" / "model" / "model.safetensors"))
-    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    # the same training, up to float reduction order: the fixture trained in this process and the
+    # rerun in a one-thread subprocess (bit-equality failed about one CI run in ten); a rerun that
+    # resumed from anything, or trained other data, differs by far more than this
+    for k in mine:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
 def test_train_refuses_a_round_trained_with_another_config(whole):
