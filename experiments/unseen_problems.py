@@ -9,7 +9,9 @@ training targets that nothing trained on, beside validation problems (held-out t
 The unseen training problems are numbers `--skip` .. `--skip` + `--n` − 1 of the training split in
 the task's seeded order: the bootstrap trains on the first `bootstrap.n_problems` (20,000 in the
 Countdown presets) and the loop searches the first `task.n_train`, so with `--skip` at least the
-former none of them was trained on. Never a test problem. Prints one JSON line per model.
+former none of them was trained on. Never a test problem. Prints one JSON line per model;
+`--sampled` adds the accuracy at T=1.0 (one sample a problem) beside the greedy one, the figure
+a choice between checkpoints (e.g. bootstrap steps) is made on when the loop samples.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
     ap.add_argument("--skip", type=int, default=20_000)
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--sampled", action="store_true", help="T=1.0 accuracy too")
     args = ap.parse_args()
-    cfg = load_config(args.preset, [*args.sets, "eval.temperatures=[]", "eval.samples=1"])
+    temperatures = "[1.0]" if args.sampled else "[]"
+    cfg = load_config(
+        args.preset, [*args.sets, f"eval.temperatures={temperatures}", "eval.samples=1"]
+    )
     if args.skip < cfg.bootstrap.n_problems:
         raise SystemExit(
             f"--skip {args.skip}: the bootstrap trained on the first "
@@ -48,6 +54,8 @@ def main() -> None:
         for split, problems in splits.items():
             figures = evaluate_model(Path(path), task, problems, cfg, banned=False, detector=False)
             row[split] = figures["settings"]["greedy"]["accuracy"]
+            if args.sampled:
+                row[f"{split} T=1.0"] = figures["settings"]["T=1.0"]["accuracy"]
         print(json.dumps(row), flush=True)
 
 

@@ -77,12 +77,14 @@ def test_each_size_learning_rate_is_chosen_on_validation_problems(tmp_path, monk
     def fake_eval(out, model, task, problems, cfg, banned=None):
         seen.append((cfg.bootstrap.lr, [p.prompt for p in problems], banned))
         assert (model / "config.json").exists()  # a trained checkpoint, read on validation
-        return {"settings": {"greedy": {"accuracy": {1e-3: 0.25, 3e-3: 0.5}[cfg.bootstrap.lr]}}}
+        greedy, sampled = {1e-3: (0.5, 0.1), 3e-3: (0.4, 0.6)}[cfg.bootstrap.lr]
+        return {"settings": {"greedy": {"accuracy": greedy}, "T=1.0": {"accuracy": sampled}}}
 
     monkeypatch.setattr(ladder, "evaluate_to", fake_eval)
     sets = [s for s in SMALL if not s.startswith(("bootstrap.n_layer", "bootstrap.n_embd"))]
     best, scores = ladder.choose_lr("arith-tiny", tmp_path, "0.6m", [1e-3, 3e-3], sets, 3)
-    assert best == 3e-3 and scores == {"0.001": 0.25, "0.003": 0.5}
+    # the higher greedy (1e-3) loses to the better sampler: chosen on both settings' mean
+    assert best == 3e-3 and scores == pytest.approx({"0.001": 0.3, "0.003": 0.5})
     assert (tmp_path / "0.6m" / "lr-0.001" / "seed-0" / "bootstrap" / "model").is_dir()
     cfg = ladder.config("arith-tiny", tmp_path, "0.6m", 0, sets, 3e-3)
     task = ladder.task_from_config(cfg.task)
@@ -91,8 +93,10 @@ def test_each_size_learning_rate_is_chosen_on_validation_problems(tmp_path, monk
     assert all(s[1] == validation and not test & set(s[1]) for s in seen)
     # a tie keeps the first learning rate listed; the report names the chosen one per size
     monkeypatch.setattr(
-        ladder, "evaluate_to", lambda *a, **k: {"settings": {"greedy": {"accuracy": 0.5}}}
+        ladder,
+        "evaluate_to",
+        lambda *a, **k: {"settings": {"greedy": {"accuracy": 0.5}, "T=1.0": {"accuracy": 0.5}}},
     )
     assert ladder.choose_lr("arith-tiny", tmp_path, "0.6m", [3e-3, 1e-3], sets, 3)[0] == 3e-3
     text = ladder.lr_lines({"2.7m": scores}, 3)
-    assert "- 2.7m: **0.003** (0.001 25.0%, 0.003 50.0%)" in text
+    assert "- 2.7m: **0.003** (0.001 30.0%, 0.003 50.0%)" in text
