@@ -12,6 +12,8 @@ two-level intervals that resample seeds, then problems (`stats.seeds_then_proble
 own difference beside them, and each side's optimizer steps and loss-bearing tokens summed over
 seeds. Prints Markdown. `--seeds 0,1,2`: pair only these seeds, which both runs must have (a run
 extended to more seeds against one that was not); without it both runs must have the same seeds.
+A side may be several runs of disjoint seeds, read as one (`--a RUN_S0 RUN_S1 RUN_S2`): one run per
+seed where a setting differs from seed to seed, such as a threshold chosen per seed on validation.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from pipeline.tables.main import chosen
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--a", required=True, type=run_dir, help="one finished run (a grid row)")
-    parser.add_argument("--b", required=True, type=run_dir, help="another, of the same seeds")
+    parser.add_argument(
+        "--a", required=True, nargs="+", type=run_dir, help="a finished run (a grid row)"
+    )
+    parser.add_argument("--b", required=True, nargs="+", type=run_dir, help="another")
     parser.add_argument(
         "--seeds", type=ints, default=None, help="0,1,2: pair only these seeds (both runs have)"
     )
@@ -43,11 +47,46 @@ def _costs(verdict: dict[str, Any], seeds: list[int], arm: str, r: int) -> tuple
     )
 
 
-def compute(a: Path, b: Path, seeds: list[int] | None = None) -> dict[str, Any]:
+class _Side:
+    """One side of the comparison: a run, or runs of disjoint seeds read as one."""
+
+    def __init__(self, runs: Path | list[Path]) -> None:
+        self.runs = [runs] if isinstance(runs, Path) else list(runs)
+        verdicts = [read_verdict(r) for r in self.runs]
+        self.run_of: dict[int, Path] = {}
+        for run, v in zip(self.runs, verdicts, strict=True):
+            for s in v["seeds"]:
+                if s in self.run_of:
+                    raise TableError(
+                        f"seed {s} is in {self.run_of[s]} and {run}: give disjoint seeds"
+                    )
+                self.run_of[s] = run
+        self.verdict = {
+            "seeds": list(self.run_of),
+            "compute": [c for v in verdicts for c in v["compute"]],
+            "rounds": min((v["rounds"] for v in verdicts), key=len),
+        }
+        self.name = " + ".join(str(r) for r in self.runs)
+
+    def chosen(self, seeds: list[int], where: str) -> list[dict[str, Any]] | None:
+        out = []
+        for s in seeds:
+            figures = chosen(self.run_of[s], [s], where)
+            if figures is None:
+                return None
+            out += figures
+        return out
+
+
+def compute(
+    a: Path | list[Path], b: Path | list[Path], seeds: list[int] | None = None
+) -> dict[str, Any]:
     """Per round (1..R, the model trained in round R-1) and arm both runs have: both sides'
     figures at their chosen settings and the paired differences, over `seeds` (default: the
-    runs' seeds, which must then be the same)."""
-    va, vb = read_verdict(a), read_verdict(b)
+    runs' seeds, which must then be the same). A side is a run or runs of disjoint seeds."""
+    side_a, side_b = _Side(a), _Side(b)
+    va, vb = side_a.verdict, side_b.verdict
+    a, b = side_a.name, side_b.name  # type: ignore[assignment]
     if seeds is None:
         seeds = va["seeds"]
         if vb["seeds"] != seeds:
@@ -58,14 +97,17 @@ def compute(a: Path, b: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     for run, v in ((a, va), (b, vb)):
         if missing := [s for s in seeds if s not in v["seeds"]]:
             raise TableError(f"{run} has seeds {v['seeds']}, not {missing}: pair seeds both have")
-    start_a, start_b = chosen(a, seeds, "bootstrap"), chosen(b, seeds, "bootstrap")
+    start_a, start_b = side_a.chosen(seeds, "bootstrap"), side_b.chosen(seeds, "bootstrap")
     if start_a is None or start_b is None:
         raise TableError(f"{a if start_a is None else b}: a seed has no start model figures")
     arms = [arm for arm in va["compute"][0] if arm in vb["compute"][0]]
     rows = []
     for r in range(min(len(va["rounds"]), len(vb["rounds"])) - 1):
         for arm in arms:
-            fa, fb = chosen(a, seeds, f"{arm}/round-{r}"), chosen(b, seeds, f"{arm}/round-{r}")
+            fa, fb = (
+                side_a.chosen(seeds, f"{arm}/round-{r}"),
+                side_b.chosen(seeds, f"{arm}/round-{r}"),
+            )
             if fa is None or fb is None:
                 continue
             pa, pb = [f["per_problem"] for f in fa], [f["per_problem"] for f in fb]
@@ -95,7 +137,7 @@ def _seeds(xs: list[float], sign: str = "") -> str:
 
 
 def render(result: dict[str, Any], command: str = "") -> str:
-    a, b = Path(result["a"]).name, Path(result["b"]).name
+    a, b = (" + ".join(Path(r).name for r in result[k].split(" + ")) for k in ("a", "b"))
     out = [f"    {command}", ""] if command else []
     out += [
         f"a = `{result['a']}`, b = `{result['b']}`; seeds {result['seeds']}; start model "

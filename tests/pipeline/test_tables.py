@@ -262,3 +262,21 @@ def test_compare_rows_pairs_two_runs_seed_by_seed_at_their_chosen_settings(tmp_p
         compare_rows.compute(a, other, seeds=[0, 2])
     argv = ["table", "compare-rows", "--a", str(a), "--b", str(other), "--seeds", "0,1"]
     assert cli.main(argv) == 0
+    # a side given as one run per seed reads as the run of all of them
+    per_seed = [synthetic_run(tmp_path / f"a{s}", seeds=(s,), seed=10 + s) for s in (0, 1, 2)]
+    whole = synthetic_run(tmp_path / "whole", seeds=(0, 1, 2), seed=20)
+    for s in (0, 1, 2):  # the whole run's seed directories are those of the per-seed runs
+        shutil.rmtree(whole / f"seed-{s}")
+        shutil.copytree(per_seed[s] / f"seed-{s}", whole / f"seed-{s}")
+    verdict = json.loads((whole / "verdict.json").read_text())
+    verdict["compute"] = [
+        json.loads((r / "verdict.json").read_text())["compute"][0] for r in per_seed
+    ]
+    (whole / "verdict.json").write_text(json.dumps(verdict))
+    split, joined = compare_rows.compute(per_seed, b), compare_rows.compute(whole, b)
+    assert [r["a_minus_b"] for r in split["rows"]] == [r["a_minus_b"] for r in joined["rows"]]
+    assert [r["a_cost"] for r in split["rows"]] == [r["a_cost"] for r in joined["rows"]]
+    with pytest.raises(TableError, match="seed 0 is in .* give disjoint seeds"):
+        compare_rows.compute([per_seed[0], whole], b)
+    argv = ["table", "compare-rows", "--a", *map(str, per_seed), "--b", str(b)]
+    assert cli.main(argv) == 0 and "a0 + a1 + a2 − b" in capsys.readouterr().out
