@@ -67,6 +67,7 @@ class _Side:
             "rounds": min((v["rounds"] for v in verdicts), key=len),
         }
         self.name = " + ".join(str(r) for r in self.runs)
+        self.label = " + ".join(r.name for r in self.runs)  # the table's column heads
 
     def chosen(self, seeds: list[int], where: str) -> list[dict[str, Any]] | None:
         out = []
@@ -86,20 +87,22 @@ def compute(
     runs' seeds, which must then be the same). A side is a run or runs of disjoint seeds."""
     side_a, side_b = _Side(a), _Side(b)
     va, vb = side_a.verdict, side_b.verdict
-    a, b = side_a.name, side_b.name  # type: ignore[assignment]
+    name_a, name_b = side_a.name, side_b.name
     if seeds is None:
         seeds = va["seeds"]
         if vb["seeds"] != seeds:
             raise TableError(
-                f"{a} has seeds {seeds} and {b} has {vb['seeds']}: pair the same seeds, or "
-                "give --seeds with the ones both have"
+                f"{name_a} has seeds {seeds} and {name_b} has {vb['seeds']}: pair the same "
+                "seeds, or give --seeds with the ones both have"
             )
-    for run, v in ((a, va), (b, vb)):
+    for run, v in ((name_a, va), (name_b, vb)):
         if missing := [s for s in seeds if s not in v["seeds"]]:
             raise TableError(f"{run} has seeds {v['seeds']}, not {missing}: pair seeds both have")
     start_a, start_b = side_a.chosen(seeds, "bootstrap"), side_b.chosen(seeds, "bootstrap")
     if start_a is None or start_b is None:
-        raise TableError(f"{a if start_a is None else b}: a seed has no start model figures")
+        raise TableError(
+            f"{name_a if start_a is None else name_b}: a seed has no start model figures"
+        )
     arms = [arm for arm in va["compute"][0] if arm in vb["compute"][0]]
     rows = []
     for r in range(min(len(va["rounds"]), len(vb["rounds"])) - 1):
@@ -127,9 +130,10 @@ def compute(
                 }
             )
     if not rows:
-        raise TableError(f"{a} and {b}: no round of an arm both runs have finished")
+        raise TableError(f"{name_a} and {name_b}: no round of an arm both runs have finished")
     start = fmean(f["accuracy"] for f in start_a)
-    return {"a": str(a), "b": str(b), "seeds": seeds, "start": start, "rows": rows}
+    labels = {"a_label": side_a.label, "b_label": side_b.label}
+    return {"a": name_a, "b": name_b, **labels, "seeds": seeds, "start": start, "rows": rows}
 
 
 def _seeds(xs: list[float], sign: str = "") -> str:
@@ -137,7 +141,7 @@ def _seeds(xs: list[float], sign: str = "") -> str:
 
 
 def render(result: dict[str, Any], command: str = "") -> str:
-    a, b = (" + ".join(Path(r).name for r in result[k].split(" + ")) for k in ("a", "b"))
+    a, b = result["a_label"], result["b_label"]
     out = [f"    {command}", ""] if command else []
     out += [
         f"a = `{result['a']}`, b = `{result['b']}`; seeds {result['seeds']}; start model "
