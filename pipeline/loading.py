@@ -13,7 +13,7 @@ from pipeline.config import Config, TaskConfig
 from search.errors import HallucError
 from search.tasks import make_task
 from search.types import Problem, Task
-from workers.policy import Kind, Loaded, load
+from workers.policy import Kind, Loaded, context_limit, load
 
 
 def round_problems(cfg: Config, task: Task) -> list[Problem]:
@@ -71,11 +71,7 @@ class PromptTooLong(HallucError, ValueError):
 
 def context_length(path: Path) -> int | None:
     """The positions the checkpoint at `path` takes (its config.json), None where it says none."""
-    config = json.loads((path / "config.json").read_text())
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        if isinstance(config.get(key), int):
-            return int(config[key])
-    return None
+    return context_limit(json.loads((path / "config.json").read_text()))
 
 
 def check_prompts(

@@ -121,15 +121,30 @@ def load(
     mode = meta.get("mode", "stream")
     unit = meta.get("unit", unit)
     trained = bool(meta) and meta.get("backspace", True)  # a clean-only arm records False
-    return Loaded(
-        kind, str(path), tok, backend, mode, unit, trained, pad_of(hf, tok), bans(hf, tok)
-    )
+    return Loaded(kind, str(path), tok, backend, mode, unit, trained, pad_of(hf), bans(hf, tok))
 
 
-def pad_of(hf: Any, tok: SearchTokenizer) -> int:
-    """The padding id: the tokenizer's own, else end-of-sequence (Llama-family tokenizers have no
-    pad token; padding is on the left and masked, so its id changes no figure)."""
-    return int(hf.pad_token_id) if hf.pad_token_id is not None else tok.eos_id
+def pad_of(hf: Any) -> int:
+    """The padding id, the one rule for every batch the project pads: the tokenizer's own, else
+    end-of-sequence (Llama-family tokenizers have no pad token), else 0. Padding is masked, so
+    its id changes no figure."""
+    for pad in (hf.pad_token_id, hf.eos_token_id):
+        if pad is not None:
+            return int(pad)
+    return 0
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
+
+def context_limit(config: Any) -> int | None:
+    """The positions a model takes, from its config (a transformers config object, or
+    config.json's dict) under the names architectures give it; None where it names none."""
+    for key in CONTEXT_KEYS:
+        value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def bans(hf: Any, tok: SearchTokenizer) -> tuple[int, ...]:

@@ -23,6 +23,7 @@ import torch
 
 from search.errors import HallucError
 from workers.hf import check_checkpoint_dir, load_tokenizer, pick_device
+from workers.policy import context_limit
 
 
 class ValuerError(HallucError, ValueError):
@@ -68,7 +69,7 @@ class ModelValuer:
     def __init__(self, model: Any, batch_size: int = 64, name: str = "") -> None:
         self.model, self.batch_size, self.name = model.eval(), batch_size, name
         self.vocab = model.get_input_embeddings().weight.shape[0]
-        self.limit = getattr(model.config, "max_position_embeddings", None)
+        self.limit = context_limit(model.config)
         self.calls = self.scored = 0
 
     def values(self, prefixes: Sequence[Sequence[int]]) -> list[float]:

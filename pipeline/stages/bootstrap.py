@@ -53,6 +53,7 @@ from search.errors import HallucError
 from search.types import Task
 from workers.collate import BacktrackCollator
 from workers.hf import META, set_precision
+from workers.policy import pad_of
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         "step",
         tokenizer.get_vocab()[bksp] if erase else -1,
         tokenizer.encode(delim, add_special_tokens=False)[0],
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_of(tokenizer),
     )
     loss_tokens, epochs, seconds = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}

@@ -69,6 +69,7 @@ from workers.hf import (
     set_precision,
     step_end_ids,
 )
+from workers.policy import context_limit, pad_of
 from workers.tokens import add_backspace_token, untie_output
 
 log = logging.getLogger(__name__)
@@ -155,9 +156,7 @@ def prepare(job: Job) -> tuple[Any, Any, BacktrackCollator, Dataset]:
 def check_lengths(rows: Dataset, model: Any, rnd: RoundLayout) -> None:
     """Refuse a training row longer than the model's context, naming it and both lengths: it
     would fail inside the forward pass, and truncating it would silently drop what it teaches."""
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(
-        model.config, "n_positions", None
-    )
+    limit = context_limit(model.config)
     for column in ("input_ids", "chosen_ids", "rejected_ids"):
         if limit is None or column not in rows.column_names:
             continue
@@ -195,7 +194,7 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
         cfg.trace.unit,
         bksp,
         ends | {delim[0]},
-        tok.pad_token_id or 0,
+        pad_of(tok),
         error_weight=cfg.train.error_weight,
     )
     return model, tok, collate

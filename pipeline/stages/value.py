@@ -65,6 +65,7 @@ from pipeline.runtime import record_environment, set_threads, stage_config
 from pipeline.value_data import TARGETS, Rows, ValueModelError, load_rows, split, targets
 from search.errors import HallucError
 from workers.hf import check_checkpoint_dir, load_tokenizer, pick_device, set_precision
+from workers.policy import context_limit
 from workers.valuer import logits, score
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def check_ids(rows: Rows, tok: Any, model: Any, init: Path) -> None:
             f"{tok.decode(step_ids[:24], skip_special_tokens=False)!r}); give value.init a "
             "model of the runs"
         )
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = context_limit(model.config)
     longest = max(len(s) for s in rows.sequences)
     if limit is not None and longest > limit:
         raise ValueModelError(

@@ -59,7 +59,7 @@ def sampler(model: Any, hf: Any, tok: SearchTokenizer, cfg: Config) -> Policy:
         cfg.train.mode,
         cfg.trace.unit,
         True,
-        pad_of(hf, tok),
+        pad_of(hf),
         bans(hf, tok),
     )
     decoding = Decoding(

@@ -70,3 +70,27 @@ def test_the_fake_kind_is_the_scripted_policy():
     assert isinstance(tok, CharTokenizer)
     [[rollout]] = policy.sample([Ask(tuple(tok.encode(problems[0].prompt)), 1, "end", 0)])
     assert tok.decode(rollout.tokens) == "\n".join(task.reference(problems[0]))
+
+
+def test_padding_falls_back_to_end_of_sequence_then_zero():
+    """One rule for every padded batch (training, sampling, bootstrap): a Llama-family tokenizer
+    has no pad token and pads with end-of-sequence; a pad id of 0 is kept, not taken as missing."""
+    from types import SimpleNamespace as T
+
+    from workers.policy import pad_of
+
+    assert pad_of(T(pad_token_id=0, eos_token_id=5)) == 0
+    assert pad_of(T(pad_token_id=None, eos_token_id=5)) == 5
+    assert pad_of(T(pad_token_id=None, eos_token_id=None)) == 0
+
+
+def test_the_context_limit_is_read_under_every_name_from_a_dict_or_a_config():
+    from transformers import GPT2Config, LlamaConfig
+
+    from workers.policy import context_limit
+
+    assert context_limit(GPT2Config(n_positions=96)) == 96
+    assert context_limit(LlamaConfig(max_position_embeddings=300)) == 300
+    assert context_limit({"n_positions": 64}) == 64
+    assert context_limit({"max_sequence_length": 2048}) == 2048
+    assert context_limit({"n_layer": 2, "use_cache": True}) is None
