@@ -58,7 +58,7 @@ EVAL_VALUE_KEYS = (
 )  # EvalConfig: hashed when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
-RL_CREDIT_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus")  # RlConfig: hashed when set
+RL_SET_KEYS = ("erase_bonus", "erase_penalty", "repair_bonus", "steps")  # RlConfig: hashed when set
 BOOTSTRAP_OWN_ERROR_KEYS = ("retry_model", "retry_samples")  # with a retry_model only
 # keys added later, dropped at these values: a config that leaves them there keeps its hash
 LATE_DEFAULTS: dict[tuple[str, str], Any] = {
@@ -97,7 +97,7 @@ def config_hash(cfg: Config) -> str:
         for key in SEARCH_VALUE_KEYS:
             del d["search"][key]
     _drop_unset(d["eval"], EVAL_VALUE_KEYS)  # likewise, unless set
-    _drop_unset(d["train"]["rl"], RL_CREDIT_KEYS)
+    _drop_unset(d["train"]["rl"], RL_SET_KEYS)
     _drop_late(d)
     if d["bootstrap"]["tokenizer"] == "char":  # keys added later: the hash they had before
         for key in BOOTSTRAP_BPE_KEYS:

@@ -69,7 +69,10 @@ class RlConfig:
     so every run that erases whole steps is credited. `lr`: the rl
     objective's learning rate (0: `train.lr`, the SFT one; policy-gradient steps on 32 streams
     are far noisier than SFT's). Steps: `train.max_steps`, else `train.epochs` passes over the
-    training problems. Erase credit (issue 28, item 2; 0 gives the outcome-only reward): the
+    training problems; `steps` > 0 fixes the rl objective's own optimizer steps per round
+    instead (in `halluc run` the rl arm then trains that many, not the budget arm's: RL needs
+    hundreds of steps where the SFT arms take a hundred; the compute table states each arm's);
+    hashed only when set. Erase credit (issue 28, item 2; 0 gives the outcome-only reward): the
     reward adds `erase_bonus` per backspace run that erased a fresh error (a wrong step written on
     a right prefix: the first error, by the exact checker), subtracts `erase_penalty` per right
     finished step erased, and adds `repair_bonus` when the first error was erased before a later
@@ -88,8 +91,15 @@ class RlConfig:
     erase_bonus: float = 0.0
     erase_penalty: float = 0.0
     repair_bonus: float = 0.0
+    steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(
+                f"steps={self.steps}: the rl objective's optimizer steps per round, > 0; "
+                "0 (the default) leaves them to the run (the budget arm's, else train.max_steps "
+                "or train.epochs)"
+            )
         if min(self.erase_bonus, self.erase_penalty, self.repair_bonus) < 0:
             raise ConfigError(
                 "erase_bonus, erase_penalty and repair_bonus are weights >= 0 (0: off); got "

@@ -112,8 +112,9 @@ def train(
     was selected; its pairs for dpo) unless the round's model exists; returns the trained model's
     directory. `backspace` False trains without adding the backspace token (a clean-only arm);
     `max_steps` > 0 fixes the optimizer steps (equal compute between arms), else `train.epochs`
-    decides; `earlier`: rounds whose selections are added first (`train.accumulate`). What it
-    cost goes to `train/compute.json` (`Compute.record`)."""
+    decides (`train.rl.steps`, when set, overrides both for the rl objective); `earlier`: rounds
+    whose selections are added first (`train.accumulate`). What it cost goes to
+    `train/compute.json` (`Compute.record`)."""
     stage_config(cfg, rnd.train, only=SHAPES["train"])  # first: never reuse another's model
     remove_stale(rnd.train)
     if finished(rnd.train, outputs(rnd)):
@@ -121,6 +122,8 @@ def train(
         log.info("train: %s is trained, nothing to do", rnd.model)
         return rnd.model
     steps = max_steps if max_steps > 0 else cfg.train.max_steps
+    if cfg.train.objective == "rl" and cfg.train.rl.steps > 0:
+        steps = cfg.train.rl.steps  # the rl objective's own count, the budget arm's aside
     job = Job(cfg, base, rnd, backspace, steps, earlier=earlier)
     if cfg.train.workers > 0:
         TRAINERS[cfg.train.objective].check(job)  # fail on bad shards before any worker starts

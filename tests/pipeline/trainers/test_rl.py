@@ -419,6 +419,31 @@ def test_the_rl_learning_rate_is_rl_lr_else_lr(tiny, tmp_path, monkeypatch, sets
     assert seen == [lr]
 
 
+@pytest.mark.parametrize("budget", [-1, 7])
+def test_rl_steps_is_the_rl_objectives_own_count_over_the_budget_arms(tiny, tmp_path, budget):
+    """`train.rl.steps` sets the rl objective's optimizer steps whether or not the run passes the
+    budget arm's count (`max_steps`, 7 here) or `train.max_steps` (12 in RL); unset, those rule."""
+    seen = []
+
+    def count(*a, **kw):
+        seen.append(1)
+        if len(seen) > 3:
+            raise KeyboardInterrupt  # a count above 3 is wrong: stop the run at once
+        return real(*a, **kw)
+
+    real = rl.train_step
+    cfg = rl_cfg(tiny, tmp_path, "train.rl.steps=3", "train.save_steps=100")
+    layout = RunLayout(tmp_path)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(rl, "train_step", count)
+        train.train(cfg, tiny, layout.round(0), max_steps=budget)
+    assert len(seen) == 3
+    assert json.loads((layout.round(0).compute).read_text())["optimizer_steps"] == 3
+    plain = rl_cfg(tiny, tmp_path)
+    assert plain.hash == rl_cfg(tiny, tmp_path, "train.rl.steps=0").hash  # unset: the old hash
+    assert cfg.hash != plain.hash
+
+
 def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
     match = r"train.rl.credit=tree reads the round's steps table.*halluc search"
     with pytest.raises(ShardError, match=match):
@@ -433,6 +458,7 @@ def test_tree_credit_without_a_steps_table_says_what_to_do(tiny, tmp_path):
         (["train.rl.lr=-1e-4"], r"train.rl.group.* lr=-0.0001"),
         (["train.rl.token_cost=-1"], r"train.rl.group.* token_cost=-1.0"),
         (["train.rl.credit=values"], r"train.rl.credit: 'values' is not allowed"),
+        (["train.rl.steps=-1"], r"yaml: train.rl.steps=-1: the rl objective's"),
         (["train.objective=rl", "train.workers=5"], r"each worker samples whole groups"),
     ],
 )
