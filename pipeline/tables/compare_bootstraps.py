@@ -1,6 +1,6 @@
 """`halluc table compare-bootstraps`: two bootstraps of the same preset, seed by seed, paired per
 held-out problem: each one's `bootstrap/eval.json` (the run stage's figures of its start model) at
-every setting.
+every setting; or any two models' figures on the same problems, given as eval.json files.
 
     halluc table compare-bootstraps \\
         --a runs/countdown-retry/seed-{0,1,2} --b runs/countdown-levers/defaults/seed-{0,1,2}
@@ -25,23 +25,31 @@ from pipeline.tables.common import TableError, diff, mean_known, pct, run_dir
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--a", nargs="+", required=True, type=run_dir, metavar="DIR", help="side a: one per seed"
-    )
-    parser.add_argument(
-        "--b", nargs="+", required=True, type=run_dir, metavar="DIR", help="side b, same seeds"
-    )
+    for side, text in (("--a", "side a: one per seed"), ("--b", "side b, same seeds")):
+        parser.add_argument(
+            side, nargs="+", required=True, type=dir_or_eval, metavar="DIR|EVAL.json", help=text
+        )
 
 
-def load(dirs: list[Path]) -> list[dict[str, Any]]:
-    """Each directory's start-model figures (`bootstrap/eval.json`)."""
-    missing = [str(d) for d in dirs if not (d / "bootstrap" / "eval.json").is_file()]
+def dir_or_eval(text: str) -> Path:
+    """argparse type of `--a`/`--b`: a run (or seed) directory, or an eval.json itself (any
+    model's `halluc eval` figures on the same held-out problems, e.g. a trained round's)."""
+    return Path(text) if Path(text).is_file() else run_dir(text)
+
+
+def figures_of(path: Path) -> Path:
+    return path if path.is_file() else path / "bootstrap" / "eval.json"
+
+
+def load(paths: list[Path]) -> list[dict[str, Any]]:
+    """Each directory's start-model figures (`bootstrap/eval.json`), or the eval.json given."""
+    missing = [str(d) for d in paths if not figures_of(d).is_file()]
     if missing:
         raise TableError(
             f"no bootstrap/eval.json in {', '.join(missing)}; give run (or seed) directories "
-            "whose bootstrap finished"
+            "whose bootstrap finished, or eval.json files"
         )
-    return [read_json(d / "bootstrap" / "eval.json") for d in dirs]
+    return [read_json(figures_of(d)) for d in paths]
 
 
 def compute(a: list[Path], b: list[Path]) -> dict[str, Any]:

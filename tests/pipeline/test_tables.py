@@ -65,6 +65,19 @@ def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
     assert capsys.readouterr().out == (GOLDEN / "compare-bootstraps.md").read_text()
 
 
+def test_compare_bootstraps_takes_eval_json_files_as_the_directories_they_stand_for(
+    tmp_path, capsys
+):
+    """An eval.json given on either side is read as is: the same table as its directory's."""
+    a, b = bootstrap_pair(tmp_path)
+    files = [str(d / "bootstrap" / "eval.json") for d in a]
+    assert cli.main(["table", "compare-bootstraps", "--a", *files, "--b", *map(str, b)]) == 0
+    assert capsys.readouterr().out == (GOLDEN / "compare-bootstraps.md").read_text()
+    with pytest.raises(SystemExit):  # neither a directory nor a file: argparse names it
+        cli.main(["table", "compare-bootstraps", "--a", str(tmp_path / "nope.json"), "--b", *files])
+    assert "nope.json: no such directory" in capsys.readouterr().err
+
+
 def test_compare_bootstraps_pairs_the_backspace_auc_seed_by_seed(tmp_path):
     """P(backspace)'s AUC per seed on each side and a − b over seeds, pooled and within problem;
     no AUC row where a seed of either side has no figure."""
