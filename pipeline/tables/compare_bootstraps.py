@@ -58,6 +58,12 @@ def compute(a: list[Path], b: list[Path]) -> dict[str, Any]:
     if len(a) != len(b):
         raise TableError("--a and --b need one directory per seed each, in the same order")
     ea, eb = load(a), load(b)
+    counts = {len(next(iter(e["settings"].values()))["per_problem"]) for e in ea + eb}
+    if len(counts) > 1:  # pairing by position needs the same problems on every side
+        raise TableError(
+            f"the evaluations hold {sorted(counts)} problems: compare evaluations of the same "
+            "held-out problems (the same preset and eval.n_problems)"
+        )
     rows = []
     for name in ea[0]["settings"]:
         sa = [e["settings"].get(name) for e in ea]

@@ -76,6 +76,13 @@ def test_compare_bootstraps_takes_eval_json_files_as_the_directories_they_stand_
     with pytest.raises(SystemExit):  # neither a directory nor a file: argparse names it
         cli.main(["table", "compare-bootstraps", "--a", str(tmp_path / "nope.json"), "--b", *files])
     assert "nope.json: no such directory" in capsys.readouterr().err
+    short = tmp_path / "short.json"  # an evaluation of fewer problems cannot be paired with them
+    figures = json.loads(Path(files[0]).read_text())
+    for setting in figures["settings"].values():
+        setting["per_problem"] = setting["per_problem"][:-1]
+    short.write_text(json.dumps(figures))
+    with pytest.raises(TableError, match=r"hold \[\d+, \d+\] problems"):
+        compare_bootstraps.compute([short, *map(Path, files[1:])], b)
 
 
 def test_compare_bootstraps_pairs_the_backspace_auc_seed_by_seed(tmp_path):
