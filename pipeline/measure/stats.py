@@ -50,7 +50,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _differences(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
-    """a - b as a seeds × problems array; `PairingError` unless both sides have that shape."""
+    """a - b as a seeds × problems array; `PairingError` unless both sides have that shape
+    (seeds holding different problem counts included, which numpy cannot make an array of)."""
+    for side, rows in (("first", a), ("second", b)):
+        counts = sorted({len(r) for r in rows})
+        if len(counts) > 1:
+            raise PairingError(
+                f"paired figures need every seed to hold the same problems; the {side} side's "
+                f"seeds hold {', '.join(map(str, counts))} problems"
+            )
     left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if left.shape != right.shape or left.ndim != 2 or left.size == 0:
         raise PairingError(

@@ -155,3 +155,14 @@ def test_the_seed_is_the_unit_of_the_interval():
     one = seeds_then_problems(a[:1], b[:1])  # one seed: problems only, as before
     assert {k: one[k] for k in ("mean", "ci95")} == paired_bootstrap(a[:1], b[:1])
     assert one["unit"] == "problems"
+
+
+def test_seeds_with_different_problem_counts_are_a_pairing_error_that_names_the_counts():
+    """A seed evaluated on fewer problems (another preset, a cut-short run) cannot be paired by
+    position; the error says which side and which counts, not numpy's inhomogeneous-shape one."""
+    from pipeline.measure.stats import PairingError, seeds_then_problems
+
+    with pytest.raises(PairingError, match="second side's seeds hold 3, 4 problems"):
+        seeds_then_problems([[1.0] * 4, [0.0] * 4], [[0.0] * 4, [1.0] * 3])
+    with pytest.raises(PairingError, match=r"\(2, 4\) and \(2, 3\)"):
+        seeds_then_problems([[1.0] * 4, [0.0] * 4], [[0.0] * 3, [1.0] * 3])
