@@ -5,7 +5,8 @@ The settings (`pipeline.measure.settings.sweep`): greedy and each of `eval.tempe
 over `eval.samples` samples per problem), each also with the backspace token banned (what the
 same model does without the skill); each setting's figures carry its fields (temperature, samples
 per problem, backspace banned, the deliberate-backspace options), which readers use instead of
-its name. Per setting: accuracy with a 95% interval (bootstrap over problems; Wilson over samples
+its name. The file carries a digest of the problems' ids in order (`problems_digest`).
+Per setting: accuracy with a 95% interval (bootstrap over problems; Wilson over samples
 where per-problem figures are not at hand), backtrack rate (samples with a
 backspace), erase precision (backspace runs that erased a wrong finished step, by the exact step
 checker; a half-written step is neither right nor wrong), the share of erased finished steps that
@@ -22,6 +23,7 @@ accuracy-against-tokens curves are `pipeline.measure.budget`'s.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -60,9 +62,16 @@ def evaluate_to(
             )
         return cached
     detector = banned is None  # the held-out evaluation; the tuning one needs no detector
-    result = evaluate_model(path, task, problems, cfg, banned, detector) | {"eval_key": key}
+    figures = evaluate_model(path, task, problems, cfg, banned, detector)
+    result = figures | {"eval_key": key, "problems_digest": problems_digest(problems)}
     write_json(out, result)
     return result
+
+
+def problems_digest(problems: list[Problem]) -> str:
+    """A short hash of the problems' ids in order: two evaluations pair problem by problem only
+    where it is equal (files written before it existed carry none)."""
+    return hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
 
 
 def evaluate_model(

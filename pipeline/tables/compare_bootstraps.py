@@ -64,6 +64,12 @@ def compute(a: list[Path], b: list[Path]) -> dict[str, Any]:
             f"the evaluations hold {sorted(counts)} problems: compare evaluations of the same "
             "held-out problems (the same preset and eval.n_problems)"
         )
+    digests = {e["problems_digest"] for e in ea + eb if "problems_digest" in e}
+    if len(digests) > 1:  # the same count of other problems (another preset or split)
+        raise TableError(
+            "the evaluations hold the same number of different problems (their problems_digest "
+            "differ): compare evaluations of the same held-out problems (the same preset)"
+        )
     rows = []
     for name in ea[0]["settings"]:
         sa = [e["settings"].get(name) for e in ea]

@@ -99,6 +99,8 @@ def test_adhoc_eval_never_overwrites_a_stage_figures(trained, tmp_path):
     assert (run / "bootstrap" / "eval.json").read_bytes() == before
     [adhoc] = (run / "evals").glob("*.json")
     assert '"n_problems": 4' in adhoc.read_text()
+    digest = json.loads(adhoc.read_text())["problems_digest"]  # which problems, in what order
+    assert len(digest) == 16 and digest != json.loads(before)["problems_digest"]
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):

@@ -83,6 +83,13 @@ def test_compare_bootstraps_takes_eval_json_files_as_the_directories_they_stand_
     short.write_text(json.dumps(figures))
     with pytest.raises(TableError, match=r"hold \[\d+, \d+\] problems"):
         compare_bootstraps.compute([short, *map(Path, files[1:])], b)
+    marked = []  # as many problems, but other ones: the digests tell (files without one pass)
+    for i, digest in enumerate(("0" * 16, "1" * 16)):
+        marked.append(tmp_path / f"marked-{i}.json")
+        figures = json.loads(Path(files[i]).read_text())
+        marked[-1].write_text(json.dumps(figures | {"problems_digest": digest}))
+    with pytest.raises(TableError, match="same number of different problems"):
+        compare_bootstraps.compute([*marked, Path(files[2])], b)
 
 
 def test_compare_bootstraps_pairs_the_backspace_auc_seed_by_seed(tmp_path):
