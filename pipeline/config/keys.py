@@ -142,17 +142,22 @@ def eval_keys(cfg: Config, n_problems: int, banned: bool | None = None) -> set[s
         for key, r in RETIRED.items()
         if key.startswith("task.")
     ]
+    # an evaluation told `banned` explicitly was keyed with `eval.banned` too until 2026-12-06
+    configs = [True, False] if banned is not None else [True]
     return {
-        _eval_key(cfg, n_problems, banned, late, dict(values))
+        _eval_key(cfg, n_problems, banned, late, dict(values), config_banned)
         for late in lates
         for values in product(*retired)
+        for config_banned in configs
     }
 
 
 def eval_key(cfg: Config, n_problems: int, banned: bool | None = None, late: bool = True) -> str:
     """A hash of what shapes an evaluation's figures (not the model: that is its path); without
-    the `LATE_TASK_KEYS` when not `late`."""
-    return _eval_key(cfg, n_problems, banned, late)
+    the `LATE_TASK_KEYS` when not `late`. `banned` given (True or False) overrides
+    `eval.banned`, which then does not enter the hash: a validation evaluation (always
+    `banned=False`) is the same whatever the config says of the held-out one."""
+    return _eval_key(cfg, n_problems, banned, late, config_banned=banned is None)
 
 
 def _eval_key(
@@ -161,6 +166,7 @@ def _eval_key(
     banned: bool | None,
     late: bool,
     retired: dict[str, Any] | None = None,
+    config_banned: bool = True,
 ) -> str:
     d = legacy(cfg.to_dict(), retired)
     _drop_chat(d)
@@ -173,6 +179,7 @@ def _eval_key(
     if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
         off |= {"value_model", "value_drop"}
     off |= {k for k in ("erase_logprob", "erase_at_end") if not d["eval"].get(k)}
+    off |= set() if config_banned else {"banned"}
     shaping = {
         "task": d["task"],
         "eval": {

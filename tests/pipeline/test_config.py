@@ -284,6 +284,19 @@ def test_an_evaluation_cached_before_a_late_task_key_existed_still_matches(tmp_p
         evaluate_to(path, Path("no-model"), task, problems, base)
 
 
+def test_an_evaluation_told_banned_is_keyed_without_the_configs_eval_banned():
+    from pipeline.config import eval_key, eval_keys
+    from pipeline.config.keys import _eval_key
+
+    on, off = load_config("arith-tiny"), load_config("arith-tiny", ["eval.banned=false"])
+    assert eval_key(on, 40, banned=False) == eval_key(off, 40, banned=False)  # validation
+    assert eval_key(on, 40) != eval_key(off, 40)  # the held-out one follows the config
+    # a validation file keyed the old way (with eval.banned) still resumes, and only its own
+    old = _eval_key(off, 40, False, True, config_banned=True)
+    assert old != eval_key(off, 40, banned=False) and old in eval_keys(off, 40, banned=False)
+    assert old not in eval_keys(on, 40, banned=False)
+
+
 def test_deliberate_backspaces_key_the_evaluation_and_refuse_bad_combinations():
     from pipeline.config import eval_key
 
