@@ -2,9 +2,11 @@
 and on backspace streams, at equal optimizer steps and loss-bearing tokens, over seeds.
 
     .venv/bin/python experiments/bootstrap_forms.py --preset countdown-tiny --seeds 0,1,2 \\
-        --root runs/bootstrap-forms [--forms optimal,stream,backspace] [--set KEY=VALUE ...]
+        --root runs/bootstrap-forms [--forms optimal,stream,backspace,backspace-erased] \\
+        [--set KEY=VALUE ...]
 
-Each form and seed is one `halluc bootstrap` run (`bootstrap.data=FORM`, `bootstrap.seed=S`) in
+Each form and seed is one `halluc bootstrap` run (`bootstrap.data=FORM`, `bootstrap.seed=S`;
+`backspace-erased`: the backspace form with `bootstrap.erased_loss=true`) in
 `root/FORM/seed-S` (rerunning reuses what is done). The defaults below make the forms
 comparable: every batch holds `bootstrap.batch_tokens` loss-bearing tokens (so the forms see
 equal tokens in equal steps), positions and the generation budget fit the longest streams, and
@@ -40,15 +42,20 @@ COMPARABLE = [
     "bootstrap.retry_rate=0",  # the forms of the data alone (retries are a lever of their own)
 ]
 SETTINGS = ["greedy", "T=1.0"]  # the backspace form also has them with the backspace banned
+# forms that are a `bootstrap.data` value and more: the backspace form with loss on the moves
+# it erases (the model learns to try dead ends and to erase them, as Stream of Search learns to
+# search; without it the erased moves carry no loss and only the kept path and the backspaces
+# are learned)
+VARIANTS = {"backspace-erased": ["bootstrap.data=backspace", "bootstrap.erased_loss=true"]}
 
 
 def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
     out = RunLayout(root / form).seed(seed)
     banned = ["eval.banned=true"] if "backspace" in form else []  # erasing against not
+    data = VARIANTS.get(form, [f"bootstrap.data={form}"])
     cfg = load_config(
         preset,
-        [*COMPARABLE, *banned, f"run.out_dir={out}", f"bootstrap.data={form}"]
-        + [f"bootstrap.seed={seed}", *sets],
+        [*COMPARABLE, *banned, f"run.out_dir={out}", *data, f"bootstrap.seed={seed}", *sets],
     )
     figures = bootstrap.main(cfg)
     figures["compute"] = json.loads(compute_of(RunLayout(out).bootstrap_model).read_text())
