@@ -1,0 +1,88 @@
+"""What a model trained on backspace streams writes after it erases: the step it writes next
+against the step its backspaces took back to (the branch point), and how many of its Countdown
+moves have right arithmetic.
+
+    PYTHONPATH=. .venv/bin/python experiments/stream_redo.py \\
+        --run runs/bootstrap-forms/FORM/seed-S [--temperature 0] [--problems 50]
+
+Samples one stream per test problem (the run's bootstrap model, its own config, seed = problem
+index) and prints one line per figure. Under erase attention the erased steps are invisible to
+what follows, so after an erase the model sees what it saw before its first try: greedy
+decoding writes the same step again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import load_config
+from pipeline.loading import load_model, task_from_config
+from pipeline.measure.evaluation import decoding
+from search.types import Ask
+from workers.policy import make_policy
+
+OPS: dict[str, Callable[[int, int], float | None]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": lambda a, b: a / b if b else None,
+}
+
+
+def redo_events(text: str, bksp: str, delim: str = "\n") -> list[tuple[str, str]]:
+    """(the step a backspace run took back to, the next whole step written) for each run of
+    step-unit backspaces in `text` that a whole step follows: a backspace takes the part-written
+    step, else the last whole one."""
+    visible: list[str] = []
+    cur, branch, out = "", None, []
+    for part in re.split(f"({re.escape(bksp)})", text):
+        if part == bksp:
+            erased, cur = (cur, "") if cur else (visible.pop() if visible else "", "")
+            branch = erased.removesuffix(delim)
+            continue
+        for ch in part:
+            cur += ch
+            if ch == delim:
+                if branch is not None:
+                    out.append((branch, cur.removesuffix(delim)))
+                    branch = None
+                visible.append(cur)
+                cur = ""
+    return out
+
+
+def arithmetic(text: str) -> tuple[int, int]:
+    """(moves `a op b=c` whose c is right, moves) in a Countdown stream."""
+    moves = re.findall(r"(\d+)([+\-*/])(\d+)=(\d+)", text)
+    right = sum(OPS[o](int(a), int(b)) == int(c) for a, o, b, c in moves)
+    return right, len(moves)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, help="a run's seed directory (bootstrap/ inside)")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--problems", type=int, default=50)
+    args = ap.parse_args()
+    cfg = load_config(f"{args.run}/bootstrap/config.yaml")
+    task = task_from_config(cfg.task)
+    loaded = load_model(cfg, "transformers", Path(args.run) / "bootstrap" / "model", task)
+    policy = make_policy(loaded, decoding(cfg, args.temperature, False), None)
+    tok = loaded.tokenizer
+    problems = task.problems("test", args.problems)
+    asks = [Ask(tuple(tok.encode(p.prompt)), 1, "end", i) for i, p in enumerate(problems)]
+    texts = [tok.decode(list(r.tokens)) for (r,) in policy.sample(asks)]
+    events = [e for t in texts for e in redo_events(t, cfg.trace.bksp_token, task.step_delimiter)]
+    same = sum(a == b for a, b in events)
+    right, moves = map(sum, zip(*(arithmetic(t) for t in texts), strict=True))
+    print(f"{args.run}, T={args.temperature:g}, {len(problems)} test problems")
+    print(f"erase runs followed by a step: {len(events)}; the branch step written again: {same}")
+    print(f"moves with right arithmetic: {right} of {moves}")
+
+
+if __name__ == "__main__":
+    main()
