@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.loading import load_model, task_from_config
 from pipeline.measure.evaluation import decoding
+from search.backspace import Delim, is_step_end, walk
 from search.types import Ask
 from workers.policy import make_policy
 
@@ -33,25 +34,25 @@ OPS: dict[str, Callable[[int, int], float | None]] = {
 }
 
 
-def redo_events(text: str, bksp: str, delim: str = "\n") -> list[tuple[str, str]]:
-    """(the step a backspace run took back to, the next whole step written) for each run of
-    step-unit backspaces in `text` that a whole step follows: a backspace takes the part-written
-    step, else the last whole one."""
-    visible: list[str] = []
-    cur, branch, out = "", None, []
-    for part in re.split(f"({re.escape(bksp)})", text):
-        if part == bksp:
-            erased, cur = (cur, "") if cur else (visible.pop() if visible else "", "")
-            branch = erased.removesuffix(delim)
-            continue
-        for ch in part:
-            cur += ch
-            if ch == delim:
-                if branch is not None:
-                    out.append((branch, cur.removesuffix(delim)))
-                    branch = None
-                visible.append(cur)
-                cur = ""
+def redo_events(
+    ids: Sequence[int], prompt_len: int, bksp_id: int, delim: Delim
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(the step a run of step backspaces took back to, the next whole step written), without
+    their delimiters, for each run in the stream `ids` that a whole step follows; the backspaces
+    applied by `search.backspace.walk`."""
+
+    def bare(step: list[int]) -> tuple[int, ...]:
+        return tuple(step[:-1] if step and is_step_end(step[-1], delim) else step)
+
+    out, branch, step = [], None, []
+    for pos, _, gone in walk(ids, prompt_len, "step", bksp_id, delim):
+        if ids[pos] == bksp_id:  # the run's last backspace takes the branch step
+            branch, step = [ids[p] for p in gone], []
+        elif branch is not None:
+            step.append(ids[pos])
+            if is_step_end(ids[pos], delim):
+                out.append((bare(branch), bare(step)))
+                branch, step = None, []
     return out
 
 
@@ -75,8 +76,13 @@ def main() -> None:
     tok = loaded.tokenizer
     problems = task.problems("test", args.problems)
     asks = [Ask(tuple(tok.encode(p.prompt)), 1, "end", i) for i, p in enumerate(problems)]
-    texts = [tok.decode(list(r.tokens)) for (r,) in policy.sample(asks)]
-    events = [e for t in texts for e in redo_events(t, cfg.trace.bksp_token, task.step_delimiter)]
+    drawn = [r.tokens for (r,) in policy.sample(asks)]
+    texts = [tok.decode(list(t)) for t in drawn]
+    events = [
+        e
+        for a, t in zip(asks, drawn, strict=True)
+        for e in redo_events([*a.prefix, *t], len(a.prefix), tok.bksp_id, tok.step_ends)
+    ]
     same = sum(a == b for a, b in events)
     right, moves = map(sum, zip(*(arithmetic(t) for t in texts), strict=True))
     print(f"{args.run}, T={args.temperature:g}, {len(problems)} test problems")

@@ -56,7 +56,7 @@ def pop_count(visible: Sequence[int], prompt_len: int, unit: Unit, delim_id: Del
     return end - start
 
 
-def _walk(
+def walk(
     ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
 ) -> Iterator[tuple[int, list[int], list[int]]]:
     """For each position: (position, visible non-backspace positions after it, positions it
@@ -90,7 +90,7 @@ def _simulate(
     """Positions of `ids` that stay visible, and positions of erased non-backspace tokens."""
     visible: list[int] = []
     erased: list[int] = []
-    for _, now_visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+    for _, now_visible, gone in walk(ids, prompt_len, unit, bksp_id, delim_id):
         erased.extend(gone)
         visible = now_visible
     return list(visible), sorted(erased)
@@ -222,7 +222,7 @@ def attention_views(
     base: list[int] = []  # what was visible when the current backspace run started
     run: list[int] = []  # positions of the current backspace run
     views: list[list[int]] = []
-    for j, visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+    for j, visible, gone in walk(ids, prompt_len, unit, bksp_id, delim_id):
         if ids[j] != bksp_id:
             run = []
             views.append(list(visible))
@@ -251,7 +251,7 @@ def erase_schedule(
     positions = [0] * n
     pending: list[int] = []  # erased by the current run (its own backspaces included)
     base = run = 0  # visible before the current run started; backspaces in it so far
-    for j, visible, gone in _walk(ids, prompt_len, unit, bksp_id, delim_id):
+    for j, visible, gone in walk(ids, prompt_len, unit, bksp_id, delim_id):
         if ids[j] != bksp_id:
             for k in pending:
                 erased_at[k] = j

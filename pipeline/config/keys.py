@@ -179,7 +179,8 @@ def _eval_key(
     if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
         off |= {"value_model", "value_drop"}
     off |= {k for k in ("erase_logprob", "erase_at_end") if not d["eval"].get(k)}
-    off |= set() if config_banned else {"banned"}
+    if not config_banned:  # `banned` given explicitly decides instead
+        off.add("banned")
     shaping = {
         "task": d["task"],
         "eval": {
