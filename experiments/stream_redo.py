@@ -1,6 +1,7 @@
 """What a model trained on backspace streams writes after it erases: the step it writes next
 against the step its backspaces took back to (the branch point), and how many of its Countdown
-moves have right arithmetic.
+moves have right arithmetic. For the visible stream form (no backspaces; a line "back 8 10" returns
+to an earlier state), how often a move is written again from a state it was already tried from.
 
     PYTHONPATH=. .venv/bin/python experiments/stream_redo.py \\
         --run runs/bootstrap-forms/FORM/seed-S [--temperature 0] [--problems 50]
@@ -23,6 +24,7 @@ from pipeline.config import load_config
 from pipeline.loading import load_model, task_from_config
 from pipeline.measure.evaluation import decoding
 from search.backspace import Delim, is_step_end, walk
+from search.tasks.countdown_stream import BACK
 from search.types import Ask
 from workers.policy import make_policy
 
@@ -63,6 +65,34 @@ def arithmetic(text: str) -> tuple[int, int]:
     return right, len(moves)
 
 
+MOVE = re.compile(r"(\d+)[+\-*/](\d+)=(\d+)")
+
+
+def stream_repeats(prompt: str, text: str) -> tuple[int, int]:
+    """(moves written from a state they were already tried from, moves) in a visible Countdown
+    stream after `prompt` ("12:3 7 8\n"). The state is what the stream believes: a move takes
+    its operands out (those present) and puts its result in, right or not; "back ..." sets it."""
+    state: tuple[int, ...] = tuple(sorted(map(int, prompt.split(":", 1)[1].split())))
+    tried: set[tuple[tuple[int, ...], str]] = set()
+    repeats = moves = 0
+    for line in map(str.strip, text.split("\n")):
+        if line.startswith(BACK) and line[len(BACK) :].replace(" ", "").isdigit():
+            state = tuple(sorted(map(int, line[len(BACK) :].split())))
+            continue
+        move = MOVE.fullmatch(line)
+        if move is None:
+            continue
+        moves += 1
+        repeats += (state, line) in tried
+        tried.add((state, line))
+        left = list(state)
+        for operand in (int(move[1]), int(move[2])):
+            if operand in left:
+                left.remove(operand)
+        state = tuple(sorted((*left, int(move[3]))))
+    return repeats, moves
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a run's seed directory (bootstrap/ inside)")
@@ -88,6 +118,17 @@ def main() -> None:
     print(f"{args.run}, T={args.temperature:g}, {len(problems)} test problems")
     print(f"erase runs followed by a step: {len(events)}; the branch step written again: {same}")
     print(f"moves with right arithmetic: {right} of {moves}")
+    visible = [
+        (p.prompt, t)
+        for p, t, ids in zip(problems, texts, drawn, strict=True)
+        if tok.bksp_id not in ids
+    ]
+    counts = [stream_repeats(p, t) for p, t in visible]
+    again, tried = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    print(
+        f"streams without a backspace: {len(visible)}; their moves written again from a state "
+        f"they were tried from: {again} of {tried}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,11 @@ class BootstrapConfig:
     state it branched from: step-unit backspaces, erase attention; the model has the backspace
     token from step 0), or `optimal+stream` / `optimal+backspace` (each problem drawn in one of
     the two forms at random). `erased_loss`: the backspace form's erased moves carry loss too
-    (the model learns to try them; off: it learns the path kept and when to erase). `batch_tokens`
+    (the model learns to try them; off: it learns the path kept and when to erase). `attention`
+    (data with backspaces): `erase` hides what a backspace erased from every later token, in
+    training and decoding alike (docs/design.md's erase attention); `stream` keeps every token
+    visible, so a tried move stays in view of what follows, and the backspaces still take it out
+    of the answer. `batch_tokens`
     > 0: each batch is filled to that many loss-bearing tokens instead of `batch_size` examples,
     so forms of different lengths train on equal tokens and steps.
 
@@ -71,6 +75,7 @@ class BootstrapConfig:
     search_order: Literal["dfs", "bfs"] = "dfs"
     max_states: int = 100
     erased_loss: bool = False
+    attention: Literal["erase", "stream"] = "erase"
     batch_tokens: int = 0
     retry_rate: float = 0.0
     tokenizer: Literal["char", "gpt2-bpe", "qwen2-bpe"] = "char"
@@ -134,6 +139,11 @@ class BootstrapConfig:
         if self.max_states < 1 or self.batch_tokens < 0:
             raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
         self._check_retry()
+        if self.attention != "erase" and "backspace" not in self.data and not self.retry_rate:
+            raise ConfigError(
+                f"attention={self.attention}: says how data with backspaces is attended; "
+                f"data={self.data} without retries has none (leave attention=erase)"
+            )
         positive = ("n_layer", "n_embd", "n_head", "n_positions", "n_problems", "steps")
         for name in (*positive, "batch_size"):
             if getattr(self, name) < 1:

@@ -68,6 +68,7 @@ LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("bootstrap", "retry_placement"): "at_error",
     ("bootstrap", "retry_detector"): "checker",
     ("bootstrap", "retry_tau"): -1.0,
+    ("bootstrap", "attention"): "erase",
     ("train", "anchor"): "previous",
     ("train", "accumulate"): False,
     ("train", "keep_best"): False,

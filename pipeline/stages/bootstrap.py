@@ -189,8 +189,9 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         f"bootstrap: {b.arch} {shape} with {n_params} parameters on {len(examples)} problems "
         f"({b.data}), {b.steps} steps, {cfg.model.precision}"
     )
+    mode = b.attention if erase else "stream"
     collate = BacktrackCollator(
-        "erase" if erase else "stream",
+        mode,
         "step",
         tokenizer.get_vocab()[bksp] if erase else -1,
         tokenizer.encode(delim, add_special_tokens=False)[0],
@@ -199,7 +200,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     loss_tokens, epochs, seconds = _fit(model, examples, collate, b, rng, out.parent)
     extra: dict[str, Any] = {}
     if erase:  # decoding must erase as training did: the same record a trained round writes
-        extra[META] = {"mode": "erase", "unit": "step", "bksp_token": bksp, "backspace": True}
+        extra[META] = {"mode": mode, "unit": "step", "bksp_token": bksp, "backspace": True}
     # retries come only on optimal data, which has no other backspaces
     retries = sum(any(n for _, n in found) for _, found in solved) if b.retry_rate else 0
     compute: dict[str, Any] = {"data": b.data, "examples": len(examples), "retry_examples": retries}

@@ -1,7 +1,7 @@
 """experiments/stream_redo.py's reading of a backspace stream, on streams built by hand (the
 sampling is the policy's, tested with it)."""
 
-from experiments.stream_redo import arithmetic, redo_events
+from experiments.stream_redo import arithmetic, redo_events, stream_repeats
 
 B = "<|bksp|>"
 BKSP, DELIM = -1, ord("\n")  # a character's id is its code point
@@ -28,3 +28,16 @@ def test_each_backspace_run_is_paired_with_its_branch_step_and_the_step_after_it
 def test_a_stream_without_backspaces_has_no_events_and_its_arithmetic_is_counted():
     assert events("7+2=9\n9*2=18\n") == []
     assert arithmetic("7+2=9\n9*2=17\n16/0=1\n") == (1, 3)
+
+
+def test_a_visible_stream_counts_a_move_tried_again_from_the_same_state_only():
+    # 7+3=10 tried from (3 7 8), back there and tried again: a repeat; 10-8=2 from (8 10) is new;
+    # after "back 8 10" the state is (8 10) again, so 10+8=18 there repeats; 8+3=11 from (3 7 8)
+    # is a first try; a wrong sum moves the believed state all the same (11+7=19, then 19-7=12
+    # takes the 19 it believes in)
+    text = (
+        "7+3=10\n10+8=18\nback 8 10\n10-8=2\nback 8 10\n10+8=18\nback 3 7 8\n7+3=10\n"
+        "back 3 7 8\n8+3=11\n11+7=18\n"
+    )
+    assert stream_repeats("12:3 7 8\n", text) == (2, 7)
+    assert stream_repeats("12:3 7 8\n", "8+3=11\n11+7=19\n19-7=12\n") == (0, 3)

@@ -109,6 +109,34 @@ def test_backspace_bootstrap_writes_an_erase_model(tmp_path):
         bootstrap.main(_cfg(tmp_path, "bootstrap.data=optimal+backspace", "trace.bksp_token=<|b|>"))
 
 
+def test_backspace_data_attended_as_a_stream_keeps_every_token_visible(tmp_path, monkeypatch):
+    """`bootstrap.attention=stream`: the collator trains with plain causal attention (a 2D
+    padding mask, no erase mask) and the model records stream mode, so decoding keeps the erased
+    tokens visible too; another hash than erase attention's, and data without backspaces refused
+    (tests/pipeline/test_config.py pins the hash of a config made before the key)."""
+    from pipeline.config import ConfigError, config_hash
+    from workers.collate import BacktrackCollator
+    from workers.policy import load
+
+    modes = []
+
+    def collator(mode, *args, **kwargs):
+        modes.append(mode)
+        return BacktrackCollator(mode, *args, **kwargs)
+
+    monkeypatch.setattr(bootstrap, "BacktrackCollator", collator)
+    cfg = _cfg(tmp_path, "bootstrap.data=backspace", "bootstrap.attention=stream")
+    bootstrap.main(cfg)
+    model = tmp_path / "bootstrap" / "model"
+    meta = json.loads((model / "halluc.json").read_text())
+    assert modes == ["stream"] and meta["mode"] == "stream" and meta["backspace"]
+    loaded = load("transformers", model, "\n", "<|bksp|>", "step", device="cpu")
+    assert loaded.mode == "stream" and loaded.trained
+    assert config_hash(cfg) != config_hash(_cfg(tmp_path, "bootstrap.data=backspace"))
+    with pytest.raises(ConfigError, match="has none"):
+        _cfg(tmp_path, "bootstrap.data=optimal", "bootstrap.attention=stream")
+
+
 def test_stream_forms_need_countdown_and_step_unit(tmp_path):
     with pytest.raises(HallucError, match="countdown only"):
         bootstrap.main(tiny_cfg(tmp_path / "a", "bootstrap.data=stream"))
