@@ -126,8 +126,7 @@ def test_backspace_data_attended_as_a_stream_keeps_every_token_visible(tmp_path,
 
     monkeypatch.setattr(bootstrap, "BacktrackCollator", collator)
     cfg = _cfg(tmp_path, "bootstrap.data=backspace", "bootstrap.attention=stream")
-    bootstrap.main(cfg)
-    model = tmp_path / "bootstrap" / "model"
+    model = bootstrap.trained_model(cfg, task_from_config(cfg.task))
     meta = json.loads((model / "halluc.json").read_text())
     assert modes == ["stream"] and meta["mode"] == "stream" and meta["backspace"]
     loaded = load("transformers", model, "\n", "<|bksp|>", "step", device="cpu")
