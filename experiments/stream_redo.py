@@ -24,7 +24,7 @@ from pipeline.config import load_config
 from pipeline.loading import load_model, task_from_config
 from pipeline.measure.evaluation import decoding
 from search.backspace import Delim, is_step_end, walk
-from search.tasks.countdown_stream import BACK
+from search.tasks.countdown_stream import BACK, parse_state
 from search.types import Ask
 from workers.policy import make_policy
 
@@ -58,26 +58,27 @@ def redo_events(
     return out
 
 
+MOVE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)")  # a Countdown move `a op b=c`
+
+
 def arithmetic(text: str) -> tuple[int, int]:
     """(moves `a op b=c` whose c is right, moves) in a Countdown stream."""
-    moves = re.findall(r"(\d+)([+\-*/])(\d+)=(\d+)", text)
+    moves = MOVE.findall(text)
     right = sum(OPS[o](int(a), int(b)) == int(c) for a, o, b, c in moves)
     return right, len(moves)
 
 
-MOVE = re.compile(r"(\d+)[+\-*/](\d+)=(\d+)")
-
-
-def stream_repeats(prompt: str, text: str) -> tuple[int, int]:
+def stream_repeats(numbers: Sequence[int], text: str) -> tuple[int, int]:
     """(moves written from a state they were already tried from, moves) in a visible Countdown
-    stream after `prompt` ("12:3 7 8\n"). The state is what the stream believes: a move takes
+    stream from the problem's `numbers`. The state is what the stream believes: a move takes
     its operands out (those present) and puts its result in, right or not; "back ..." sets it."""
-    state: tuple[int, ...] = tuple(sorted(map(int, prompt.split(":", 1)[1].split())))
+    state = tuple(sorted(numbers))
     tried: set[tuple[tuple[int, ...], str]] = set()
     repeats = moves = 0
     for line in map(str.strip, text.split("\n")):
-        if line.startswith(BACK) and line[len(BACK) :].replace(" ", "").isdigit():
-            state = tuple(sorted(map(int, line[len(BACK) :].split())))
+        back = parse_state(line.removeprefix(BACK)) if line.startswith(BACK) else None
+        if back is not None:
+            state = back
             continue
         move = MOVE.fullmatch(line)
         if move is None:
@@ -86,10 +87,10 @@ def stream_repeats(prompt: str, text: str) -> tuple[int, int]:
         repeats += (state, line) in tried
         tried.add((state, line))
         left = list(state)
-        for operand in (int(move[1]), int(move[2])):
+        for operand in (int(move[1]), int(move[3])):
             if operand in left:
                 left.remove(operand)
-        state = tuple(sorted((*left, int(move[3]))))
+        state = tuple(sorted((*left, int(move[4]))))
     return repeats, moves
 
 
@@ -119,7 +120,7 @@ def main() -> None:
     print(f"erase runs followed by a step: {len(events)}; the branch step written again: {same}")
     print(f"moves with right arithmetic: {right} of {moves}")
     visible = [
-        (p.prompt, t)
+        (p.meta["numbers"], t)
         for p, t, ids in zip(problems, texts, drawn, strict=True)
         if tok.bksp_id not in ids
     ]

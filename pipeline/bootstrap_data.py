@@ -27,12 +27,6 @@ def forms(data: str) -> list[str]:
     return data.split("+")
 
 
-def has_backspaces(b: BootstrapConfig) -> bool:
-    """Whether `b` trains on data with backspaces (the backspace form, or retries): the model
-    gets the backspace token and erase attention from step 0."""
-    return "backspace" in forms(b.data) or b.retry_rate > 0
-
-
 def solutions(
     task: Task, problems: list[Problem], b: BootstrapConfig, own: Own | None = None
 ) -> list[tuple[Problem, list[Piece]]]:

@@ -92,6 +92,11 @@ class BootstrapConfig:
         """(n_layer, n_embd, n_head): the `size` rung's, else the keys as given."""
         return SIZES[self.size] if self.size else (self.n_layer, self.n_embd, self.n_head)
 
+    def has_backspaces(self) -> bool:
+        """Whether it trains on data with backspaces (the backspace form, or retries): the model
+        gets the backspace token from step 0, and `attention` applies."""
+        return "backspace" in self.data.split("+") or self.retry_rate > 0
+
     def _check_size(self) -> None:
         given = (self.n_layer, self.n_embd, self.n_head)
         if self.size and given not in (SIZES[self.size], (3, 128, 4)):
@@ -139,7 +144,7 @@ class BootstrapConfig:
         if self.max_states < 1 or self.batch_tokens < 0:
             raise ConfigError("max_states must be >= 1 and batch_tokens >= 0")
         self._check_retry()
-        if self.attention != "erase" and "backspace" not in self.data and not self.retry_rate:
+        if self.attention != "erase" and not self.has_backspaces():
             raise ConfigError(
                 f"attention={self.attention}: says how data with backspaces is attended; "
                 f"data={self.data} without retries has none (leave attention=erase)"

@@ -31,7 +31,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
-from pipeline.bootstrap_data import Batches, Example, encode_examples, has_backspaces, solutions
+from pipeline.bootstrap_data import Batches, Example, encode_examples, solutions
 from pipeline.bpe import PATTERNS, bpe_tokenizer
 from pipeline.config import BootstrapConfig, Config
 from pipeline.config.keys import BOOTSTRAP_TASK_KEYS
@@ -77,7 +77,7 @@ def trained_model(cfg: Config, task: Task) -> Path:
     record_environment(cfg, layout.environment)
     # a model bootstrapped on data with backspaces carries trace.bksp_token: the trace section too
     shaping = (*BOOTSTRAP_TASK_KEYS, "bootstrap", "model.precision")
-    shaping += ("trace",) if has_backspaces(b) else ()
+    shaping += ("trace",) if b.has_backspaces() else ()
     stage_config(cfg, layout.bootstrap, only=shaping)
     remove_stale(layout.bootstrap)
     # compute.json is written before the model, so a model there (trained here, or a copy a
@@ -158,7 +158,7 @@ def build_model(b: BootstrapConfig, tokenizer: PreTrainedTokenizerFast) -> torch
 
 def train(cfg: Config, task: Task, out: Path) -> None:
     b = cfg.bootstrap
-    erase = has_backspaces(b)
+    erase = b.has_backspaces()
     _check_unit(cfg)
     torch.manual_seed(b.seed)
     rng = random.Random(b.seed)
@@ -215,7 +215,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
 def _check_unit(cfg: Config) -> None:
     """Bootstrap data with backspaces erases whole steps, so it needs the step unit."""
     b = cfg.bootstrap
-    if has_backspaces(b) and cfg.trace.unit != "step":
+    if b.has_backspaces() and cfg.trace.unit != "step":
         what = (
             f"bootstrap.retry_rate={b.retry_rate}" if b.retry_rate else f"bootstrap.data={b.data}"
         )

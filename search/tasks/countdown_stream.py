@@ -239,7 +239,7 @@ def stream_path(numbers: Sequence[int], lines: Sequence[str]) -> list[str] | Non
     paths = {state: path}
     for line in lines:
         if line.startswith(BACK):
-            back = _parse_state(line.removeprefix(BACK))
+            back = parse_state(line.removeprefix(BACK))
             if back is None or back not in paths:
                 return None
             state, path = back, paths[back]
@@ -252,7 +252,8 @@ def stream_path(numbers: Sequence[int], lines: Sequence[str]) -> list[str] | Non
     return path
 
 
-def _parse_state(text: str) -> State | None:
+def parse_state(text: str) -> State | None:
+    """The state a back line names ("8 10" of "back 8 10"), sorted; None if it is not numbers."""
     try:
         return tuple(sorted(int(word) for word in text.split(" ")))
     except ValueError:

@@ -39,5 +39,5 @@ def test_a_visible_stream_counts_a_move_tried_again_from_the_same_state_only():
         "7+3=10\n10+8=18\nback 8 10\n10-8=2\nback 8 10\n10+8=18\nback 3 7 8\n7+3=10\n"
         "back 3 7 8\n8+3=11\n11+7=18\n"
     )
-    assert stream_repeats("12:3 7 8\n", text) == (2, 7)
-    assert stream_repeats("12:3 7 8\n", "8+3=11\n11+7=19\n19-7=12\n") == (0, 3)
+    assert stream_repeats([3, 7, 8], text) == (2, 7)
+    assert stream_repeats([3, 7, 8], "8+3=11\n11+7=19\n19-7=12\n") == (0, 3)
