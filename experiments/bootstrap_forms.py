@@ -3,11 +3,12 @@ and on backspace streams, at equal optimizer steps and loss-bearing tokens, over
 
     .venv/bin/python experiments/bootstrap_forms.py --preset countdown-tiny --seeds 0,1,2 \\
         --root runs/bootstrap-forms \\
-        [--forms optimal,stream,backspace,backspace-erased,backspace-visible] [--set KEY=VALUE ...]
+        [--forms optimal,stream,backspace,backspace-erased,backspace-visible,backspace-tried] \\
+        [--set KEY=VALUE ...]
 
 Each form and seed is one `halluc bootstrap` run (`bootstrap.data=FORM`, `bootstrap.seed=S`;
 `backspace-erased`: the backspace form with `bootstrap.erased_loss=true`; `backspace-visible`:
-that with `bootstrap.attention=stream`) in
+that with `bootstrap.attention=stream`; `backspace-tried`: that with `bootstrap.attention=tried`) in
 `root/FORM/seed-S` (rerunning reuses what is done). The defaults below make the forms
 comparable: every batch holds `bootstrap.batch_tokens` loss-bearing tokens (so the forms see
 equal tokens in equal steps), positions and the generation budget fit the longest streams, and
@@ -46,13 +47,15 @@ SETTINGS = ["greedy", "T=1.0"]  # the backspace form also has them with the back
 # forms that are a `bootstrap.data` value and more: the backspace form with loss on the moves
 # it erases (the model learns to try dead ends and to erase them, as Stream of Search learns to
 # search; without it the erased moves carry no loss and only the kept path and the backspaces
-# are learned); and that with every token visible (`bootstrap.attention=stream`): the moves tried
+# are learned); that with every token visible (`bootstrap.attention=stream`): the moves tried
 # stay in view of what follows, as in the stream form, and the backspaces take them out of the
-# answer
+# answer; and that with only the moves tried at the current branch point in view
+# (`bootstrap.attention=tried`): deeper dead ends hidden as in erase attention
 ERASED = ["bootstrap.data=backspace", "bootstrap.erased_loss=true"]
 VARIANTS = {
     "backspace-erased": ERASED,
     "backspace-visible": [*ERASED, "bootstrap.attention=stream"],
+    "backspace-tried": [*ERASED, "bootstrap.attention=tried"],
 }
 
 

@@ -26,6 +26,12 @@ from search.errors import HallucError
 
 Unit = Literal["token", "step"]
 UNITS: tuple[Unit, ...] = ("token", "step")
+# How a stream with backspaces is attended (docs/design.md §7): `stream` sees every token; `erase`
+# sees what is visible after each finished backspace run (`erase_schedule`); `tried` as erase, but
+# the moves tried at the current branch point stay in view (`erase_schedule(keep_tried=True)`).
+Mode = Literal["stream", "erase", "tried"]
+MODES: tuple[Mode, ...] = ("stream", "erase", "tried")
+ERASING: tuple[Mode, ...] = ("erase", "tried")  # the modes with erase_schedule's mask
 Delim = int | frozenset[int]  # the token(s) that end a step
 
 
@@ -235,7 +241,12 @@ def attention_views(
 
 
 def erase_schedule(
-    ids: Sequence[int], prompt_len: int, unit: Unit, bksp_id: int, delim_id: Delim
+    ids: Sequence[int],
+    prompt_len: int,
+    unit: Unit,
+    bksp_id: int,
+    delim_id: Delim,
+    keep_tried: bool = False,
 ) -> tuple[list[int], list[int]]:
     """Erase mode as two vectors, `attention_views` in O(len(ids)): (`erased_at`, `positions`).
 
@@ -245,23 +256,44 @@ def erase_schedule(
     from the first non-backspace token after its own run (the run's backspaces see each other,
     later tokens see none of them). A token that nothing erases gets `len(ids)`: visible to the
     end of the stream. Raises `BackspaceError` where `attention_views` does.
+
+    `keep_tried` (mode `tried`): what a backspace erases, with the backspace, stays in view while
+    the search stays at or below the point it was tried from: the start of its step, in visible
+    tokens (its branch point). It goes when a later backspace run ends with fewer visible tokens
+    than that, i.e. when the search backs above the branch point. So the moves tried at the current
+    branch point, and the backspaces that undid them, are in context; deeper dead ends are not.
     """
     n = len(ids)
     erased_at = [n] * n
-    positions = [0] * n
-    pending: list[int] = []  # erased by the current run (its own backspaces included)
-    base = run = 0  # visible before the current run started; backspaces in it so far
+    pending: list[tuple[int, int]] = []  # (branch point, position) of the current run
+    tried: list[tuple[int, int]] = []  # kept in view (keep_tried)
     for j, visible, gone in walk(ids, prompt_len, unit, bksp_id, delim_id):
         if ids[j] != bksp_id:
-            for k in pending:
-                erased_at[k] = j
-            pending, run = [], 0
-            positions[j] = len(visible) - 1
+            if pending:  # a run has just ended with len(visible) - 1 tokens visible
+                stay = len(visible) - 1
+                kept = []
+                for b, k in tried + pending:
+                    if keep_tried and b <= stay:
+                        kept.append((b, k))
+                    else:
+                        erased_at[k] = j
+                tried, pending = kept, []
             continue
-        if not run:
-            base = len(visible) + len(gone)
-        run += 1
-        pending.extend(gone)
-        pending.append(j)
-        positions[j] = base + run - 1
-    return erased_at, positions
+        branch = len(visible)  # the start of the step the backspace erased into
+        while branch > prompt_len and not is_step_end(ids[visible[branch - 1]], delim_id):
+            branch -= 1
+        pending.extend((branch, k) for k in [*gone, j])
+    return erased_at, _positions(erased_at)
+
+
+def _positions(erased_at: Sequence[int]) -> list[int]:
+    """Each position's position id: how many positions it attends to (itself included), less one."""
+    seen = [0] * (len(erased_at) + 1)
+    for k, e in enumerate(erased_at):
+        seen[k] += 1
+        seen[e] -= 1
+    out, now = [], 0
+    for d in seen[:-1]:
+        now += d
+        out.append(now - 1)
+    return out

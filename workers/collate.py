@@ -12,11 +12,11 @@ With `error_weight` != 1 the batch also carries per-target weights (`LOSS_WEIGHT
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from search.backspace import Delim, Unit
+from search.backspace import Delim, Mode, Unit
 from workers.erase import erase_attention
 
 LOSS_WEIGHTS = "loss_weights"
@@ -45,7 +45,7 @@ def loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]
 
 @dataclass
 class BacktrackCollator:
-    mode: Literal["stream", "erase"]
+    mode: Mode
     unit: Unit
     bksp_id: int
     delim_id: Delim  # the token(s) that end a step
@@ -89,6 +89,7 @@ class BacktrackCollator:
             self.bksp_id,
             self.delim_id,
             self.dtype,
+            keep_tried=self.mode == "tried",
         )
         batch["attention_mask"] = mask4d
         batch["position_ids"] = positions

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from search.backspace import BackspaceError, Delim, Unit, erase_schedule, pop_count
+from search.backspace import BackspaceError, Delim, Unit, erase_schedule, is_step_end, pop_count
 
 
 def erase_vectors(
@@ -32,8 +32,10 @@ def erase_vectors(
     unit: Unit,
     bksp_id: int,
     delim_id: Delim,
+    keep_tried: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`erased_at` and `position_ids`, both `[B, width]` long, for right-padded `rows`.
+    """`erased_at` and `position_ids`, both `[B, width]` long, for right-padded `rows`
+    (`keep_tried`: mode `tried`, see `erase_schedule`).
 
     Row i's first `len(rows[i])` entries are `erase_schedule`'s: a token nothing erases gets
     `len(rows[i])`, so it is hidden from the padding after the row. Padding column j gets
@@ -46,7 +48,7 @@ def erase_vectors(
                 f"a row of {len(ids)} tokens does not fit in width {width}: pass a width of at "
                 "least the longest row"
             )
-        e, p = erase_schedule(ids, n_prompt, unit, bksp_id, delim_id)
+        e, p = erase_schedule(ids, n_prompt, unit, bksp_id, delim_id, keep_tried)
         erased_at.append(e + list(range(len(ids) + 1, width + 1)))
         positions.append(p + [0] * (width - len(ids)))
     shape = (len(rows), width)
@@ -165,27 +167,36 @@ def erase_attention(
     bksp_id: int,
     delim_id: Delim,
     dtype: torch.dtype = torch.float32,
+    keep_tried: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask `[B, 1, width, width]` (`erase_mask` of `dtype`: float additive by default, for
     eager and SDPA alike; `torch.bool` for SDPA only) and position ids `[B, width]` for
     right-padded rows. Padding attends to itself only, with position id 0."""
-    erased_at, positions = erase_vectors(rows, prompt_lens, width, unit, bksp_id, delim_id)
+    erased_at, positions = erase_vectors(
+        rows, prompt_lens, width, unit, bksp_id, delim_id, keep_tried
+    )
     return erase_mask(erased_at, dtype), positions
 
 
 class RowState:
     """Backspace bookkeeping of one decoding row, in cache columns.
 
-    `stack`: visible non-backspace columns; `base`/`run`: what the current backspace run sees.
+    `stack`: visible non-backspace columns; `run`: the current backspace run; `pending`: what it
+    erased, its backspaces included, each with its branch point (`erase_schedule`); `tried`: what
+    earlier runs erased that stays in view (`keep_tried`, mode `tried`; empty in mode `erase`).
     The prompt occupies columns [start, start + prompt_len).
     """
 
-    def __init__(self, start: int, prompt_len: int, unit: Unit, delim_id: Delim) -> None:
+    def __init__(
+        self, start: int, prompt_len: int, unit: Unit, delim_id: Delim, keep_tried: bool = False
+    ) -> None:
         self.stack = list(range(start, start + prompt_len))
         self.n_prompt = prompt_len
-        self.unit, self.delim_id = unit, delim_id
-        self.base: list[int] = []
+        self.unit, self.delim_id, self.keep_tried = unit, delim_id, keep_tried
+        self.n_base = 0  # columns in view when the current run started
         self.run: list[int] = []
+        self.pending: list[tuple[int, int]] = []
+        self.tried: list[tuple[int, int]] = []
         self.tokens: dict[int, int] = {}
         self.n_backspaces = 0
         self.last = -1  # the token pushed last
@@ -196,7 +207,9 @@ class RowState:
 
     def position(self) -> int:
         """Erase-mode position id of the token pushed last: its view's length minus one."""
-        return len(self.base) + len(self.run) - 1 if self.run else len(self.stack) - 1
+        if self.run:
+            return self.n_base + len(self.run) - 1
+        return len(self.stack) + len(self.tried) - 1
 
     def push(self, col: int, tok: int, is_bksp: bool) -> list[int]:
         """Record token `tok` at cache column `col`; returns columns to hide from now on."""
@@ -204,16 +217,28 @@ class RowState:
         self.last = tok
         if is_bksp:
             if not self.run:
-                self.base = list(self.stack)
+                self.n_base = len(self.stack) + len(self.tried)
             visible = [self.tokens.get(c, -1) for c in self.stack]
             n = pop_count(visible, self.n_prompt, self.unit, self.delim_id)
             if n == 0:
                 raise BackspaceError(f"backspace at column {col} would delete into the prompt")
+            gone = self.stack[-n:]
             del self.stack[-n:]
+            branch = len(self.stack)
+            while branch > self.n_prompt and not is_step_end(visible[branch - 1], self.delim_id):
+                branch -= 1
+            self.pending.extend((branch, c) for c in [*gone, col])
             self.run.append(col)
             self.n_backspaces += 1
             return []
-        hidden = sorted(set(self.base) - set(self.stack)) + self.run if self.run else []
-        self.run, self.base = [], []
+        hidden: list[int] = []
+        if self.run:  # the run has ended: what stays in view, what goes
+            kept = []
+            for b, c in self.tried + self.pending:
+                if self.keep_tried and b <= len(self.stack):
+                    kept.append((b, c))
+                else:
+                    hidden.append(c)
+            self.tried, self.run, self.pending = kept, [], []
         self.stack.append(col)
-        return hidden
+        return sorted(hidden)

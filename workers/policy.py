@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from search.backspace import Unit
+from search.backspace import Mode, Unit
 from search.fake import FakeParams
 from search.types import Policy, Problem, Task, Tokenizer, Valuer
 from workers.options import check_decoding
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # models already warned of guided search not applying to them
 
 Kind = Literal["transformers", "vllm", "fake"]
-Mode = Literal["stream", "erase"]
 
 
 @dataclass(frozen=True)

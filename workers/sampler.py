@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-from search.backspace import Delim, Unit, is_step_end
+from search.backspace import ERASING, Delim, Mode, Unit, is_step_end
 from search.types import Ask, Rollout
 from workers.erase import RowState
 from workers.hf import (
@@ -41,7 +40,6 @@ from workers.hf import (
 )
 from workers.options import check_decoding
 
-Mode = Literal["stream", "erase"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ERASE_STREAM = np.uint64(0xB5AD4ECEDA1CE2A9)  # mixed into the row seeds for bksp_random
 
@@ -159,7 +157,7 @@ class TransformersPolicy:
         self.generated: list[list[int]] = []
         self._cache_kwarg = cache_kwarg(model)
         self._last_only = last_logits_only(model)
-        if mode == "erase":
+        if mode in ERASING:
             check_erase_support(model)
 
     def sample(self, asks: Sequence[Ask]) -> list[list[Rollout]]:
@@ -243,7 +241,11 @@ class TransformersPolicy:
             mask[i, width - len(r.prefix) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         states = (
-            [RowState(width - len(r.prefix), len(r.prefix), self.unit, self.delim_id) for r in rows]
+            [
+                RowState(start, len(r.prefix), self.unit, self.delim_id, self.mode == "tried")
+                for r in rows
+                for start in [width - len(r.prefix)]
+            ]
             if self.bksp_id is not None
             else None
         )
@@ -298,7 +300,7 @@ class TransformersPolicy:
         toks = tok.tolist()
         for i, st in enumerate(states):
             hidden = st.push(col, toks[i], toks[i] == self.bksp_id)
-            if self.mode == "erase":
+            if self.mode in ERASING:
                 if hidden:
                     mask[i, hidden] = 0
                 positions[i, 0] = st.position()

@@ -27,13 +27,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-from search.backspace import Delim, Unit, apply_backspaces, attention_views, is_step_end, pop_count
+from search.backspace import (
+    Delim,
+    Mode,
+    Unit,
+    apply_backspaces,
+    erase_schedule,
+    is_step_end,
+    pop_count,
+)
 from search.tree import derive_seed
 from search.types import Ask, Rollout
-
-Mode = Literal["stream", "erase"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,13 @@ class SegmentPolicy:
         max_backspaces: int = 16,
         step_end_only: bool = False,
     ) -> None:
+        if mode == "tried":
+            raise ValueError(
+                "mode 'tried' keeps erased moves in view with the representations they were "
+                "written with, which only a cache that hides columns (the transformers backend) "
+                "reproduces; a re-prompted engine (vLLM) cannot: use the transformers policy "
+                "(search.policy, eval.policy)"
+            )
         self.engine = engine
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.bksp_id = eos_id, delim_id, bksp_id
@@ -149,8 +162,8 @@ class SegmentPolicy:
         prompt = full
         if self.mode == "erase" and self.bksp_id in row.tokens:
             n_prompt = len(row.ask.prefix)
-            view = attention_views(full, n_prompt, self.unit, self.bksp_id, self.delim_id)[-1]
-            prompt = [full[i] for i in view]
+            erased_at, _ = erase_schedule(full, n_prompt, self.unit, self.bksp_id, self.delim_id)
+            prompt = [t for t, e in zip(full, erased_at, strict=True) if e == len(full)]
         spent = row.n_backspaces >= self.max_backspaces  # banned from here on
         budget = self.max_new_tokens - len(row.tokens)
         in_run = row.tokens[-1:] == [self.bksp_id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from search.backspace import Mode
 from search.errors import ConfigError
 
 # the model-size ladder (`bootstrap.size`): (n_layer, n_embd, n_head) of a GPT-2-shaped decoder;
@@ -33,7 +34,9 @@ class BootstrapConfig:
     (data with backspaces): `erase` hides what a backspace erased from every later token, in
     training and decoding alike (docs/design.md's erase attention); `stream` keeps every token
     visible, so a tried move stays in view of what follows, and the backspaces still take it out
-    of the answer. `batch_tokens`
+    of the answer; `tried` is erase attention that keeps in view the moves tried at the current
+    branch point, with their backspaces, until the search backs above it (a tabu list in
+    context; `search.backspace.erase_schedule`). `batch_tokens`
     > 0: each batch is filled to that many loss-bearing tokens instead of `batch_size` examples,
     so forms of different lengths train on equal tokens and steps.
 
@@ -75,7 +78,7 @@ class BootstrapConfig:
     search_order: Literal["dfs", "bfs"] = "dfs"
     max_states: int = 100
     erased_loss: bool = False
-    attention: Literal["erase", "stream"] = "erase"
+    attention: Mode = "erase"
     batch_tokens: int = 0
     retry_rate: float = 0.0
     tokenizer: Literal["char", "gpt2-bpe", "qwen2-bpe"] = "char"

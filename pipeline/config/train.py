@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from search.backspace import Mode
 from search.errors import ConfigError
 
 
@@ -155,7 +156,7 @@ class TrainConfig:
     replay adds beyond training the start model further on its own data can be told apart.
     All five hashed only when set."""
 
-    mode: Literal["stream", "erase"] = "erase"
+    mode: Mode = "erase"
     init: Literal["mean", "words", "description", "subtokens"] = "mean"
     kinds: str = "correction,self_correction,clean"
     curriculum: bool = False

@@ -60,6 +60,7 @@ from pipeline.runtime import (
 from pipeline.shards import ShardError
 from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
+from search.backspace import ERASING
 from workers.collate import BacktrackCollator
 from workers.hf import (
     META,
@@ -204,13 +205,13 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
 
 
 def check_attention(model: Any, mode: str) -> None:
-    """Erase mode needs a 4D float mask: eager and SDPA attention take one, others do not."""
+    """Erase modes need a 4D float mask: eager and SDPA attention take one, others do not."""
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
-    if mode == "erase":
+    if mode in ERASING:
         check_erase_support(model)
-    if mode == "erase" and impl not in ("eager", "sdpa"):
+    if mode in ERASING and impl not in ("eager", "sdpa"):
         raise CheckpointError(
-            f"train.mode=erase needs an attention implementation that takes a 4D mask (eager "
+            f"train.mode={mode} needs an attention implementation that takes a 4D mask (eager "
             f"or sdpa); this model uses {impl!r}: load it with attn_implementation='sdpa' or "
             "train with train.mode=stream"
         )

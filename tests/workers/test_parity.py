@@ -11,9 +11,16 @@ import torch
 
 from search.backspace import pop_count
 from tests.models import tiny_checkpoint
+from tests.streams import tried_views
 from workers.collate import BacktrackCollator
 from workers.decode import cropped_logits, reencode_logits
-from workers.hf import CheckpointError, check_erase_support, load_checkpoint
+from workers.hf import (
+    CheckpointError,
+    cache_kwarg,
+    check_erase_support,
+    forward_cached,
+    load_checkpoint,
+)
 from workers.sampler import TransformersPolicy
 from workers.tokens import add_backspace_token
 
@@ -91,6 +98,44 @@ def test_erase_training_equals_cropped_cache_decoding(model_tok, unit):
         assert (again - decode).abs().max().item() <= 1e-4
 
 
+@torch.no_grad()
+def masked_incremental(model, ids, views):
+    """Logits of `ids` fed one token at a time into a full KV cache, position q attending to the
+    columns `views[q]` only (every column stays in the cache) at position id `len(views[q]) - 1`:
+    each token keeps the representation it was written with, as a decoder that hides cache
+    columns has it."""
+    kwarg, cache, rows = cache_kwarg(model), None, []
+    for q, view in enumerate(views):
+        mask = torch.zeros((1, q + 1), dtype=torch.long)
+        mask[0, view] = 1
+        logits, cache = forward_cached(
+            model,
+            kwarg,
+            cache,
+            input_ids=torch.tensor([[ids[q]]]),
+            attention_mask=mask,
+            position_ids=torch.tensor([[len(view) - 1]]),
+        )
+        rows.append(logits[0, -1])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("unit", ["token", "step"])
+def test_tried_training_equals_masked_cache_decoding(model_tok, unit):
+    """Mode `tried`: the training forward sees, at each position, its view by the definition
+    (`tests.streams.tried_views`), with the cache a decoder keeps."""
+    model, tok, bksp = model_tok
+    delim = tok.convert_tokens_to_ids("\n")
+    rng = random.Random(3)
+    for _ in range(3):
+        ids, _ = random_stream(rng, len(tok) - 1, bksp, delim, unit)
+        views = tried_views(ids, PROMPT_LEN, unit, bksp, delim)
+        train = training_logits(model, ids, "tried", unit, bksp, delim)
+        assert (train - masked_incremental(model, ids, views)).abs().max().item() <= 1e-4
+        erase = training_logits(model, ids, "erase", unit, bksp, delim)
+        assert (erase - train).abs().max() > 1e-3  # the tried moves are in view: not erase mode
+
+
 def test_stream_training_equals_plain_decoding(model_tok):
     model, tok, bksp = model_tok
     delim = tok.convert_tokens_to_ids("\n")
@@ -140,11 +185,16 @@ def test_batched_erase_decoding_equals_cropped_greedy(model_tok, unit):
         handle.remove()
 
 
-def reference_greedy(model, prompt, n, bksp, delim, eos, unit, budget):
-    """One sequence, logits from the cropped-cache path, the same bans as the sampler."""
+def reference_greedy(model, prompt, n, bksp, delim, eos, unit, budget, tried=False):
+    """One sequence, logits from the cropped-cache path (`tried`: from the last position's
+    views, `tests.streams.tried_views`, over a full cache), the same bans as the sampler."""
     stream, visible, used = list(prompt), list(prompt), 0
     for _ in range(n):
-        logits = cropped_logits(model, stream, len(prompt), unit, bksp, delim)[-1].clone()
+        if tried:
+            views = tried_views(stream, len(prompt), unit, bksp, delim)
+            logits = masked_incremental(model, stream, views)[-1].clone()
+        else:
+            logits = cropped_logits(model, stream, len(prompt), unit, bksp, delim)[-1].clone()
         if used >= budget or pop_count(visible, len(prompt), unit, delim) == 0:
             logits[bksp] = float("-inf")
         t = int(logits.argmax())

@@ -71,6 +71,7 @@ def make(request, ckpt):
         kw.pop("max_batch", None)
         return SegmentPolicy(engine, tok.eos_id, tok.delim_id, **kw)
 
+    build.backend = request.param
     return build
 
 
@@ -181,14 +182,20 @@ def test_step_end_only_keeps_backspaces_after_a_delimiter(make, ckpt):
 
 
 @pytest.mark.parametrize("unit", ["token", "step"])
-def test_erase_greedy_equals_the_cropped_cache(make, ckpt, unit):
-    """Erase-mode decoding sees what the training mask sees (reference: cropped-cache greedy)."""
+@pytest.mark.parametrize("mode", ["erase", "tried"])
+def test_erase_greedy_equals_the_cropped_cache(make, ckpt, unit, mode):
+    """Erase-mode decoding sees what the training mask sees (reference: cropped-cache greedy;
+    mode `tried`: each step's view by `tests.streams.tried_views`, over a full cache)."""
     _, model, tok = ckpt
+    if mode == "tried" and make.backend != "transformers":
+        with pytest.raises(ValueError, match="transformers policy"):
+            make(bksp_id=tok.bksp_id, mode=mode)
+        return
     p = make(
         temperature=0.0,
         max_new_tokens=24,
         bksp_id=tok.bksp_id,
-        mode="erase",
+        mode=mode,
         unit=unit,
         max_backspaces=5,
     )
@@ -196,7 +203,15 @@ def test_erase_greedy_equals_the_cropped_cache(make, ckpt, unit):
     for a in asks(tok, n=1):
         [[r]] = p.sample([a])
         expect = reference_greedy(
-            model, list(a.prefix), 24, tok.bksp_id, tok.delim_id, tok.eos_id, unit, 5
+            model,
+            list(a.prefix),
+            24,
+            tok.bksp_id,
+            tok.delim_id,
+            tok.eos_id,
+            unit,
+            5,
+            mode == "tried",
         )
         assert list(r.tokens) == expect
         n_bksp += r.tokens.count(tok.bksp_id)

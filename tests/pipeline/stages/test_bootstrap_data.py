@@ -109,11 +109,15 @@ def test_backspace_bootstrap_writes_an_erase_model(tmp_path):
         bootstrap.main(_cfg(tmp_path, "bootstrap.data=optimal+backspace", "trace.bksp_token=<|b|>"))
 
 
-def test_backspace_data_attended_as_a_stream_keeps_every_token_visible(tmp_path, monkeypatch):
-    """`bootstrap.attention=stream`: the collator trains with plain causal attention (a 2D
-    padding mask, no erase mask) and the model records stream mode, so decoding keeps the erased
-    tokens visible too; another hash than erase attention's, and data without backspaces refused
-    (tests/pipeline/test_config.py pins the hash of a config made before the key)."""
+@pytest.mark.parametrize("attention", ["stream", "tried"])
+def test_backspace_data_attended_in_another_mode_trains_and_decodes_in_it(
+    tmp_path, monkeypatch, attention
+):
+    """`bootstrap.attention=stream` (every token visible) or `tried` (the moves tried at the
+    branch point stay in view): the collator trains in that mode and the model records it, so
+    decoding attends as training did; another hash than erase attention's, and data without
+    backspaces refused (tests/pipeline/test_config.py pins the hash of a config made before the
+    key)."""
     from pipeline.config import ConfigError, config_hash
     from workers.collate import BacktrackCollator
     from workers.policy import load
@@ -125,15 +129,15 @@ def test_backspace_data_attended_as_a_stream_keeps_every_token_visible(tmp_path,
         return BacktrackCollator(mode, *args, **kwargs)
 
     monkeypatch.setattr(bootstrap, "BacktrackCollator", collator)
-    cfg = _cfg(tmp_path, "bootstrap.data=backspace", "bootstrap.attention=stream")
+    cfg = _cfg(tmp_path, "bootstrap.data=backspace", f"bootstrap.attention={attention}")
     model = bootstrap.trained_model(cfg, task_from_config(cfg.task))
     meta = json.loads((model / "halluc.json").read_text())
-    assert modes == ["stream"] and meta["mode"] == "stream" and meta["backspace"]
+    assert modes == [attention] and meta["mode"] == attention and meta["backspace"]
     loaded = load("transformers", model, "\n", "<|bksp|>", "step", device="cpu")
-    assert loaded.mode == "stream" and loaded.trained
+    assert loaded.mode == attention and loaded.trained
     assert config_hash(cfg) != config_hash(_cfg(tmp_path, "bootstrap.data=backspace"))
     with pytest.raises(ConfigError, match="has none"):
-        _cfg(tmp_path, "bootstrap.data=optimal", "bootstrap.attention=stream")
+        _cfg(tmp_path, "bootstrap.data=optimal", f"bootstrap.attention={attention}")
 
 
 def test_stream_forms_need_countdown_and_step_unit(tmp_path):
