@@ -65,6 +65,7 @@ from workers.collate import BacktrackCollator
 from workers.hf import (
     META,
     CheckpointError,
+    backtrack_meta,
     check_erase_support,
     load_checkpoint,
     set_precision,
@@ -193,6 +194,13 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
     delim = tok.encode(delimiter, add_special_tokens=False)
     ends, _ = step_end_ids(tok, delimiter, (bksp,))  # `.\n` ends a step as `\n` does
     check_attention(model, cfg.train.mode)
+    trained = backtrack_meta(base)
+    if trained.get("backspace") and trained.get("mode", cfg.train.mode) != cfg.train.mode:
+        log.warning(
+            f"train: {base} was trained in attention mode {trained['mode']} and this round "
+            f"trains (and records for decoding) train.mode={cfg.train.mode}; set "
+            f"train.mode={trained['mode']} to keep the mode it learned"
+        )
     collate = BacktrackCollator(
         cfg.train.mode,
         cfg.trace.unit,

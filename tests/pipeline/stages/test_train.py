@@ -350,3 +350,22 @@ def test_replay_only_trains_on_as_many_rows_all_the_bootstraps(searched):
     assert config_hash(only) != config_hash(with_replay) == config_hash(unset)
     with pytest.raises(ConfigError, match="replay_only"):
         cfg_for(searched, "train.replay_only=true")
+
+
+def test_a_round_in_another_mode_than_its_start_model_says_so(searched, tmp_path, caplog):
+    """A start model that records one attention mode (its halluc.json) trained in another
+    `train.mode`: the round trains and records the config's mode, and a warning names both."""
+    import shutil
+
+    base = tmp_path / "start"
+    shutil.copytree(RunLayout(searched).model(0), base)
+    (base / "halluc.json").write_text(
+        json.dumps({"mode": "tried", "unit": "step", "bksp_token": "<|bksp|>", "backspace": True})
+    )
+    with caplog.at_level("WARNING", logger="pipeline.stages.train"):
+        train.prepare_model(cfg_for(searched), base, True)
+    assert "attention mode tried" in caplog.text and "train.mode=erase" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.stages.train"):
+        train.prepare_model(cfg_for(searched, "train.mode=tried"), base, True)
+    assert "attention mode" not in caplog.text
