@@ -1,6 +1,7 @@
 """What a model trained on backspace streams writes after it erases: the step it writes next
-against the step its backspaces took back to (the branch point), and how many of its Countdown
-moves have right arithmetic. For the visible stream form (no backspaces; a line "back 8 10" returns
+against the step its backspaces took back to (the branch point), steps written again from a
+prefix any earlier try was written from, and how many of its Countdown moves have right
+arithmetic. For the visible stream form (no backspaces; a line "back 8 10" returns
 to an earlier state), how often a move is written again from a state it was already tried from.
 
     PYTHONPATH=. .venv/bin/python experiments/stream_redo.py \\
@@ -56,6 +57,26 @@ def redo_events(
                 out.append((bare(branch), bare(step)))
                 branch, step = None, []
     return out
+
+
+def tried_again(ids: Sequence[int], prompt_len: int, bksp_id: int, delim: Delim) -> tuple[int, int]:
+    """(whole steps written after a prefix from which the same step was already written, whole
+    steps) in a backspace stream: any earlier try at that branch point counts, not only the step
+    just erased (`redo_events`); the backspaces applied by `search.backspace.walk`."""
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+    again = steps = 0
+    start = prompt_len  # where the step being written starts, in visible tokens
+    for pos, visible, _ in walk(ids, prompt_len, "step", bksp_id, delim):
+        if ids[pos] == bksp_id:
+            start = len(visible)  # step backspaces leave a step boundary
+        elif is_step_end(ids[pos], delim):
+            tokens = [ids[p] for p in visible]
+            key = (tuple(tokens[:start]), tuple(tokens[start:]))
+            steps += 1
+            again += key in seen
+            seen.add(key)
+            start = len(visible)
+    return again, steps
 
 
 MOVE = re.compile(r"(\d+)([+\-*/])(\d+)=(\d+)")  # a Countdown move `a op b=c`
@@ -115,9 +136,19 @@ def main() -> None:
         for e in redo_events([*a.prefix, *t], len(a.prefix), tok.bksp_id, tok.step_ends)
     ]
     same = sum(a == b for a, b in events)
+    counts = [
+        tried_again([*a.prefix, *t], len(a.prefix), tok.bksp_id, tok.step_ends)
+        for a, t in zip(asks, drawn, strict=True)
+        if tok.bksp_id in t
+    ]
+    again, steps = (sum(c[0] for c in counts), sum(c[1] for c in counts)) if counts else (0, 0)
     right, moves = map(sum, zip(*(arithmetic(t) for t in texts), strict=True))
     print(f"{args.run}, T={args.temperature:g}, {len(problems)} test problems")
     print(f"erase runs followed by a step: {len(events)}; the branch step written again: {same}")
+    print(
+        f"streams with a backspace: {len(counts)}; their steps written again after a prefix "
+        f"they were already written from (any earlier try): {again} of {steps}"
+    )
     print(f"moves with right arithmetic: {right} of {moves}")
     visible = [
         (p.meta["numbers"], t)

@@ -1,7 +1,7 @@
 """experiments/stream_redo.py's reading of a backspace stream, on streams built by hand (the
 sampling is the policy's, tested with it)."""
 
-from experiments.stream_redo import arithmetic, redo_events, stream_repeats
+from experiments.stream_redo import arithmetic, redo_events, stream_repeats, tried_again
 
 B = "<|bksp|>"
 BKSP, DELIM = -1, ord("\n")  # a character's id is its code point
@@ -23,6 +23,20 @@ def test_each_backspace_run_is_paired_with_its_branch_step_and_the_step_after_it
         ("18-9=9", "9+7=16"),  # the first backspace took "9*2=18", the last "18-9=9"
         ("16+2=1", "16+2=18"),
     ]
+
+
+def ids_of(text: str) -> list[int]:
+    return [c for part in text.split(B) for c in [*map(ord, part), BKSP]][:-1]
+
+
+def test_a_step_tried_again_counts_any_earlier_try_at_its_branch_point():
+    # at the prompt: 7+2=9 tried, erased, 7*2=14 tried, erased, 7+2=9 again (a repeat of the
+    # first try, not of the step just erased); under it 9*2=18 twice (a repeat); after backing
+    # up to the prompt and going down 7+2=9 again (a third try there), 9*2=18 is a repeat too:
+    # the same step after the same prefix. A half-written step is not a step.
+    text = f"7+2=9\n{B}7*2=14\n{B}7+2=9\n9*2=18\n{B}9*2=18\n{B}{B}7+2=9\n9*2=18\n9*2{B}"
+    assert tried_again(ids_of(text), 0, BKSP, DELIM) == (4, 7)
+    assert tried_again(ids_of("7+2=9\n9*2=18\n"), 0, BKSP, DELIM) == (0, 2)
 
 
 def test_a_stream_without_backspaces_has_no_events_and_its_arithmetic_is_counted():
