@@ -30,7 +30,6 @@ UNITS: tuple[Unit, ...] = ("token", "step")
 # sees what is visible after each finished backspace run (`erase_schedule`); `tried` as erase, but
 # the moves tried at the current branch point stay in view (`erase_schedule(keep_tried=True)`).
 Mode = Literal["stream", "erase", "tried"]
-MODES: tuple[Mode, ...] = ("stream", "erase", "tried")
 ERASING: tuple[Mode, ...] = ("erase", "tried")  # the modes with erase_schedule's mask
 Delim = int | frozenset[int]  # the token(s) that end a step
 
