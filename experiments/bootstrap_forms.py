@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.layout import RunLayout, compute_of
 from pipeline.measure.stats import interval, seeds_then_problems
 from pipeline.stages import bootstrap
@@ -59,16 +59,22 @@ VARIANTS = {
 }
 
 
-def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
+def config(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> Config:
+    """The configuration of one form and seed, its run in `root/FORM/seed-S`."""
     out = RunLayout(root / form).seed(seed)
     banned = ["eval.banned=true"] if "backspace" in form else []  # erasing against not
     data = VARIANTS.get(form, [f"bootstrap.data={form}"])
-    cfg = load_config(
+    return load_config(
         preset,
         [*COMPARABLE, *banned, f"run.out_dir={out}", *data, f"bootstrap.seed={seed}", *sets],
     )
+
+
+def run(preset: str, root: Path, form: str, seed: int, sets: list[str]) -> dict[str, Any]:
+    cfg = config(preset, root, form, seed, sets)
     figures = bootstrap.main(cfg)
-    figures["compute"] = json.loads(compute_of(RunLayout(out).bootstrap_model).read_text())
+    model = RunLayout(Path(cfg.run.out_dir)).bootstrap_model
+    figures["compute"] = json.loads(compute_of(model).read_text())
     return figures
 
 

@@ -2,7 +2,9 @@
 items 2 and 3): guided search with an erase rule (`eval.bksp_search` with `eval.erase_logprob` or
 `eval.erase_at_end`, an ad-hoc `halluc eval` of the run's start model) against that model's own
 best-of-N (likelihood and majority selectors) read from the run's start curve, N per problem
-the smallest whose tokens reach the erasing decoder's tokens on that problem.
+the smallest whose tokens reach the erasing decoder's tokens on that problem; and whether any of
+those N samples is right (what a checker picks, where the task's answers can be checked, as
+Countdown's can without the reference answer).
 
     .venv/bin/python experiments/erase_vs_best_of_n.py --run runs/dead-end/at-detection \
         --eval runs/dead-end/at-detection/evals/NAME.json [--setting T=1.0] [--name LABEL] \
@@ -48,13 +50,14 @@ def sides(
     erasing, banned = settings[setting], settings.get(setting + BANNED)
     curve = dict(read_json(curve_path or RunLayout(run).start_curve))
     tokens = erasing["tokens_per_problem"]
-    matched = budget.matched(budget.samples_of(curve), tokens, curve["temperature"])
+    matched = budget.matched(budget.samples_of(curve), tokens, curve["temperature"], oracle=True)
     out: dict[str, Any] = {
         "mine": erasing,
         "tokens_per_problem": sum(tokens) / len(tokens),
         "curve_setting": curve["setting"],
         "best_of_n": matched["best_of_n"],
         "majority": matched["majority"],
+        "checked": matched["oracle"],
         "banned": banned,
     }
     if control:
@@ -89,7 +92,7 @@ def compare(seeds: list[dict[str, Any]], setting: str) -> dict[str, Any]:
         "control": mean("control"),
         "minus_control": minus("control"),
     }
-    for name in ("best_of_n", "majority"):
+    for name in ("best_of_n", "majority", "checked"):
         out[name] = {"accuracy": mean(name), "mean_n": mean(name, "mean_n"), "minus": minus(name)}
     return out
 
@@ -103,7 +106,7 @@ def _diff(d: dict[str, Any] | None) -> str:
 
 def row(name: str, got: dict[str, Any]) -> str:
     pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    bon, maj = got["best_of_n"], got["majority"]
+    bon, maj, chk = got["best_of_n"], got["majority"], got["checked"]
     return (
         f"| {name} | {got['setting']} | {pct(got['accuracy'])} "
         f"[{' · '.join(f'{100 * x:.1f}' for x in got['per_seed'])}] | "
@@ -111,6 +114,7 @@ def row(name: str, got: dict[str, Any]) -> str:
         f"{pct(got['backtrack_rate'])} | {pct(got['banned'])} | {_diff(got.get('minus_banned'))} | "
         f"{pct(bon['accuracy'])} (N≈{bon['mean_n']:.2f}, {got['curve_setting']}) | "
         f"{_diff(bon['minus'])} | {pct(maj['accuracy'])} | {_diff(maj['minus'])} | "
+        f"{pct(chk['accuracy'])} | {_diff(chk['minus'])} | "
         f"{pct(got.get('control'))} | {_diff(got.get('minus_control'))} |"
     )
 
@@ -118,8 +122,8 @@ def row(name: str, got: dict[str, Any]) -> str:
 HEADER = (
     "| decoder | setting | accuracy | tokens per problem | backtrack rate | backspace banned | "
     "− banned | best-of-N at its tokens (N, setting) | − best-of-N | majority | − majority | "
-    "control | − control |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "any right (a checker) | − any right | control | − control |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -180,15 +180,20 @@ def curve(drawn: list[list[Sample]], temperature: float) -> list[dict[str, Any]]
     return rows
 
 
-def matched(drawn: list[list[Sample]], budget: list[float], temperature: float) -> dict[str, Any]:
+def matched(
+    drawn: list[list[Sample]], budget: list[float], temperature: float, oracle: bool = False
+) -> dict[str, Any]:
     """Each selector with N per problem the smallest count whose expected tokens (the mean over
-    that problem's drawn samples) reach its `budget` tokens, capped at the samples drawn."""
+    that problem's drawn samples) reach its `budget` tokens, capped at the samples drawn; with
+    `oracle`, also whether any of those N is right (a checker's pick, where answers are
+    checkable)."""
     ns = []
     for mine, b in zip(drawn, budget, strict=True):
         per_sample = max(1.0, sum(s.tokens for s in mine) / len(mine))
         ns.append(max(1, min(len(mine), math.ceil(b / per_sample))))
     picked = _pick(drawn, ns, temperature)
-    picked.pop("oracle")
+    if not oracle:
+        picked.pop("oracle")
     return picked
 
 
@@ -214,11 +219,12 @@ def measure(
     cfg: Config,
     setting: Setting,
     budget: list[float] | None = None,
+    n: int = N_MAX,
 ) -> dict[str, Any]:
     """The curve of the checkpoint at `path` at `setting` (its name and temperature beside it),
-    the samples it was read from (`draw`, as rows, so a budget can be matched later without
-    sampling again) and, with `budget`, the matched controls."""
-    drawn = draw(path, task, problems, cfg, setting)
+    from `n` samples per problem, the samples it was read from (`draw`, as rows, so a budget can
+    be matched later without sampling again) and, with `budget`, the matched controls."""
+    drawn = draw(path, task, problems, cfg, setting, n=n)
     temperature = setting.temperature or 1.0
     out: dict[str, Any] = {
         "setting": setting.name,

@@ -72,6 +72,10 @@ def test_matched_buys_n_per_problem_from_its_budget():
     assert got["best_of_n"]["generated_tokens"] == 30 + 20
     assert "oracle" not in got  # a ceiling, not a control
     assert matched(DRAWN, [1e9, 1e9], 1.0)["best_of_n"]["mean_n"] == 4.0  # capped at the draw
+    # a checker's pick where answers are checkable: right when any of the N bought is right
+    checked = matched(DRAWN, [15.0, 1.0], 1.0, oracle=True)["oracle"]
+    assert checked["per_problem"] == [0.0, 1.0]  # problem 0's first two are wrong
+    assert matched(DRAWN, [25.0, 1.0], 1.0, oracle=True)["oracle"]["per_problem"] == [1.0, 1.0]
 
 
 def test_controls_spend_the_given_tokens(trained):
