@@ -21,6 +21,7 @@ def check_decoding(
     value_model: bool = False,
     erase_logprob: float = 0.0,
     erase_at_end: bool = False,
+    erase_temperature: float = 0.0,
 ) -> None:
     """Raise `ConfigError` naming the option unless (0 is off everywhere): `bksp_threshold` and
     `bksp_random` are in [0, 1] and at most one of them is > 0; `value_drop` d > 0 is in (0, 1]
@@ -28,7 +29,8 @@ def check_decoding(
     `kind="vllm"` policy has none of the deliberate options; `bksp_search` m >= 0 (with
     `bksp_random`, the random eraser is guided search's erase rule, without `value_drop`);
     `erase_logprob` <= 0, when set with `bksp_search` > 0 and no other erase rule;
-    `erase_at_end` with `bksp_search` > 0."""
+    `erase_at_end` with `bksp_search` > 0; `erase_temperature` >= 0, not with `bksp_search` (guided
+    search draws its own candidates after an erase) nor on vLLM."""
     for name, value in (("bksp_threshold", bksp_threshold), ("bksp_random", bksp_random)):
         if not 0 <= value <= 1:
             raise ConfigError(f"{name}: must be in [0, 1] (0: off), got {value}")
@@ -47,7 +49,18 @@ def check_decoding(
             "bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
         )
     if kind == "vllm":
-        _plain_only(bksp_threshold=bksp_threshold, bksp_random=bksp_random, bksp_search=bksp_search)
+        _plain_only(
+            bksp_threshold=bksp_threshold,
+            bksp_random=bksp_random,
+            bksp_search=bksp_search,
+            erase_temperature=erase_temperature,
+        )
+    if erase_temperature < 0 or (erase_temperature and bksp_search):
+        raise ConfigError(
+            f"erase_temperature: {erase_temperature} is the temperature of the step written "
+            "right after an erase; it must be >= 0 (0: off) and cannot be set with bksp_search "
+            "(guided search draws its own candidates after an erase)"
+        )
     if erase_logprob > 0 or (
         erase_logprob and (not bksp_search or bksp_threshold or bksp_random or value_drop)
     ):

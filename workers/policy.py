@@ -53,7 +53,9 @@ class Decoding:
     d > 0 the value model's: erase a step whose value fell by more than d (`make_policy` is given
     the value model), or with `erase_logprob` < 0 the step's own likelihood: erase a step whose
     mean token log-probability is below it; `erase_at_end` lets that rule also erase a step
-    that ended the stream (`workers.guided`, `at_end`). `make_policy` checks these options
+    that ended the stream (`workers.guided`, `at_end`). `erase_temperature` T_e > 0 (transformers,
+    no `bksp_search`): a row that has just emitted a backspace samples at T_e until the step it
+    writes next ends (`workers.sampler`). `make_policy` checks these options
     (`workers.options.check_decoding`)."""
 
     temperature: float = 1.0
@@ -69,6 +71,7 @@ class Decoding:
     value_drop: float = 0.0
     erase_logprob: float = 0.0
     erase_at_end: bool = False
+    erase_temperature: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         value_model=valuer is not None,
         erase_logprob=d.erase_logprob,
         erase_at_end=d.erase_at_end,
+        erase_temperature=d.erase_temperature,
     )
     if loaded.kind == "fake":
         return _scripted(loaded, d)
@@ -242,6 +246,7 @@ def make_policy(loaded: Loaded, d: Decoding, valuer: Valuer | None = None) -> Po
         pad_id=loaded.pad_id,
         bksp_threshold=d.bksp_threshold,
         bksp_random=d.bksp_random,
+        erase_temperature=d.erase_temperature,
         **options,
     )
 

@@ -17,6 +17,10 @@ elsewhere; with `bksp_random` > 0 (the control: an eraser that ignores the model
 wherever it is allowed with that probability, from a second counter-based stream
 (`uniforms(erase_seeds(seeds), t)`). Where no backspace is emitted the token is drawn as usual with
 the backspace banned, from the same uniform as without either option.
+
+With `erase_temperature` T_e > 0, a row that has just emitted a backspace draws at T_e (from the
+same uniforms) until the step it writes next ends, and at the policy's temperature elsewhere: a
+greedy decoder that samples only where it has erased.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class _Live:
     stop_at_delim: torch.Tensor
     seeds: np.ndarray
     states: list[RowState] | None
+    after_erase: torch.Tensor  # [rows] bool: between a backspace and the end of the next step
 
     def select(self, keep: torch.Tensor) -> _Live:
         """Only the batch rows `keep` (a LongTensor), in order."""
@@ -95,6 +100,7 @@ class _Live:
             self.stop_at_delim[keep],
             self.seeds[kept],
             [self.states[i] for i in kept] if self.states is not None else None,
+            self.after_erase[keep],
         )
 
 
@@ -135,8 +141,9 @@ class TransformersPolicy:
         step_end_only: bool = False,
         bksp_threshold: float = 0.0,
         bksp_random: float = 0.0,
+        erase_temperature: float = 0.0,
     ) -> None:
-        check_decoding(bksp_threshold, bksp_random)
+        check_decoding(bksp_threshold, bksp_random, erase_temperature=erase_temperature)
         self.model = model
         self.step_end_only = step_end_only
         self.eos_id, self.delim_id, self.pad_id = eos_id, delim_id, pad_id
@@ -153,6 +160,7 @@ class TransformersPolicy:
         self.bksp_id = bksp_id if bksp_id is not None and bksp_id < self.vocab else None
         self.mode, self.unit, self.max_backspaces = mode, unit, max_backspaces
         self.bksp_threshold, self.bksp_random = bksp_threshold, bksp_random
+        self.erase_temperature = erase_temperature if self.bksp_id is not None else 0.0
         self.tokens_generated = 0
         self.generated: list[list[int]] = []
         self._cache_kwarg = cache_kwarg(model)
@@ -208,10 +216,13 @@ class TransformersPolicy:
                 # with a threshold or the control set, the backspace is theirs alone to emit
                 banned = ~allowed if forced is None else torch.ones_like(allowed)
                 logits[banned, self.bksp_id] = float("-inf")
-            tok = self._pick(logits, live.seeds, t)
+            tok = self._pick(logits, live.seeds, t, live.after_erase)
             if forced is not None:
                 assert self.bksp_id is not None  # rows are tracked only with a backspace id
                 tok = tok.masked_fill(forced, self.bksp_id)
+            if self.erase_temperature > 0:
+                ends = torch.isin(tok, self.step_end_ids)
+                live.after_erase = (tok == self.bksp_id) | (live.after_erase & ~ends)
             out_tok[live.rows, t] = tok
             out_logp[live.rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
             n_steps = t + 1
@@ -256,6 +267,7 @@ class TransformersPolicy:
             stop_at_delim=torch.tensor([r.until == "step" for r in rows], device=self.device),
             seeds=np.array([r.seed for r in rows], dtype=np.uint64),
             states=states,
+            after_erase=torch.zeros(b, dtype=torch.bool, device=self.device),
         )
         return ids, live
 
@@ -306,17 +318,28 @@ class TransformersPolicy:
                 positions[i, 0] = st.position()
         return positions
 
-    def _pick(self, logits: torch.Tensor, seeds: np.ndarray, t: int) -> torch.Tensor:
+    def _pick(
+        self, logits: torch.Tensor, seeds: np.ndarray, t: int, after_erase: torch.Tensor
+    ) -> torch.Tensor:
+        """Each row's token: greedy at temperature 0, else by inverse CDF from its uniform; rows
+        `after_erase` at `erase_temperature` when that is set."""
         if self.ban_ids:
             logits[:, self.ban_ids] = float("-inf")
+        if self.erase_temperature > 0 and bool(after_erase.any()):
+            temps = torch.full((len(logits), 1), self.temperature, device=logits.device)
+            temps[after_erase] = self.erase_temperature
+            drawn = self._draw(logits / temps.clamp(min=1e-6), seeds, t)
+            return torch.where(temps.squeeze(1) > 0, drawn, logits.argmax(-1))
         if self.temperature <= 0:
-            tok = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
-            cdf = probs.cumsum(-1, dtype=torch.float64)  # the same sums as .double().cumsum()
-            u = torch.from_numpy(uniforms(seeds, t)).to(cdf.device)[:, None] * cdf[:, -1:]
-            tok = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[1] - 1)
-        return tok
+            return logits.argmax(-1)
+        return self._draw(logits / self.temperature, seeds, t)
+
+    @staticmethod
+    def _draw(scaled: torch.Tensor, seeds: np.ndarray, t: int) -> torch.Tensor:
+        """One token per row from softmax(`scaled`) by inverse CDF at the row's uniform."""
+        cdf = torch.softmax(scaled, dim=-1).cumsum(-1, dtype=torch.float64)  # as .double().cumsum()
+        u = torch.from_numpy(uniforms(seeds, t)).to(cdf.device)[:, None] * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=scaled.shape[1] - 1)
 
     def _rollouts(
         self,

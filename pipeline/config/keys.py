@@ -55,6 +55,7 @@ EVAL_VALUE_KEYS = (
     "value_drop",
     "erase_logprob",
     "erase_at_end",
+    "erase_temperature",
 )  # EvalConfig: hashed when set
 BOOTSTRAP_BPE_KEYS = ("tokenizer", "vocab_size")  # BootstrapConfig: hashed only for a BPE
 CHAT_KEYS = ("chat_template", "system_prompt")  # TaskConfig: hashed only when a template is used
@@ -179,7 +180,8 @@ def _eval_key(
     off = {k for k in ("bksp_threshold", "bksp_random", "bksp_search") if not d["eval"][k]}
     if not d["eval"]["value_drop"]:  # then the value model reranks the controls only
         off |= {"value_model", "value_drop"}
-    off |= {k for k in ("erase_logprob", "erase_at_end") if not d["eval"].get(k)}
+    decoding = ("erase_logprob", "erase_at_end", "erase_temperature")
+    off |= {k for k in decoding if not d["eval"].get(k)}
     if not config_banned:  # `banned` given explicitly decides instead
         off.add("banned")
     shaping = {

@@ -184,7 +184,13 @@ class EvalConfig:
     it on validation problems. `erase_at_end` (with `bksp_search`): the erase rule is read once
     more where a step ended the stream, so a model trained on dead-end retries
     (`bootstrap.retry_placement=at_detection`) can erase its last move there and retry another
-    (`workers.guided`). Both enter the config hash only when set."""
+    (`workers.guided`). Both enter the config hash only when set.
+
+    `erase_temperature` T_e > 0 (transformers, without `bksp_search`): a row that has just
+    emitted a backspace samples at T_e until the step it writes next ends, then goes back to the
+    setting's temperature; so a greedy setting stays greedy everywhere except right after an
+    erase, where greedy decoding of an erase-attention model writes the move it erased again
+    (the erase hid it). 0 is off; it enters the config hash only when set."""
 
     n_problems: int = 500
     temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 1.0])
@@ -200,6 +206,7 @@ class EvalConfig:
     value_drop: float = 0.0
     erase_logprob: float = 0.0
     erase_at_end: bool = False
+    erase_temperature: float = 0.0
 
     def __post_init__(self) -> None:
         check_decoding(
@@ -211,6 +218,7 @@ class EvalConfig:
             value_model=bool(self.value_model),
             erase_logprob=self.erase_logprob,
             erase_at_end=self.erase_at_end,
+            erase_temperature=self.erase_temperature,
         )
         if self.n_problems < 1 or self.samples < 1 or self.n_tune < 1:
             raise ConfigError(

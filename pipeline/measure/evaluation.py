@@ -100,6 +100,7 @@ def evaluate_model(
         "bksp_search": cfg.eval.bksp_search,
         "erase_logprob": cfg.eval.erase_logprob,
         "erase_at_end": cfg.eval.erase_at_end,
+        "erase_temperature": cfg.eval.erase_temperature,
         "settings": {},
     }
     valuer = None
@@ -181,6 +182,7 @@ def decoding(cfg: Config, temperature: float, ban: bool, logprobs: bool = False)
         value_drop=cfg.eval.value_drop,
         erase_logprob=cfg.eval.erase_logprob,
         erase_at_end=cfg.eval.erase_at_end,
+        erase_temperature=cfg.eval.erase_temperature,
     )
 
 

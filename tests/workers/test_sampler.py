@@ -1,13 +1,16 @@
 """What is particular to the transformers backend (batching, chunking, bans, checkpoint errors);
 the policy contract every backend meets is in test_policy_contract.py."""
 
+import numpy as np
 import pytest
 import torch
 
+from search.backspace import pop_count
 from search.types import Ask
 from tests.models import tiny_checkpoint
+from workers.decode import cropped_logits
 from workers.hf import CheckpointError, SearchTokenizer, load_checkpoint
-from workers.sampler import TransformersPolicy
+from workers.sampler import TransformersPolicy, _row_seed, uniforms
 from workers.tokens import add_backspace_token
 
 
@@ -129,3 +132,63 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(with_b
     for got, one in zip(together, alone, strict=True):
         assert (got.tokens, got.finished) == (one.tokens, one.finished)
         assert got.logprobs == pytest.approx(one.logprobs, abs=1e-5)
+
+
+def test_greedy_with_an_erase_temperature_samples_only_the_step_after_each_erase(with_bksp):
+    """Temperature 0 with `erase_temperature`: every token is the argmax of its (cropped-cache)
+    logits, except from a backspace to the end of the step written next, where it is the
+    inverse-CDF draw at that temperature from the row's own uniform."""
+    model, tok = with_bksp
+    hot_t, budget = 3.0, 4
+    p = TransformersPolicy(
+        model,
+        tok.eos_id,
+        tok.delim_id,
+        temperature=0.0,
+        max_new_tokens=30,
+        bksp_id=tok.bksp_id,
+        mode="erase",
+        unit="token",
+        max_backspaces=budget,
+        erase_temperature=hot_t,
+    )
+    batch = asks(tok, n=3)
+    drawn = greedy = 0
+    for a, rollouts in zip(batch, p.sample(batch), strict=True):
+        for j, r in enumerate(rollouts):
+            stream, n0 = [*a.prefix, *r.tokens], len(a.prefix)
+            logits = cropped_logits(model, stream, n0, "token", tok.bksp_id, tok.delim_id)
+            seed = np.array([_row_seed(a.seed, j)], dtype=np.uint64)
+            hot, used, visible = False, 0, list(a.prefix)
+            for t, x in enumerate(r.tokens):
+                row = logits[n0 + t - 1].clone().float()
+                if used >= budget or pop_count(visible, n0, "token", tok.delim_id) == 0:
+                    row[tok.bksp_id] = float("-inf")
+                if hot:
+                    cdf = torch.softmax(row / hot_t, -1).cumsum(-1, dtype=torch.float64)
+                    u = torch.tensor([uniforms(seed, t)[0]], dtype=torch.float64) * cdf[-1]
+                    expect, drawn = int(torch.searchsorted(cdf, u, right=True)), drawn + 1
+                else:
+                    expect, greedy = int(row.argmax()), greedy + 1
+                assert x == expect, (a.seed, j, t)
+                hot = x == tok.bksp_id or (hot and x != tok.delim_id)
+                if x == tok.bksp_id:
+                    used += 1
+                    del visible[len(visible) - pop_count(visible, n0, "token", tok.delim_id) :]
+                else:
+                    visible.append(x)
+    assert drawn >= 5 and greedy >= 20  # both kinds of position were checked
+
+
+def test_erase_temperature_is_checked_and_hashed_only_when_set():
+    from pipeline.config import load_config
+    from search.errors import ConfigError
+
+    for bad in (["eval.erase_temperature=-1"], ["eval.erase_temperature=1", "eval.bksp_search=2"]):
+        with pytest.raises(ConfigError, match="erase_temperature"):
+            load_config("arith-tiny", bad)
+    with pytest.raises(ConfigError, match="erase_temperature=1.0: the vLLM policy"):
+        load_config("arith-tiny", ["eval.erase_temperature=1", "eval.policy=vllm"])
+    plain = load_config("arith-tiny", [])
+    assert load_config("arith-tiny", ["eval.erase_temperature=0"]).hash == plain.hash
+    assert load_config("arith-tiny", ["eval.erase_temperature=1"]).hash != plain.hash
