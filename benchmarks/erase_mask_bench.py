@@ -8,8 +8,12 @@
    the construction it replaced (one `attention_views` list per position) for the record, and
    the same at B=8, L=2,048.
 2. A training step (collate + forward + backward + AdamW) in erase mode (float mask, the
-   collator's default, and boolean) against stream mode, B=4 rows of L=2,048 on a small GPT-2
-   from a config (4 layers, 256 wide, 4 heads; random weights: timing does not depend on them).
+   collator's default, and boolean; both on SDPA, and the float mask on the blocked SDPA the
+   training stages switch models to, `workers.erase.use_blocked_attention`) against stream mode
+   (on SDPA, which gets a padding mask from the model and so computes every block too, and on
+   blocked SDPA), B=4 rows of L=2,048 on a small GPT-2 from a config (4 layers, 256 wide, 4 heads;
+   random weights: timing does not depend on them); and the same at B=16, L=512. `--steps-only`
+   measures only these.
 
 Every figure is a median of `--repeats` runs with the arms taking turns, so load from other
 processes on a shared machine falls on all of them alike; ratios are within one run. 2 threads.
@@ -32,7 +36,7 @@ from transformers import AutoModelForCausalLM, GPT2Config
 from search.backspace import pop_count
 from tests.workers.test_erase import reference_attention
 from workers.collate import BacktrackCollator
-from workers.erase import erase_attention
+from workers.erase import BLOCKED_SDPA, erase_attention, use_blocked_attention
 
 VOCAB, BKSP, DELIM, EOS, PROMPT = 40, 39, 4, 1, 16
 
@@ -120,16 +124,23 @@ def training_step(b: int, width: int, repeats: int) -> dict[str, Any]:
         "erase_bool": BacktrackCollator("erase", "token", BKSP, DELIM, dtype=torch.bool),
     }
 
-    def step(collate: BacktrackCollator) -> None:
+    use_blocked_attention(model)
+
+    def step(collate: BacktrackCollator, attention: str = "sdpa") -> None:
+        model.set_attn_implementation(attention)
         model(**collate(feats)).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    s = medians({k: (lambda c=c: step(c)) for k, c in collators.items()}, repeats)
+    arms = {k: (lambda c=c: step(c)) for k, c in collators.items()}
+    arms["stream_blocked"] = lambda: step(collators["stream"], BLOCKED_SDPA)
+    arms["erase_blocked"] = lambda: step(collators["erase_float32"], BLOCKED_SDPA)
+    s = medians(arms, repeats)
     out: dict[str, Any] = {"rows": b, "width": width, "model": "gpt2 4x256, 4 heads"}
     out |= {f"{k}_step_s": v for k, v in s.items()}
-    out["erase_float32_over_stream"] = s["erase_float32"] / s["stream"]
-    out["erase_bool_over_stream"] = s["erase_bool"] / s["stream"]
+    for k in ("erase_float32", "erase_bool", "stream_blocked", "erase_blocked"):
+        out[f"{k}_over_stream"] = s[k] / s["stream"]
+    out["erase_blocked_over_stream_blocked"] = s["erase_blocked"] / s["stream_blocked"]
     return out
 
 
@@ -138,15 +149,15 @@ def main() -> None:
     ap.add_argument("--out", default="bench-erase-mask.json")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps-only", action="store_true", help="only the training steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    report = {
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "mask_32x512": mask_build(32, 512, args.repeats),
-        "mask_8x2048": mask_build(8, 2048, max(3, args.repeats // 2)),
-        "train_step_4x2048": training_step(4, 2048, max(3, args.repeats // 2)),
-    }
+    report: dict[str, Any] = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    if not args.steps_only:
+        report["mask_32x512"] = mask_build(32, 512, args.repeats)
+        report["mask_8x2048"] = mask_build(8, 2048, max(3, args.repeats // 2))
+    report["train_step_16x512"] = training_step(16, 512, args.repeats)
+    report["train_step_4x2048"] = training_step(4, 2048, max(3, args.repeats // 2))
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).write_text(text)

@@ -8,6 +8,10 @@ Both are built from `search.backspace`, the one definition of what a backspace e
   - `erase_mask(erased_at, dtype)`: the dense 4D mask `[B, 1, L, L]` for SDPA or eager attention;
   - `erase_block_mask(erased_at)`: a FlexAttention `BlockMask` (torch >= 2.5) from the same rule,
     which a model registered with `register_flex_attention` takes (GPT-2 included).
+- `use_blocked_attention(model)`: SDPA over query blocks, each against the keys up to its last
+  query (`blocked_sdpa_attention`): a dense mask makes SDPA compute every block, the causal upper
+  half included, and no training mask (erase or padding) lets a query see a later key, so that
+  half is skipped.
 - `erase_attention(rows, ...)`: the mask and position ids of a training batch (both of the above).
 - `RowState`: one decoding row's visibility, updated token by token; when a backspace run ends it
   names the cache columns to hide, which is what cropping the cache does for a single sequence.
@@ -156,6 +160,82 @@ def flex_erase_attention(
         scale=scaling,
         enable_gqa=key.shape[1] != query.shape[1],
     )
+    return out.transpose(1, 2).contiguous(), None
+
+
+BLOCKED_SDPA = "halluc_blocked_sdpa"  # the attention implementation `use_blocked_attention` sets
+QUERY_BLOCK = 256  # queries per SDPA call (BENCHMARKS.md: erase-mode training step)
+
+
+def use_blocked_attention(model: Any) -> bool:
+    """Switch a model on SDPA attention to `blocked_sdpa_attention` (registered with transformers'
+    `AttentionInterface` as `BLOCKED_SDPA`, with SDPA's own mask builder for the masks the model
+    builds itself; the saved config does not carry it) and say whether it did. For training: every
+    mask it trains with is causal (no query sees a later key), in each attention mode; with a
+    padding mask, SDPA too computes every block otherwise (BENCHMARKS.md)."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(BLOCKED_SDPA, blocked_sdpa_attention)
+    AttentionMaskInterface.register(BLOCKED_SDPA, sdpa_mask)
+    try:
+        model.set_attn_implementation(BLOCKED_SDPA)
+    except (ValueError, NotImplementedError):  # an architecture without attention backends
+        return False
+    return True
+
+
+def blocked_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A transformers attention function: `[B, H, Lq, D]` query, `[B, Hkv, Lk, D]` key/value to
+    `[B, Lq, H, D]`, SDPA with `attention_mask` (4D, bool or additive float) over blocks of
+    `QUERY_BLOCK` queries, each against the keys up to its last query only. Equal to one SDPA call
+    when the mask is causal (the keys left out are masked for every query of the block); without
+    a mask (or with one that is the same for every query) it is one SDPA call, as transformers'
+    own "sdpa" makes it."""
+    gqa = key.shape[1] != query.shape[1]
+    lq, offset = query.shape[2], key.shape[2] - query.shape[2]  # offset: cached keys before
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :, : key.shape[2]]
+    if attention_mask is None or attention_mask.shape[2] != lq:
+        causal = attention_mask is None and lq > 1 and getattr(module, "is_causal", True)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=dropout,
+            is_causal=causal,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        return out.transpose(1, 2).contiguous(), None
+    blocks = []
+    for s in range(0, lq, QUERY_BLOCK):
+        e = min(s + QUERY_BLOCK, lq)
+        k_end = offset + e
+        blocks.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, s:e],
+                key[:, :, :k_end],
+                value[:, :, :k_end],
+                attn_mask=attention_mask[:, :, s:e, :k_end],
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
+        )
+    out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -52,6 +52,7 @@ from pipeline.runtime import (
 from search.errors import HallucError
 from search.types import Task
 from workers.collate import BacktrackCollator
+from workers.erase import use_blocked_attention
 from workers.hf import META, set_precision
 from workers.policy import pad_of
 
@@ -190,6 +191,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
         f"({b.data}), {b.steps} steps, {cfg.model.precision}"
     )
     mode = b.attention if erase else "stream"
+    use_blocked_attention(model)  # the same attention, without the masked upper half
     collate = BacktrackCollator(
         mode,
         "step",

@@ -62,6 +62,7 @@ from pipeline.trainers import dpo, rl, sft
 from pipeline.trainers.job import Compute, Job, Trainer, world
 from search.backspace import ERASING
 from workers.collate import BacktrackCollator
+from workers.erase import BLOCKED_SDPA, use_blocked_attention
 from workers.hf import (
     META,
     CheckpointError,
@@ -194,6 +195,7 @@ def prepare_model(cfg: Config, base: Path, backspace: bool) -> tuple[Any, Any, B
     delim = tok.encode(delimiter, add_special_tokens=False)
     ends, _ = step_end_ids(tok, delimiter, (bksp,))  # `.\n` ends a step as `\n` does
     check_attention(model, cfg.train.mode)
+    use_blocked_attention(model)  # the same attention, without the masked upper half
     trained = backtrack_meta(base)
     if trained.get("backspace") and trained.get("mode", cfg.train.mode) != cfg.train.mode:
         log.warning(
@@ -217,7 +219,7 @@ def check_attention(model: Any, mode: str) -> None:
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     if mode in ERASING:
         check_erase_support(model)
-    if mode in ERASING and impl not in ("eager", "sdpa"):
+    if mode in ERASING and impl not in ("eager", "sdpa", BLOCKED_SDPA):
         raise CheckpointError(
             f"train.mode={mode} needs an attention implementation that takes a 4D mask (eager "
             f"or sdpa); this model uses {impl!r}: load it with attn_implementation='sdpa' or "

@@ -16,6 +16,7 @@ from pipeline.stages import train
 from pipeline.trainers import sft
 from pipeline.trainers.job import Job
 from tests.conftest import CURVES, read_curves, tiny_cfg
+from workers.erase import BLOCKED_SDPA
 from workers.hf import CheckpointError, load_checkpoint
 
 STEPS = ["train.max_steps=12", "train.save_steps=6", "train.batch_size=8"]
@@ -72,6 +73,9 @@ def test_training_moves_parameters_and_saves_a_model_that_reloads(searched, tmp_
     ]
     assert len(moved) > 5
     assert json.loads((path / "halluc.json").read_text())["mode"] == "erase"
+    # it trained on blocked SDPA (workers.erase.use_blocked_attention), which a fresh process
+    # has not registered: the checkpoint must not name it
+    assert BLOCKED_SDPA not in (path / "config.json").read_text()
     assert not (path.parent / "checkpoints").exists()
     result = evaluate.main(cfg)  # the eval stage picks the round's trained model
     assert result["mode"] == "erase" and result["model"] == str(path)
@@ -310,6 +314,7 @@ def test_replay_adds_the_bootstrap_data_as_the_share_asked_and_new_problems_each
 
     layout = RunLayout(searched)
     model, tok, collate = train.prepare_model(cfg_for(searched), layout.model(0), True)
+    assert model.config._attn_implementation == BLOCKED_SDPA  # trains on blocked SDPA
     plain = sft.load(Job(cfg_for(searched), layout.model(0), layout.round(0)), tok, collate)
     cfg = cfg_for(searched, "train.replay=0.25")
     job = Job(cfg, layout.model(0), layout.round(0))
