@@ -49,18 +49,8 @@ def check_decoding(
             "bksp_threshold (one erase rule at a time), and a drop in (0, 1]"
         )
     if kind == "vllm":
-        _plain_only(
-            bksp_threshold=bksp_threshold,
-            bksp_random=bksp_random,
-            bksp_search=bksp_search,
-            erase_temperature=erase_temperature,
-        )
-    if erase_temperature < 0 or (erase_temperature and bksp_search):
-        raise ConfigError(
-            f"erase_temperature: {erase_temperature} is the temperature of the step written "
-            "right after an erase; it must be >= 0 (0: off) and cannot be set with bksp_search "
-            "(guided search draws its own candidates after an erase)"
-        )
+        _plain_only(bksp_threshold=bksp_threshold, bksp_random=bksp_random, bksp_search=bksp_search)
+    _check_erase_temperature(erase_temperature, bksp_search, kind)
     if erase_logprob > 0 or (
         erase_logprob and (not bksp_search or bksp_threshold or bksp_random or value_drop)
     ):
@@ -79,6 +69,17 @@ def check_decoding(
             "eraser (bksp_random) is guided search's erase rule and takes no other (value_drop), "
             "and erase_at_end (guided search's erase rule read where a step ended the stream) "
             "needs it"
+        )
+
+
+def _check_erase_temperature(erase_temperature: float, bksp_search: int, kind: str) -> None:
+    if kind == "vllm":
+        _plain_only(erase_temperature=erase_temperature)
+    if erase_temperature < 0 or (erase_temperature and bksp_search):
+        raise ConfigError(
+            f"erase_temperature: {erase_temperature} is the temperature of the step written "
+            "right after an erase; it must be >= 0 (0: off) and cannot be set with bksp_search "
+            "(guided search draws its own candidates after an erase)"
         )
 
 
