@@ -203,36 +203,25 @@ def blocked_sdpa_attention(
     when the mask is causal (the keys left out are masked for every query of the block); without
     a mask (or with one that is the same for every query) it is one SDPA call, as transformers'
     own "sdpa" makes it."""
-    gqa = key.shape[1] != query.shape[1]
-    lq, offset = query.shape[2], key.shape[2] - query.shape[2]  # offset: cached keys before
-    if attention_mask is not None:
-        attention_mask = attention_mask[:, :, :, : key.shape[2]]
-    if attention_mask is None or attention_mask.shape[2] != lq:
-        causal = attention_mask is None and lq > 1 and getattr(module, "is_causal", True)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=dropout,
-            is_causal=causal,
-            scale=scaling,
-            enable_gqa=gqa,
-        )
-        return out.transpose(1, 2).contiguous(), None
+    lq, lk = query.shape[2], key.shape[2]
+    mask = None if attention_mask is None else attention_mask[:, :, :, :lk]
+    blocked = mask is not None and mask.shape[2] == lq  # a mask per query, so causal
+    causal = mask is None and lq > 1 and getattr(module, "is_causal", True)
+    step = QUERY_BLOCK if blocked else lq
     blocks = []
-    for s in range(0, lq, QUERY_BLOCK):
-        e = min(s + QUERY_BLOCK, lq)
-        k_end = offset + e
+    for s in range(0, lq, step):
+        e = min(s + step, lq)
+        k_end = lk - lq + e if blocked else lk  # cached keys first, then one per query
         blocks.append(
             torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, s:e],
                 key[:, :, :k_end],
                 value[:, :, :k_end],
-                attn_mask=attention_mask[:, :, s:e, :k_end],
+                attn_mask=mask[:, :, s:e, :k_end] if blocked and mask is not None else mask,
                 dropout_p=dropout,
+                is_causal=causal,
                 scale=scaling,
-                enable_gqa=gqa,
+                enable_gqa=key.shape[1] != query.shape[1],
             )
         )
     out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
