@@ -8,7 +8,8 @@
 2. Search throughput with 2 Ray workers vs 1 on this machine: `halluc search` on the arith-tiny
    bootstrap model (trained first if missing), same problems, rollouts/s over the whole stage
    (actor start-up included) and over the search alone. With `--scale-model DIR [--preset P]`,
-   this alone, on that checkpoint (the model-size ladder's 10M model: a stage of minutes).
+   this alone, on that checkpoint (the model-size ladder's 10M model: a stage of minutes);
+   `--set run.threads=1` gives every worker one math thread (default: the run's 2, split).
 3. Share of wall time outside the model: the in-process search, time inside `policy.sample`
    against the stage's wall time.
 """
@@ -158,12 +159,12 @@ def one_and_two_workers(preset: str, common: list[str], scratch: Path) -> dict[s
     return figures
 
 
-def search_scaling(preset: str, model: str, n_train: int) -> dict[str, Any]:
+def search_scaling(preset: str, model: str, n_train: int, sets: list[str]) -> dict[str, Any]:
     """`halluc search` with 1 then 2 Ray workers on the checkpoint `model` (a larger model, whose
     stage is long enough to amortise the actors' start-up), `n_train` training problems."""
     root = RUN / "scale"
-    common = [f"run.out_dir={root}", f"task.n_train={n_train}", f"model.path={model}"]
-    figures: dict[str, Any] = {"preset": preset, "model": model, "problems": n_train}
+    common = [f"run.out_dir={root}", f"task.n_train={n_train}", f"model.path={model}", *sets]
+    figures: dict[str, Any] = {"preset": preset, "model": model, "problems": n_train, "sets": sets}
     return figures | one_and_two_workers(preset, common, root)
 
 
@@ -173,9 +174,10 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=128)
     ap.add_argument("--scale-model", default="", help="only 2 workers vs 1 on this checkpoint")
     ap.add_argument("--preset", default="arith-headroom", help="with --scale-model")
+    ap.add_argument("--set", action="append", default=[], help="key=value, with --scale-model")
     args = ap.parse_args()
     if args.scale_model:
-        scaling = search_scaling(args.preset, args.scale_model, args.problems)
+        scaling = search_scaling(args.preset, args.scale_model, args.problems, args.set)
         Path(args.out).write_text(json.dumps(scaling, indent=2))
         return
     report = {
