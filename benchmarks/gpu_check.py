@@ -16,9 +16,11 @@ Sections (`--only`, repeatable; all three by default), each catching its own fai
    of random streams with backspace runs: stream mode (SDPA, causal), erase mode with the
    boolean mask built on the device from `erased_at` (`workers.erase.erase_mask`), and erase
    mode on FlexAttention (`workers.erase.erase_block_mask` through the registered attention
-   function, compiled; CUDA only). First, the two erase paths' logits on the same weights are
-   compared (also on the CPU with --tiny, unfused). No dropout in any model here (FlexAttention
-   has no attention dropout).
+   function, compiled; CUDA only), and erase mode on blocked SDPA (the boolean mask, SDPA over
+   blocks of 256 queries each against the keys up to its last: `workers.erase.
+   use_blocked_attention`, what the project's training stages switch SDPA models to). First, the
+   erase paths' logits on the same weights are compared with SDPA's (FlexAttention also on the CPU
+   with --tiny, unfused). No dropout in any model here (FlexAttention has no attention dropout).
 3. bootstrap: GPT-2 of about 20M parameters (8 layers, 448 wide) on Countdown with 4 numbers
    (`CountdownTask()` defaults: numbers 1..99, targets 10..100, 10 of them held out for test),
    `search.tokenizer.CharTokenizer`, trained for `--minutes` of wall clock (less if the whole
@@ -60,7 +62,13 @@ from search.tokenizer import CharTokenizer
 from search.tree import Judge
 from search.types import Ask, Problem
 from workers.collate import BacktrackCollator
-from workers.erase import erase_block_mask, erase_mask, erase_vectors, register_flex_attention
+from workers.erase import (
+    erase_block_mask,
+    erase_mask,
+    erase_vectors,
+    register_flex_attention,
+    use_blocked_attention,
+)
 from workers.sampler import TransformersPolicy
 
 SECTIONS = ("sampler", "train", "bootstrap")
@@ -124,6 +132,7 @@ PROFILES = {
         minutes=0.05,
         eval_problems=8,
         workers=0,
+        section_budget_s=900.0,  # every arm, however slow the test machine
         cpu_flex=True,
         eval_tokens=24,
         eval_reserve_s=0.0,
@@ -161,7 +170,8 @@ def gpt2(
     eos: int | None = None,
 ) -> Any:
     """A GPT-2 from a config on `device`, seeded: the same weights for the same arguments.
-    End-of-sequence `eos` (default: the last id) only names it in the config."""
+    End-of-sequence `eos` (default: the last id) only names it in the config; `attn` "blocked":
+    SDPA switched to `use_blocked_attention`."""
     eos = vocab - 1 if eos is None else eos
     n_layer, n_embd, n_head = layout
     torch.manual_seed(0)
@@ -178,7 +188,12 @@ def gpt2(
         eos_token_id=eos,
     )
     with torch.device(device):  # initialised where it runs: no copy of 124M weights
-        return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+        model = AutoModelForCausalLM.from_config(
+            config, attn_implementation="sdpa" if attn == "blocked" else attn
+        )
+    if attn == "blocked" and not use_blocked_attention(model):
+        raise RuntimeError("blocked SDPA could not be set on GPT-2")
+    return model
 
 
 def sync(device: torch.device) -> None:
@@ -294,7 +309,7 @@ def make_batch(streams: list[list[int]], mode: str, vocab: int, device: torch.de
         batch["erased_at"] = erased_at
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     erased_at = batch.pop("erased_at", None)
-    if mode == "erase_sdpa":
+    if mode in ("erase_sdpa", "erase_blocked"):
         batch["attention_mask"] = erase_mask(erased_at, torch.bool)
     elif mode == "erase_flex":
         batch["erase_block_mask"] = erase_block_mask(erased_at)
@@ -311,7 +326,7 @@ def flex_attn() -> str | None:
 def train_arms(device: torch.device) -> dict[str, str]:
     """Timed modes -> attention implementation: FlexAttention on CUDA only (on the CPU it is
     unfused and has no backward)."""
-    arms = {"stream": "sdpa", "erase_sdpa": "sdpa"}
+    arms = {"stream": "sdpa", "erase_sdpa": "sdpa", "erase_blocked": "blocked"}
     flex = flex_attn()
     if flex is not None and device.type == "cuda":
         arms["erase_flex"] = flex
@@ -328,17 +343,19 @@ def train_step(model: Any, opt: Any, batch: dict, device: torch.device) -> torch
     return loss.detach()
 
 
-def erase_logit_gap(s: Shapes, flex: str, streams: list[list[int]], device: torch.device) -> float:
-    """Max |logit| difference of erase mode on SDPA and on FlexAttention (attention
-    implementation `flex`) on `streams`, same weights, bf16 autocast. On CUDA with gradients on,
-    as in training, so the compiled FlexAttention is the one the timed arm then reuses (the
-    CPU's unfused FlexAttention has no backward)."""
+def erase_logit_gap(
+    s: Shapes, mode: str, attn: str, streams: list[list[int]], device: torch.device
+) -> float:
+    """Max |logit| difference of erase mode on SDPA and `mode` on attention implementation
+    `attn` (FlexAttention, blocked SDPA) on `streams`, same weights, bf16 autocast. On CUDA with
+    gradients on, as in training, so the compiled FlexAttention is the one the timed arm then
+    reuses (the CPU's unfused FlexAttention has no backward)."""
     logits = []
-    for mode, attn in (("erase_sdpa", "sdpa"), ("erase_flex", flex)):
-        model = gpt2(s.gpt, s.vocab, max(w for w, _ in s.train), device, attn)
+    for arm, implementation in (("erase_sdpa", "sdpa"), (mode, attn)):
+        model = gpt2(s.gpt, s.vocab, max(w for w, _ in s.train), device, implementation)
         grad = device.type == "cuda"
         with torch.set_grad_enabled(grad), torch.autocast(device.type, dtype=torch.bfloat16):
-            logits.append(model(**make_batch(streams, mode, s.vocab, device)).logits.detach())
+            logits.append(model(**make_batch(streams, arm, s.vocab, device)).logits.detach())
         del model
     return float((logits[0].float() - logits[1].float()).abs().max())
 
@@ -374,10 +391,14 @@ def train_section(s: Shapes, device: torch.device, log: Log) -> dict[str, Any]:
     flex = flex_attn()
     for width, rows in s.train:
         streams = random_streams(rows, width, s.vocab)
-        if width == s.train[0][0] and flex is not None and (device.type == "cuda" or s.cpu_flex):
-            gap = erase_logit_gap(s, flex, streams, device)
-            out["erase_flex_vs_sdpa_max_logit_diff"] = gap
-            log("train", "parity", max_logit_diff=gap)
+        if width == s.train[0][0]:
+            other = {"erase_blocked": "blocked"}
+            if flex is not None and (device.type == "cuda" or s.cpu_flex):
+                other["erase_flex"] = flex
+            for mode, attn in other.items():
+                gap = erase_logit_gap(s, mode, attn, streams, device)
+                out[f"{mode}_vs_sdpa_max_logit_diff"] = gap
+                log("train", "parity", arm=mode, max_logit_diff=gap)
         for mode, attn in arms.items():
             if time.time() - start > s.section_budget_s:
                 result = {"skipped": f"section budget {s.section_budget_s} s spent"}

@@ -69,10 +69,11 @@ def test_the_tiny_check_reports_every_section_without_ray_vllm_or_datasets(tmp_p
 
     train = report["train"]
     for width, _ in shapes["train"]:
-        for mode in ("stream", "erase_sdpa"):
+        for mode in ("stream", "erase_sdpa", "erase_blocked"):
             assert train["arms"][f"{mode}@{width}"]["tokens_per_s"] > 0
-        assert train[f"erase_sdpa_over_stream@{width}"] > 0
-    assert train["erase_flex_vs_sdpa_max_logit_diff"] < 0.05  # bf16 autocast, same weights
+            assert mode == "stream" or train[f"{mode}_over_stream@{width}"] > 0
+    for mode in ("erase_flex", "erase_blocked"):  # bf16 autocast, same weights
+        assert train[f"{mode}_vs_sdpa_max_logit_diff"] < 0.05
 
     boot = report["bootstrap"]
     assert boot["steps"] >= 1 and boot["problems"] == boot["steps"] * shapes["boot_batch"]
