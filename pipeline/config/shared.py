@@ -91,19 +91,22 @@ class ModelConfig:
     type as sampling loads them (search, evaluation, rl's streams). `precision`: how training
     computes (the bootstrap, the train stage, the value model): `bf16` runs its forwards under
     bf16 autocast over float32 master weights (loaded in float32 whatever `dtype` says), `fp32`
-    all in float32. On this project's CPU bf16 training steps are 1.5-1.9x faster, and bf16
-    sampling slower (BENCHMARKS.md, scale), hence the split."""
+    all in float32, `auto` bf16 where the device multiplies bf16 natively (a GPU with bf16, a CPU
+    with AVX-512 or AMX) and fp32 elsewhere (`workers.hf.resolve_precision`). On a CPU with AMX
+    bf16 training steps are 1.5-1.9x faster, and bf16 sampling slower (BENCHMARKS.md, scale),
+    hence the split; on an AVX2-only CPU bf16 is emulated and many times slower than fp32."""
 
     path: str = ""
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     @property
     def train_dtype(self) -> str:
-        """The weights' type for training: float32 master weights under bf16, else `dtype`."""
-        return "float32" if self.precision == "bf16" else self.dtype
+        """The weights' type for training: float32 master weights under bf16 (or `auto`), else
+        `dtype`."""
+        return self.dtype if self.precision == "fp32" else "float32"
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from search.errors import HallucError
 from search.types import Task
 from workers.collate import BacktrackCollator
 from workers.erase import use_blocked_attention
-from workers.hf import META, set_precision
+from workers.hf import META, resolve_precision, set_precision
 from workers.policy import pad_of
 
 log = logging.getLogger(__name__)
@@ -184,11 +184,12 @@ def train(cfg: Config, task: Task, out: Path) -> None:
             f"training sequence ({longest} tokens); raise it"
         )
     model = set_precision(build_model(b, tokenizer), cfg.model.precision)
+    precision = resolve_precision(cfg.model.precision, "cpu")  # the bootstrap trains on the CPU
     n_params = sum(p.numel() for p in model.parameters())
     shape = "x".join(map(str, b.shape()[:2]))
     log.info(
         f"bootstrap: {b.arch} {shape} with {n_params} parameters on {len(examples)} problems "
-        f"({b.data}), {b.steps} steps, {cfg.model.precision}"
+        f"({b.data}), {b.steps} steps, {precision}"
     )
     mode = b.attention if erase else "stream"
     use_blocked_attention(model)  # the same attention, without the masked upper half
@@ -208,7 +209,7 @@ def train(cfg: Config, task: Task, out: Path) -> None:
     compute: dict[str, Any] = {"data": b.data, "examples": len(examples), "retry_examples": retries}
     compute |= {"problems": len(problems), "optimizer_steps": b.steps, "loss_tokens": loss_tokens}
     compute |= {"parameters": n_params, "loss_tokens_per_parameter": loss_tokens / n_params}
-    compute |= {"epochs": epochs, "precision": cfg.model.precision, "train_seconds": seconds}
+    compute |= {"epochs": epochs, "precision": precision, "train_seconds": seconds}
     write_json(compute_of(out), compute)  # first: the model, renamed in last, is whole or absent
     kill_point("bootstrap:compute-written")
     save_model(model, tokenizer, out, extra=extra)

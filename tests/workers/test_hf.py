@@ -1,13 +1,16 @@
-"""`workers.hf.set_precision`: bf16 autocast as forward hooks on a model."""
+"""`workers.hf.set_precision`: bf16 autocast as forward hooks on a model; `auto` takes it only
+where the device multiplies bf16 natively."""
 
 import copy
+import logging
 
 import pytest
 import torch
 
+import workers.hf
 from pipeline.config import BootstrapConfig
 from pipeline.stages import bootstrap
-from workers.hf import set_precision
+from workers.hf import resolve_precision, set_precision
 
 
 def _model():
@@ -46,5 +49,27 @@ def test_autocast_ends_when_the_forward_raises():
     with pytest.raises(IndexError):
         model(input_ids=torch.full((1, 64), 3))  # past the 32 positions
     assert not torch.is_autocast_enabled("cpu")
-    with pytest.raises(ValueError, match="fp32 or bf16"):
+    with pytest.raises(ValueError, match="fp32, bf16 or auto"):
         set_precision(model, "fp16")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_takes_bf16_only_where_the_device_has_it(monkeypatch, native):
+    monkeypatch.setattr(workers.hf, "native_bf16", lambda device: native)
+    model, ids = _model(), torch.randint(3, 10, (2, 12))
+    plain = model(input_ids=ids).logits
+    out = set_precision(model, "auto")(input_ids=ids).logits
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert native or torch.equal(out, plain)
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_bf16_without_native_support_runs_as_asked_and_warns_once(monkeypatch, caplog):
+    monkeypatch.setattr(workers.hf, "native_bf16", lambda device: False)
+    model, ids = set_precision(_model(), "bf16"), torch.randint(3, 10, (2, 12))
+    with caplog.at_level(logging.WARNING, logger="workers.hf"):
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16
+        model(input_ids=ids)
+    warned = [r for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert len(warned) == 1 and "model.precision=auto" in warned[0].getMessage()
