@@ -53,8 +53,8 @@ TABLES: tuple[Table, ...] = (
     ),
     Table(
         "sweep-diffs",
-        "paired differences per temperature over seeds: backspace allowed − banned, and "
-        "backtrack − baseline",
+        "paired differences per temperature over seeds: backspace allowed − banned for every "
+        "arm that erases, and backtrack − baseline; each arm's first-error figures",
     ),
     Table(
         "compare-bootstraps",

@@ -56,6 +56,34 @@ def test_sweep_diffs_prints_what_the_script_printed(run, capsys):
     result = sweep_diffs.compute(run)
     assert result["names"] == ["T=0.7", "T=1.0"]  # greedy and the banned twins left out
     assert [r["round"] for r in result["tables"][0]["rows"]] == [1, 2]
+    # since the script: every erasing arm's allowed − banned (its title names the arm), and the
+    # figures per arm; the backtrack tables' figures are the script's
+
+
+def test_sweep_diffs_gives_every_arm_its_first_error_figures_as_means_over_seeds(tmp_path, capsys):
+    run = synthetic_run(tmp_path / "run", arms=("backtrack", "baseline", "rl"))
+    for s, share in enumerate((0.1, 0.3, None)):  # seed 2 erased nothing: left out of the mean
+        path = run / f"seed-{s}" / "rl" / "round-1" / "eval.json"
+        figures = json.loads(path.read_text())
+        figures["settings"]["T=1.0"] |= {
+            "first_error_precision": share,
+            "chance_first_error_precision": 0.05,
+            "repair_rate": None if share is None else 0.5,
+        }
+        path.write_text(json.dumps(figures))
+    result = sweep_diffs.compute(run, ["T=1.0"])
+    assert result["names"] == ["T=1.0"]
+    titles = [t["title"] for t in result["tables"]]
+    assert titles == ["backtrack, allowed − banned", "rl, allowed − banned", "backtrack − baseline"]
+    (rl,) = [f for f in result["figures"] if (f["arm"], f["round"]) == ("rl", 2)]
+    assert rl["first_error_precision"] == pytest.approx(0.2) and rl["repair_rate"] == 0.5
+    assert rl["chance_first_error_precision"] == pytest.approx(0.05)
+    assert "| rl | 2 | T=1.0 |" in sweep_diffs.render(result)
+    assert "| 20.0% (5.0%) |" in sweep_diffs.render(result)
+    with pytest.raises(TableError, match="no sampled setting 'T=0.5'; there are"):
+        sweep_diffs.compute(run, ["T=0.5"])
+    assert cli.main(["table", "sweep-diffs", "--run", str(run), "--setting", "T=0.7"]) == 0
+    assert "| T=1.0 |" not in capsys.readouterr().out
 
 
 def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
