@@ -69,6 +69,7 @@ CHECKPOINTS = "rl-checkpoints"  # in the round's train/ directory
 REFERENCE = "rl-reference.pt"
 SCRATCH = (CHECKPOINTS, REFERENCE)
 TOTALS = ("rows", "generated_tokens", "loss_tokens", "reference_tokens", "correct")
+CREDITED = ("fresh_erases", "right_steps_erased", "repairs")  # what the erase credit acted on
 
 
 def check(job: Job) -> None:
@@ -113,6 +114,7 @@ def fit(model: Any, tok: Any, collate: BacktrackCollator, rows: Dataset, job: Jo
             "token_warmup_batches": t.token_warmup,
             "backspace_token": True,
             **{k: state[k] for k in ("rows", "reference_tokens", "correct", "history")},
+            **{k: state.get(k, 0) for k in CREDITED},
         },
     )
 
@@ -274,7 +276,7 @@ def _resume(out: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, 
     and RNG from the newest checkpoint in `out`; a fresh one when there is none."""
     path = _latest(out)
     if path is None:
-        return {"step": 0, "history": [], **dict.fromkeys(TOTALS, 0)}
+        return {"step": 0, "history": [], **dict.fromkeys(TOTALS + CREDITED, 0)}
     saved = torch.load(path, weights_only=True)
     model.load_state_dict(saved.pop("model"))
     optimizer.load_state_dict(saved.pop("optimizer"))
@@ -315,6 +317,19 @@ def _count(
     state["loss_tokens"] += loss_tokens
     state["reference_tokens"] += sum(len(s.row["input_ids"]) for s in flat)
     state["correct"] += sum(s.correct for s in flat)
+    acted = dict(
+        zip(
+            CREDITED,
+            (
+                sum(s.fresh_erases for s in flat),
+                sum(s.right_steps_erased for s in flat),
+                sum(s.repaired for s in flat),
+            ),
+            strict=True,
+        )
+    )
+    for k, v in acted.items():  # a checkpoint from before these totals resumes at 0
+        state[k] = state.get(k, 0) + v
     n = len(flat)
     state["history"].append(
         {
@@ -325,6 +340,7 @@ def _count(
             "backtrack_rate": sum(s.n_backspaces > 0 for s in flat) / n,
             "credited_runs": sum(len(s.credits) for s in flat),
         }
+        | acted
         | figures
     )
     log.info("rl step %d: %s", step, state["history"][-1])

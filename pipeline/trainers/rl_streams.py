@@ -34,6 +34,10 @@ class Stream:
     n_backspaces: int
     logprobs: tuple[float, ...]
     credits: tuple[tuple[tuple[int, ...], float], ...] = ()  # (stream positions, credit)
+    # what the erase credit acts on (exact checker; 0 without one), whatever its weights:
+    fresh_erases: int = 0  # erases of a fresh error (`rl.erase_bonus` each)
+    right_steps_erased: int = 0  # right finished steps erased (`rl.erase_penalty` each)
+    repaired: bool = False  # first error erased in time, ended correct (`rl.repair_bonus`)
 
 
 def step_problems(problems: list[Problem], step: int, per_step: int, seed: int) -> list[Problem]:
@@ -118,6 +122,9 @@ def sample(
                     report.n_backspaces,
                     tuple(r.logprobs or ()),
                     tuple((c.positions, c.value) for c in credits),
+                    report.fresh_erases or 0,
+                    report.right_steps_erased,
+                    bool(report.first_error_erased and report.correct),
                 )
             )
         out.append(group)

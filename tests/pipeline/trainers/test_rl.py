@@ -346,6 +346,8 @@ def test_halluc_train_rl_raises_the_reward_and_states_its_compute(rl_trained, ti
     assert compute["rows"] == 192 and compute["group"] == 8
     assert compute["generated_tokens"] == pytest.approx(sum(16 * h["tokens"] for h in history))
     assert compute["generated_tokens"] < compute["loss_tokens"] < compute["reference_tokens"]
+    for k in rl.CREDITED:  # what the erase credit would act on, counted with its weights at 0
+        assert compute[k] == sum(h[k] for h in history)
     # a random model is never right: the token cost is the reward, and it learns to stop sooner
     first, last = history[:4], history[-4:]
     assert sum(h["reward"] for h in last) > sum(h["reward"] for h in first) + 0.1

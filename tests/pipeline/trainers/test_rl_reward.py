@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from pipeline.config import RlConfig
-from pipeline.trainers.rl_streams import reward
+from pipeline.trainers import rl
+from pipeline.trainers.rl_streams import Stream, reward
 from tests.search.test_metrics import RIGHT, report
 
 CREDIT = RlConfig(token_cost=0.0, erase_bonus=0.5, erase_penalty=0.25, repair_bonus=0.3)
@@ -39,3 +40,21 @@ def test_erasing_right_steps_costs_the_penalty_per_step():
 def test_weights_are_checked():
     with pytest.raises(ValueError, match="erase_bonus"):
         dataclasses.replace(CREDIT, erase_bonus=-1.0)
+
+
+def test_each_step_records_what_the_credit_acted_on_and_the_totals_add_up():
+    """compute.json says how often the bonus, the penalty and the repair fired (whatever their
+    weights), per step in the history and in total; a checkpoint from before these totals
+    resumes them at 0."""
+
+    def stream(fresh, right, repaired):
+        row = {"input_ids": [1, 2, 3], "loss_mask": [0, 1, 1]}
+        return Stream(row, 0.0, repaired, 2, fresh, (0.0, 0.0), (), fresh, right, repaired)
+
+    state = {"history": [], **dict.fromkeys(rl.TOTALS, 0)}  # as an older checkpoint saved it
+    rl._count(state, [[stream(1, 0, True), stream(0, 2, False)]], {}, 0)
+    rl._count(state, [[stream(2, 1, False)], [stream(0, 0, False)]], {}, 1)
+    first, second = state["history"]
+    assert (first["fresh_erases"], first["right_steps_erased"], first["repairs"]) == (1, 2, 1)
+    assert (second["fresh_erases"], second["right_steps_erased"], second["repairs"]) == (2, 1, 0)
+    assert [state[k] for k in rl.CREDITED] == [3, 3, 1]
