@@ -42,9 +42,10 @@ from typing import Any
 import yaml
 
 from pipeline.config import Config, ConfigError, check_resumable, config_diff, load_config
-from pipeline.config.keys import BOOTSTRAP_TASK_KEYS
+from pipeline.config.keys import BOOTSTRAP_TASK_KEYS, eval_keys
 from pipeline.files import copy_dir, read_json, write_json, write_text
 from pipeline.layout import GridLayout, RunLayout, compute_of
+from pipeline.loading import task_from_config
 from pipeline.measure import report
 from pipeline.measure.grid_table import command_line, page, record, sets, table_rows
 from pipeline.stages import run
@@ -223,22 +224,51 @@ def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
     """Give `row`, seed by seed, a copy of the bootstrap model of the first other row whose saved
     bootstrap config has the same task (but for `task.n_train`) and bootstrap sections (what the
     bootstrap stage compares when it resumes) and the same backspace token (which the backspace
-    data forms train with).
-    Copies the model directory only (not its eval.json and tune.json, which depend on the eval
-    and trace sections); never replaces or deletes anything."""
+    data forms train with); with it, that row's evaluations of the model (eval.json, tune.json,
+    curve.json) where the eval stage would take them as this row's own (`shared_evals`).
+    Never replaces or deletes anything; the model, copied last, marks the copy whole."""
     if row.cfg.model.path:  # a given start model: no bootstrap
         return
     for seed in seeds:
         cfg = run.seed_config(row.cfg, seed)
-        target = RunLayout.of(cfg).bootstrap_model
+        layout = RunLayout.of(cfg)
+        target = layout.bootstrap_model
         if target.exists():
             continue
         source = _same_bootstrap([r for r in rows if r is not row], seed, cfg)
         if source is not None:
             log.info("grid row %s, seed %d: bootstrap model copied from %s", row.name, seed, source)
-            if compute_of(source).exists():  # first: the model is the finished mark
+            if compute_of(source).exists():
                 write_json(compute_of(target), read_json(compute_of(source)))
+            for have, want in shared_evals(source, layout, cfg):
+                log.info("grid row %s, seed %d: %s copied from %s", row.name, seed, want.name, have)
+                write_json(want, read_json(have))
             copy_dir(source, target)
+
+
+def shared_evals(source_model: Path, layout: RunLayout, cfg: Config) -> list[tuple[Path, Path]]:
+    """(source, target) for the start model's evaluations in `source_model`'s run that this row
+    (`cfg`, `layout`) would make the same: the held-out and the validation sweeps when their
+    `eval_key` is one `cfg` accepts (what `evaluate_to` checks of a cached file), and the curve
+    beside them when both are (it is drawn at the setting the validation sweep chose, by the same
+    settings). Targets already there are left alone."""
+    src = RunLayout(source_model.parent.parent)
+    task = task_from_config(cfg.task)
+    sweeps = (
+        (src.start_eval, layout.start_eval, task.problems("test", cfg.eval.n_problems), None),
+        (src.start_tune, layout.start_tune, task.problems("validation", cfg.eval.n_tune), False),
+    )
+    pairs = []
+    for have, want, problems, banned in sweeps:
+        if not have.exists():
+            return []
+        key = read_json(have).get("eval_key")
+        if key not in eval_keys(cfg, len(problems), banned):
+            return []
+        pairs.append((have, want))
+    if src.start_curve.exists():
+        pairs.append((src.start_curve, layout.start_curve))
+    return [(have, want) for have, want in pairs if not want.exists()]
 
 
 def _same_bootstrap(rows: list[Row], seed: int, cfg: Config) -> Path | None:

@@ -18,7 +18,7 @@ from pipeline.arms import REQUIRED as ARMS
 from pipeline.config import ConfigError
 from pipeline.files import write_json, write_text
 from pipeline.layout import RunLayout
-from pipeline.measure import report
+from pipeline.measure import evaluation, report
 from pipeline.measure.verdict import verdict
 from pipeline.runtime import stage_config
 from pipeline.stages import bootstrap, grid, run
@@ -324,8 +324,9 @@ def test_cli_errors_are_one_line(tmp_path, fake, capsys):
 def test_real_runs_share_the_bootstrap_and_the_table_reads_their_evals(
     tmp_path, trained, monkeypatch
 ):
-    """Two rows over seed 0, round 0 only: the first starts from the session's bootstrap model,
-    the second from a copy of it (bootstrap training would fail here), each evaluating it."""
+    """Three rows over seed 0, round 0 only: the first starts from the session's bootstrap model,
+    the others from a copy of it (bootstrap training would fail here); step-end (another trace
+    setting) evaluates it itself, lr (a training setting only) takes the first row's evaluations."""
     out = tmp_path / "grid"
     shutil.copytree(
         trained[0] / "bootstrap" / "model", out / "defaults" / "seed-0" / "bootstrap" / "model"
@@ -334,13 +335,27 @@ def test_real_runs_share_the_bootstrap_and_the_table_reads_their_evals(
     def no_training(*a, **kw):
         raise AssertionError("the bootstrap model should have been shared")
 
+    evaluated = []
+    real = evaluation.evaluate_model
     monkeypatch.setattr(bootstrap, "train", no_training)
+    monkeypatch.setattr(
+        evaluation,
+        "evaluate_model",
+        lambda path, *a, **kw: evaluated.append(path) or real(path, *a, **kw),
+    )
     path = levers(
-        tmp_path, "- name: defaults\n- name: step-end\n  set: {trace.backspace_at: step_end}\n"
+        tmp_path,
+        "- name: defaults\n- name: step-end\n  set: {trace.backspace_at: step_end}\n"
+        "- name: lr\n  set: {train.lr: 0.001}\n",
     )
     grid.main(
         path, "arith-tiny", [f"run.out_dir={out}", *TINY, "eval.n_problems=8", "run.rounds=0"], [0]
     )
+    rows = [p.parents[2].name for p in evaluated]
+    assert rows == ["defaults", "defaults", "step-end", "step-end"]  # held-out, validation
+    for name in ("eval.json", "tune.json", "curve.json"):
+        own = (out / "defaults" / "seed-0" / "bootstrap" / name).read_bytes()
+        assert (out / "lr" / "seed-0" / "bootstrap" / name).read_bytes() == own
     records = json.loads((out / "grid.json").read_text())["rows"]
     for rec in records:
         seed0 = out / rec["name"] / "seed-0" / "bootstrap"
@@ -355,4 +370,5 @@ def test_real_runs_share_the_bootstrap_and_the_table_reads_their_evals(
     assert [line.split(" | ")[:2] for line in table[1:]] == [
         ["| defaults", "0"],
         ["| step-end", "0"],
+        ["| lr", "0"],
     ]
