@@ -8,8 +8,9 @@ tokens per solved problem).
 
 Reads every `seed-S/ARM/round-R/eval.json` (`per_problem` lists over the same held-out problems) and
 pairs them per problem within each seed; the interval resamples seeds, then problems
-(`stats.seeds_then_problems`). An arm erases when its evaluation has the backspace-banned twin of
-its settings (every arm trained with the backspace). The figures are means over seeds of each
+(`stats.seeds_then_problems`). An arm is compared with its backspace banned when its evaluation has
+the banned twin of its settings and it erased at all (not the baseline, whose backspace is banned).
+The seeds are the verdict's, where the run has one. The figures are means over seeds of each
 seed's share (a seed with nothing to divide by, say no erase, is left out of that mean). Round
 numbers are the verdict's: round r is the model trained in round r-1. Prints Markdown tables.
 """
@@ -22,8 +23,18 @@ from typing import Any
 
 from pipeline.arms import ARMS
 from pipeline.files import read_json
+from pipeline.layout import RunLayout
 from pipeline.measure.stats import seeds_then_problems as paired
-from pipeline.tables.common import MISSING, TableError, diff, mean_known, num, pct, run_dir
+from pipeline.tables.common import (
+    MISSING,
+    TableError,
+    diff,
+    mean_known,
+    num,
+    pct,
+    run_dir,
+    seed_dirs,
+)
 
 BANNED = ", backspace banned"
 # (column, key, chance's key): the erase figures, each share beside what chance would give
@@ -48,12 +59,22 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def seeds_of(run: Path) -> list[Path]:
+    """The seed directories of the run's verdict (a grid adding seeds to a finished row leaves
+    unfinished ones beside them), else every `seed-S/`."""
+    verdict = RunLayout(run).verdict
+    if verdict.is_file():
+        return seed_dirs(run, read_json(verdict)["seeds"])
+    return sorted(run.glob("seed-*"))
+
+
 def evals(run: Path, arm: str, r: int) -> list[dict[str, Any]]:
     """Every seed's held-out figures of `arm`'s model of verdict round `r`."""
-    return [
-        read_json(seed / arm / f"round-{r - 1}" / "eval.json")
-        for seed in sorted(run.glob("seed-*"))
-    ]
+    paths = [seed / arm / f"round-{r - 1}" / "eval.json" for seed in seeds_of(run)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise TableError(f"{missing[0]}: no such file; the run has not evaluated that round yet")
+    return [read_json(p) for p in paths]
 
 
 def _per(es: list[dict[str, Any]], name: str) -> list[list[float]]:
@@ -73,7 +94,7 @@ def _names(first: dict[str, Any], wanted: list[str] | None, where: Path) -> list
 def compute(run: Path, setting: list[str] | None = None) -> dict[str, Any]:
     """Per comparison, per round, per sampled setting: the paired difference over seeds; per arm,
     round and setting: the erase figures' means over seeds."""
-    seeds = sorted(run.glob("seed-*"))
+    seeds = seeds_of(run)
     if not seeds:
         raise TableError(f"{run}: no seed-S directories; give the out_dir of a run with run.seeds")
     rounds = sorted(int(p.name.split("-")[1]) + 1 for p in (seeds[0] / "backtrack").glob("round-*"))
@@ -82,12 +103,20 @@ def compute(run: Path, setting: list[str] | None = None) -> dict[str, Any]:
     arms = [a.name for a in ARMS if (seeds[0] / a.name / "round-0").is_dir()]
     first = {arm: evals(run, arm, rounds[0])[0] for arm in arms}
     names = _names(first["backtrack"], setting, seeds[0] / "backtrack" / "round-0")
-    erasing = [a for a in arms if all(n + BANNED in first[a]["settings"] for n in names)]
     tables = []
-    for arm in erasing:
+    for arm in arms:
+        if not all(n + BANNED in first[arm]["settings"] for n in names):
+            continue  # no banned twin: a model without the backspace
+        by_round = {r: evals(run, arm, r) for r in rounds}
+        if not any(
+            e["settings"][n]["backtrack_rate"]
+            for es in by_round.values()
+            for e in es
+            for n in names
+        ):
+            continue  # never erased (the baseline, its backspace banned): nothing to compare
         rows = []
-        for r in rounds:
-            es = evals(run, arm, r)
+        for r, es in by_round.items():
             rows.append(
                 {"round": r, "cells": [paired(_per(es, n), _per(es, n + BANNED)) for n in names]}
             )

@@ -84,6 +84,11 @@ def test_sweep_diffs_gives_every_arm_its_first_error_figures_as_means_over_seeds
         sweep_diffs.compute(run, ["T=0.5"])
     assert cli.main(["table", "sweep-diffs", "--run", str(run), "--setting", "T=0.7"]) == 0
     assert "| T=1.0 |" not in capsys.readouterr().out
+    (run / "seed-3" / "rl").mkdir(parents=True)  # a seed a grid is adding: not the verdict's
+    assert sweep_diffs.compute(run, ["T=1.0"]) == result
+    (run / "verdict.json").unlink()  # then every seed-S counts, and one is not evaluated
+    with pytest.raises(TableError, match="seed-3/backtrack/round-0/eval.json: no such file"):
+        sweep_diffs.compute(run)
 
 
 def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
