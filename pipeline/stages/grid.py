@@ -242,7 +242,10 @@ def share_bootstrap(row: Row, rows: list[Row], seeds: list[int]) -> None:
                 write_json(compute_of(target), read_json(compute_of(source)))
             for have, want in shared_evals(source, layout, cfg):
                 log.info("grid row %s, seed %d: %s copied from %s", row.name, seed, want.name, have)
-                write_json(want, read_json(have))
+                figures = dict(read_json(have))
+                if "model" in figures:  # what the row would have written: its own model's path
+                    figures["model"] = str(target)
+                write_json(want, figures)
             copy_dir(source, target)
 
 
