@@ -62,7 +62,8 @@ def set_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Modu
     and sampling alike, on CPU and GPU; returns `model`. Forward hooks, not a patched `forward`: a
     `copy.deepcopy` of the model (rl's reference) keeps the switch and stays its own model. bf16
     asked for on a device without it runs as asked, with a warning that it is slow there."""
-    resolve_precision(precision, "cpu")  # the name checked before any hook is placed
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision is fp32, bf16 or auto, not {precision!r}")
     for handle in getattr(model, "_halluc_precision", ()):
         handle.remove()
     model._halluc_precision = ()  # type: ignore[assignment]

@@ -68,9 +68,9 @@ def seeds_of(run: Path) -> list[Path]:
     return sorted(run.glob("seed-*"))
 
 
-def evals(run: Path, arm: str, r: int) -> list[dict[str, Any]]:
+def evals(seeds: list[Path], arm: str, r: int) -> list[dict[str, Any]]:
     """Every seed's held-out figures of `arm`'s model of verdict round `r`."""
-    paths = [seed / arm / f"round-{r - 1}" / "eval.json" for seed in seeds_of(run)]
+    paths = [seed / arm / f"round-{r - 1}" / "eval.json" for seed in seeds]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise TableError(f"{missing[0]}: no such file; the run has not evaluated that round yet")
@@ -101,22 +101,23 @@ def compute(run: Path, setting: list[str] | None = None) -> dict[str, Any]:
     if not rounds:
         raise TableError(f"{seeds[0]}: no backtrack/round-R; the run has no trained round yet")
     arms = [a.name for a in ARMS if (seeds[0] / a.name / "round-0").is_dir()]
-    first = {arm: evals(run, arm, rounds[0])[0] for arm in arms}
+    loaded = {(arm, r): evals(seeds, arm, r) for arm in arms for r in rounds}  # read once
+    first = {arm: loaded[arm, rounds[0]][0] for arm in arms}
     names = _names(first["backtrack"], setting, seeds[0] / "backtrack" / "round-0")
     tables = []
     for arm in arms:
         if not all(n + BANNED in first[arm]["settings"] for n in names):
             continue  # no banned twin: a model without the backspace
-        by_round = {r: evals(run, arm, r) for r in rounds}
         if not any(
             e["settings"][n]["backtrack_rate"]
-            for es in by_round.values()
-            for e in es
+            for r in rounds
+            for e in loaded[arm, r]
             for n in names
         ):
             continue  # never erased (the baseline, its backspace banned): nothing to compare
         rows = []
-        for r, es in by_round.items():
+        for r in rounds:
+            es = loaded[arm, r]
             rows.append(
                 {"round": r, "cells": [paired(_per(es, n), _per(es, n + BANNED)) for n in names]}
             )
@@ -124,16 +125,11 @@ def compute(run: Path, setting: list[str] | None = None) -> dict[str, Any]:
     if "baseline" in arms:
         rows = []
         for r in rounds:
-            bt, base = evals(run, "backtrack", r), evals(run, "baseline", r)
+            bt, base = loaded["backtrack", r], loaded["baseline", r]
             rows.append({"round": r, "cells": [paired(_per(bt, n), _per(base, n)) for n in names]})
         tables.append({"title": "backtrack − baseline", "rows": rows})
     figures = [
-        {
-            "arm": arm,
-            "round": r,
-            "setting": n,
-            **_means([e["settings"][n] for e in evals(run, arm, r)]),
-        }
+        {"arm": arm, "round": r, "setting": n, **_means([e["settings"][n] for e in loaded[arm, r]])}
         for arm in arms
         for r in rounds
         for n in names

@@ -317,17 +317,11 @@ def _count(
     state["loss_tokens"] += loss_tokens
     state["reference_tokens"] += sum(len(s.row["input_ids"]) for s in flat)
     state["correct"] += sum(s.correct for s in flat)
-    acted = dict(
-        zip(
-            CREDITED,
-            (
-                sum(s.fresh_erases for s in flat),
-                sum(s.right_steps_erased for s in flat),
-                sum(s.repaired for s in flat),
-            ),
-            strict=True,
-        )
-    )
+    acted = {
+        "fresh_erases": sum(s.fresh_erases for s in flat),
+        "right_steps_erased": sum(s.right_steps_erased for s in flat),
+        "repairs": sum(s.repaired for s in flat),
+    }
     for k, v in acted.items():  # a checkpoint from before these totals resumes at 0
         state[k] = state.get(k, 0) + v
     n = len(flat)
