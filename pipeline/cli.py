@@ -77,6 +77,19 @@ def _grid_parser(p: argparse.ArgumentParser) -> None:
         metavar="S,S,...",
         help="the seeds of every row (default: run.seeds, else run.seed)",
     )
+    p.add_argument(
+        "--rows",
+        type=_names,
+        metavar="NAME,NAME,...",
+        help="run (and tabulate) only these rows of the grid file (default: every row)",
+    )
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give row names as a,b, each once")
+    return names
 
 
 def _seeds(text: str) -> list[int]:
@@ -151,7 +164,7 @@ def _grid(args: argparse.Namespace) -> int:
 
     out_dir = Path(load_config(args.preset, _overrides(args)).run.out_dir)
     with run_lock(out_dir):
-        result = grid.main(args.grid, args.preset, _overrides(args), args.seeds)
+        result = grid.main(args.grid, args.preset, _overrides(args), args.seeds, args.rows)
     print(grid.describe(result))
     return 0
 

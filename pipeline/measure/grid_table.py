@@ -149,10 +149,13 @@ def _per_arm(compute: dict[str, dict[str, float | None]], key: str) -> str:
     return " / ".join(fmt(key, v) for v in whole)
 
 
-def command_line(grid: str, preset: str, overrides: list[str], seeds: list[int]) -> str:
+def command_line(
+    grid: str, preset: str, overrides: list[str], seeds: list[int], only: list[str] | None = None
+) -> str:
     """The `halluc grid` command that makes this grid (from the directory it ran in)."""
     args = ["halluc", "grid", "--preset", preset, "--grid", grid]
     args += ["--seeds", ",".join(str(s) for s in seeds)]
+    args += ["--rows", ",".join(only)] if only is not None else []
     for item in overrides:
         args += ["--set", item]
     return shlex.join(args)

@@ -25,6 +25,9 @@ and bootstrap sections equal those of a row that has its bootstrap model starts 
 that model, seed by seed (the model only: its figures depend on the row's eval and trace
 settings, so the row evaluates it itself).
 
+`--rows NAME,NAME` runs only those rows (in the file's order; all are still checked) and
+tabulates only them, for a grid whose rows are not all wanted at every seed count.
+
 At the end, `run.out_dir/grid.json` (per row: name, overrides, and every round's verdict figures
 with the backtrack arm at T=1.0 and the compute per arm) and `grid.md` (the command that makes it
 and one table, a line per row and round).
@@ -72,10 +75,14 @@ class Row:
 
 
 def main(
-    grid: str | Path, preset: str, overrides: list[str], seeds: list[int] | None = None
+    grid: str | Path,
+    preset: str,
+    overrides: list[str],
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) every row of the grid file `grid`, then write grid.json and grid.md in
-    `run.out_dir`; returns their paths and the Markdown table."""
+    """Run (or resume) every row of the grid file `grid` (those named in `only`, when given), then
+    write grid.json and grid.md in `run.out_dir`; returns their paths and the Markdown table."""
     base = load_config(preset, overrides)
     layout = GridLayout(Path(base.run.out_dir))
     seeds = seeds or base.run.seeds or [base.run.seed]
@@ -84,16 +91,17 @@ def main(
             f"{layout.root} holds a run or a stage's outputs (config.yaml), not a grid; give "
             f"the grid its own directory: --set run.out_dir=DIR"
         )
-    rows = load_rows(Path(grid), preset, overrides, seeds, layout)
+    every = load_rows(Path(grid), preset, overrides, seeds, layout)
+    rows = select(every, only, grid)
     for i, row in enumerate(rows, 1):
         if finished(row, seeds):
             log.info("grid row %d/%d %s: finished, skipped", i, len(rows), row.name)
             continue
         log.info("grid row %d/%d %s: running %s", i, len(rows), row.name, sets(row.overrides))
-        share_bootstrap(row, rows, seeds)
+        share_bootstrap(row, every, seeds)  # from any row of the file that has it
         run.main(row.cfg)
     records = [record(row, seeds) for row in rows]
-    command = command_line(str(grid), preset, overrides, seeds)
+    command = command_line(str(grid), preset, overrides, seeds, only)
     write_json(layout.json, {"command": command, "seeds": seeds, "rows": records})
     table = report.markdown(table_rows(records))
     write_text(layout.md, page(command, seeds, records, table))
@@ -131,6 +139,18 @@ def load_rows(
             raise ConfigError(f"{label}: {err}, or give the row another name") from None
         rows.append(Row(name, sets, cfg))
     return rows
+
+
+def select(rows: list[Row], only: list[str] | None, path: str | Path) -> list[Row]:
+    """The rows named in `only`, in the grid file's order (all of them when `only` is None); every
+    row is checked all the same, so a name that is not the file's is an error, not a silent skip."""
+    if only is None:
+        return rows
+    names = [row.name for row in rows]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise ConfigError(f"{path}: no row named {', '.join(map(repr, unknown))} (rows: {names})")
+    return [row for row in rows if row.name in only]
 
 
 def _read(path: Path) -> list[tuple[int, Any]]:

@@ -210,6 +210,24 @@ def test_a_killed_grid_resumes_where_it_stopped_to_the_same_table(tmp_path, fake
     )
 
 
+def test_rows_runs_only_the_named_rows_and_shares_the_bootstrap_of_one_it_skips(tmp_path, fake):
+    out, path = tmp_path / "grid", levers(tmp_path)
+    grid.main(path, "arith-tiny", [f"run.out_dir={out}", "run.rounds=1"], [0], ["defaults"])
+    fake.calls.clear()
+    fake.trained.clear()
+    result = grid.main(
+        path, "arith-tiny", [f"run.out_dir={out}", "run.rounds=1"], [0], ["token", "step-end"]
+    )
+    # file order, not the option's; step-end copies defaults' model though defaults did not run
+    assert [c.run.out_dir for c in fake.calls] == [str(out / "step-end"), str(out / "token")]
+    assert fake.trained == [str(out / "token" / "seed-0")]
+    records = json.loads((out / "grid.json").read_text())
+    assert [r["name"] for r in records["rows"]] == ["step-end", "token"]
+    assert "--rows token,step-end" in records["command"] and "subtokens" not in result["table"]
+    with pytest.raises(ConfigError, match=r"no row named 'nope' \(rows: \['defaults'"):
+        grid.main(path, "arith-tiny", [f"run.out_dir={out}", "run.rounds=1"], [0], ["nope"])
+
+
 def test_rows_with_the_same_task_and_bootstrap_share_the_model_and_nothing_else(tmp_path, fake):
     out = tmp_path / "grid"
     make(levers(tmp_path), out)
@@ -299,15 +317,15 @@ def test_the_cli_command_in_grid_md_makes_the_same_table(tmp_path, fake, monkeyp
     monkeypatch.chdir(tmp_path)
     levers(tmp_path)
     args = ["grid", "--grid", "levers.yaml", "--seeds", "0,1", "--set", "run.out_dir=out"]
-    assert cli.main([*args, "--set", "run.rounds=1"]) == 0
+    assert cli.main([*args, "--set", "run.rounds=1", "--rows", "subtokens,token"]) == 0
     md = (tmp_path / "out" / "grid.md").read_text()
-    assert "| subtokens | 1 |" in capsys.readouterr().out
+    assert "| subtokens | 1 |" in capsys.readouterr().out and "| defaults |" not in md
     [command] = re.findall(r"```bash\n(.*)\n```", md)
     shutil.rmtree(tmp_path / "out")
     fake.calls.clear()
     argv = shlex.split(command)
     assert argv[:2] == ["halluc", "grid"]
-    assert cli.main(argv[1:]) == 0 and len(fake.calls) == 4
+    assert cli.main(argv[1:]) == 0 and len(fake.calls) == 2
     assert (tmp_path / "out" / "grid.md").read_text() == md
 
 
@@ -319,6 +337,9 @@ def test_cli_errors_are_one_line(tmp_path, fake, capsys):
     with pytest.raises(SystemExit):
         cli.main(["grid", "--grid", str(path), "--seeds", "0,x"])
     assert "give seeds as 0,1,2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["grid", "--grid", str(path), "--rows", "a,a"])
+    assert "give row names as a,b, each once" in capsys.readouterr().err
 
 
 def test_real_runs_share_the_bootstrap_and_the_table_reads_their_evals(
