@@ -29,6 +29,7 @@ from pipeline.tables.common import (
     MISSING,
     TableError,
     diff,
+    held_dir,
     mean_known,
     num,
     pct,
@@ -69,8 +70,9 @@ def seeds_of(run: Path) -> list[Path]:
 
 
 def evals(seeds: list[Path], arm: str, r: int) -> list[dict[str, Any]]:
-    """Every seed's held-out figures of `arm`'s model of verdict round `r`."""
-    paths = [seed / arm / f"round-{r - 1}" / "eval.json" for seed in seeds]
+    """Every seed's held-out figures of `arm`'s model of verdict round `r`: where the keep-best
+    gate rejected the round, those of the model the arm kept (as the verdict reads them)."""
+    paths = [held_dir(seed, f"{arm}/round-{r - 1}") / "eval.json" for seed in seeds]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise TableError(f"{missing[0]}: no such file; the run has not evaluated that round yet")

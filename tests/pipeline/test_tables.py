@@ -91,6 +91,21 @@ def test_sweep_diffs_gives_every_arm_its_first_error_figures_as_means_over_seeds
         sweep_diffs.compute(run)
 
 
+def test_sweep_diffs_reads_a_round_the_keep_best_gate_rejected_as_the_model_the_arm_kept(
+    tmp_path,
+):
+    run = synthetic_run(tmp_path / "run")
+    seeds = sweep_diffs.seeds_of(run)
+    gate = seeds[0] / "backtrack" / "round-1" / "gate.json"
+    gate.write_text(json.dumps({"kept": False, "validation": 0.1, "held_validation": 0.2}))
+    got = sweep_diffs.evals(seeds, "backtrack", 2)
+    kept = json.loads((seeds[0] / "backtrack" / "round-0" / "eval.json").read_text())
+    assert got[0] == kept and got[1]["settings"] != kept["settings"]
+    (seeds[0] / "backtrack" / "round-0" / "gate.json").write_text(gate.read_text())
+    start = json.loads((seeds[0] / "bootstrap" / "eval.json").read_text())
+    assert sweep_diffs.evals(seeds, "backtrack", 2)[0] == start  # both rejected: the start model
+
+
 def test_compare_bootstraps_prints_what_the_script_printed(tmp_path, capsys):
     a, b = bootstrap_pair(tmp_path)
     argv = ["table", "compare-bootstraps", "--a", *map(str, a), "--b", *map(str, b)]
