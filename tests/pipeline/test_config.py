@@ -452,6 +452,18 @@ def test_a_run_made_before_the_renames_resumes_and_keeps_its_keys(tmp_path):
     assert "01dc2c7c707b" not in eval_keys(gsm8k, 40)
 
 
+def test_the_eval_key_counts_the_streams_length_and_backspaces_but_not_the_batch():
+    """How long a stream runs and how many backspaces it may emit shape an evaluation's figures
+    (its key holds them at their old places, eval.max_new_tokens and eval.max_backspaces); the
+    rows per forward pass only shape its speed."""
+    from pipeline.config import eval_key
+
+    base = eval_key(load_config("arith-tiny"), 40)
+    for item in ("sampling.stream_tokens=80", "sampling.stream_backspaces=4"):
+        assert eval_key(load_config("arith-tiny", [item]), 40) != base, item
+    assert eval_key(load_config("arith-tiny", ["sampling.max_batch=8"]), 40) == base
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
