@@ -19,7 +19,8 @@ differences paired over problems (95%; one seed: problems only). Several seeds: 
 the seeds (each seed's accuracy in brackets) and the intervals resample seeds, then problems.
 `--curve`: other models' curves (a round's `ARM/round-R/curve.json`, for a model that is not the
 run's start). `--control`: other evaluations of the same models and problems (the random eraser at
-the same rate), paired at the same setting.
+the same rate), paired at the same setting. A round the keep-best gate rejected is refused: its
+model is not the one the arm kept.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import read_json
-from pipeline.layout import RunLayout
+from pipeline.layout import RoundLayout, RunLayout
 from pipeline.measure import budget
 from pipeline.measure.settings import BANNED
 from pipeline.measure.stats import seeds_then_problems
@@ -46,6 +47,12 @@ def sides(
     """One seed: the erasing decoder's per-problem results at `setting` and those of what it is
     set against (the banned twin, best-of-N and majority at its tokens, the control), with their
     accuracies, tokens and N."""
+    if RoundLayout(eval_path.parent).rejected:
+        raise SystemExit(
+            f"{eval_path}: the keep-best gate (train.keep_best) rejected this round's model; the "
+            "arm went on with the model it held before (its eval.json is the one the tables read: "
+            "the latest earlier round it kept, else bootstrap/eval.json)"
+        )
     settings = read_json(eval_path)["settings"]
     erasing, banned = settings[setting], settings.get(setting + BANNED)
     curve = dict(read_json(curve_path or RunLayout(run).start_curve))

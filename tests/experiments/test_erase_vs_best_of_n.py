@@ -53,3 +53,12 @@ def test_two_seeds_give_means_over_seeds_and_each_seeds_accuracy(tmp_path):
     got = compare(seeds, "T=1.0")
     assert got["per_seed"] == [1.0, 0.0] and got["accuracy"] == 0.5
     assert got["best_of_n"]["minus"]["per_seed"] == [pytest.approx(0.5), pytest.approx(-0.5)]
+
+
+def test_a_round_the_keep_best_gate_rejected_is_refused(tmp_path):
+    eval_path, curve_path = files(tmp_path, [1.0, 0.5], [30.0, 10.0])
+    write_json(tmp_path / "gate.json", {"kept": True})
+    assert sides(tmp_path, eval_path, "T=1.0", curve_path)["mine"]["accuracy"] == 0.75
+    write_json(tmp_path / "gate.json", {"kept": False})
+    with pytest.raises(SystemExit, match="keep-best gate"):
+        sides(tmp_path, eval_path, "T=1.0", curve_path)
