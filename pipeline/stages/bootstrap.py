@@ -10,7 +10,8 @@ ordinary checkpoint directory, `run.out_dir/bootstrap/model`, that `AutoModelFor
 written to a temporary directory and renamed, so a killed run never leaves half a model; a rerun
 finds it and only evaluates again if `eval.json` is missing.
 
-The loss covers the solution and end-of-sequence, not the prompt. The model is meant to stay
+It trains on `model.device` (`auto`: a GPU where there is one) at `model.precision`. The loss
+covers the solution and end-of-sequence, not the prompt. The model is meant to stay
 imperfect (its mistakes are what the search looks for): the stage reports greedy and T=1.0
 accuracy on held-out problems in `bootstrap/eval.json`. Its training curves (loss, learning rate,
 gradient norm) go to `bootstrap/tb/` (TensorBoard).
@@ -53,7 +54,7 @@ from search.errors import HallucError
 from search.types import Task
 from workers.collate import BacktrackCollator
 from workers.erase import use_blocked_attention
-from workers.hf import META, resolve_precision, set_precision
+from workers.hf import META, pick_device, resolve_precision, set_precision
 from workers.policy import pad_of
 
 log = logging.getLogger(__name__)
@@ -183,13 +184,14 @@ def train(cfg: Config, task: Task, out: Path) -> None:
             f"bootstrap.n_positions={b.n_positions} is shorter than the longest "
             f"training sequence ({longest} tokens); raise it"
         )
-    model = set_precision(build_model(b, tokenizer), cfg.model.precision)
-    precision = resolve_precision(cfg.model.precision, "cpu")  # the bootstrap trains on the CPU
+    device = pick_device(cfg.model.device)  # a GPU where there is one, as the rounds train
+    model = set_precision(build_model(b, tokenizer).to(device), cfg.model.precision)
+    precision = resolve_precision(cfg.model.precision, device)
     n_params = sum(p.numel() for p in model.parameters())
     shape = "x".join(map(str, b.shape()[:2]))
     log.info(
         f"bootstrap: {b.arch} {shape} with {n_params} parameters on {len(examples)} problems "
-        f"({b.data}), {b.steps} steps, {precision}"
+        f"({b.data}), {b.steps} steps, {precision} on {device.type}"
     )
     mode = b.attention if erase else "stream"
     use_blocked_attention(model)  # the same attention, without the masked upper half
@@ -243,13 +245,14 @@ def _fit(
     model.train()
     loss_tokens = 0
     batches = Batches(examples, b, rng)
+    device = next(model.parameters()).device
     start = time.perf_counter()
     bar = tqdm(range(b.steps), desc="bootstrap", unit="step")
     with Curves(stage_dir) as curves, bar:
         for step in bar:
             batch = batches.next()
             loss_tokens += sum(sum(e["loss_mask"]) for e in batch)
-            loss = model(**collate(batch)).loss
+            loss = model(**{k: v.to(device) for k, v in collate(batch).items()}).loss
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

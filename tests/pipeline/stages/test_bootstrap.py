@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline import cli
@@ -121,6 +122,29 @@ def test_bf16_bootstrap_trains_mixed_precision_and_records_its_compute(tmp_path)
     other = tiny_cfg(tmp_path, "model.precision=bf16", "bootstrap.steps=60", "task.seed=5")
     with pytest.raises(HallucError, match="task.seed"):  # another task is another bootstrap
         bootstrap.trained_model(other, task_from_config(other.task))
+
+
+def test_bootstrap_trains_on_the_model_device(tmp_path, monkeypatch):
+    asked = []
+
+    def device(name):
+        asked.append(name)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(bootstrap, "pick_device", device)
+    bootstrap.main(tiny_cfg(tmp_path, "model.device=cpu", "bootstrap.steps=2", "eval.n_problems=2"))
+    assert asked == ["cpu"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bootstrap_on_a_gpu_learns_and_saves_a_model_the_cpu_loads(tmp_path):
+    cfg = tiny_cfg(tmp_path, "model.device=cuda", "bootstrap.steps=60", "eval.n_problems=4")
+    bootstrap.main(cfg)
+    losses = [v for _, v in read_curves(tmp_path / "bootstrap")["train/loss"]]
+    assert losses[-1] < 0.6 * losses[0]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "bootstrap" / "model")
+    assert next(model.parameters()).device.type == "cpu"
 
 
 def test_size_sets_the_shape(tmp_path):
