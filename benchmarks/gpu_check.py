@@ -124,7 +124,8 @@ PROFILES = {
         prompt=8,
         new=8,
         single_prompts=2,
-        train=((64, 2), (128, 2)),
+        # the first length is the parity check's: over two query blocks of blocked SDPA, and a part
+        train=((600, 1), (64, 2)),
         warmup_steps=1,
         timed_steps=2,
         boot_gpt=(2, 64, 2),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from search.tasks.countdown import CountdownTask, solvable
+from workers.erase import QUERY_BLOCK
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
@@ -72,6 +73,7 @@ def test_the_tiny_check_reports_every_section_without_ray_vllm_or_datasets(tmp_p
         for mode in ("stream", "erase_sdpa", "erase_blocked"):
             assert train["arms"][f"{mode}@{width}"]["tokens_per_s"] > 0
             assert mode == "stream" or train[f"{mode}_over_stream@{width}"] > 0
+    assert shapes["train"][0][0] > 2 * QUERY_BLOCK  # parity over several blocks and a part
     for mode in ("erase_flex", "erase_blocked"):  # bf16 autocast, same weights
         assert train[f"{mode}_vs_sdpa_max_logit_diff"] < 0.05
 
