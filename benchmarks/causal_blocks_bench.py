@@ -1,7 +1,7 @@
 """SDPA alone, forward + backward: one `is_causal` call against the same attention as blocks of 256
-queries with explicit causal masks (what `workers.erase.blocked_sdpa_attention` does with a mask).
+queries with explicit causal masks (`workers.erase.blocked_sdpa_attention`, called here).
 
-    .venv/bin/python benchmarks/causal_blocks_bench.py
+    PYTHONPATH=. .venv/bin/python benchmarks/causal_blocks_bench.py
 
 Prints, per shape `[B, H, L, D]`, the largest output difference and the median seconds of 5 turns
 in fp32 and bf16. A scratch check of why erase mode on blocked SDPA measured faster than stream
@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-BLOCK = 256
+from workers.erase import blocked_sdpa_attention
+
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -25,12 +26,11 @@ def one_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    length, outs = q.shape[2], []
-    for s in range(0, length, BLOCK):
-        e = min(length, s + BLOCK)
-        mask = torch.ones(e - s, e, dtype=torch.bool).tril(diagonal=s)
-        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, :e], v[:, :, :e], mask))
-    return torch.cat(outs, 2)
+    """`blocked_sdpa_attention` with the causal mask training gives it, as `[B, H, L, D]`."""
+    length = q.shape[2]
+    mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None]
+    out, _ = blocked_sdpa_attention(torch.nn.Module(), q, k, v, mask)
+    return out.transpose(1, 2)
 
 
 def median_s(fn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> float:
