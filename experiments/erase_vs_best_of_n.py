@@ -14,9 +14,11 @@ The run is a `halluc run ... --set run.rounds=0` (its start model's eval.json, t
 curve.json: the curve samples at the sampling setting chosen on validation problems). Prints one
 Markdown row: the erasing decoder's accuracy, tokens per problem and backtrack rate, the same
 model with the backspace banned at that setting, best-of-N and majority at its tokens, and the
-differences paired over problems (95%; one seed: problems only). Several seeds: `--run`, `--eval`
-(and `--curve`, `--control`) take one path per seed, in the same order; the figures are means over
-the seeds (each seed's accuracy in brackets) and the intervals resample seeds, then problems.
+differences paired over problems (95%; one seed: problems only). `--setting chosen` reads each
+seed at the setting chosen on its validation problems (the `tune.json` beside its eval.json).
+Several seeds: `--run`, `--eval` (and `--curve`, `--control`) take one path per seed, in the same
+order; the figures are means over the seeds (each seed's accuracy in brackets) and the intervals
+resample seeds, then problems.
 `--curve`: other models' curves (a round's `ARM/round-R/curve.json`, for a model that is not the
 run's start). `--control`: other evaluations of the same models and problems (the random eraser at
 the same rate), paired at the same setting. A round the keep-best gate rejected is refused: its
@@ -35,6 +37,9 @@ from pipeline.layout import RoundLayout, RunLayout
 from pipeline.measure import budget
 from pipeline.measure.settings import BANNED
 from pipeline.measure.stats import seeds_then_problems
+from pipeline.measure.verdict import choose
+
+CHOSEN = "chosen"  # --setting: each seed at the setting chosen on its validation problems
 
 
 def sides(
@@ -70,6 +75,17 @@ def sides(
     if control:
         out["control"] = read_json(control)["settings"][setting]
     return out
+
+
+def setting_of(eval_path: Path, setting: str) -> str:
+    """`setting`, or with `chosen` the setting chosen on validation problems for the model of
+    `eval_path` (its tune.json beside it, as the tables read each seed)."""
+    if setting != CHOSEN:
+        return setting
+    tune = eval_path.parent / "tune.json"
+    if not tune.is_file():
+        raise SystemExit(f"{eval_path}: --setting {CHOSEN} needs tune.json beside it (none)")
+    return choose(read_json(tune))
 
 
 def compare(seeds: list[dict[str, Any]], setting: str) -> dict[str, Any]:
@@ -138,7 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, type=Path, nargs="+", help="one per seed")
     ap.add_argument("--eval", required=True, type=Path, nargs="+", help="one per seed")
-    ap.add_argument("--setting", default="T=1.0")
+    ap.add_argument("--setting", default="T=1.0", help=f"a setting, or {CHOSEN!r}: validation's")
     ap.add_argument("--name", default="")
     ap.add_argument(
         "--curve", type=Path, nargs="+", help="the best-of-N curves (default: the runs' start)"
@@ -151,12 +167,13 @@ def main() -> None:
     if any(len(x) != n for x in (args.eval, args.curve or args.run, args.control or args.run)):
         ap.error("--run, --eval and (when given) --curve and --control take one path per seed each")
     curves, controls = args.curve or [None] * n, args.control or [None] * n
+    settings = [setting_of(e, args.setting) for e in args.eval]
     got = compare(
         [
-            sides(r, e, args.setting, curves[i], controls[i])
+            sides(r, e, settings[i], curves[i], controls[i])
             for i, (r, e) in enumerate(zip(args.run, args.eval, strict=True))
         ],
-        args.setting,
+        " / ".join(dict.fromkeys(settings)),
     )
     print(json.dumps(got, indent=1))
     print(HEADER)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.erase_vs_best_of_n import compare, row, sides
+from experiments.erase_vs_best_of_n import compare, row, setting_of, sides
 from pipeline.files import write_json
 
 # two problems; the base model's samples cost 10 tokens each. Problem 0: the likeliest of any
@@ -62,3 +62,13 @@ def test_a_round_the_keep_best_gate_rejected_is_refused(tmp_path):
     write_json(tmp_path / "gate.json", {"kept": False})
     with pytest.raises(SystemExit, match="keep-best gate"):
         sides(tmp_path, eval_path, "T=1.0", curve_path)
+
+
+def test_chosen_reads_the_setting_validation_chose_beside_each_eval(tmp_path):
+    eval_path, _ = files(tmp_path, [1.0, 0.5], [30.0, 10.0])
+    assert setting_of(eval_path, "T=0.5") == "T=0.5"
+    with pytest.raises(SystemExit, match="tune.json"):
+        setting_of(eval_path, "chosen")
+    tune = {"greedy": 0.4, "T=1.0": 0.5, "T=1.0, backspace banned": 0.9}  # banned: never chosen
+    write_json(tmp_path / "tune.json", {"settings": {k: {"accuracy": a} for k, a in tune.items()}})
+    assert setting_of(eval_path, "chosen") == "T=1.0"
