@@ -166,7 +166,7 @@ def render(result: dict[str, Any], command: str = "") -> str:
     lines = [
         f"Run `{result['run']}`, seeds {result['seeds']}; each arm at its setting chosen on "
         "validation problems; intervals resample seeds, then problems (per-seed differences in "
-        "brackets).",
+        "brackets); opt. steps, loss tokens and generated tokens are sums over the seeds.",
         "",
         "| round | arm | accuracy (setting) | per seed | − baseline | − start | first error: "
         "precision (chance) / recall (chance) / repair | backtrack rate | detector AUC pooled / "

@@ -297,6 +297,10 @@ def test_main_table_takes_seeds_as_the_unit(run):
     assert next(r for r in rows if r["arm"] == "baseline")["minus_baseline"] is None
     text = main.render(result)
     assert text.count("| 2 | backtrack |") == 1 and "backtrack − it: +3.1" in text
+    # the compute columns are sums over the seeds, and the table says so
+    costs = [c["backtrack"][1] for c in main.read_verdict(run)["compute"]]
+    assert bt["optimizer_steps"] == sum(c.get("optimizer_steps", 0) for c in costs)
+    assert "sums over the seeds" in text
     assert cli.main(["table", "main", "--run", str(run)]) == 0
     assert (run / "main.md").exists()
 
