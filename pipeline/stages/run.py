@@ -8,7 +8,9 @@ measured so that it can carry a verdict.
 
     bootstrap (unless model.path is given)
     for each round r < run.rounds, for each arm of run.arms (backtrack first):
-        search   with the arm's current model (same search config for every arm)
+        search   with the arm's current model (same search config for every arm); an arm whose
+                 model and config hash match an arm searched before it this round (round 0:
+                 baseline after backtrack, both the start model) gets a copy of that search
         select   backtrack: corrections, self-corrections, clean; baseline: clean only, drawn to
                  the same loss-bearing tokens as the backtrack arm's set; dpo: pairs, drawn to
                  the same loss-bearing tokens; rl: nothing (it samples its own streams);
@@ -38,8 +40,8 @@ from typing import Any
 
 from pipeline.arms import Arm, arm, in_order
 from pipeline.config import Config, ConfigError
-from pipeline.files import read_json, write_json
-from pipeline.layout import RoundLayout, RunLayout
+from pipeline.files import copy_dir, read_json, write_json
+from pipeline.layout import RoundLayout, RunLayout, search_summary
 from pipeline.loading import task_from_config
 from pipeline.measure import budget, report
 from pipeline.measure.evaluation import evaluate_to, format_table
@@ -137,12 +139,13 @@ def run_seed(cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {a.name: [start] for a in in_order(cfg.run.arms)} | {"controls": [None]}
     for r in range(cfg.run.rounds):
         tokens, steps = None, -1  # the budget arm's (backtrack), which the other arms match
+        searched: dict[tuple[Path, str], Path] = {}
         for a in in_order(cfg.run.arms):
             acfg = arm_config(cfg, a.name, r)
             rnd, model = layout.round(r, a.name), layout.model(r, a.name)
             if a.searches:
                 with timed(clock, "search", a.name, r + 1):
-                    search_stage.search(acfg, model, rnd.search)
+                    search(acfg, model, rnd.search, searched)
             if a.selects:
                 _, n = select.select(acfg, a.name, rnd, tokens)
             backspace = a.backspace or cfg.run.baseline_backspace
@@ -162,6 +165,20 @@ def run_seed(cfg: Config) -> dict[str, Any]:
             log.info("round %d, %s arm:\n%s", r + 1, a.name, format_table(out[a.name][-1]["eval"]))
         out["controls"].append(_controls(layout, r, out))
     return out
+
+
+def search(cfg: Config, model: Path, out: Path, searched: dict[tuple[Path, str], Path]) -> None:
+    """Search the round with `model` into `out`, first copying the finished search of an arm that
+    searched the same checkpoint under the same config hash this round (`searched`: (model, hash)
+    to its directory): its shards are the ones this search would write, since seeds derive from
+    (run seed, round, problem id) and every row carries the hash. Its generated tokens still
+    count as this arm's compute; only the wall time is saved."""
+    same = searched.setdefault((model, cfg.hash), out)
+    if same != out and search_summary(same).exists() and not out.exists():
+        log.info("search: %s searched %s under the same config; copying it to %s", same, model, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        copy_dir(same, out)
+    search_stage.search(cfg, model, out)  # checks the config and sums the copied batches
 
 
 def cfg_round(cfg: Config, r: int) -> Config:

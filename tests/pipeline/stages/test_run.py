@@ -63,6 +63,22 @@ def test_both_arms_and_the_report(whole):
     assert "data-metric='budget'" in html and "Accuracy against generated tokens" in md
 
 
+def test_the_baseline_copies_round_0s_search_and_the_copy_is_its_own_search(whole, tmp_path):
+    """Both arms search the start model in round 0 under one config hash: the run searched once
+    and copied (the shards keep the backtrack arm's write times), and the baseline's own search
+    writes the same bytes."""
+    bt, base = (whole / arm / "round-0" / "search" for arm in ("backtrack", "baseline"))
+    shards = sorted(p.relative_to(bt) for p in bt.rglob("*.parquet"))
+    assert shards and shards == sorted(p.relative_to(base) for p in base.rglob("*.parquet"))
+    assert all((bt / p).stat().st_mtime_ns == (base / p).stat().st_mtime_ns for p in shards)
+    cfg = run.arm_config(cfg_at(whole), "baseline", 0)
+    own = tmp_path / "own"
+    search_stage.search(cfg, RunLayout.of(cfg).model(0, "baseline"), own)
+    files = sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(own) for p in own.rglob("*") if p.is_file())
+    assert [(base / p).read_bytes() for p in files] == [(own / p).read_bytes() for p in files]
+
+
 def test_killed_in_search_and_in_training_resumes_to_the_same_outputs(
     whole, tmp_path, monkeypatch, trained
 ):
