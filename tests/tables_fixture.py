@@ -88,7 +88,14 @@ def synthetic_run(
         "per_seed": [0.5 + 0.05 * i for i in range(len(seeds))],
         "difference": {"mean": 0.031, "ci95": [-0.012, 0.078]},
     }
-    verdict_rounds = [{}] + [{"best_of_n": best} if r == rounds - 1 else {} for r in range(rounds)]
+    strongest = {
+        "accuracy": 0.6,
+        "per_seed": [0.6] * len(seeds),
+        "picked": ["greedy"] * len(seeds),
+        "difference": {"mean": -0.019, "ci95": [-0.06, 0.02]},
+    }
+    last = {"best_of_n": best, "strongest": strongest}
+    verdict_rounds = [{}] + [last if r == rounds - 1 else {} for r in range(rounds)]
     _write(
         root / "verdict.json", {"seeds": list(seeds), "compute": compute, "rounds": verdict_rounds}
     )

@@ -131,7 +131,8 @@ def _acc(arm: dict[str, Any] | None) -> str:
 
 def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
     """The comparison table: per round both arms' accuracy (95% interval, per-seed values in
-    brackets), their difference with its paired interval, the best-of-N control, the share of
+    brackets), their difference with its paired interval, the best-of-N control and the stronger
+    of it and the baseline (`verdict.strongest`), the share of
     erased steps that were wrong beside chance, and mean detector AUC."""
     rows = [
         [
@@ -141,6 +142,7 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
             "difference (95% CI)",
             "best-of-N acc.",
             "backtrack − best-of-N",
+            "backtrack − the stronger of baseline and best-of-N (per seed, on test)",
             "majority-vote acc.",
             "steps erased: wrong (chance)",
             "first error erased: precision (chance) / recall (chance)",
@@ -159,6 +161,7 @@ def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
                 pts(r.get("difference")),
                 _acc(bon),
                 pts((bon or {}).get("difference")),
+                pts((r.get("strongest") or {}).get("difference")),
                 _acc(r.get("majority")),
                 f"{pct(prec.get('step_erase_precision'))} ({pct(prec.get('chance_precision'))})",
                 f"{pct(prec.get('first_error_precision'))} "

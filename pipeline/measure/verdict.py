@@ -1,9 +1,11 @@
-"""The comparison that carries a verdict: each arm at the decoding setting chosen on training
+"""The comparison that carries a verdict: each arm at the decoding setting chosen on validation
 problems, on the same held-out problems and seeds, with a paired bootstrap interval.
 
-    choose(result)                   the most accurate setting of an evaluation (on training
+    choose(result)                   the most accurate setting of an evaluation (on validation
                                      problems for the verdict)
     verdict(per_seed)                every round's comparison over the seeds, and one sentence
+    strongest(...)                   per seed the better of the baseline at its chosen setting
+                                     and its best-of-N at the backtrack arm's tokens
     one_seed_verdict(seed, evals)    a descriptive comparison of evaluations without tuning
                                      figures (the report of `report.write`; never a verdict)
 
@@ -88,6 +90,9 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
                 "temperature": controls[0][name].get("temperature"),
                 "difference": seeds_then_problems(a, c),
             }
+    if "best_of_n" in out:
+        bon = [x["best_of_n"] for x in controls]
+        out["strongest"] = strongest(bt, bl, chosen, bon, a)
     out["detector_auc"] = {
         arm: _mean_auc([x["eval"] for x in side])
         for arm, side in (("backtrack", bt), ("baseline", bl))
@@ -98,6 +103,45 @@ def compare_round(seeds: list[dict[str, Any]], r: int) -> dict[str, Any]:
     if others:
         out["arms"] = {arm: against_baseline([s[arm][r] for s in seeds], b) for arm in others}
     return out
+
+
+def strongest(
+    bt: list[dict[str, Any]],
+    bl: list[dict[str, Any]],
+    chosen: dict[str, list[str]],
+    best_of_n: list[dict[str, Any]],
+    mine: list[list[float]],
+) -> dict[str, Any]:
+    """Per seed, the stronger on the held-out problems of two things a user could run at the
+    backtrack arm's generated tokens: the baseline at its chosen setting (where it generates no
+    more tokens per problem than the backtrack arm at its own; greedy, at N = 1, is often better
+    than one sample) and the baseline's best-of-N at the arm's tokens. Picked with hindsight on
+    the test problems, so it favours the alternative: an arm ahead of it is ahead of either.
+    `mine`: the backtrack arm's per-problem figures per seed."""
+    picks, names = [], []
+    for i, control in enumerate(best_of_n):
+        base = bl[i]["eval"]["settings"][chosen["baseline"][i]]
+        arm = bt[i]["eval"]["settings"][chosen["backtrack"][i]]
+        spent, budget = _tokens(base), _tokens(arm)
+        fits = spent is not None and budget is not None and spent <= budget
+        if fits and base["accuracy"] >= control["accuracy"]:
+            picks.append(base)
+            names.append(chosen["baseline"][i])
+        else:
+            picks.append(control)
+            names.append(f"best-of-N (N≈{control['mean_n']:.1f})")
+    return {
+        "accuracy": sum(p["accuracy"] for p in picks) / len(picks),
+        "per_seed": [p["accuracy"] for p in picks],
+        "picked": names,
+        "difference": seeds_then_problems(mine, [p["per_problem"] for p in picks]),
+    }
+
+
+def _tokens(figures: dict[str, Any]) -> float | None:
+    """Mean generated tokens per sample and problem (None where the eval kept none)."""
+    tokens = figures.get("tokens_per_problem")
+    return sum(tokens) / len(tokens) if tokens else None
 
 
 def against_baseline(side: list[dict[str, Any]], baseline: list[list[float]]) -> dict[str, Any]:
@@ -190,6 +234,14 @@ def sentence(last: dict[str, Any], n_seeds: int) -> str:
             f"; against best-of-N at equal generated tokens (N={n:.1f} on average, sampled at "
             f"T={last['best_of_n'].get('temperature', '?')}): "
             f"{100 * b['mean']:+.1f} points ({blo:+.1f} to {bhi:+.1f})"
+        )
+    if "strongest" in last:
+        st = last["strongest"]["difference"]
+        slo, shi = (100 * x for x in st["ci95"])
+        text += (
+            f"; against the stronger of the two per seed, picked on the test problems "
+            f"({', '.join(last['strongest']['picked'])}): "
+            f"{100 * st['mean']:+.1f} points ({slo:+.1f} to {shi:+.1f})"
         )
     for arm, other in (last.get("arms") or {}).items():
         o = other["difference"]

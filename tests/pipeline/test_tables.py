@@ -297,6 +297,10 @@ def test_main_table_takes_seeds_as_the_unit(run):
     assert next(r for r in rows if r["arm"] == "baseline")["minus_baseline"] is None
     text = main.render(result)
     assert text.count("| 2 | backtrack |") == 1 and "backtrack − it: +3.1" in text
+    # each round's best-of-N row is followed by the stronger of it and the baseline, per seed
+    controls = [(b["round"], b["what"]) for b in result["best_of_n"]]
+    assert [w for r, w in controls if r == 2] == [w for _, w in main.CONTROLS]
+    assert text.count("| 2 | the stronger per seed of the baseline and its best-of-N") == 1
     # the compute columns are sums over the seeds, and the table says so
     costs = [c["backtrack"][1] for c in main.read_verdict(run)["compute"]]
     assert bt["optimizer_steps"] == sum(c.get("optimizer_steps", 0) for c in costs)

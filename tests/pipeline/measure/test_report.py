@@ -352,6 +352,8 @@ def test_the_verdict_of_pipeline_verdict_renders(tmp_path, cfg):
         == f"{100 * d['mean']:+.1f} pts ({100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f})"
     )
     assert last[5].startswith(f"{100 * bon['mean']:+.1f} pts")
+    strongest = v["rounds"][-1]["strongest"]["difference"]
+    assert last[6].startswith(f"{100 * strongest['mean']:+.1f} pts")
     assert markers(svgs(html)["accuracy"], "seeds-best_of_n") == 2 * 2  # rounds 1 and 2
     assert "id='arms'" not in html  # two arms: no table of the others
 

@@ -1,5 +1,5 @@
-"""The verdict's arithmetic on hand-made eval files: settings chosen on training problems, the
-paired interval, the aggregation over seeds, and the sentence."""
+"""The verdict's arithmetic on hand-made eval files: settings chosen on validation problems, the
+paired interval, the aggregation over seeds, the strongest control, and the sentence."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def ev(per_problem, setting="T=1.0", tokens=None, auc=None, **more):
 
 
 def tune(best):
-    """A tuning eval on training problems whose best non-banned setting is `best`."""
+    """A tuning eval on validation problems whose best non-banned setting is `best`."""
     return {
         "settings": {
             "greedy": {"accuracy": 0.5},
@@ -116,6 +116,31 @@ def test_controls_enter_the_verdict_only_when_every_seed_has_them():
     assert last["best_of_n"]["mean_n"] == 2.0 and last["majority"]["per_seed"] == [0.5, 0.5]
     one_missing = [seed_run([1.0] * 4, [0.0] * 4, control), seed_run([1.0] * 4, [0.0] * 4)]
     assert "best_of_n" not in v.verdict(one_missing, [0, 1])["rounds"][1]
+
+
+def test_the_strongest_control_is_the_better_of_the_baseline_and_its_best_of_n_per_seed():
+    """Seed 0: the baseline (0.75, 10 tokens a problem against the arm's 12) beats its best-of-N
+    (0.5), so it is the control; seed 1: the same baseline generates more than the arm (14), so
+    best-of-N stands whatever the accuracies; seed 2: best-of-N (1.0) beats the baseline."""
+    bon = [1.0, 0.0, 1.0, 0.0]
+    seeds = []
+    for base_tokens, control in ((10, bon), (14, bon), (10, [1.0] * 4)):
+        run = seed_run([1.0] * 4, [1.0, 1.0, 1.0, 0.0])
+        run["backtrack"][1]["eval"] = ev([1.0] * 4, tokens=[12] * 4)
+        run["baseline"][1]["eval"] = ev([1.0, 1.0, 1.0, 0.0], tokens=[base_tokens] * 4)
+        acc = sum(control) / 4
+        run["controls"][1] = {"best_of_n": {"accuracy": acc, "per_problem": control, "mean_n": 1.0}}
+        seeds.append(run)
+    out = v.verdict(seeds, [0, 1, 2])
+    st = out["rounds"][1]["strongest"]
+    assert st["picked"] == ["T=1.0", "best-of-N (N≈1.0)", "best-of-N (N≈1.0)"]
+    assert st["per_seed"] == [0.75, 0.5, 1.0]
+    assert st["difference"]["per_seed"] == pytest.approx([0.25, 0.5, 0.0])
+    assert "against the stronger of the two per seed" in out["sentence"]
+    # an eval without tokens per problem cannot show the baseline fits: best-of-N stands
+    for run in seeds:
+        del run["baseline"][1]["eval"]["settings"]["T=1.0"]["tokens_per_problem"]
+    assert v.verdict(seeds, [0, 1, 2])["rounds"][1]["strongest"]["per_seed"] == [0.5, 0.5, 1.0]
 
 
 def test_another_arm_is_compared_with_the_baseline_and_named_in_the_sentence():
