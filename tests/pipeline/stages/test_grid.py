@@ -157,14 +157,14 @@ def test_each_row_runs_once_into_its_directory_and_the_table_reads_its_verdict(t
     lines = [line for line in result["table"].splitlines() if line.startswith("| step-end")]
     assert lines[0] == (
         "| step-end | 0 | 50.0% [50.0% · 50.0%] greedy | 50.0% [50.0% · 50.0%] greedy | +0.0 pts "
-        "(+0.0 to +0.0) | – | – | 0.750 / 0.750 | – | 12.5% | 50.0% (10.0%) | 50.0% / 50.0% | "
+        "(+0.0 to +0.0) | – | – | – | 0.750 / 0.750 | – | 12.5% | 50.0% (10.0%) | 50.0% / 50.0% | "
         "– / – | – / – |"
     )
     # round 1 in the verdict's own words (report.summary_rows), then T=1.0 and the compute
     summary = report.summary_rows(json.loads((out / "step-end" / "verdict.json").read_text()))
     assert summary[2][1] == "87.5% [100.0% · 75.0%] greedy" and "+37.5 pts (" in summary[2][3]
     rest = ["12.5%", "50.0% (10.0%)", "87.5% / 50.0%", "101 / 102", "4 / 4"]
-    cells = ["step-end", *summary[2][:6], summary[2][9], summary[2][10], *rest]
+    cells = ["step-end", *summary[2][:7], summary[2][10], summary[2][11], *rest]
     assert lines[1] == "| " + " | ".join(cells) + " |"
     md = (out / "grid.md").read_text()
     assert result["table"] in md and "`trace.backspace_at=step_end`" in md
