@@ -132,8 +132,8 @@ def _acc(arm: dict[str, Any] | None) -> str:
 def summary_rows(verdict: dict[str, Any]) -> list[list[str]]:
     """The comparison table: per round both arms' accuracy (95% interval, per-seed values in
     brackets), their difference with its paired interval, the best-of-N control and the stronger
-    of it and the baseline (`verdict.strongest`), the share of
-    erased steps that were wrong beside chance, and mean detector AUC."""
+    of it and the baseline (`verdict.strongest`), the share of erased steps that were wrong
+    beside chance, and mean detector AUC."""
     rows = [
         [
             "round",

@@ -87,7 +87,7 @@ def compute(run: Path) -> dict[str, Any]:
                 cost = [c[arm][r] for c in costs if arm in c]
                 rows.append(_row(r + 1, arm, fs, base, start, cost))
     best = [
-        {"round": i, "what": what, **rnd[key]}
+        {"round": i, "control": key, "what": what, **rnd[key]}
         for i, rnd in enumerate(verdict["rounds"])
         for key, what in CONTROLS
         if rnd.get(key)
@@ -185,10 +185,9 @@ def render(result: dict[str, Any], command: str = "") -> str:
     for row in result["rows"]:
         lines.append(_line(row))
     for b in result["best_of_n"]:
-        what = b.get("what", CONTROLS[0][1])
-        which = f"N≈{b['mean_n']:.1f}" if "mean_n" in b else " · ".join(b["picked"])
+        which = " · ".join(b["picked"]) if b["control"] == "strongest" else f"N≈{b['mean_n']:.1f}"
         lines.append(
-            f"| {b['round']} | {what} ({which}) | {pct(b['accuracy'])} | "
+            f"| {b['round']} | {b['what']} ({which}) | {pct(b['accuracy'])} | "
             f"{' · '.join(pct(x) for x in b['per_seed'])} | backtrack − it: "
             f"{_diff(b['difference'])} |" + " |" * 8
         )
